@@ -1,0 +1,51 @@
+"""porch: link this from a user process to talk to the node.
+
+Blocking, like kinode_process_lib's await_message loop:
+
+    import porch
+    proc = porch.Process("echo:demo:sys")   # under `porch up`: porch.Process() reads $PORCH_PROCESS
+    while True:
+        msg = proc.await_message()
+        proc.respond(b"echo: " + msg.body)
+
+asyncio:
+
+    proc = await porch.AsyncProcess.connect("web:demo:sys")
+    reply = await proc.request("echo:demo:sys", b"hi", timeout=5)
+
+HTTP helpers mirroring kinode_process_lib::http live in porch.http.
+"""
+
+from porch.address import HTTP_CLIENT, HTTP_SERVER, KERNEL, InvalidProcessId, ProcessId
+from porch.process.aio import AsyncProcess
+from porch.process.blocking import Process
+from porch.process.message import (
+    Blob,
+    KernelRefused,
+    KernelUnreachable,
+    Message,
+    NoCapability,
+    Offline,
+    PorchError,
+    SendError,
+    Timeout,
+)
+
+__all__ = [
+    "HTTP_CLIENT",
+    "HTTP_SERVER",
+    "KERNEL",
+    "AsyncProcess",
+    "Blob",
+    "InvalidProcessId",
+    "KernelRefused",
+    "KernelUnreachable",
+    "Message",
+    "NoCapability",
+    "Offline",
+    "PorchError",
+    "Process",
+    "ProcessId",
+    "SendError",
+    "Timeout",
+]

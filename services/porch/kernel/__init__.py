@@ -1,0 +1,1 @@
+"""The kernel service (kernel:distro:sys): registry, capabilities, routing, deadlines."""

@@ -1,0 +1,5 @@
+import sys
+
+from porch.kernel.service import main
+
+sys.exit(main())

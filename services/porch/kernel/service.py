@@ -1,0 +1,66 @@
+"""`porch kernel` / `python -m porch.kernel`: run the node's kernel in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+from typing import IO
+
+from porch.kernel.policy import CapabilityPolicy
+from porch.kernel.router import Kernel, install_signal_handlers
+from porch.node.config import ConfigError, load
+from porch.node.home import NodeHome
+from porch.node.logs import setup_logging
+from porch.wire import check_backend
+
+log = logging.getLogger("porch.kernel")
+
+
+def hold_lock(home: NodeHome) -> IO[str] | None:
+    """One kernel per home: a second would steal the socket path from the first."""
+    lock = open(home.kernel_lock, "w")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="porch kernel",
+        description="Run the kernel of a porch node: the message router every process "
+        "connects to (registry, capabilities, deadlines). Normally started by `porch up`.",
+    )
+    parser.add_argument("--home", help="node home (default: $PORCH_HOME or ~/.porch)")
+    args = parser.parse_args(argv)
+    setup_logging("kernel")
+    check_backend("kernel", log)
+    home = NodeHome.resolve(args.home)
+    try:
+        home.ensure()
+        config = load(home.config_path)
+    except (ConfigError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    lock = hold_lock(home)
+    if lock is None:
+        log.error("another kernel is already running for %s", home.root)
+        return 1
+    kernel = Kernel(
+        home.kernel_endpoint,
+        config.node,
+        CapabilityPolicy(config.grants(), config.private()),
+        max_timeout_ms=int(config.kernel.max_request_timeout_s * 1000),
+    )
+    kernel.bind()
+    install_signal_handlers(kernel)
+    try:
+        kernel.run()
+    finally:
+        kernel.close()
+        log.info("kernel %s stopped", kernel.boot_id)
+        lock.close()
+    return 0

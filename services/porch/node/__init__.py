@@ -1,0 +1,1 @@
+"""The node: home directory, config, supervision, and the `porch` command."""

@@ -1,0 +1,388 @@
+"""The `porch` command: run a node and operate it.
+
+    porch up [--home H] [--node N] [--port P] [--demo] [--detach]
+    porch status | down | restart SERVICE... | logs SERVICE [-f]
+    porch send PROCESS BODY [--timeout S]
+    porch kernel | http-server | http-client      (the services themselves)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from porch.node import config as node_config
+from porch.node import supervise
+from porch.node.home import NodeHome
+
+DEMO_APPS = (
+    # (process id, path below examples/, capabilities)
+    ("hello:hello:sys", "hello/app.py", ("http-server:distro:sys",)),
+    ("chat:chat:sys", "chat/app.py", ("http-server:distro:sys",)),
+)
+
+
+def _home_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        help="node home directory (default: $PORCH_HOME, else ~/.porch)",
+    )
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"porch: {message}", file=sys.stderr)
+    return code
+
+
+def find_examples() -> Path | None:
+    """examples/ in the current directory, else beside the source tree (editable install)."""
+    for candidate in (Path.cwd() / "examples", Path(__file__).resolve().parents[3] / "examples"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def demo_processes(existing: Sequence[str]) -> list[node_config.ProcessSpec]:
+    examples = find_examples()
+    if examples is None:
+        raise FileNotFoundError(
+            "--demo needs the examples/ directory of a porch checkout: run from the checkout"
+        )
+    specs = []
+    for pid, rel, caps in DEMO_APPS:
+        script = examples / rel
+        if pid in existing or not script.exists():
+            continue
+        specs.append(node_config.ProcessSpec(
+            id=pid,
+            command=f"{sys.executable} {script}",
+            directory=str(script.parent),
+            capabilities=caps,
+        ))
+    return specs
+
+
+# ---------------------------------------------------------------------------- up / down
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    home = NodeHome.resolve(args.home)
+    try:
+        home.ensure()
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    try:
+        prepare_config(home, args)
+        config = node_config.load(home.config_path)
+    except (node_config.ConfigError, FileNotFoundError) as exc:
+        return _fail(str(exc), 2)
+    sup = supervise.Supervisor(home)
+    if sup.running():
+        return _fail(f"a node is already running in {home.root}; "
+                     "`porch status`, `porch restart SERVICE` or `porch down`")
+    extra = service_args(args)
+    conf = supervise.write(home, config, foreground=not args.detach, extra_args=extra)
+    cmd = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
+    print(f"porch: node {config.node} in {home.root}")
+    if args.detach:
+        rc = subprocess.call(cmd)
+        if rc != 0:
+            return _fail(f"supervisord failed to start (exit {rc}); see {home.logs_dir}")
+        return 0 if report_ready(home, sup, args.wait) else 1
+    proc = subprocess.Popen(cmd)
+
+    def forward(signum: int, _frame: object) -> None:
+        proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        report_ready(home, sup, args.wait, alive=lambda: proc.poll() is None)
+        return proc.wait()
+    except KeyboardInterrupt:
+        # The terminal sent SIGINT to supervisord too; it stops every program cleanly.
+        print("\nporch: stopping the node...", file=sys.stderr)
+        try:
+            return proc.wait(timeout=30)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            proc.terminate()
+            return proc.wait()
+
+
+def prepare_config(home: NodeHome, args: argparse.Namespace) -> None:
+    """Write porch.toml on first start; add the demo apps when asked."""
+    path = home.config_path
+    if not path.exists():
+        processes = demo_processes([]) if args.demo else []
+        path.write_text(node_config.render(args.node or node_config.DEFAULT_NODE, processes))
+        print(f"porch: created {path}")
+        return
+    config = node_config.load(path)
+    if args.node and args.node != config.node:
+        raise node_config.ConfigError(
+            f"this home belongs to node {config.node!r}; the name is fixed at creation "
+            f"(edit {path} to change it, or use another --home)"
+        )
+    if args.demo:
+        missing = demo_processes([p.id for p in config.processes])
+        if missing:
+            with path.open("a") as f:
+                f.write("\n" + node_config.render(config.node, missing).split("\n\n", 3)[-1])
+            print(f"porch: added the demo apps to {path}")
+
+
+def service_args(args: argparse.Namespace) -> dict[str, list[str]]:
+    extra: dict[str, list[str]] = {}
+    http: list[str] = []
+    if args.port is not None:
+        http += ["--port", str(args.port)]
+    if getattr(args, "host", None):
+        http += ["--host", args.host]
+    if http:
+        extra["http-server"] = http
+    return extra
+
+
+def report_ready(home: NodeHome, sup: supervise.Supervisor, wait: float,
+                 alive: Callable[[], bool] = lambda: True) -> bool:
+    """Wait until every autostart program runs; print the login URL. False on failure."""
+    give_up = time.monotonic() + wait
+    while time.monotonic() < give_up and alive():
+        if sup.running():
+            infos = sup.processes()
+            if infos and all(i["statename"] == "RUNNING" for i in infos
+                             if i["statename"] not in ("STOPPED",)):
+                port = read_port(home)
+                if port is not None or "http-server" not in supervise.SERVICES:
+                    if port is not None:
+                        print(f"porch: Login at http://localhost:{port}", flush=True)
+                    return True
+            if any(i["statename"] == "FATAL" for i in infos):
+                bad = [i["name"] for i in infos if i["statename"] == "FATAL"]
+                print(f"porch: failed to start: {', '.join(bad)}; `porch logs {bad[0]}`",
+                      file=sys.stderr)
+                return False
+        time.sleep(0.2)
+    if alive():
+        print(f"porch: the node is not ready after {wait:.0f} s; `porch status`", file=sys.stderr)
+    return False
+
+
+def read_port(home: NodeHome) -> int | None:
+    path = home.state_dir / "port"
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    home = NodeHome.resolve(args.home)
+    sup = supervise.Supervisor(home)
+    if not sup.running():
+        return _fail(f"no node is running in {home.root}", 3)
+    pid_text = home.supervisord_pid.read_text().strip() if home.supervisord_pid.exists() else ""
+    sup.shutdown()
+    if pid_text.isdigit():
+        give_up = time.monotonic() + 30
+        while time.monotonic() < give_up:
+            try:
+                os.kill(int(pid_text), 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+    print("porch: node stopped")
+    return 0
+
+
+# ---------------------------------------------------------------------------- operate
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    home = NodeHome.resolve(args.home)
+    sup = supervise.Supervisor(home)
+    if not sup.running():
+        print(f"porch: no node is running in {home.root}")
+        return 3
+    config = node_config.load(home.config_path)
+    port = read_port(home)
+    print(f"node {config.node}  home {home.root}")
+    if port is not None:
+        print(f"http  http://localhost:{port}")
+    for info in sup.processes():
+        print(f"  {info['name']:<32} {info['statename']:<9} {info['description']}")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    home = NodeHome.resolve(args.home)
+    config = node_config.load(home.config_path)
+    sup = supervise.Supervisor(home)
+    if not sup.running():
+        return _fail(f"no node is running in {home.root}; `porch up`", 3)
+    try:
+        programs = [supervise.program_name(config, name) for name in args.services]
+    except KeyError as exc:
+        return _fail(str(exc.args[0]), 2)
+    for program in programs:
+        sup.restart(program)
+        print(f"porch: restarted {program}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    home = NodeHome.resolve(args.home)
+    config = node_config.load(home.config_path)
+    try:
+        program = supervise.program_name(config, args.service)
+    except KeyError as exc:
+        if args.service != "supervisord":
+            return _fail(str(exc.args[0]), 2)
+        program = "supervisord"
+    path = home.logs_dir / f"{program}.log"
+    if not path.exists():
+        return _fail(f"no log yet at {path}")
+    with path.open("rb") as f:
+        lines = f.readlines()[-args.lines:]
+        sys.stdout.buffer.writelines(lines)
+        sys.stdout.flush()
+        if not args.follow:
+            return 0
+        try:
+            while True:
+                chunk = f.read()
+                if chunk:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.25)
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from porch import PorchError, Process
+
+    home = NodeHome.resolve(args.home)
+    blob = Path(args.blob).read_bytes() if args.blob else None
+    try:
+        with Process(f"terminal-{os.getpid()}:terminal:sys", home=home.root,
+                     connect_timeout=args.connect_timeout) as proc:
+            if args.no_response:
+                proc.send_request(args.process, args.body, blob=blob, mime=args.mime)
+                return 0
+            reply = proc.send_and_await_response(args.process, args.body, timeout=args.timeout,
+                                                 blob=blob, mime=args.mime)
+    except PorchError as exc:
+        return _fail(str(exc))
+    out = sys.stdout.buffer
+    out.write(reply.body)
+    if reply.blob is not None:
+        out.write(b"\n" if reply.body else b"")
+        out.write(reply.blob.bytes)
+    if sys.stdout.isatty():
+        out.write(b"\n")
+    out.flush()
+    return 0
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def _service(module: str) -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        import importlib
+
+        result: int = importlib.import_module(module + ".service").main(argv)
+        return result
+
+    return run
+
+
+SERVICE_MAINS = {
+    "kernel": _service("porch.kernel"),
+    "http-server": _service("porch.http_server"),
+    "http-client": _service("porch.http_client"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="porch",
+        description="Run a porch node: a kernel, an HTTP server and an HTTP client "
+        "for isolated Python processes, supervised by supervisord.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="create the node home if needed and run the node",
+                        description="Create the node home (config, state, logs) on first "
+                        "use and run every service under supervisord, in the foreground "
+                        "(Ctrl-C stops all) or detached.")
+    _home_arg(up)
+    up.add_argument("--node", help=f"node name, fixed at creation (default {node_config.DEFAULT_NODE})")
+    up.add_argument("--port", type=int, help="HTTP port; fails if busy (default: the node's "
+                    "remembered port, else the first free port from 8080)")
+    up.add_argument("--host", help="address the HTTP server listens on (default 0.0.0.0)")
+    up.add_argument("--demo", action="store_true", help="add the example apps (hello, chat)")
+    up.add_argument("--detach", "-d", action="store_true", help="run in the background")
+    up.add_argument("--wait", type=float, default=60.0, help="seconds to wait for readiness")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop a running node")
+    _home_arg(down)
+    down.set_defaults(func=cmd_down)
+
+    status = sub.add_parser("status", help="show the node's services and port")
+    _home_arg(status)
+    status.set_defaults(func=cmd_status)
+
+    restart = sub.add_parser("restart", help="restart services alone (kernel, http-server, "
+                             "http-client, or a process id)")
+    _home_arg(restart)
+    restart.add_argument("services", nargs="+", metavar="SERVICE")
+    restart.set_defaults(func=cmd_restart)
+
+    logs = sub.add_parser("logs", help="print a service's log")
+    _home_arg(logs)
+    logs.add_argument("service", metavar="SERVICE")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-n", "--lines", type=int, default=50)
+    logs.set_defaults(func=cmd_logs)
+
+    send = sub.add_parser("send", help="send a request to a process and print its response",
+                          description="Like Kinode's terminal `m`: send BODY to PROCESS "
+                          "(name:package:publisher) as terminal-<pid>:terminal:sys.")
+    _home_arg(send)
+    send.add_argument("process", metavar="PROCESS")
+    send.add_argument("body", metavar="BODY")
+    send.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    send.add_argument("--no-response", action="store_true", help="do not wait for a response")
+    send.add_argument("--blob", help="file whose bytes travel as the blob")
+    send.add_argument("--mime", help="mime type of the blob")
+    send.add_argument("--connect-timeout", type=float, default=5.0)
+    send.set_defaults(func=cmd_send)
+
+    for name in SERVICE_MAINS:
+        svc = sub.add_parser(name, help=f"run the {name} service in the foreground "
+                             "(what supervisord runs)", add_help=False)
+        svc.add_argument("rest", nargs=argparse.REMAINDER)
+        svc.set_defaults(func=None, service=name)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SERVICE_MAINS:
+        return SERVICE_MAINS[argv[0]](argv[1:])
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The node config, <home>/porch.toml: node name, service settings, user processes.
+
+    node = "mynode.os"
+
+    [kernel]
+    max_request_timeout_s = 3600
+
+    [http_server]          # settings of porch.http_server.settings.HttpServerSettings
+    request_timeout_s = 15
+
+    [http_client]          # settings of porch.http_client.settings.HttpClientSettings
+
+    [[process]]            # a user process supervised by the node
+    id = "hello:hello:sys"
+    command = "python examples/hello/app.py"
+    directory = "/path/to/run/in"          # optional, default: the home
+    capabilities = ["http-server:distro:sys"]
+    public = true                          # optional, default true
+    autostart = true                       # optional
+    environment = { GREETING = "hi" }      # optional
+
+Unknown keys are errors, not silently ignored: a typo must not quietly change nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from porch.address import InvalidProcessId, ProcessId
+
+DEFAULT_NODE = "porch.os"
+
+
+class ConfigError(ValueError):
+    """The node config is unreadable or wrong; the message says where and how."""
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    id: str
+    command: str
+    directory: str = ""
+    capabilities: tuple[str, ...] = ()
+    public: bool = True
+    autostart: bool = True
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def program_name(self) -> str:
+        """The supervisord program name (no ':' allowed there)."""
+        return "app-" + self.id.replace(":", "-").replace(".", "_")
+
+
+@dataclass(frozen=True)
+class KernelSettings:
+    # Request deadlines further ahead are clamped to this (keeps the pending table bounded).
+    max_request_timeout_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node: str = DEFAULT_NODE
+    kernel: KernelSettings = KernelSettings()
+    processes: tuple[ProcessSpec, ...] = ()
+    # Raw sections for the services, validated by their own settings classes.
+    http_server: dict[str, Any] = field(default_factory=dict)
+    http_client: dict[str, Any] = field(default_factory=dict)
+
+    def grants(self) -> dict[str, tuple[str, ...]]:
+        return {p.id: p.capabilities for p in self.processes}
+
+    def private(self) -> list[str]:
+        return [p.id for p in self.processes if not p.public]
+
+
+T = TypeVar("T")
+
+
+def settings_from(section: dict[str, Any], cls: type[T], where: str) -> T:
+    """Build a settings dataclass from a TOML table, checking names and types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(section) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(fields))}")
+    values: dict[str, Any] = {}
+    for name, value in section.items():
+        values[name] = _coerce(value, hints[name], f"{where}.{name}")
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool):
+        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+            return value
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(f"{where}: expected a table of strings, got {value!r}")
+        return dict(value)
+    if origin in (types.UnionType, typing.Union):
+        for alt in typing.get_args(hint):
+            if alt is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, alt, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: unexpected value {value!r}")
+    raise ConfigError(f"{where}: unsupported setting type {hint!r}")
+
+
+def parse(text: str, where: str = "porch.toml") -> NodeConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    known = {"node", "kernel", "process", "http_server", "http_client"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: "
+                          + ", ".join(sorted(known)))
+    node = raw.get("node", DEFAULT_NODE)
+    if not isinstance(node, str) or not node or any(c.isspace() or c in ";=,@/" for c in node):
+        raise ConfigError(f"{where}: node must be a name like 'mynode.os', got {node!r}")
+    kernel = settings_from(raw.get("kernel", {}), KernelSettings, f"{where} [kernel]")
+    processes = []
+    seen = set()
+    for i, entry in enumerate(raw.get("process", [])):
+        here = f"{where} [[process]] #{i + 1}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{here}: expected a table")
+        for required in ("id", "command"):
+            if required not in entry:
+                raise ConfigError(f"{here}: missing {required!r}")
+        spec = settings_from(entry, ProcessSpec, here)
+        try:
+            ProcessId.parse(spec.id)
+        except InvalidProcessId as exc:
+            raise ConfigError(f"{here}: {exc}") from None
+        for cap in spec.capabilities:
+            try:
+                ProcessId.parse(cap)
+            except InvalidProcessId as exc:
+                raise ConfigError(f"{here}: capability: {exc}") from None
+        if spec.id in seen:
+            raise ConfigError(f"{here}: process {spec.id} is declared twice")
+        seen.add(spec.id)
+        processes.append(spec)
+    for section in ("http_server", "http_client"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise ConfigError(f"{where}: [{section}] must be a table")
+    return NodeConfig(node, kernel, tuple(processes),
+                      dict(raw.get("http_server", {})), dict(raw.get("http_client", {})))
+
+
+def load(path: Path) -> NodeConfig:
+    if not path.exists():
+        return NodeConfig()
+    return parse(path.read_text(), str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def render(node: str, processes: list[ProcessSpec]) -> str:
+    """A fresh porch.toml (what `porch up` writes the first time)."""
+    lines = [
+        "# porch node config. Edit, then `porch up` (or `porch restart <service>`).",
+        "# Settings and their defaults: README.md, section 'Configuration'.",
+        f"node = {_toml_value(node)}",
+        "",
+        "[http_server]",
+        "",
+        "[http_client]",
+        "",
+    ]
+    for p in processes:
+        lines.append("[[process]]")
+        lines.append(f"id = {_toml_value(p.id)}")
+        lines.append(f"command = {_toml_value(p.command)}")
+        if p.directory:
+            lines.append(f"directory = {_toml_value(p.directory)}")
+        lines.append(f"capabilities = {_toml_value(list(p.capabilities))}")
+        if not p.public:
+            lines.append("public = false")
+        if p.environment:
+            lines.append(f"environment = {_toml_value(p.environment)}")
+        lines.append("")
+    return "\n".join(lines)

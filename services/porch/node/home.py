@@ -1,0 +1,100 @@
+"""The node home: where a node keeps its config, sockets, logs and state.
+
+Layout (created by `porch up`, modes enforced every time):
+
+    <home>/porch.toml      node config (node name, settings, user processes)
+    <home>/run/            0700: kernel.sock, supervisor.sock, supervisord.conf, pid files
+    <home>/logs/           one log per service
+    <home>/state/          0700: chosen port, bindings, static content, secrets (0600)
+
+The home defaults to $PORCH_HOME, else ~/.porch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_HOME = "PORCH_HOME"
+ENV_KERNEL = "PORCH_KERNEL"
+ENV_PROCESS = "PORCH_PROCESS"
+
+# sun_path is 108 bytes on Linux; "ipc://" is not part of it.
+MAX_IPC_PATH = 100
+
+
+def default_home() -> Path:
+    env = os.environ.get(ENV_HOME)
+    return Path(env) if env else Path.home() / ".porch"
+
+
+@dataclass(frozen=True)
+class NodeHome:
+    root: Path
+
+    @classmethod
+    def resolve(cls, home: str | os.PathLike[str] | None = None) -> NodeHome:
+        return cls(Path(home).expanduser().resolve() if home else default_home().resolve())
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "porch.toml"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def kernel_socket(self) -> Path:
+        return self.run_dir / "kernel.sock"
+
+    @property
+    def kernel_endpoint(self) -> str:
+        return f"ipc://{self.kernel_socket}"
+
+    @property
+    def kernel_lock(self) -> Path:
+        return self.run_dir / "kernel.lock"
+
+    @property
+    def supervisor_socket(self) -> Path:
+        return self.run_dir / "supervisor.sock"
+
+    @property
+    def supervisord_conf(self) -> Path:
+        return self.run_dir / "supervisord.conf"
+
+    @property
+    def supervisord_pid(self) -> Path:
+        return self.run_dir / "supervisord.pid"
+
+    def ensure(self) -> None:
+        """Create the directories with their modes; refuse paths too long for sockets."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        for d in (self.run_dir, self.state_dir, self.logs_dir):
+            d.mkdir(exist_ok=True)
+            os.chmod(d, 0o700)
+        for sock in (self.kernel_socket, self.supervisor_socket):
+            if len(str(sock)) > MAX_IPC_PATH:
+                raise ValueError(
+                    f"node home {self.root} is too deep: socket path {sock} is longer than "
+                    f"{MAX_IPC_PATH} bytes (a Unix socket limit); choose a shorter --home"
+                )
+
+
+def kernel_endpoint(home: str | os.PathLike[str] | None = None) -> str:
+    """$PORCH_KERNEL if set, else the kernel socket of the (given or default) home."""
+    env = os.environ.get(ENV_KERNEL)
+    if env and home is None:
+        return env
+    return NodeHome.resolve(home).kernel_endpoint

@@ -1,0 +1,160 @@
+"""Supervision: render supervisord's config for a node home and talk to supervisord.
+
+Every service is its own [program], so `porch restart http-server` (or
+`supervisorctl restart http-server`) restarts it alone. User processes from porch.toml
+become programs named "app-<id with : and . replaced>".
+
+The templates live in the package (porch/node/*.tmpl) rather than in deploy/ so that
+an installed wheel can render them; deploy/ keeps the systemd unit and a sample config.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import xmlrpc.client
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from porch.node.config import NodeConfig
+from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    command: list[str]
+    priority: int
+    environment: dict[str, str]
+    directory: str = ""
+    autostart: bool = True
+
+
+# The services every node runs, in start order. Each also answers `porch <name>`.
+SERVICES: tuple[str, ...] = ("kernel",)
+
+
+def service_programs(home: NodeHome, extra_args: dict[str, list[str]] | None = None) -> list[Program]:
+    extra_args = extra_args or {}
+    py = sys.executable
+    modules = {"kernel": "porch.kernel", "http-server": "porch.http_server",
+               "http-client": "porch.http_client"}
+    return [
+        Program(
+            name,
+            [py, "-m", modules[name], "--home", str(home.root), *extra_args.get(name, [])],
+            priority=10 if name == "kernel" else 20,
+            environment={ENV_HOME: str(home.root)},
+        )
+        for name in SERVICES
+    ]
+
+
+def user_programs(home: NodeHome, config: NodeConfig) -> list[Program]:
+    return [
+        Program(
+            spec.program_name,
+            ["/bin/sh", "-c", "exec " + spec.command],
+            priority=30,
+            environment={ENV_HOME: str(home.root), ENV_PROCESS: spec.id, **spec.environment},
+            directory=spec.directory,
+            autostart=spec.autostart,
+        )
+        for spec in config.processes
+    ]
+
+
+def _escape(value: str) -> str:
+    """supervisord interpolates %(name)s in values: a literal % must be doubled."""
+    return value.replace("%", "%%")
+
+
+def _env(environment: dict[str, str]) -> str:
+    items = {"PYTHONUNBUFFERED": "1", **environment}
+    return ",".join(
+        f'{k}="{_escape(v).replace(chr(34), chr(92) + chr(34))}"' for k, v in items.items()
+    )
+
+
+def render(home: NodeHome, config: NodeConfig, *, foreground: bool,
+           extra_args: dict[str, list[str]] | None = None) -> str:
+    templates = resources.files("porch.node")
+    head = Template(templates.joinpath("supervisord.conf.tmpl").read_text())
+    program = Template(templates.joinpath("program.conf.tmpl").read_text())
+    common = {
+        "home": _escape(str(home.root)),
+        "run": _escape(str(home.run_dir)),
+        "logs": _escape(str(home.logs_dir)),
+        "conf": _escape(str(home.supervisord_conf)),
+        "node": _escape(config.node),
+    }
+    text = head.substitute(common, nodaemon=str(foreground).lower(),
+                           silent=str(not foreground).lower())
+    for prog in service_programs(home, extra_args) + user_programs(home, config):
+        text += program.substitute(
+            common,
+            name=prog.name,
+            command=_escape(shlex.join(prog.command)),
+            directory=_escape(prog.directory or str(home.root)),
+            environment=_env(prog.environment),
+            priority=prog.priority,
+            autostart=str(prog.autostart).lower(),
+        )
+    return text
+
+
+def write(home: NodeHome, config: NodeConfig, *, foreground: bool,
+          extra_args: dict[str, list[str]] | None = None) -> Path:
+    home.supervisord_conf.write_text(render(home, config, foreground=foreground,
+                                            extra_args=extra_args))
+    return home.supervisord_conf
+
+
+def program_name(config: NodeConfig, name: str) -> str:
+    """Map what a user types (service name, process id, or program name) to a program."""
+    if name in SERVICES:
+        return name
+    for spec in config.processes:
+        if name in (spec.id, spec.program_name):
+            return spec.program_name
+    known = list(SERVICES) + [p.id for p in config.processes]
+    raise KeyError(f"unknown service {name!r}; known: {', '.join(known)}")
+
+
+class Supervisor:
+    """A thin client of supervisord's XML-RPC interface on the home's unix socket."""
+
+    def __init__(self, home: NodeHome) -> None:
+        from supervisor.xmlrpc import SupervisorTransport
+
+        self.home = home
+        transport = SupervisorTransport(None, None, f"unix://{home.supervisor_socket}")
+        self._proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+    @property
+    def rpc(self) -> Any:
+        return self._proxy.supervisor
+
+    def running(self) -> bool:
+        if not self.home.supervisor_socket.exists():
+            return False
+        try:
+            state = self.rpc.getState()
+        except (OSError, xmlrpc.client.Error):
+            return False
+        return bool(state.get("statename") == "RUNNING")
+
+    def processes(self) -> list[dict[str, Any]]:
+        return list(self.rpc.getAllProcessInfo())
+
+    def restart(self, program: str) -> None:
+        info = self.rpc.getProcessInfo(program)
+        if info["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
+            self.rpc.stopProcess(program, True)
+        self.rpc.startProcess(program, True)
+
+    def shutdown(self) -> None:
+        self.rpc.shutdown()

@@ -1,0 +1,1 @@
+"""The stub: a process's connection to the kernel (blocking and asyncio APIs)."""

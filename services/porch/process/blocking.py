@@ -1,0 +1,277 @@
+"""The blocking stub API, shaped like kinode_process_lib's `await_message` loop.
+
+    import porch
+    proc = porch.Process("echo:demo:sys")         # or porch.init() under `porch up`
+    while True:
+        msg = proc.await_message()
+        if msg.is_request:
+            proc.respond(msg.body)                  # answers the last request received
+
+Messages that arrive while `send_and_await_response` waits are kept, in order, for the
+next `await_message`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from typing import Any
+
+import zmq
+
+from porch.node.home import ENV_PROCESS, kernel_endpoint
+from porch.process.core import Core, Refused, Registered, Reply, refused_error
+from porch.process.message import (
+    Blob,
+    KernelUnreachable,
+    Message,
+    Offline,
+    PorchError,
+    SendError,
+    Timeout,
+)
+from porch.wire import kernel_pb2
+
+log = logging.getLogger("porch.process")
+
+# A local wait ends this long after the deadline even if the kernel never says Timeout
+# (it may be restarting); the kernel's own Timeout normally arrives first.
+LOCAL_GRACE_S = 0.25
+DEFAULT_TIMEOUT_S = 5.0
+
+
+def _as_bytes(body: bytes | str) -> bytes:
+    return body.encode() if isinstance(body, str) else bytes(body)
+
+
+def _as_blob(blob: Blob | bytes | str | None, mime: str | None) -> Blob | None:
+    if blob is None or isinstance(blob, Blob):
+        return blob
+    return Blob(_as_bytes(blob), mime)
+
+
+class Process:
+    """A connection to the node's kernel as one process id.
+
+    process_id defaults to $PORCH_PROCESS; the kernel endpoint to $PORCH_KERNEL, else
+    the home's socket ($PORCH_HOME or ~/.porch). Waits up to connect_timeout seconds for
+    the kernel and raises KernelUnreachable, or KernelRefused (bad or duplicate id).
+    """
+
+    def __init__(
+        self,
+        process_id: str | None = None,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        endpoint: str | None = None,
+        connect_timeout: float = 30.0,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        pid = process_id or os.environ.get(ENV_PROCESS)
+        if not pid:
+            raise PorchError("no process id: pass one or set $" + ENV_PROCESS)
+        self._core = Core(pid, endpoint or kernel_endpoint(home), context=context)
+        self._poller = zmq.Poller()
+        self._poller.register(self._core.sock, zmq.POLLIN)
+        self._poller.register(self._core.monitor, zmq.POLLIN)
+        self._inbox: deque[Message | SendError] = deque()
+        # Requests sent with expects_response whose outcome await_message reports.
+        self._awaiting: dict[int, str] = {}
+        self._last_request: Message | None = None
+        self._last_blob: Blob | None = None
+        self._refused: Refused | None = None
+        self._wait_registered(connect_timeout)
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def our(self) -> str:
+        """This process's id, "name:package:publisher"."""
+        return self._core.process_id
+
+    @property
+    def node(self) -> str:
+        return self._core.node
+
+    def close(self) -> None:
+        self._core.close()
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ sending
+
+    def send_request(
+        self,
+        target: str,
+        body: bytes | str = b"",
+        *,
+        blob: Blob | bytes | str | None = None,
+        mime: str | None = None,
+        expects_response: float | None = None,
+        metadata: str | None = None,
+        rsvp: str | None = None,
+    ) -> int:
+        """Send a Request and return its id without waiting.
+
+        With expects_response (seconds), the Response (or the SendError) is delivered
+        later by await_message.
+        """
+        self._pump(0)
+        blob_ = _as_blob(blob, mime)
+        env = self._core.new_request(target, _as_bytes(body), blob=blob_,
+                                     timeout=expects_response, metadata=metadata, rsvp=rsvp)
+        self._core.send_envelope(env, blob_)
+        if expects_response is not None:
+            self._awaiting[env.id] = target
+        return env.id
+
+    def send_and_await_response(
+        self,
+        target: str,
+        body: bytes | str = b"",
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        blob: Blob | bytes | str | None = None,
+        mime: str | None = None,
+        metadata: str | None = None,
+    ) -> Message:
+        """Send a Request and block for its Response; raise the SendError variant
+        (Offline, Timeout, NoCapability) if there is none."""
+        self._pump(0)
+        blob_ = _as_blob(blob, mime)
+        env = self._core.new_request(target, _as_bytes(body), blob=blob_,
+                                     timeout=timeout, metadata=metadata)
+        self._core.send_envelope(env, blob_)
+        wanted = env.id
+        give_up = time.monotonic() + timeout + LOCAL_GRACE_S
+        while True:
+            for item in self._take(give_up, wanted):
+                if isinstance(item, Reply):
+                    if item.error is not None:
+                        raise item.error
+                    assert item.message is not None
+                    self._last_blob = item.message.blob
+                    return item.message
+            if time.monotonic() >= give_up:
+                raise Timeout(target, wanted, "no answer (kernel did not report either)")
+
+    def respond(
+        self,
+        body: bytes | str = b"",
+        *,
+        blob: Blob | bytes | str | None = None,
+        mime: str | None = None,
+        metadata: str | None = None,
+        to: Message | None = None,
+    ) -> None:
+        """Answer `to`, by default the last Request await_message returned."""
+        request = to or self._last_request
+        if request is None or not request.is_request:
+            raise PorchError("respond: no request to answer")
+        self._core.send_response(request, _as_bytes(body), blob=_as_blob(blob, mime),
+                                 metadata=metadata)
+
+    # ------------------------------------------------------------------ receiving
+
+    def await_message(self, timeout: float | None = None) -> Message:
+        """The next Request, or Response to a request sent with expects_response.
+
+        Raises the SendError variant for such a request that failed, and Timeout (with
+        id 0) when `timeout` seconds pass with nothing.
+        """
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while not self._inbox:
+            for item in self._take(give_up, None):
+                del item  # _take only returns items for `wanted`; none here
+            if give_up is not None and time.monotonic() >= give_up and not self._inbox:
+                raise Timeout(self.our, 0, f"no message within {timeout} s")
+        item_ = self._inbox.popleft()
+        if isinstance(item_, SendError):
+            raise item_
+        if item_.is_request:
+            self._last_request = item_
+        self._last_blob = item_.blob
+        return item_
+
+    def get_blob(self) -> Blob | None:
+        """The blob of the last message returned (Kinode's get_blob)."""
+        return self._last_blob
+
+    def registry(self, timeout: float = 5.0) -> kernel_pb2.Registry:
+        """The kernel's registry and counters (what `porch status` shows)."""
+        wanted = self._core.send_registry_query()
+        give_up = time.monotonic() + timeout
+        while time.monotonic() < give_up:
+            for item in self._take(give_up, wanted):
+                if isinstance(item, Reply) and item.message is not None:
+                    return kernel_pb2.Registry.FromString(item.message.body)
+        raise Timeout("kernel:distro:sys", wanted, "no registry answer")
+
+    # ------------------------------------------------------------------ internals
+
+    def _wait_registered(self, connect_timeout: float) -> None:
+        give_up = time.monotonic() + connect_timeout
+        warned = False
+        while not self._core.registered:
+            self._pump(100)
+            if self._refused is not None:
+                self.close()
+                raise refused_error(self._refused)
+            now = time.monotonic()
+            if not warned and now > give_up - connect_timeout + 2:
+                log.warning("%s: waiting for the kernel at %s", self.our, self._core.endpoint)
+                warned = True
+            if now >= give_up:
+                self.close()
+                raise KernelUnreachable(
+                    f"no kernel answered at {self._core.endpoint} within {connect_timeout} s "
+                    "(is the node running? `porch status`)"
+                )
+
+    def _take(self, give_up: float | None, wanted: int | None) -> list[Reply]:
+        """Wait (until give_up) for input; file everything; return replies to `wanted`."""
+        wait_ms = -1 if give_up is None else max(0, int((give_up - time.monotonic()) * 1000))
+        return self._pump(wait_ms if wait_ms >= 0 else 1000, wanted)
+
+    def _pump(self, wait_ms: int, wanted: int | None = None) -> list[Reply]:
+        found: list[Reply] = []
+        events = dict(self._poller.poll(wait_ms))
+        core = self._core
+        if core.monitor in events:
+            _, down = core.take_monitor_events()
+            if down:
+                self._fail_all("lost the connection to the kernel")
+                if wanted is not None:
+                    found.append(Reply(wanted, None, Offline("kernel:distro:sys", wanted,
+                                                             "lost the connection to the kernel")))
+        while True:
+            item = core.recv_nowait()
+            if item is False:
+                break
+            if isinstance(item, Message):
+                self._inbox.append(item)
+            elif isinstance(item, Reply):
+                if item.id == wanted:
+                    found.append(item)
+                elif self._awaiting.pop(item.id, None) is not None:
+                    self._inbox.append(item.error if item.error is not None else item.message)  # type: ignore[arg-type]
+                # else: late or unsolicited; dropped
+            elif isinstance(item, Refused):
+                self._refused = item
+                log.error("%s: kernel refused: %s: %s", self.our, item.code, item.detail)
+                if core.registered or wanted is not None:
+                    raise refused_error(item)
+            elif isinstance(item, Registered):
+                log.info("%s: registered with kernel (node %s)", self.our, item.node)
+        return found
+
+    def _fail_all(self, detail: str) -> None:
+        for id_, target in self._awaiting.items():
+            self._inbox.append(Offline(target, id_, detail))
+        self._awaiting.clear()

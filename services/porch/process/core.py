@@ -1,0 +1,301 @@
+"""The connection to the kernel that both stub APIs (blocking and asyncio) share.
+
+`Core` owns one ZeroMQ DEALER socket and a monitor on it. It frames and unframes
+messages, numbers requests, and (re)registers whenever a connection to the kernel is
+established: that is how a process survives a kernel restart without doing anything.
+It never waits; the blocking and asyncio layers decide how to wait.
+
+Socket options follow DESIGN.md "Failure semantics": IMMEDIATE (nothing is queued while
+the kernel is away: a send fails at once instead), bounded high-water marks, LINGER 0,
+fast reconnects, and ZMTP heartbeats so a hung kernel is noticed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from porch.address import KERNEL, validate
+from porch.process.message import (
+    SEND_ERRORS,
+    Blob,
+    KernelRefused,
+    Message,
+    Offline,
+    SendError,
+)
+from porch.wire import PROTOCOL_VERSION, kernel_pb2
+
+Envelope = kernel_pb2.Envelope
+
+# Outgoing and incoming queues are bounded: a process that stops reading must not make
+# the kernel (or itself) grow without limit.
+HIGH_WATER_MARK = 10_000
+MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class Registered:
+    node: str
+    boot_id: str
+
+
+@dataclass(slots=True)
+class Refused:
+    """A KernelError about registration or about the connection as a whole."""
+
+    code: str
+    detail: str
+    id: int
+
+
+@dataclass(slots=True)
+class Reply:
+    """The outcome of a request this process sent: a Response or a SendError."""
+
+    id: int
+    message: Message | None
+    error: SendError | None
+
+
+Incoming = Message | Reply | Registered | Refused | None
+
+
+class Core:
+    """One process's connection to the kernel. Not thread-safe (ZeroMQ sockets never are)."""
+
+    def __init__(
+        self,
+        process_id: str,
+        endpoint: str,
+        *,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.process_id = validate(process_id)
+        self.endpoint = endpoint
+        self.node = ""
+        self.kernel_boot_id = ""
+        self.connected = False
+        self.registered = False
+        self._ctx = context or zmq.Context.instance()
+        self.sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
+        for opt, value in (
+            (zmq.LINGER, 0),
+            (zmq.IMMEDIATE, 1),
+            (zmq.SNDHWM, HIGH_WATER_MARK),
+            (zmq.RCVHWM, HIGH_WATER_MARK),
+            (zmq.RECONNECT_IVL, 100),
+            (zmq.RECONNECT_IVL_MAX, 1000),
+            (zmq.HEARTBEAT_IVL, 1000),
+            (zmq.HEARTBEAT_TIMEOUT, 5000),
+            (zmq.HEARTBEAT_TTL, 5000),
+        ):
+            self.sock.setsockopt(opt, value)
+        self.monitor: zmq.Socket[bytes] = self.sock.get_monitor_socket(MONITOR_EVENTS)
+        self.sock.connect(endpoint)
+        # Ids are unique per requester; a random start keeps a restarted process from
+        # reusing the ids of its previous life while those may still be pending.
+        self._ids = itertools.count(random.getrandbits(62) + 1)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Unregister (so the kernel fails what is pending on us at once) and close."""
+        if self.sock.closed:
+            return
+        linger = 0
+        if self.registered:
+            env = Envelope(version=PROTOCOL_VERSION, source=self.process_id, target=KERNEL)
+            env.control.unregister.SetInParent()
+            try:
+                self.sock.send(env.SerializeToString(), zmq.NOBLOCK)
+                linger = 200  # let the Unregister leave before the socket goes
+            except zmq.ZMQError:
+                pass
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(0)
+        self.sock.close(linger)
+        self.registered = False
+
+    def take_monitor_events(self) -> tuple[bool, bool]:
+        """Drain the monitor. Returns (connected_now, disconnected_now).
+
+        On a new connection the Register goes out before anything else, so the kernel
+        sees it first (ZeroMQ keeps the order of one pipe).
+        """
+        up = down = False
+        while True:
+            try:
+                frames = self.monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            event = parse_monitor_message(frames)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                up = True
+                self.connected = True
+                self.registered = False
+                self._send_register()
+            elif event == zmq.EVENT_DISCONNECTED:
+                down = True
+                self.connected = False
+                self.registered = False
+        return up, down
+
+    def _send_register(self) -> None:
+        env = Envelope(version=PROTOCOL_VERSION, source=self.process_id, target=KERNEL)
+        env.control.register.process_id = self.process_id
+        env.control.register.os_pid = os.getpid()
+        self.send_envelope(env, None)
+
+    def send_registry_query(self) -> int:
+        env = Envelope(version=PROTOCOL_VERSION, id=next(self._ids),
+                       source=self.process_id, target=KERNEL)
+        env.control.registry_query.SetInParent()
+        self.send_envelope(env, None)
+        return env.id
+
+    # ------------------------------------------------------------------ sending
+
+    def send_envelope(self, env: kernel_pb2.Envelope, blob: Blob | None) -> None:
+        """Send without blocking; a kernel that is away or full is an Offline error."""
+        data = env.SerializeToString()
+        try:
+            if blob is None:
+                self.sock.send(data, zmq.NOBLOCK)
+            else:
+                self.sock.send_multipart((data, blob.bytes), zmq.NOBLOCK)
+        except zmq.Again:
+            raise Offline(env.target, env.id, "kernel not reachable (not running or not keeping up)") from None
+
+    def new_request(
+        self,
+        target: str,
+        body: bytes,
+        *,
+        blob: Blob | None = None,
+        timeout: float | None = None,
+        metadata: str | None = None,
+        rsvp: str | None = None,
+    ) -> kernel_pb2.Envelope:
+        env = Envelope(version=PROTOCOL_VERSION, id=next(self._ids),
+                       source=self.process_id, target=target)
+        req = env.request
+        req.body = body
+        if timeout is not None:
+            req.expects_response = True
+            req.deadline_ms = now_ms() + max(0, int(timeout * 1000))
+        if metadata is not None:
+            req.metadata = metadata
+        if rsvp:
+            env.rsvp = rsvp
+        if blob is not None and blob.mime is not None:
+            env.blob_mime = blob.mime
+        return env
+
+    def send_response(
+        self,
+        to: Message,
+        body: bytes,
+        *,
+        blob: Blob | None = None,
+        metadata: str | None = None,
+    ) -> None:
+        env = Envelope(version=PROTOCOL_VERSION, id=to.id,
+                       source=self.process_id, target=to.reply_to)
+        resp = env.response
+        resp.body = body
+        if metadata is not None:
+            resp.metadata = metadata
+        if blob is not None and blob.mime is not None:
+            env.blob_mime = blob.mime
+        self.send_envelope(env, blob)
+
+    # ------------------------------------------------------------------ receiving
+
+    def has_input(self) -> bool:
+        return bool(self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
+    def recv_nowait(self) -> Incoming | bool:
+        """Read one message. False when nothing is waiting; None when the frames were
+        consumed but there is nothing for the caller (an expired request, junk)."""
+        try:
+            frames = self.sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return self.decode(frames)
+
+    def decode(self, frames: list[bytes]) -> Incoming:
+        env = Envelope()
+        try:
+            env.ParseFromString(frames[0])
+        except Exception:  # DecodeError; the kernel never sends junk, but be safe
+            return None
+        blob = Blob(frames[1], env.blob_mime if env.HasField("blob_mime") else None) \
+            if len(frames) > 1 else None
+        kind = env.WhichOneof("message")
+        if kind == "request":
+            req = env.request
+            if req.expects_response and req.deadline_ms and req.deadline_ms < now_ms():
+                return None  # the requester already got Timeout; never work on it late
+            return Message(
+                env.id, env.source, env.target, True, req.body, blob,
+                req.metadata if req.HasField("metadata") else None,
+                req.expects_response, req.deadline_ms, env.rsvp,
+            )
+        if kind == "response":
+            resp = env.response
+            msg = Message(env.id, env.source, env.target, False, resp.body, blob,
+                          resp.metadata if resp.HasField("metadata") else None)
+            return Reply(env.id, msg, None)
+        if kind == "send_error":
+            err = env.send_error
+            name = kernel_pb2.SendError.Kind.Name(err.kind)
+            cls = SEND_ERRORS.get(name, Offline)
+            return Reply(env.id, None, cls(err.target, env.id, err.detail))
+        if kind == "control":
+            return self._decode_control(env)
+        return None
+
+    def _decode_control(self, env: kernel_pb2.Envelope) -> Incoming:
+        ctl = env.control
+        which = ctl.WhichOneof("kind")
+        if which == "registered":
+            self.registered = True
+            self.node = ctl.registered.node
+            self.kernel_boot_id = ctl.registered.kernel_boot_id
+            return Registered(self.node, self.kernel_boot_id)
+        if which == "error":
+            err = ctl.error
+            code = kernel_pb2.KernelError.Code.Name(err.code)
+            if code == "NotRegistered":
+                # We raced a reconnection: register again; the message that was refused
+                # fails like any message sent while the kernel was away.
+                self._send_register()
+                return Reply(err.id, None, Offline(env.source, err.id, err.detail))
+            if err.id:
+                # About one message of ours (e.g. undecodable): fail that request.
+                return Reply(err.id, None, Offline(env.source, err.id, f"{code}: {err.detail}"))
+            return Refused(code, err.detail, err.id)
+        if which == "registry":
+            msg = Message(env.id, env.source, env.target, False,
+                          ctl.registry.SerializeToString())
+            return Reply(env.id, msg, None)
+        return None
+
+
+def refused_error(refused: Refused) -> KernelRefused:
+    return KernelRefused(refused.code, refused.detail)
