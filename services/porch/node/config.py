@@ -98,8 +98,10 @@ def settings_from(section: dict[str, Any], cls: type[T], where: str) -> T:
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected float (a number), got {value!r}")
     if hint in (int, str, bool):
         if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
             return value

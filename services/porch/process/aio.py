@@ -21,7 +21,7 @@ import zmq
 
 from porch.node.home import ENV_PROCESS, kernel_endpoint
 from porch.process.blocking import LOCAL_GRACE_S, _as_blob, _as_bytes
-from porch.process.core import Core, Refused, Registered, Reply, refused_error
+from porch.process.core import Core, Refused, Registered, Reply, expired, refused_error
 from porch.process.message import (
     Blob,
     KernelRefused,
@@ -53,8 +53,8 @@ class AsyncProcess:
         self._refused: KernelRefused | None = None
         self._on_reconnect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
-        loop.add_reader(core.sock.getsockopt(zmq.FD), self._drain)
-        loop.add_reader(core.monitor.getsockopt(zmq.FD), self._on_monitor)
+        loop.add_reader(core.fd, self._drain)
+        loop.add_reader(core.monitor_fd, self._on_monitor)
 
     @classmethod
     async def connect(
@@ -98,8 +98,8 @@ class AsyncProcess:
     def close(self) -> None:
         if self._core.sock.closed:
             return
-        self._loop.remove_reader(self._core.sock.getsockopt(zmq.FD))
-        self._loop.remove_reader(self._core.monitor.getsockopt(zmq.FD))
+        self._loop.remove_reader(self._core.fd)
+        self._loop.remove_reader(self._core.monitor_fd)
         self._fail_all("process closed its connection")
         self._core.close()
 
@@ -207,7 +207,10 @@ class AsyncProcess:
 
     async def recv(self) -> Message:
         """The next incoming Request (when no on_request handler is set)."""
-        return await self._queue.get()
+        while True:
+            msg = await self._queue.get()
+            if not expired(msg):
+                return msg
 
     def _schedule_drain(self) -> None:
         if not self._drain_scheduled:

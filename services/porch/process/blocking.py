@@ -22,7 +22,7 @@ from typing import Any
 import zmq
 
 from porch.node.home import ENV_PROCESS, kernel_endpoint
-from porch.process.core import Core, Refused, Registered, Reply, refused_error
+from porch.process.core import Core, Refused, Registered, Reply, expired, refused_error
 from porch.process.message import (
     Blob,
     KernelUnreachable,
@@ -186,18 +186,20 @@ class Process:
         id 0) when `timeout` seconds pass with nothing.
         """
         give_up = None if timeout is None else time.monotonic() + timeout
-        while not self._inbox:
-            for item in self._take(give_up, None):
-                del item  # _take only returns items for `wanted`; none here
-            if give_up is not None and time.monotonic() >= give_up and not self._inbox:
-                raise Timeout(self.our, 0, f"no message within {timeout} s")
-        item_ = self._inbox.popleft()
-        if isinstance(item_, SendError):
-            raise item_
-        if item_.is_request:
-            self._last_request = item_
-        self._last_blob = item_.blob
-        return item_
+        while True:
+            while not self._inbox:
+                self._take(give_up, None)
+                if give_up is not None and time.monotonic() >= give_up and not self._inbox:
+                    raise Timeout(self.our, 0, f"no message within {timeout} s")
+            item = self._inbox.popleft()
+            if isinstance(item, SendError):
+                raise item
+            if item.is_request and expired(item):
+                continue  # it waited here past its deadline: the requester has moved on
+            if item.is_request:
+                self._last_request = item
+            self._last_blob = item.blob
+            return item
 
     def get_blob(self) -> Blob | None:
         """The blob of the last message returned (Kinode's get_blob)."""

@@ -17,7 +17,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -43,6 +43,11 @@ MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def expired(msg: Message) -> bool:
+    """A request whose requester has already been told Timeout."""
+    return msg.expects_response and 0 < msg.deadline_ms < now_ms()
 
 
 @dataclass(slots=True)
@@ -91,7 +96,9 @@ class Core:
         self._ctx = context or zmq.Context.instance()
         self.sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
         for opt, value in (
-            (zmq.LINGER, 0),
+            # Long enough for a response sent just before the process exits to leave;
+            # IMMEDIATE keeps it from waiting for a kernel that is not there.
+            (zmq.LINGER, 500),
             (zmq.IMMEDIATE, 1),
             (zmq.SNDHWM, HIGH_WATER_MARK),
             (zmq.RCVHWM, HIGH_WATER_MARK),
@@ -114,15 +121,14 @@ class Core:
         """Unregister (so the kernel fails what is pending on us at once) and close."""
         if self.sock.closed:
             return
-        linger = 0
+        linger = 200 if self.registered else 0
         if self.registered:
             env = Envelope(version=PROTOCOL_VERSION, source=self.process_id, target=KERNEL)
             env.control.unregister.SetInParent()
             try:
                 self.sock.send(env.SerializeToString(), zmq.NOBLOCK)
-                linger = 200  # let the Unregister leave before the socket goes
             except zmq.ZMQError:
-                pass
+                linger = 0
         try:
             self.sock.disable_monitor()
         except zmq.ZMQError:
@@ -227,7 +233,16 @@ class Core:
     # ------------------------------------------------------------------ receiving
 
     def has_input(self) -> bool:
-        return bool(self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+        return bool(cast(int, self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+
+    @property
+    def fd(self) -> int:
+        """The socket's edge-triggered notification fd (for loop.add_reader)."""
+        return cast(int, self.sock.getsockopt(zmq.FD))
+
+    @property
+    def monitor_fd(self) -> int:
+        return cast(int, self.monitor.getsockopt(zmq.FD))
 
     def recv_nowait(self) -> Incoming | bool:
         """Read one message. False when nothing is waiting; None when the frames were
@@ -249,13 +264,12 @@ class Core:
         kind = env.WhichOneof("message")
         if kind == "request":
             req = env.request
-            if req.expects_response and req.deadline_ms and req.deadline_ms < now_ms():
-                return None  # the requester already got Timeout; never work on it late
-            return Message(
+            msg = Message(
                 env.id, env.source, env.target, True, req.body, blob,
                 req.metadata if req.HasField("metadata") else None,
                 req.expects_response, req.deadline_ms, env.rsvp,
             )
+            return None if expired(msg) else msg  # never work on it late
         if kind == "response":
             resp = env.response
             msg = Message(env.id, env.source, env.target, False, resp.body, blob,

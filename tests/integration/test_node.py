@@ -1,0 +1,164 @@
+"""A whole node under supervisord, driven by the `porch` command like an operator would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import porch
+import pytest
+from support.node import PY, SupervisedNode, service_env, wait_for
+
+ECHO = """\
+import porch
+p = porch.Process()
+while True:
+    m = p.await_message()
+    p.respond(b"echo:" + m.body)
+"""
+
+RELAY = """\
+import porch
+p = porch.Process()
+while True:
+    m = p.await_message()
+    try:
+        r = p.send_and_await_response("echo:demo:sys", m.body, timeout=5)
+        p.respond(b"relayed " + r.body, to=m)
+    except porch.SendError as e:
+        p.respond(("failed " + e.kind).encode(), to=m)
+"""
+
+
+def node_config(scripts: Path) -> str:
+    (scripts / "echo.py").write_text(ECHO)
+    (scripts / "relay.py").write_text(RELAY)
+    return (
+        'node = "sup.os"\n'
+        f'[[process]]\nid = "echo:demo:sys"\ncommand = "{PY} {scripts / "echo.py"}"\n'
+        f'[[process]]\nid = "relay:demo:sys"\ncommand = "{PY} {scripts / "relay.py"}"\n'
+    )
+
+
+@pytest.fixture(scope="module")
+def sup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupervisedNode]:
+    scripts = tmp_path_factory.mktemp("scripts")
+    n = SupervisedNode(node_config(scripts))
+    assert n.up.returncode == 0, n.up.stdout + n.up.stderr
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+def relay_works(sup: SupervisedNode, client: porch.Process, body: bytes = b"x") -> bool:
+    try:
+        reply = client.send_and_await_response("relay:demo:sys", body, timeout=2)
+    except porch.SendError:
+        return False
+    return reply.body == b"relayed echo:" + body
+
+
+def test_user_processes_exchange_through_the_node(sup: SupervisedNode) -> None:
+    client = sup.process("tester:demo:sys")
+    wait_for(lambda: relay_works(sup, client, b"hello"), 20, 0.2, "relay -> echo round trip")
+
+
+def test_porch_send_and_status_and_logs(sup: SupervisedNode) -> None:
+    client = sup.process("tester2:demo:sys")
+    wait_for(lambda: relay_works(sup, client), 20, 0.2, "the node to be up")
+    sent = sup.cli("send", "echo:demo:sys", "from the terminal")
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout == "echo:from the terminal"
+    status = sup.cli("status")
+    assert status.returncode == 0
+    for name in ("kernel", "app-echo-demo-sys", "app-relay-demo-sys"):
+        assert name in status.stdout and "RUNNING" in status.stdout
+    logs = sup.cli("logs", "kernel")
+    assert "registered echo:demo:sys" in logs.stdout
+    missing = sup.cli("send", "nobody:demo:sys", "x")
+    assert missing.returncode == 1 and "Offline" in missing.stderr
+    bad = sup.cli("restart", "no-such-service")
+    assert bad.returncode == 2 and "unknown service" in bad.stderr
+
+
+def test_restart_kernel_alone_processes_reregister_without_restarting(sup: SupervisedNode) -> None:
+    client = sup.process("tester3:demo:sys")
+    wait_for(lambda: relay_works(sup, client), 20, 0.2, "the node to be up")
+    pids = {p: sup.pid_of(p) for p in ("app-echo-demo-sys", "app-relay-demo-sys")}
+    kernel_pid = sup.pid_of("kernel")
+    result = sup.cli("restart", "kernel")
+    assert result.returncode == 0, result.stderr
+    assert sup.pid_of("kernel") != kernel_pid
+    wait_for(lambda: relay_works(sup, client), 20, 0.2, "messages to flow after the kernel restart")
+    assert {p: sup.pid_of(p) for p in pids} == pids, "user processes must not restart"
+
+
+def test_kill_9_user_process_is_restarted_and_others_do_not_notice(sup: SupervisedNode) -> None:
+    client = sup.process("tester4:demo:sys")
+    wait_for(lambda: relay_works(sup, client), 20, 0.2, "the node to be up")
+    echo_pid = sup.pid_of("app-echo-demo-sys")
+    relay_pid = sup.pid_of("app-relay-demo-sys")
+    os.kill(echo_pid, signal.SIGKILL)
+    # The relay answers at once (failed Offline) rather than hanging ...
+    reply = client.send_and_await_response("relay:demo:sys", b"y", timeout=5)
+    assert reply.body in (b"failed Offline", b"relayed echo:y")
+    # ... and once supervisord has restarted echo, everything flows again.
+    wait_for(lambda: relay_works(sup, client), 20, 0.2, "echo to come back")
+    assert sup.pid_of("app-echo-demo-sys") != echo_pid
+    assert sup.pid_of("app-relay-demo-sys") == relay_pid
+
+
+def test_up_refuses_a_second_node_in_the_same_home(sup: SupervisedNode) -> None:
+    again = sup.cli("up", "--detach")
+    assert again.returncode == 1
+    assert "already running" in again.stderr
+
+
+def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    home = Path("/tmp") / f"porch-fg-{os.getpid()}"
+    home.mkdir()
+    (home / "porch.toml").write_text(node_config(tmp_path))
+    proc = subprocess.Popen([PY, "-m", "porch.node.cli", "up", "--home", str(home)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=service_env(home), start_new_session=True)
+    try:
+        client = porch.Process("fg:demo:sys", home=home, connect_timeout=20)
+        try:
+            wait_for(lambda: relay_works(None, client), 20, 0.2, "the foreground node")  # type: ignore[arg-type]
+        finally:
+            client.close()
+        sup_pid = int((home / "run" / "supervisord.pid").read_text())
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        wait_for(lambda: not _alive(sup_pid), 10, what="supervisord to exit")
+        status = subprocess.run([PY, "-m", "porch.node.cli", "status", "--home", str(home)],
+                                capture_output=True, text=True, env=service_env(home))
+        assert status.returncode == 3
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        subprocess.run(["rm", "-rf", str(home)])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_help_explains_the_commands() -> None:
+    out = subprocess.run([sys.executable, "-m", "porch.node.cli", "--help"],
+                         capture_output=True, text=True).stdout
+    for word in ("up", "down", "status", "restart", "logs", "send"):
+        assert word in out
+    up = subprocess.run([sys.executable, "-m", "porch.node.cli", "up", "--help"],
+                        capture_output=True, text=True).stdout
+    assert "--port" in up and "8080" in up and "--home" in up

@@ -1,0 +1,1 @@
+"""Shared test support: real nodes in temporary homes, free ports, waiting helpers."""

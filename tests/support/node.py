@@ -1,0 +1,187 @@
+"""Start real porch services and user processes for tests, and clean them up.
+
+`Node` runs the services as plain subprocesses (fast, and each can be killed or
+restarted by pid); `SupervisedNode` runs a whole node with `porch up --detach`, as an
+operator would. Both use a fresh home under /tmp (short: Unix socket paths are limited
+to ~100 bytes) and end only the processes they started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import porch
+from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
+
+PY = sys.executable
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    """Poll until predicate() is truthy; fail the test with `what` after timeout."""
+    give_up = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > give_up:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_env(home: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PORCH_KERNEL", None)
+    env[ENV_HOME] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class Node:
+    """Services of one node as plain subprocesses in a temporary home."""
+
+    def __init__(self, config: str = 'node = "test.os"\n') -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="porch-", dir="/tmp"))
+        self.home = NodeHome(self.dir / "h")
+        self.home.ensure()
+        self.home.config_path.write_text(config)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._stubs: list[porch.Process] = []
+
+    # -- services ----------------------------------------------------------------
+
+    def log_path(self, name: str) -> Path:
+        return self.dir / f"{name.replace(':', '_')}.log"
+
+    def start(self, name: str, *args: str, module: str | None = None,
+              wait: bool = True) -> subprocess.Popen[bytes]:
+        """Start a service ("kernel", "http-server", "http-client") by name."""
+        module = module or {"kernel": "porch.kernel", "http-server": "porch.http_server",
+                            "http-client": "porch.http_client"}[name]
+        log = self.log_path(name).open("ab")
+        proc = subprocess.Popen([PY, "-m", module, "--home", str(self.home.root), *args],
+                                stdout=log, stderr=subprocess.STDOUT,
+                                env=service_env(self.home.root))
+        self.procs[name] = proc
+        if wait and name == "kernel":
+            wait_for(self.home.kernel_socket.exists, 10, what="the kernel socket")
+        elif wait and name != "kernel":
+            pid = {"http-server": "http-server:distro:sys",
+                   "http-client": "http-client:distro:sys"}.get(name)
+            if pid:
+                self.wait_registered(pid)
+        return proc
+
+    def spawn(self, process_id: str, source: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """Run Python source as a user process registered as process_id."""
+        script = self.dir / f"{process_id.replace(':', '_')}.py"
+        script.write_text(textwrap.dedent(source))
+        log = self.log_path(process_id).open("ab")
+        proc = subprocess.Popen([PY, str(script), *args], stdout=log, stderr=subprocess.STDOUT,
+                                env=service_env(self.home.root, **{ENV_PROCESS: process_id}, **env))
+        self.procs[process_id] = proc
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        proc.wait(10)
+
+    def stop(self, name: str) -> None:
+        self.kill(name, signal.SIGTERM)
+
+    def log(self, name: str) -> str:
+        path = self.log_path(name)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # -- stubs in the test process -----------------------------------------------
+
+    def process(self, process_id: str, **kwargs: Any) -> porch.Process:
+        kwargs.setdefault("connect_timeout", 10)
+        proc = porch.Process(process_id, home=self.home.root, **kwargs)
+        self._stubs.append(proc)
+        return proc
+
+    def registered(self) -> set[str]:
+        probe = self.process(f"probe-{os.getpid()}-{len(self._stubs)}:test:sys")
+        try:
+            return {e.process_id for e in probe.registry().entries}
+        finally:
+            probe.close()
+
+    def wait_registered(self, *process_ids: str, timeout: float = 15) -> None:
+        wait_for(lambda: set(process_ids) <= self.registered(), timeout,
+                 what=f"{', '.join(process_ids)} to register")
+
+    def close(self) -> None:
+        for stub in self._stubs:
+            stub.close()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def porch_cli(*args: str, home: Path, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "porch.node.cli", *args, "--home", str(home)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env=service_env(home), **kw)
+
+
+class SupervisedNode:
+    """A whole node run by `porch up --detach`, stopped with `porch down`."""
+
+    def __init__(self, config: str, *up_args: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="porch-", dir="/tmp"))
+        self.home = NodeHome(self.dir / "h")
+        self.home.ensure()
+        self.home.config_path.write_text(config)
+        self.up = porch_cli("up", "--detach", *up_args, home=self.home.root)
+        self._stubs: list[porch.Process] = []
+
+    def cli(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return porch_cli(*args, home=self.home.root, **kw)
+
+    def process(self, process_id: str, **kwargs: Any) -> porch.Process:
+        kwargs.setdefault("connect_timeout", 10)
+        proc = porch.Process(process_id, home=self.home.root, **kwargs)
+        self._stubs.append(proc)
+        return proc
+
+    def pid_of(self, program: str) -> int:
+        from porch.node.supervise import Supervisor
+
+        info = Supervisor(self.home).rpc.getProcessInfo(program)
+        return int(info["pid"])
+
+    def close(self) -> None:
+        for stub in self._stubs:
+            stub.close()
+        pid_file = self.home.supervisord_pid
+        pid = int(pid_file.read_text()) if pid_file.exists() else None
+        self.cli("down", timeout=60)
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
