@@ -349,3 +349,28 @@ def test_registry_lists_processes_with_pids(node: Node) -> None:
     entries = {e.process_id: e.os_pid for e in reg.entries}
     assert entries["echo:demo:sys"] == proc.pid
     assert entries["a:demo:sys"] == os.getpid()
+
+
+def test_watch_reports_a_killed_process_once(node: Node) -> None:
+    victim = node.spawn("victim:demo:sys", ECHO)
+    node.wait_registered("victim:demo:sys")
+
+    async def main() -> tuple[list[str], float, list[str]]:
+        proc = await porch.AsyncProcess.connect("watcher:demo:sys", home=node.home.root)
+        exited: asyncio.Queue[str] = asyncio.Queue()
+        proc.watch("victim:demo:sys", exited.put_nowait)
+        await asyncio.sleep(0.2)
+        victim.kill()
+        started = time.monotonic()
+        first = await asyncio.wait_for(exited.get(), 5)
+        took = time.monotonic() - started
+        # A process that never registered: reported (after the kernel's start-up grace).
+        proc.watch("never:demo:sys", exited.put_nowait)
+        second = await asyncio.wait_for(exited.get(), 10)
+        proc.close()
+        return [first], took, [second]
+
+    first, took, second = asyncio.run(main())
+    assert first == ["victim:demo:sys"]
+    assert took < 2.0
+    assert second == ["never:demo:sys"]

@@ -53,6 +53,9 @@ HIGH_WATER_MARK = 10_000
 DEFAULT_MAX_TIMEOUT_MS = 3_600_000
 # Requests with expects_response but no deadline get this one.
 DEFAULT_TIMEOUT_MS = 30_000
+# After a kernel (re)start, a watched process that is not registered yet may simply not
+# have re-registered: wait this long before saying it has exited.
+WATCH_GRACE_MS = 5_000
 
 
 def now_ms() -> int:
@@ -119,6 +122,9 @@ class Kernel:
         self.idents: dict[str, bytes] = {}  # process id -> routing identity
         self.watched: dict[int, tuple[int, set[bytes]]] = {}  # os pid -> (pidfd, identities)
         self.pending = PendingTable()
+        self.watchers: dict[str, set[str]] = {}  # watched process id -> watcher ids
+        self.started_ms = now_ms()
+        self._watch_checks: list[tuple[str, str]] = []  # (watched, watcher) after the grace
         self.poller = zmq.Poller()
         self._running = False
         ctx = context or zmq.Context.instance()
@@ -171,6 +177,9 @@ class Kernel:
         sock = self.sock
         while self._running:
             deadline = self.pending.next_deadline()
+            if self._watch_checks:
+                grace_end = self.started_ms + WATCH_GRACE_MS
+                deadline = grace_end if deadline is None else min(deadline, grace_end)
             wait = 1000 if deadline is None else max(0, min(1000, deadline - now_ms()))
             ready = poller.poll(wait)
             for what, _ in ready:
@@ -297,6 +306,13 @@ class Kernel:
         self.counters.routed += 1
 
     def expire(self, now: int) -> None:
+        if self._watch_checks and now >= self.started_ms + WATCH_GRACE_MS:
+            checks, self._watch_checks = self._watch_checks, []
+            for watched, watcher in checks:
+                if watched not in self.idents:
+                    self._send_exited(watcher, watched)
+                else:
+                    self.watchers.setdefault(watched, set()).add(watcher)
         for (reply_to, id_), responder in self.pending.expire(now):
             self.counters.timeouts += 1
             self._send_error(reply_to, id_, responder, SendErrorKind.Timeout,
@@ -351,6 +367,8 @@ class Kernel:
             self.counters.offline += 1
             self._send_error(reply_to, id_, peer.process_id, SendErrorKind.Offline,
                              f"{peer.process_id} went away with the request pending")
+        for watcher in self.watchers.pop(peer.process_id, ()):
+            self._send_exited(watcher, peer.process_id)
         log.info("unregistered %s (os pid %d): %s; %d pending request(s) failed Offline",
                  peer.process_id, peer.os_pid, why, len(failed))
 
@@ -363,6 +381,12 @@ class Kernel:
             self._register(ident, peer, ctl.register, pid)
         elif which == "unregister":
             self._drop(ident, "closed its connection")
+        elif which == "watch":
+            if peer is None:
+                self._kernel_error(ident, ErrorCode.NotRegistered, env.id,
+                                   "register a process id before watching")
+                return
+            self._watch_process(ctl.watch.process_id, peer.process_id)
         elif which == "registry_query":
             if peer is None:
                 self._kernel_error(ident, ErrorCode.NotRegistered, env.id,
@@ -423,6 +447,22 @@ class Kernel:
             self._watch(verified_pid, ident)
         self._send_registered(ident, pid)
         log.info("registered %s (os pid %d)", pid, os_pid)
+
+    def _watch_process(self, watched: str, watcher: str) -> None:
+        if watched in self.idents:
+            self.watchers.setdefault(watched, set()).add(watcher)
+        elif now_ms() < self.started_ms + WATCH_GRACE_MS:
+            self._watch_checks.append((watched, watcher))
+        else:
+            self._send_exited(watcher, watched)
+
+    def _send_exited(self, watcher: str, watched: str) -> None:
+        ident = self.idents.get(watcher)
+        if ident is None:
+            return
+        env = Envelope(version=PROTOCOL_VERSION, source=KERNEL, target=watcher)
+        env.control.process_exited.process_id = watched
+        self._send(ident, env)
 
     def _send_registered(self, ident: bytes, pid: str) -> None:
         reply = Envelope(version=PROTOCOL_VERSION, source=KERNEL, target=pid)

@@ -21,7 +21,7 @@ import zmq
 
 from porch.node.home import ENV_PROCESS, kernel_endpoint
 from porch.process.blocking import LOCAL_GRACE_S, _as_blob, _as_bytes
-from porch.process.core import Core, Refused, Registered, Reply, expired, refused_error
+from porch.process.core import Core, Exited, Refused, Registered, Reply, expired, refused_error
 from porch.process.message import (
     Blob,
     KernelRefused,
@@ -53,6 +53,7 @@ class AsyncProcess:
         self._refused: KernelRefused | None = None
         self._on_reconnect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
+        self._watches: dict[str, list[Callable[[str], None]]] = {}
         loop.add_reader(core.fd, self._drain)
         loop.add_reader(core.monitor_fd, self._on_monitor)
 
@@ -114,6 +115,16 @@ class AsyncProcess:
     def on_disconnect(self, callback: Callable[[], None]) -> None:
         self._on_disconnect.append(callback)
 
+    def watch(self, process_id: str, callback: Callable[[str], None]) -> None:
+        """Call callback(process_id) once, when that process's registration ends (it
+        exited, was killed, or closed its connection). Survives kernel restarts."""
+        callbacks = self._watches.get(process_id)
+        if callbacks is None:
+            callbacks = self._watches[process_id] = []
+            self._core.send_watch(process_id)
+            self._schedule_drain()
+        callbacks.append(callback)
+
     # ------------------------------------------------------------------ sending
 
     def send_request(
@@ -125,11 +136,15 @@ class AsyncProcess:
         mime: str | None = None,
         metadata: str | None = None,
         rsvp: str | None = None,
+        id: int | None = None,
     ) -> int:
-        """Fire and forget: no response is expected, none is waited for."""
+        """Fire and forget: no response is expected, none is waited for.
+
+        `id` reuses a given id (http-client: WebSocket frames carry the id of the
+        request that opened the connection, as in Kinode)."""
         blob_ = _as_blob(blob, mime)
         env = self._core.new_request(target, _as_bytes(body), blob=blob_,
-                                     metadata=metadata, rsvp=rsvp)
+                                     metadata=metadata, rsvp=rsvp, id=id)
         self._core.send_envelope(env, blob_)
         self._schedule_drain()
         return env.id
@@ -255,8 +270,16 @@ class AsyncProcess:
                     self._registered.set_result(None)
                 else:
                     log.info("%s: re-registered with kernel %s", self.our, item.boot_id)
+                    for pid in self._watches:  # the new kernel knows nothing of them
+                        core.send_watch(pid)
                     for cb in self._on_reconnect:
                         cb()
+            elif isinstance(item, Exited):
+                for watcher in self._watches.pop(item.process_id, ()):
+                    try:
+                        watcher(item.process_id)
+                    except Exception:
+                        log.exception("%s: watch callback for %s failed", self.our, item.process_id)
             elif isinstance(item, Refused):
                 err = refused_error(item)
                 log.error("%s: %s", self.our, err)

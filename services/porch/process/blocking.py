@@ -116,6 +116,7 @@ class Process:
         expects_response: float | None = None,
         metadata: str | None = None,
         rsvp: str | None = None,
+        id: int | None = None,
     ) -> int:
         """Send a Request and return its id without waiting.
 
@@ -125,7 +126,8 @@ class Process:
         self._pump(0)
         blob_ = _as_blob(blob, mime)
         env = self._core.new_request(target, _as_bytes(body), blob=blob_,
-                                     timeout=expects_response, metadata=metadata, rsvp=rsvp)
+                                     timeout=expects_response, metadata=metadata, rsvp=rsvp,
+                                     id=id)
         self._core.send_envelope(env, blob_)
         if expects_response is not None:
             self._awaiting[env.id] = target

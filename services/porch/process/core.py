@@ -66,6 +66,13 @@ class Refused:
 
 
 @dataclass(slots=True)
+class Exited:
+    """The kernel's answer to a watch: that process's registration ended."""
+
+    process_id: str
+
+
+@dataclass(slots=True)
 class Reply:
     """The outcome of a request this process sent: a Response or a SendError."""
 
@@ -74,7 +81,7 @@ class Reply:
     error: SendError | None
 
 
-Incoming = Message | Reply | Registered | Refused | None
+Incoming = Message | Reply | Registered | Refused | Exited | None
 
 
 class Core:
@@ -167,6 +174,11 @@ class Core:
         env.control.register.os_pid = os.getpid()
         self.send_envelope(env, None)
 
+    def send_watch(self, process_id: str) -> None:
+        env = Envelope(version=PROTOCOL_VERSION, source=self.process_id, target=KERNEL)
+        env.control.watch.process_id = process_id
+        self.send_envelope(env, None)
+
     def send_registry_query(self) -> int:
         env = Envelope(version=PROTOCOL_VERSION, id=next(self._ids),
                        source=self.process_id, target=KERNEL)
@@ -196,8 +208,9 @@ class Core:
         timeout: float | None = None,
         metadata: str | None = None,
         rsvp: str | None = None,
+        id: int | None = None,
     ) -> kernel_pb2.Envelope:
-        env = Envelope(version=PROTOCOL_VERSION, id=next(self._ids),
+        env = Envelope(version=PROTOCOL_VERSION, id=next(self._ids) if id is None else id,
                        source=self.process_id, target=target)
         req = env.request
         req.body = body
@@ -304,6 +317,8 @@ class Core:
                 # About one message of ours (e.g. undecodable): fail that request.
                 return Reply(err.id, None, Offline(env.source, err.id, f"{code}: {err.detail}"))
             return Refused(code, err.detail, err.id)
+        if which == "process_exited":
+            return Exited(ctl.process_exited.process_id)
         if which == "registry":
             msg = Message(env.id, env.source, env.target, False,
                           ctl.registry.SerializeToString())

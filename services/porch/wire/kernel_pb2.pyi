@@ -72,20 +72,36 @@ class SendError(_message.Message):
     def __init__(self, kind: _Optional[_Union[SendError.Kind, str]] = ..., target: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Control(_message.Message):
-    __slots__ = ("register", "registered", "error", "registry_query", "registry", "unregister")
+    __slots__ = ("register", "registered", "error", "registry_query", "registry", "unregister", "watch", "process_exited")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_QUERY_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_FIELD_NUMBER: _ClassVar[int]
     UNREGISTER_FIELD_NUMBER: _ClassVar[int]
+    WATCH_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_EXITED_FIELD_NUMBER: _ClassVar[int]
     register: Register
     registered: Registered
     error: KernelError
     registry_query: RegistryQuery
     registry: Registry
     unregister: Unregister
-    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., registered: _Optional[_Union[Registered, _Mapping]] = ..., error: _Optional[_Union[KernelError, _Mapping]] = ..., registry_query: _Optional[_Union[RegistryQuery, _Mapping]] = ..., registry: _Optional[_Union[Registry, _Mapping]] = ..., unregister: _Optional[_Union[Unregister, _Mapping]] = ...) -> None: ...
+    watch: Watch
+    process_exited: ProcessExited
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., registered: _Optional[_Union[Registered, _Mapping]] = ..., error: _Optional[_Union[KernelError, _Mapping]] = ..., registry_query: _Optional[_Union[RegistryQuery, _Mapping]] = ..., registry: _Optional[_Union[Registry, _Mapping]] = ..., unregister: _Optional[_Union[Unregister, _Mapping]] = ..., watch: _Optional[_Union[Watch, _Mapping]] = ..., process_exited: _Optional[_Union[ProcessExited, _Mapping]] = ...) -> None: ...
+
+class Watch(_message.Message):
+    __slots__ = ("process_id",)
+    PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
+    process_id: str
+    def __init__(self, process_id: _Optional[str] = ...) -> None: ...
+
+class ProcessExited(_message.Message):
+    __slots__ = ("process_id",)
+    PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
+    process_id: str
+    def __init__(self, process_id: _Optional[str] = ...) -> None: ...
 
 class Unregister(_message.Message):
     __slots__ = ()
