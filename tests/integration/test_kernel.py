@@ -52,6 +52,7 @@ def test_request_to_never_registered_id_is_offline_at_once(node: Node) -> None:
         a.send_and_await_response("nobody:demo:sys", b"x", timeout=30)
     assert time.monotonic() - started < 1.0, "Offline must not wait for the deadline"
     assert err.value.target == "nobody:demo:sys"
+    assert not err.value.delivered
 
 
 def test_kill_9_with_request_pending_gives_offline_within_2s(node: Node) -> None:
@@ -62,9 +63,10 @@ def test_kill_9_with_request_pending_gives_offline_within_2s(node: Node) -> None
     time.sleep(0.3)  # the request is now being "worked on"
     victim.send_signal(signal.SIGKILL)
     started = time.monotonic()
-    with pytest.raises(porch.Offline):
+    with pytest.raises(porch.Offline) as err:
         a.await_message(timeout=10)
     assert time.monotonic() - started < 2.0
+    assert err.value.delivered, "it died with the request: not the same as never running"
 
 
 def test_no_answer_before_deadline_is_timeout_and_late_answer_is_dropped(node: Node) -> None:

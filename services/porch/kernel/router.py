@@ -366,7 +366,8 @@ class Kernel:
         for reply_to, id_ in failed:
             self.counters.offline += 1
             self._send_error(reply_to, id_, peer.process_id, SendErrorKind.Offline,
-                             f"{peer.process_id} went away with the request pending")
+                             f"{peer.process_id} went away with the request pending",
+                             delivered=True)
         for watcher in self.watchers.pop(peer.process_id, ()):
             self._send_exited(watcher, peer.process_id)
         log.info("unregistered %s (os pid %d): %s; %d pending request(s) failed Offline",
@@ -478,7 +479,8 @@ class Kernel:
         except (zmq.Again, zmq.ZMQError):
             pass  # gone or not reading; nothing is queued for absent peers
 
-    def _send_error(self, to: str, id_: int, target: str, kind: int, detail: str) -> None:
+    def _send_error(self, to: str, id_: int, target: str, kind: int, detail: str,
+                    delivered: bool = False) -> None:
         ident = self.idents.get(to)
         if ident is None:
             return
@@ -487,6 +489,7 @@ class Kernel:
         err.kind = kind  # type: ignore[assignment]
         err.target = target
         err.detail = detail
+        err.delivered = delivered
         self._send(ident, env)
 
     def _kernel_error(self, ident: bytes, code: int, id_: int, detail: str) -> None:

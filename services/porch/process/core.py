@@ -292,7 +292,7 @@ class Core:
             err = env.send_error
             name = kernel_pb2.SendError.Kind.Name(err.kind)
             cls = SEND_ERRORS.get(name, Offline)
-            return Reply(env.id, None, cls(err.target, env.id, err.detail))
+            return Reply(env.id, None, cls(err.target, env.id, err.detail, err.delivered))
         if kind == "control":
             return self._decode_control(env)
         return None

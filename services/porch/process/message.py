@@ -54,10 +54,12 @@ class SendError(PorchError):
 
     kind = "SendError"
 
-    def __init__(self, target: str, id: int, detail: str = "") -> None:
+    def __init__(self, target: str, id: int, detail: str = "", delivered: bool = False) -> None:
         self.target = target
         self.id = id
         self.detail = detail
+        # Offline only: the request had reached the target before it went away.
+        self.delivered = delivered
         super().__init__(f"{self.kind}: request {id} to {target}" + (f": {detail}" if detail else ""))
 
 

@@ -52,7 +52,7 @@ class Response(_message.Message):
     def __init__(self, body: _Optional[bytes] = ..., metadata: _Optional[str] = ...) -> None: ...
 
 class SendError(_message.Message):
-    __slots__ = ("kind", "target", "detail")
+    __slots__ = ("kind", "target", "detail", "delivered")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[SendError.Kind]
@@ -66,10 +66,12 @@ class SendError(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
     kind: SendError.Kind
     target: str
     detail: str
-    def __init__(self, kind: _Optional[_Union[SendError.Kind, str]] = ..., target: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+    delivered: bool
+    def __init__(self, kind: _Optional[_Union[SendError.Kind, str]] = ..., target: _Optional[str] = ..., detail: _Optional[str] = ..., delivered: _Optional[bool] = ...) -> None: ...
 
 class Control(_message.Message):
     __slots__ = ("register", "registered", "error", "registry_query", "registry", "unregister", "watch", "process_exited")
