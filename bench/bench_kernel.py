@@ -1,0 +1,500 @@
+"""Kernel benchmark: porch's two-hop path through the kernel beside a raw pyzmq echo.
+
+What runs (all on ipc:// in a temporary node home, each its own OS process):
+  - the real kernel (`python -m porch.kernel`), as a node runs it;
+  - a responder user process: the blocking `await_message` / `respond` loop;
+  - a raw echo server: a pyzmq ROUTER that sends every frame set straight back;
+  - this process: the requester (blocking `porch.Process`, asyncio `porch.AsyncProcess`)
+    and the raw DEALER client.
+
+Every round measures, alternating the order so a noisy shared machine hurts both sides
+alike: ping-pong round-trip latency (porch `send_and_await_response` vs raw
+DEALER->ROUTER->DEALER), pipelined throughput (porch asyncio with a window of
+outstanding requests vs raw with the same window), and the kernel's CPU per routed
+message, read from /proc (all of its threads: Python's and ZeroMQ's I/O thread).
+Medians over rounds are printed.
+
+    python bench/bench_kernel.py [--quick] [--rounds N] [--keep]
+
+`python bench/run.py` runs it with the other benches; PORCH_BENCH_QUICK=1 = --quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import porch
+import zmq
+from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
+
+PY = sys.executable
+BODY = bytes(range(100))  # 100-byte request and response bodies
+RESPONDER = "echo:bench:sys"
+CLIENT = "client:bench:sys"
+PIPE_CLIENT = "pipe:bench:sys"
+
+RESPONDER_SRC = """
+    import porch
+    proc = porch.Process()             # $PORCH_PROCESS in $PORCH_HOME
+    print("ready", flush=True)
+    while True:
+        msg = proc.await_message()
+        if msg.is_request:
+            proc.respond(msg.body)
+"""
+
+# The kernel's topology with nothing but forwarding in Python: one ROUTER in the middle,
+# the requester and an echo DEALER (a third process) connected to it. The floor for any
+# Python router on this transport: four one-way hops per round trip, like porch.
+RELAY_SRC = """
+    import sys, zmq
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 10_000)
+    sock.setsockopt(zmq.RCVHWM, 10_000)
+    sock.bind(sys.argv[1])
+    print("ready", flush=True)
+    while True:
+        frames = sock.recv_multipart()
+        if frames[0] == b"echo":       # [echo, client, payload] -> [client, payload]
+            sock.send_multipart(frames[1:])
+        else:                          # [client, payload] -> [echo, client, payload]
+            sock.send_multipart([b"echo", *frames])
+"""
+
+RELAY_ECHO_SRC = """
+    import sys, zmq
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTING_ID, b"echo")
+    sock.connect(sys.argv[1])
+    print("ready", flush=True)
+    while True:
+        sock.send_multipart(sock.recv_multipart())
+"""
+
+RAW_ECHO_SRC = """
+    import sys, zmq
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 10_000)
+    sock.setsockopt(zmq.RCVHWM, 10_000)
+    sock.bind(sys.argv[1])
+    print("ready", flush=True)
+    while True:
+        sock.send_multipart(sock.recv_multipart())
+"""
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass
+class Settings:
+    rounds: int = 5
+    ping_pongs: int = 3000  # round trips per latency sample, per side, per round
+    warmup: int = 300
+    pipelined: int = 20_000  # request/response pairs per throughput sample
+    window: int = 64  # outstanding requests in the pipelined runs
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(rounds=2, ping_pongs=500, warmup=100, pipelined=3000)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Bed:
+    """The temporary node and the processes this bench started (ended by pid)."""
+
+    dir: Path
+    home: NodeHome
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def raw_endpoint(self) -> str:
+        return f"ipc://{self.dir}/raw.sock"
+
+    @property
+    def relay_endpoint(self) -> str:
+        return f"ipc://{self.dir}/relay.sock"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("PORCH_KERNEL", None)
+        env[ENV_HOME] = str(self.home.root)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("PORCH_LOG_LEVEL", "WARNING")
+        env.update(extra)
+        return env
+
+    def start(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
+        log = (self.dir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(**env))
+        self.procs[name] = proc
+        return proc
+
+    def script(self, name: str, source: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        path = self.dir / f"{name}.py"
+        path.write_text(textwrap.dedent(source))
+        return self.start(name, [PY, str(path), *args], **env)
+
+    def wait_log(self, name: str, text: str, timeout: float = 15.0) -> None:
+        path = self.dir / f"{name}.log"
+        give_up = time.monotonic() + timeout
+        while time.monotonic() < give_up:
+            if path.exists() and text in path.read_text(errors="replace"):
+                return
+            if self.procs[name].poll() is not None:
+                break
+            time.sleep(0.02)
+        raise RuntimeError(f"{name} did not start: {path.read_text(errors='replace')[-2000:]}")
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@contextmanager
+def testbed(keep: bool = False) -> Iterator[Bed]:
+    root = Path(tempfile.mkdtemp(prefix="porch-bench-", dir="/tmp"))
+    bed = Bed(root, NodeHome(root / "h"))
+    bed.home.ensure()
+    bed.home.config_path.write_text('node = "bench.os"\n')
+    try:
+        bed.start("kernel", [PY, "-m", "porch.kernel", "--home", str(bed.home.root)])
+        give_up = time.monotonic() + 15
+        while not bed.home.kernel_socket.exists():
+            if time.monotonic() > give_up or bed.procs["kernel"].poll() is not None:
+                raise RuntimeError("the kernel did not start")
+            time.sleep(0.02)
+        bed.script("responder", RESPONDER_SRC, **{ENV_PROCESS: RESPONDER})
+        bed.script("raw-echo", RAW_ECHO_SRC, bed.raw_endpoint)
+        bed.script("relay", RELAY_SRC, bed.relay_endpoint)
+        bed.wait_log("relay", "ready")
+        bed.script("relay-echo", RELAY_ECHO_SRC, bed.relay_endpoint)
+        for name in ("responder", "raw-echo", "relay-echo"):
+            bed.wait_log(name, "ready")
+        yield bed
+    finally:
+        bed.close()
+        if keep:
+            print(f"  (kept {root})")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def cpu_ns(pid: int) -> tuple[int, int]:
+    """CPU time of a process in ns: (all threads, main thread), from schedstat.
+
+    schedstat is per task and in ns (utime/stime in /proc/pid/stat tick at 10 ms);
+    summing the tasks includes ZeroMQ's I/O thread, which does the socket work.
+    """
+    total = main = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                ns = int(f.read().split()[0])
+        except (OSError, ValueError):
+            continue
+        total += ns
+        if task == str(pid):
+            main = ns
+    return total, main
+
+
+def cpu_ticks_ns(pid: int) -> int:
+    """utime+stime from /proc/pid/stat (all threads), in ns: a cross-check of schedstat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class KernelCpu:
+    """Kernel CPU over one burst, per message it routed."""
+
+    per_msg_us: float
+    python_us: float
+    ticks_us: float
+
+
+class KernelMeter:
+    def __init__(self, pid: int, proc: porch.Process) -> None:
+        self.pid = pid
+        self.proc = proc
+
+    @contextmanager
+    def measure(self, out: list[KernelCpu]) -> Iterator[None]:
+        routed0 = self.proc.registry().routed
+        total0, main0 = cpu_ns(self.pid)
+        ticks0 = cpu_ticks_ns(self.pid)
+        yield
+        total1, main1 = cpu_ns(self.pid)
+        ticks1 = cpu_ticks_ns(self.pid)
+        routed = self.proc.registry().routed - routed0
+        if routed > 0:
+            out.append(KernelCpu((total1 - total0) / routed / 1000,
+                                 (main1 - main0) / routed / 1000,
+                                 (ticks1 - ticks0) / routed / 1000))
+
+
+def dealer(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[bytes]:
+    """A connected DEALER, once its peer answers (a ROUTER drops what it cannot route)."""
+    sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    give_up = time.monotonic() + 15
+    while time.monotonic() < give_up:
+        sock.send(b"probe")
+        if sock.poll(200):
+            sock.recv()
+            while sock.poll(50):  # answers to earlier probes
+                sock.recv()
+            return sock
+    raise RuntimeError(f"nothing echoes at {endpoint}")
+
+
+def percentile(sorted_values: list[int], q: float) -> float:
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[i]
+
+
+def latencies(one_round_trip: Callable[[], object], n: int, warmup: int) -> tuple[float, float]:
+    """(p50, p99) in µs of n calls, after warmup calls."""
+    for _ in range(warmup):
+        one_round_trip()
+    clock = time.perf_counter_ns
+    samples = []
+    for _ in range(n):
+        t0 = clock()
+        one_round_trip()
+        samples.append(clock() - t0)
+    samples.sort()
+    return percentile(samples, 0.50) / 1000, percentile(samples, 0.99) / 1000
+
+
+def raw_pipelined(sock: zmq.Socket[bytes], n: int, window: int) -> float:
+    """Request/response pairs per second with `window` outstanding."""
+    t0 = time.perf_counter()
+    sent = 0
+    for _ in range(min(window, n)):
+        sock.send(BODY)
+        sent += 1
+    for _ in range(n):
+        sock.recv()
+        if sent < n:
+            sock.send(BODY)
+            sent += 1
+    return n / (time.perf_counter() - t0)
+
+
+async def porch_pipelined(proc: porch.AsyncProcess, n: int, window: int) -> float:
+    """Request/response pairs per second through the kernel, `window` outstanding."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    sent = received = 0
+    failures: list[BaseException] = []
+
+    def send_one() -> None:
+        nonlocal sent
+        sent += 1
+        _, fut = proc.request_future(RESPONDER, BODY, timeout=30)
+        fut.add_done_callback(on_reply)
+
+    def on_reply(fut: asyncio.Future[porch.Message]) -> None:
+        nonlocal received
+        received += 1
+        exc = fut.exception()
+        if exc is not None:
+            failures.append(exc)
+        if sent < n:
+            send_one()
+        elif received == n and not done.done():
+            done.set_result(None)
+
+    t0 = time.perf_counter()
+    for _ in range(min(window, n)):
+        send_one()
+    await done
+    rate = n / (time.perf_counter() - t0)
+    if failures:
+        raise RuntimeError(f"{len(failures)} pipelined requests failed, first: {failures[0]!r}")
+    return rate
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class Results:
+    porch_p50: list[float] = field(default_factory=list)
+    porch_p99: list[float] = field(default_factory=list)
+    raw_p50: list[float] = field(default_factory=list)
+    raw_p99: list[float] = field(default_factory=list)
+    relay_p50: list[float] = field(default_factory=list)
+    relay_p99: list[float] = field(default_factory=list)
+    porch_rate: list[float] = field(default_factory=list)
+    raw_rate: list[float] = field(default_factory=list)
+    relay_rate: list[float] = field(default_factory=list)
+    cpu_pingpong: list[KernelCpu] = field(default_factory=list)
+    cpu_pipelined: list[KernelCpu] = field(default_factory=list)
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def report(r: Results, s: Settings) -> None:
+    lat_ratio = med([p / q for p, q in zip(r.porch_p50, r.raw_p50, strict=True)])
+    p99_ratio = med([p / q for p, q in zip(r.porch_p99, r.raw_p99, strict=True)])
+    rate_ratio = med([p / q for p, q in zip(r.porch_rate, r.raw_rate, strict=True)])
+    ok = "ok" if lat_ratio <= 2 else "MISSED"
+    pp = med([c.per_msg_us for c in r.cpu_pingpong])
+    pl = med([c.per_msg_us for c in r.cpu_pipelined])
+    cpu_ok = "ok" if max(pp, pl) <= 50 else "MISSED"
+    print(f"kernel: 100-byte request/response, ipc loopback, medians of {s.rounds} rounds "
+          f"({s.ping_pongs} ping-pongs, {s.pipelined} pipelined pairs, window {s.window})")
+    print(f"  round trip p50        porch {med(r.porch_p50):7.1f} µs   raw zmq {med(r.raw_p50):7.1f} µs"
+          f"   ratio {lat_ratio:.2f}x  (target <= 2x: {ok})")
+    print(f"  round trip p99        porch {med(r.porch_p99):7.1f} µs   raw zmq {med(r.raw_p99):7.1f} µs"
+          f"   ratio {p99_ratio:.2f}x")
+    print(f"  (raw zmq relay: the kernel's 4 hops, forwarding only: p50 {med(r.relay_p50):.1f} µs,"
+          f" p99 {med(r.relay_p99):.1f} µs, {med(r.relay_rate):.0f} req/s;"
+          f" porch/relay p50 {med([p / q for p, q in zip(r.porch_p50, r.relay_p50, strict=True)]):.2f}x)")
+    print(f"  pipelined             porch {med(r.porch_rate):7.0f} req/s  raw zmq {med(r.raw_rate):7.0f} req/s"
+          f"  ratio {rate_ratio:.2f}  ({2 * med(r.porch_rate):.0f} routed msg/s through the kernel)")
+    print(f"  kernel CPU / routed   ping-pong {pp:5.1f} µs (python thread "
+          f"{med([c.python_us for c in r.cpu_pingpong]):.1f})   pipelined {pl:5.1f} µs (python thread "
+          f"{med([c.python_us for c in r.cpu_pipelined]):.1f})   (target <= 50 µs: {cpu_ok})")
+    if pl > 0:
+        print(f"  kernel ceiling        ~{1e6 / pl:.0f} routed msg/s per core at the pipelined cost"
+              f" (/proc/pid/stat cross-check: {med([c.ticks_us for c in r.cpu_pipelined]):.1f} µs)")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(s: Settings, keep: bool = False) -> Results:
+    r = Results()
+    with testbed(keep) as bed:
+        kernel_pid = bed.procs["kernel"].pid
+        ctx: zmq.Context[Any] = zmq.Context.instance()
+        client = porch.Process(CLIENT, home=bed.home.root, connect_timeout=15)
+        meter = KernelMeter(kernel_pid, client)
+        raw = dealer(ctx, bed.raw_endpoint)
+        relay = dealer(ctx, bed.relay_endpoint)
+        loop = asyncio.new_event_loop()
+        aproc = loop.run_until_complete(
+            porch.AsyncProcess.connect(PIPE_CLIENT, home=bed.home.root, connect_timeout=15))
+
+        def porch_rt() -> None:
+            client.send_and_await_response(RESPONDER, BODY, timeout=10)
+
+        def raw_rt() -> None:
+            raw.send(BODY)
+            raw.recv()
+
+        def relay_rt() -> None:
+            relay.send(BODY)
+            relay.recv()
+
+        def porch_latency() -> None:
+            with meter.measure(r.cpu_pingpong):
+                p50, p99 = latencies(porch_rt, s.ping_pongs, s.warmup)
+            r.porch_p50.append(p50)
+            r.porch_p99.append(p99)
+
+        def raw_latency() -> None:
+            p50, p99 = latencies(raw_rt, s.ping_pongs, s.warmup)
+            r.raw_p50.append(p50)
+            r.raw_p99.append(p99)
+
+        def relay_latency() -> None:
+            p50, p99 = latencies(relay_rt, s.ping_pongs, s.warmup)
+            r.relay_p50.append(p50)
+            r.relay_p99.append(p99)
+
+        def porch_rate() -> None:
+            loop.run_until_complete(porch_pipelined(aproc, s.window, s.window))  # warm
+            with meter.measure(r.cpu_pipelined):
+                r.porch_rate.append(loop.run_until_complete(
+                    porch_pipelined(aproc, s.pipelined, s.window)))
+
+        def raw_rate() -> None:
+            raw_pipelined(raw, s.window, s.window)
+            r.raw_rate.append(raw_pipelined(raw, s.pipelined, s.window))
+
+        def relay_rate() -> None:
+            raw_pipelined(relay, s.window, s.window)
+            r.relay_rate.append(raw_pipelined(relay, s.pipelined, s.window))
+
+        try:
+            for i in range(s.rounds):
+                gc.collect()
+                steps = [porch_latency, raw_latency, relay_latency, porch_rate, raw_rate, relay_rate]
+                if i % 2:  # ABBA: neither side always goes first
+                    steps = [relay_latency, raw_latency, porch_latency, relay_rate, raw_rate, porch_rate]
+                for step in steps:
+                    step()
+        finally:
+            aproc.close()
+            loop.close()
+            client.close()
+            raw.close(0)
+            relay.close(0)
+    return r
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run")
+    parser.add_argument("--rounds", type=int, help="alternating rounds (default 5, quick 2)")
+    parser.add_argument("--ping-pongs", type=int, help="round trips per latency sample")
+    parser.add_argument("--pipelined", type=int, help="pairs per throughput sample")
+    parser.add_argument("--window", type=int, help="outstanding requests when pipelined")
+    parser.add_argument("--keep", action="store_true", help="keep the temp home (logs)")
+    args = parser.parse_args([] if argv is None and __name__ != "__main__" else argv)
+    quick = args.quick or os.environ.get("PORCH_BENCH_QUICK") == "1"
+    s = Settings.quick() if quick else Settings()
+    for name in ("rounds", "ping_pongs", "pipelined", "window"):
+        value: Any = getattr(args, name)
+        if value is not None:
+            setattr(s, name, value)
+    report(run(s, args.keep), s)
+
+
+if __name__ == "__main__":
+    main()
