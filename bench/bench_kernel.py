@@ -478,6 +478,34 @@ def run(s: Settings, keep: bool = False) -> Results:
     return r
 
 
+def load(kind: str, seconds: float) -> None:
+    """Hold a steady load for a profiler: `py-spy record --pid <kernel pid>` etc."""
+    with testbed() as bed:
+        client = porch.Process(CLIENT, home=bed.home.root, connect_timeout=15)
+        loop = asyncio.new_event_loop()
+        aproc = loop.run_until_complete(
+            porch.AsyncProcess.connect(PIPE_CLIENT, home=bed.home.root, connect_timeout=15))
+        pids = {name: p.pid for name, p in bed.procs.items()}
+        print(f"{kind} load for {seconds:.0f} s; kernel pid {pids['kernel']}, responder pid "
+              f"{pids['responder']}, requester (this) pid {os.getpid()}", flush=True)
+        n = 0
+        give_up = time.monotonic() + seconds
+        try:
+            while time.monotonic() < give_up:
+                if kind == "pingpong":
+                    for _ in range(1000):
+                        client.send_and_await_response(RESPONDER, BODY, timeout=10)
+                    n += 1000
+                else:
+                    loop.run_until_complete(porch_pipelined(aproc, 10_000, 64))
+                    n += 10_000
+        finally:
+            aproc.close()
+            loop.close()
+            client.close()
+        print(f"{n} round trips")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a fast smoke run")
@@ -486,7 +514,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pipelined", type=int, help="pairs per throughput sample")
     parser.add_argument("--window", type=int, help="outstanding requests when pipelined")
     parser.add_argument("--keep", action="store_true", help="keep the temp home (logs)")
+    parser.add_argument("--load", choices=("pingpong", "pipelined"),
+                        help="no figures: hold this load (for a profiler) and print the pids")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long --load runs")
     args = parser.parse_args([] if argv is None and __name__ != "__main__" else argv)
+    if args.load:
+        load(args.load, args.seconds)
+        return
     quick = args.quick or os.environ.get("PORCH_BENCH_QUICK") == "1"
     s = Settings.quick() if quick else Settings()
     for name in ("rounds", "ping_pongs", "pipelined", "window"):
