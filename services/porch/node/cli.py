@@ -86,6 +86,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     if sup.running():
         return _fail(f"a node is already running in {home.root}; "
                      "`porch status`, `porch restart SERVICE` or `porch down`")
+    problem = check_port(home, config, args)
+    if problem:
+        return _fail(problem, 2)
+    try:
+        setup_password(home, args)
+    except (ValueError, KeyboardInterrupt) as exc:
+        return _fail(f"no password set: {exc}", 2)
     extra = service_args(args)
     conf = supervise.write(home, config, foreground=not args.detach, extra_args=extra)
     cmd = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
@@ -134,6 +141,64 @@ def prepare_config(home: NodeHome, args: argparse.Namespace) -> None:
             with path.open("a") as f:
                 f.write("\n" + node_config.render(config.node, missing).split("\n\n", 3)[-1])
             print(f"porch: added the demo apps to {path}")
+
+
+def check_port(home: NodeHome, config: node_config.NodeConfig, args: argparse.Namespace) -> str | None:
+    """Fail `porch up` itself (clear message, non-zero exit) when the port is busy,
+    instead of a service that supervisord keeps restarting."""
+    from porch.http_server.port import PortBusy, probe
+
+    host = args.host or str(config.http_server.get("host", "0.0.0.0"))
+    requested = args.port if args.port is not None else int(config.http_server.get("port", 0))
+    try:
+        probe(host, requested, home.state_dir / "port").close()
+    except PortBusy as exc:
+        return f"error: {exc}"
+    except OSError as exc:
+        return f"error: cannot listen on {host}: {exc}"
+    return None
+
+
+def setup_password(home: NodeHome, args: argparse.Namespace) -> None:
+    """First start only: --password, $PORCH_PASSWORD, a prompt, or generated and shown once."""
+    from porch.http_server.state import NodeSecrets, generate_password
+
+    secrets_ = NodeSecrets(home.state_dir)
+    if secrets_.has_password() and not getattr(args, "force", False):
+        return
+    password = args.password or os.environ.get("PORCH_PASSWORD")
+    if not password and sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Choose a password for the node (Enter to generate one): ")
+        if password and getpass.getpass("Repeat it: ") != password:
+            raise ValueError("the two passwords differ")
+    generated = not password
+    if not password:
+        password = generate_password()
+    secrets_.set_password(password)
+    if generated:
+        print(f"porch: node password (shown only this once): {password}")
+
+
+def cmd_password(args: argparse.Namespace) -> int:
+    """Change the node password; everyone is logged out (the JWT secret changes)."""
+    from porch.http_server.state import NodeSecrets
+
+    home = NodeHome.resolve(args.home)
+    home.ensure()
+    args.force = True
+    try:
+        setup_password(home, args)
+    except (ValueError, KeyboardInterrupt) as exc:
+        return _fail(f"password unchanged: {exc}", 2)
+    NodeSecrets(home.state_dir).jwt_path.unlink(missing_ok=True)
+    print("porch: password changed; every session is logged out")
+    sup = supervise.Supervisor(home)
+    if sup.running():
+        sup.restart("http-server")
+        print("porch: restarted http-server")
+    return 0
 
 
 def service_args(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -328,10 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="HTTP port; fails if busy (default: the node's "
                     "remembered port, else the first free port from 8080)")
     up.add_argument("--host", help="address the HTTP server listens on (default 0.0.0.0)")
+    up.add_argument("--password", help="node password at first start (default: $PORCH_PASSWORD, "
+                    "else asked, else generated and shown once)")
     up.add_argument("--demo", action="store_true", help="add the example apps (hello, chat)")
     up.add_argument("--detach", "-d", action="store_true", help="run in the background")
     up.add_argument("--wait", type=float, default=60.0, help="seconds to wait for readiness")
     up.set_defaults(func=cmd_up)
+
+    password = sub.add_parser("password", help="change the node password (logs everyone out)")
+    _home_arg(password)
+    password.add_argument("--password", help="the new password (default: $PORCH_PASSWORD, else asked)")
+    password.set_defaults(func=cmd_password)
 
     down = sub.add_parser("down", help="stop a running node")
     _home_arg(down)

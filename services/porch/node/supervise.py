@@ -34,7 +34,7 @@ class Program:
 
 
 # The services every node runs, in start order. Each also answers `porch <name>`.
-SERVICES: tuple[str, ...] = ("kernel",)
+SERVICES: tuple[str, ...] = ("kernel", "http-server")
 
 
 def service_programs(home: NodeHome, extra_args: dict[str, list[str]] | None = None) -> list[Program]:
@@ -152,6 +152,10 @@ class Supervisor:
 
     def restart(self, program: str) -> None:
         info = self.rpc.getProcessInfo(program)
+        if program == "http-server" and info["statename"] == "RUNNING":
+            # The keeper restarts its worker and keeps the port open: no refused connection.
+            self.rpc.signalProcess(program, "HUP")
+            return
         if info["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
             self.rpc.stopProcess(program, True)
         self.rpc.startProcess(program, True)

@@ -1,0 +1,117 @@
+"""What a process's binding actions do to the table (reference sections 1.4-1.7, 1.11).
+
+Pure: decode, validate, mutate the BindingTable, say what to answer. The WebSocket
+actions that touch live sockets (push, close) are the websocket module's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from porch.address import is_valid
+from porch.http_server.bindings import BindingTable, HttpBinding, Static, WsBinding
+from porch.http_server.paths import format_path, secure_subdomain
+from porch.process.message import Blob
+from porch.wire import http_pb2
+
+Action = http_pb2.HttpServerAction
+ErrorKind = http_pb2.HttpServerError.Kind
+
+BINDING_ACTIONS = frozenset({
+    "bind", "secure_bind", "unbind", "web_socket_bind", "web_socket_secure_bind",
+    "web_socket_unbind",
+})
+
+
+class ActionError(Exception):
+    """An action refused with an HttpServerError variant."""
+
+    def __init__(self, kind: int, detail: str) -> None:
+        self.kind = kind
+        self.detail = detail
+        super().__init__(f"{ErrorKind.Name(kind)}: {detail}")
+
+
+def decode(body: bytes) -> tuple[str, http_pb2.HttpServerAction]:
+    """The action and its variant name; MalformedRequest if it is not one."""
+    action = Action()
+    try:
+        action.ParseFromString(body)
+    except Exception:
+        raise ActionError(ErrorKind.MalformedRequest,
+                          "body is not a porch.v1.HttpServerAction") from None
+    which = action.WhichOneof("action")
+    if which is None:
+        raise ActionError(ErrorKind.MalformedRequest, "no action set")
+    if which in ("web_socket_open", "web_socket_ext_push_data"):
+        raise ActionError(ErrorKind.MalformedRequest,
+                          f"{which} is sent by the server, never to it")
+    return which, action
+
+
+def apply_binding(table: BindingTable, source: str, which: str,
+                  action: http_pb2.HttpServerAction, blob: Blob | None) -> str:
+    """Apply a (un)bind action from `source`; return the full path it affected."""
+    if which in ("bind", "secure_bind", "web_socket_bind", "web_socket_secure_bind"):
+        if not is_valid(source):
+            raise ActionError(ErrorKind.InvalidSourceProcess,
+                              f"{source!r} is not a kimap-safe process id")
+    if which == "bind":
+        b = action.bind
+        path = format_path(source, b.path)
+        table.bind_http(HttpBinding(path, source, b.authenticated, b.local_only, None,
+                                    _static(b.cache, blob), b.timeout_ms))
+    elif which == "secure_bind":
+        sb = action.secure_bind
+        path = format_path(source, sb.path)
+        table.bind_http(HttpBinding(path, source, True, False, secure_subdomain(source),
+                                    _static(sb.cache, blob), sb.timeout_ms))
+    elif which == "unbind":
+        path = format_path(source, action.unbind.path)
+        table.bind_http(HttpBinding(path, None))
+    elif which == "web_socket_bind":
+        w = action.web_socket_bind
+        path = format_path(source, w.path)
+        table.bind_ws(WsBinding(path, source, w.authenticated, None, w.extension))
+    elif which == "web_socket_secure_bind":
+        ws = action.web_socket_secure_bind
+        path = format_path(source, ws.path)
+        table.bind_ws(WsBinding(path, source, True, secure_subdomain(source), ws.extension))
+    elif which == "web_socket_unbind":
+        path = format_path(source, action.web_socket_unbind.path)
+        table.bind_ws(WsBinding(path, None))
+    else:
+        raise ActionError(ErrorKind.MalformedRequest, f"{which} is not a binding action")
+    return path
+
+
+def _static(cache: bool, blob: Blob | None) -> Static | None:
+    if not cache:
+        return None
+    if blob is None:
+        raise ActionError(ErrorKind.NoBlob, "cache=true needs the content as the blob")
+    return Static.of(blob.bytes, blob.mime)
+
+
+def ok() -> bytes:
+    result = http_pb2.HttpServerResult()
+    result.ok.SetInParent()
+    return result.SerializeToString()
+
+
+def err(kind: int, detail: str) -> bytes:
+    result = http_pb2.HttpServerResult()
+    result.err.kind = kind  # type: ignore[assignment]
+    result.err.detail = detail
+    return result.SerializeToString()
+
+
+@dataclass(frozen=True)
+class Described:
+    """For logs: one line per binding change."""
+
+    which: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.which} {self.path or '/'}"

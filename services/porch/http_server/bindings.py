@@ -1,0 +1,150 @@
+"""The bindings: which process answers which path, with which flags.
+
+Pure state (no I/O): the http-server persists it through `state.BindingStore` after every
+change so a restarted server serves exactly what was bound, with no action by the
+processes that bound it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from porch.http_server.paths import first_segment
+from porch.http_server.routing import Match, RouteTable
+
+RPC_PROCESS = "rpc:distro:sys"
+RPC_PATH = "/rpc:distro:sys/message"
+
+
+@dataclass(frozen=True, slots=True)
+class Static:
+    """Cached content served for GET without asking the process."""
+
+    body: bytes
+    mime: str | None
+    etag: str = field(default="")
+
+    @classmethod
+    def of(cls, body: bytes, mime: str | None) -> Static:
+        return cls(body, mime, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+
+
+@dataclass(frozen=True, slots=True)
+class HttpBinding:
+    path: str  # the full pattern, e.g. "/chess:chess:sys/games/:id"
+    app: str | None  # owning process id; None = tombstone (answers 404)
+    authenticated: bool = False
+    local_only: bool = False
+    secure_subdomain: str | None = None
+    static: Static | None = None
+    timeout_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WsBinding:
+    path: str
+    app: str | None
+    authenticated: bool = False
+    secure_subdomain: str | None = None
+    extension: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    binding: HttpBinding
+    params: dict[str, str]
+    fallback: bool
+
+
+class BindingTable:
+    def __init__(self) -> None:
+        self.http: RouteTable[HttpBinding] = RouteTable()
+        self.ws: RouteTable[WsBinding] = RouteTable()
+        # The built-in RPC endpoint (reference section 4.8): local only, no login.
+        self.http.add(RPC_PATH, HttpBinding(RPC_PATH, RPC_PROCESS, local_only=True))
+
+    def bind_http(self, binding: HttpBinding) -> None:
+        self.http.add(binding.path, binding)
+
+    def bind_ws(self, binding: WsBinding) -> None:
+        self.ws.add(binding.path, binding)
+
+    def resolve_http(self, path: str) -> Resolved | None:
+        """The binding for a normalised request path (reference 1.3), or None (404).
+
+        No match: fall back to the binding of the path's first segment (in practice the
+        app's "/" binding), without params. A tombstone matches (and then 404s); it
+        never falls back.
+        """
+        match: Match[HttpBinding] | None = self.http.recognize(path)
+        if match is not None:
+            return Resolved(match.value, match.params, False)
+        base = self.http.recognize(first_segment(path))
+        if base is None:
+            return None
+        return Resolved(base.value, {}, True)
+
+    def resolve_ws(self, path: str) -> tuple[WsBinding, dict[str, str]] | None:
+        match = self.ws.recognize(path)  # no fallback for WebSockets
+        return (match.value, match.params) if match is not None else None
+
+    def secure_subdomains(self) -> set[str]:
+        subs = {b.secure_subdomain for _, b in self.http.items() if b.app and b.secure_subdomain}
+        subs |= {b.secure_subdomain for _, b in self.ws.items() if b.app and b.secure_subdomain}
+        return {s for s in subs if s}
+
+    def apps(self) -> dict[str, str]:
+        """app process id -> the path to link to (its root binding if it has one)."""
+        out: dict[str, str] = {}
+        for path, b in self.http.items():
+            if b.app is None or b.app == RPC_PROCESS or "/:" in path or "*" in path:
+                continue
+            root = "/" + b.app
+            if path == root or b.app not in out:
+                out[b.app] = path if path else "/"
+        return out
+
+    # -- persistence (pure: to and from plain data; blobs by content hash) -------
+
+    def to_data(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """(JSON-able description, {content hash: static body}) in insertion order."""
+        blobs: dict[str, bytes] = {}
+        http = []
+        for _, b in self.http.items():
+            if b.app == RPC_PROCESS:
+                continue
+            entry: dict[str, Any] = {
+                "path": b.path, "app": b.app, "authenticated": b.authenticated,
+                "local_only": b.local_only, "secure_subdomain": b.secure_subdomain,
+                "timeout_ms": b.timeout_ms,
+            }
+            if b.static is not None:
+                digest = hashlib.sha256(b.static.body).hexdigest()
+                blobs[digest] = b.static.body
+                entry["static"] = {"sha256": digest, "mime": b.static.mime}
+            http.append(entry)
+        ws = [
+            {"path": b.path, "app": b.app, "authenticated": b.authenticated,
+             "secure_subdomain": b.secure_subdomain, "extension": b.extension}
+            for _, b in self.ws.items()
+        ]
+        return {"version": 1, "http": http, "ws": ws}, blobs
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], blobs: dict[str, bytes]) -> BindingTable:
+        table = cls()
+        for e in data.get("http", []):
+            static = None
+            if e.get("static"):
+                body = blobs.get(e["static"]["sha256"])
+                if body is None:
+                    continue  # content lost: better 404/fallback than wrong bytes
+                static = Static.of(body, e["static"]["mime"])
+            table.bind_http(HttpBinding(e["path"], e["app"], e["authenticated"], e["local_only"],
+                                        e["secure_subdomain"], static, e.get("timeout_ms", 0)))
+        for e in data.get("ws", []):
+            table.bind_ws(WsBinding(e["path"], e["app"], e["authenticated"],
+                                    e["secure_subdomain"], e["extension"]))
+        return table

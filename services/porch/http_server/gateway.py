@@ -1,0 +1,400 @@
+"""The http-server's decisions: which binding answers a request, whether the client may
+reach it, and how the owning process's reply becomes the HTTP response.
+
+Order of checks per request (reference section 2.5, with DESIGN.md's deviations):
+login/logout pages; route (with the app-root fallback) or 404; tombstone 404; secure
+subdomain (401 / 307 / login) or a subdomain host serving another package (403);
+authentication (login page for browsers, 401 for API clients); local_only (403);
+static content for GET; the RPC endpoint; else forward to the owning process and map
+its reply: no such process 503 at once, no answer by the deadline 504, died with the
+request or answered garbage 502.
+
+The forward path is callback-based (no coroutine per request): it is the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Callable
+from concurrent.futures import Executor
+from urllib.parse import parse_qs, parse_qsl
+
+from porch.address import HOMEPAGE, is_valid
+from porch.http_server import actions, pages
+from porch.http_server.auth import PROXY_HEADERS, Auth, RateLimiter, is_local, safe_redirect, wants_html
+from porch.http_server.bindings import RPC_PROCESS, BindingTable, Resolved
+from porch.http_server.exchange import HTML, JSON, TEXT, Exchange, Headers
+from porch.http_server.paths import normalize
+from porch.http_server.rpc import RpcCall, parse_rpc, rpc_reply_body
+from porch.http_server.settings import HttpServerSettings
+from porch.process.aio import AsyncProcess
+from porch.process.message import Blob, Message, Offline, SendError, Timeout
+from porch.wire import http_pb2
+
+log = logging.getLogger("porch.http_server")
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+MAX_LOGIN_BODY = 16 * 1024
+Persist = Callable[[BindingTable], None]
+
+
+def _text(status: int, message: str) -> tuple[int, Headers, bytes]:
+    return status, [TEXT], (message + "\n").encode()
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: HttpServerSettings,
+        node: str,
+        table: BindingTable,
+        auth: Auth,
+        proc: AsyncProcess,
+        persist: Persist,
+        executor: Executor,
+    ) -> None:
+        self.settings = settings
+        self.node = node
+        self.table = table
+        self.auth = auth
+        self.proc = proc
+        self.persist = persist
+        self.executor = executor
+        self.login_limiter = RateLimiter(settings.login_attempts_per_minute)
+        self.default_timeout = settings.request_timeout_s
+        self._subdomains = table.secure_subdomains()
+        # Extra action handlers (the WebSocket layer registers push/close here).
+        self.extra_actions: dict[str, Callable[[Message, str, http_pb2.HttpServerAction], bytes | None]] = {}
+
+    # ------------------------------------------------------------------ processes -> us
+
+    def on_message(self, msg: Message) -> None:
+        """An action from a process (reference section 1)."""
+        try:
+            which, action = actions.decode(msg.body)
+            handler = self.extra_actions.get(which)
+            if handler is not None:
+                reply = handler(msg, which, action)
+                if reply is not None and msg.expects_response:
+                    self.proc.respond(msg, reply)
+                return
+            if which not in actions.BINDING_ACTIONS:
+                raise actions.ActionError(http_pb2.HttpServerError.MalformedRequest,
+                                          f"{which} is not supported")
+            path = actions.apply_binding(self.table, msg.source, which, action, msg.blob)
+            self.persist(self.table)
+            self._subdomains = self.table.secure_subdomains()
+            log.info("%s: %s %s", msg.source, which, path or "/")
+            if msg.expects_response:
+                self.proc.respond(msg, actions.ok())
+        except actions.ActionError as exc:
+            log.info("%s: refused %s", msg.source, exc)
+            if msg.expects_response:
+                self.proc.respond(msg, actions.err(exc.kind, exc.detail))
+
+    # ------------------------------------------------------------------ clients -> us
+
+    def dispatch(self, ex: Exchange) -> None:
+        path = normalize(ex.path)
+        if path == "/login":
+            asyncio.ensure_future(self._login(ex))
+            return
+        if path == "/logout":
+            self._logout(ex)
+            return
+        resolved = self.table.resolve_http(path)
+        if resolved is None:
+            if path == "" and self.table.http.get("") is None:
+                self._homepage(ex)
+            else:
+                ex.respond(404, [], b"")
+            return
+        binding = resolved.binding
+        if binding.app is None:
+            ex.respond(404, [], b"")
+            return
+        host = ex.header("Host") or "localhost"
+        hostname = _hostname(host)
+        label = hostname.split(".", 1)[0]
+        if binding.secure_subdomain is not None:
+            if label == "":
+                ex.respond(*_text(401, "attempted to access secure subdomain without host"))
+                return
+            if label != binding.secure_subdomain:
+                self._to_subdomain(ex, binding.secure_subdomain, host)
+                return
+            if not self.auth.authorized(ex.header("Cookie"), binding.app):
+                self._unauthorized(ex, binding.app)
+                return
+        else:
+            if "." in hostname and label in self._subdomains:
+                # A secure subdomain origin serves only its own package (Kinode's D8 fix).
+                ex.respond(*_text(403, "secure subdomain can only serve its associated package"))
+                return
+            if binding.authenticated and not self.auth.authorized(ex.header("Cookie")):
+                self._unauthorized(ex, None)
+                return
+        if binding.local_only and not self._local(ex):
+            ex.respond(403, [], b"")
+            return
+        if binding.static is not None and ex.method == "GET":
+            static = binding.static
+            etag = ("ETag", static.etag)
+            if ex.header("If-None-Match") == static.etag:
+                ex.respond(304, [etag], b"")
+            else:
+                ex.respond(200, [("Content-Type", static.mime or "text/plain"), etag], static.body)
+            return
+        if binding.app == RPC_PROCESS:
+            self._rpc(ex)
+            return
+        self._forward(ex, resolved, hostname, path)
+
+    def _local(self, ex: Exchange) -> bool:
+        proxied = any(ex.header(h) is not None for h in PROXY_HEADERS)
+        return is_local(ex.peer_ip, proxied)
+
+    # ------------------------------------------------------------------ forwarding
+
+    def _forward(self, ex: Exchange, resolved: Resolved, hostname: str, path: str) -> None:
+        binding = resolved.binding
+        app = binding.app
+        assert app is not None
+        request = http_pb2.HttpServerRequest()
+        incoming = request.http
+        incoming.method = ex.method
+        incoming.url = "http://" + hostname + path
+        incoming.bound_path = binding.path
+        if ex.peer_ip is not None:
+            incoming.source_socket_addr = f"{ex.peer_ip}:{ex.peer_port}"
+        add_header = incoming.headers.add
+        for name, value in ex.header_items():
+            add_header(name=name.lower(), value=value)
+        if resolved.params:
+            incoming.url_params.update(resolved.params)
+        if ex.query:
+            add_query = incoming.query_params.add
+            for name, value in parse_qsl(ex.query, keep_blank_values=True):
+                add_query(name=name, value=value)
+        timeout = binding.timeout_ms / 1000 if binding.timeout_ms else self.default_timeout
+        try:
+            id_, fut = self.proc.request_future(app, request.SerializeToString(), timeout=timeout,
+                                                blob=Blob(ex.body))
+        except Offline:
+            ex.respond(*_text(503, "the node's kernel is not reachable"))
+            return
+        ex.on_close(lambda: self.proc.forget(id_))
+        fut.add_done_callback(lambda f: self._reply(ex, app, f))
+
+    def _reply(self, ex: Exchange, app: str, fut: asyncio.Future[Message]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            msg = fut.result()
+            ex.respond(*http_response(msg))
+        elif isinstance(exc, Timeout):
+            ex.respond(*_text(504, f"{app} did not answer in time"))
+        elif isinstance(exc, Offline):
+            if exc.delivered:
+                ex.respond(*_text(502, f"{app} went away while handling the request"))
+            else:
+                ex.respond(*_text(503, f"{app} is not running"))
+        elif isinstance(exc, SendError):
+            ex.respond(*_text(502, f"{app}: {exc.kind}"))
+        else:
+            log.error("forward to %s failed: %r", app, exc)
+            ex.respond(*_text(500, "internal error"))
+
+    # ------------------------------------------------------------------ auth pages
+
+    def _unauthorized(self, ex: Exchange, subdomain_app: str | None) -> None:
+        if wants_html(ex.header("Accept")):
+            target = ex.path + ("?" + ex.query if ex.query else "")
+            page = pages.login_page(self.node, target, subdomain_app or "")
+            ex.respond(200, [HTML, ("Cache-Control", "no-store")], page)
+        else:
+            ex.respond(401, [TEXT, ("WWW-Authenticate", 'Cookie realm="porch", form="/login"')],
+                       b"authentication required: POST /login\n")
+
+    def _to_subdomain(self, ex: Exchange, subdomain: str, host: str) -> None:
+        proto = (ex.header("X-Forwarded-Proto") or ("https" if self.settings.https else "http")).lower()
+        if proto not in ("http", "https"):
+            proto = "http"
+        location = f"{proto}://{subdomain}.{host}{ex.path}" + (f"?{ex.query}" if ex.query else "")
+        ex.respond(307, [("Location", location)], b"")
+
+    async def _login(self, ex: Exchange) -> None:
+        if ex.method == "GET":
+            back = safe_redirect(_query_value(ex.query, "redirect")) or ""
+            ex.respond(200, [HTML, ("Cache-Control", "no-store")], pages.login_page(self.node, back))
+            return
+        if ex.method != "POST":
+            ex.respond(405, [TEXT, ("Allow", "GET, POST")], b"use GET or POST\n")
+            return
+        client = ex.peer_ip or "?"
+        allowed, retry = self.login_limiter.allow(client)
+        if not allowed:
+            log.warning("login rate limit hit by %s", client)
+            ex.respond(429, [TEXT, ("Retry-After", str(int(retry) + 1))], b"too many login attempts\n")
+            return
+        if len(ex.body) > MAX_LOGIN_BODY:
+            ex.respond(*_text(413, "login body too large"))
+            return
+        form = "application/x-www-form-urlencoded" in (ex.header("Content-Type") or "")
+        try:
+            password, subdomain, asked_redirect = _login_fields(ex.body, form)
+        except ValueError as exc:
+            ex.respond(400, [JSON], json.dumps({"error": str(exc)}).encode())
+            return
+        redirect = safe_redirect(asked_redirect or _query_value(ex.query, "redirect"))
+        loop = asyncio.get_running_loop()
+        good = await loop.run_in_executor(self.executor, self.auth.check_password, password)
+        if not good:
+            log.warning("failed login from %s", client)
+            if form:
+                page = pages.login_page(self.node, redirect or "", subdomain or "", "Wrong password.")
+                ex.respond(401, [HTML, ("Cache-Control", "no-store")], page)
+            else:
+                ex.respond(401, [JSON], b'{"error": "wrong password"}')
+            return
+        token = self.auth.issue(subdomain)
+        cookie = ("Set-Cookie", self.auth.set_cookie(token, subdomain))
+        log.info("login from %s%s", client, f" for {subdomain}" if subdomain else "")
+        if redirect is not None:
+            ex.respond(303, [cookie, ("Location", redirect)], b"")
+        elif form:
+            ex.respond(303, [cookie, ("Location", "/")], b"")
+        else:
+            ex.respond(200, [cookie, JSON], json.dumps({"ok": True, "node": self.node}).encode())
+
+    def _logout(self, ex: Exchange) -> None:
+        if ex.method != "POST":
+            ex.respond(405, [TEXT, ("Allow", "POST")], b"POST /logout to log out\n")
+            return
+        headers: Headers = [("Set-Cookie", self.auth.clear_cookie())]
+        app = _query_value(ex.query, "app")
+        if app and is_valid(app):
+            headers.append(("Set-Cookie", self.auth.clear_cookie(app)))
+        if wants_html(ex.header("Accept")) or "form" in (ex.header("Content-Type") or ""):
+            ex.respond(303, [*headers, ("Location", "/login")], b"")
+        else:
+            ex.respond(200, [*headers, JSON], b'{"ok": true}')
+
+    def _homepage(self, ex: Exchange) -> None:
+        if not self.auth.authorized(ex.header("Cookie")):
+            self._unauthorized(ex, None)
+            return
+        apps = {app: path for app, path in self.table.apps().items() if app != HOMEPAGE}
+        ex.respond(200, [HTML], pages.homepage(self.node, apps))
+
+    # ------------------------------------------------------------------ RPC
+
+    def _rpc(self, ex: Exchange) -> None:
+        try:
+            call: RpcCall = parse_rpc(ex.body)
+        except ValueError as exc:
+            ex.respond(*_text(400, str(exc)))
+            return
+        blob = Blob(call.data, call.mime) if call.data is not None else None
+        try:
+            if call.expects_response is None:
+                self.proc.send_request(call.process, call.body, blob=blob, metadata=call.metadata)
+                ex.respond(200, [], b"")
+                return
+            timeout = min(float(call.expects_response), self.default_timeout)
+            id_, fut = self.proc.request_future(call.process, call.body, timeout=timeout,
+                                                blob=blob, metadata=call.metadata)
+        except Offline:
+            ex.respond(*_text(503, "the node's kernel is not reachable"))
+            return
+        ex.on_close(lambda: self.proc.forget(id_))
+
+        def done(f: asyncio.Future[Message]) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            if exc is None:
+                ex.respond(200, [HTML], rpc_reply_body(f.result()))
+            elif isinstance(exc, Timeout):
+                ex.respond(*_text(504, f"{call.process} did not answer in time"))
+            elif isinstance(exc, Offline) and not exc.delivered:
+                ex.respond(*_text(503, f"{call.process} is not running"))
+            else:
+                ex.respond(*_text(502, f"{call.process}: {exc}"))
+
+        fut.add_done_callback(done)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def http_response(msg: Message) -> tuple[int, Headers, bytes]:
+    """The process's Response as HTTP (reference 2.3): garbage or a status that is not a
+    final HTTP status is 502 (Kinode: 500); invalid header names/values are skipped;
+    repeated headers, several Set-Cookie included, are kept; default content type
+    application/octet-stream."""
+    reply = http_pb2.HttpResponse()
+    try:
+        reply.ParseFromString(msg.body)
+    except Exception:
+        return _text(502, f"{msg.source} answered with something that is not an HttpResponse")
+    status = reply.status
+    body = msg.blob.bytes if msg.blob is not None else b""
+    if not 200 <= status <= 999:
+        return _text(502, f"{msg.source} answered with invalid status {status}")
+    headers: Headers = []
+    typed = False
+    for h in reply.headers:
+        name, value = h.name, h.value
+        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+            continue
+        lname = name.lower()
+        if lname in ("content-length", "transfer-encoding", "connection"):
+            continue  # the server frames the body itself
+        if lname == "content-type":
+            typed = True
+        headers.append((name, value))
+    if not typed and status not in (204, 304):
+        headers.append(("Content-Type", "application/octet-stream"))
+    return status, headers, body
+
+
+def _hostname(host: str) -> str:
+    """Host header without the port (IPv6 literals keep their brackets)."""
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+def _query_value(query: str, name: str) -> str | None:
+    values = parse_qs(query).get(name)
+    return values[-1] if values else None
+
+
+def _login_fields(body: bytes, form: bool) -> tuple[str, str | None, str | None]:
+    """(password, secure-subdomain app id or None, redirect or None) from the login body."""
+    if form:
+        fields = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+    else:
+        try:
+            fields = json.loads(body or b"null")
+        except ValueError:
+            raise ValueError("Failed to parse login info") from None
+        if not isinstance(fields, dict):
+            raise ValueError("Failed to parse login info")
+    password = fields.get("password")
+    if not isinstance(password, str) or not password:
+        raise ValueError("a non-empty password is required")
+    subdomain = fields.get("subdomain") or None
+    if subdomain is not None and (not isinstance(subdomain, str) or not is_valid(subdomain)):
+        raise ValueError("subdomain must be an app's process id")
+    redirect = fields.get("redirect") or None
+    if redirect is not None and not isinstance(redirect, str):
+        raise ValueError("redirect must be a path")
+    return password, subdomain, redirect

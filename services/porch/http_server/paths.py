@@ -1,0 +1,40 @@
+"""Path prefixing and normalisation (reference section 1.2), secure subdomains (1.5)."""
+
+from __future__ import annotations
+
+import re
+
+from porch.address import HOMEPAGE
+
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
+
+
+def normalize(path: str) -> str:
+    """Remove one trailing slash ("/a/" -> "/a", "/" -> "", "/a//" -> "/a/")."""
+    return path[:-1] if path.endswith("/") else path
+
+
+def format_path(process_id: str, path: str) -> str:
+    """The full path a process's bind lands on: under /<process id>, except homepage.
+
+    "/" -> "/chess:chess:sys", "/games/" -> "/chess:chess:sys/games",
+    "api" -> "/chess:chess:sys/api". Always the sender's own id: that is ownership.
+    """
+    if process_id == HOMEPAGE:
+        return normalize(path)
+    if path.startswith("/"):
+        return "/" + process_id + normalize(path)
+    return "/" + process_id + "/" + normalize(path)
+
+
+def secure_subdomain(process_id: str) -> str:
+    """package + "-" + publisher, non-alphanumerics as "-": chess:chess:template.os ->
+    chess-template-os. All processes of one package share it."""
+    _, package, publisher = process_id.split(":")
+    return _NOT_ALNUM.sub("-", f"{package}-{publisher}")
+
+
+def first_segment(path: str) -> str:
+    """The base the HTTP fallback tries: "/chess:chess:sys/a/b" -> "chess:chess:sys"."""
+    parts = path.split("/", 2)
+    return parts[1] if len(parts) > 1 else ""

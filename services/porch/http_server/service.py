@@ -1,0 +1,230 @@
+"""`porch http-server` / `python -m porch.http_server`: the node's HTTP listener.
+
+Two processes, so that the port never refuses a connection while the server restarts:
+
+- the **keeper** (what supervisord runs) chooses the port, binds it once and holds the
+  listening socket for the node's life. It runs the worker as its child, handing it
+  the socket, restarts it at once if it dies, and restarts it on SIGHUP
+  (`porch restart http-server`). While no worker is accepting, new connections wait in
+  the socket's backlog instead of being refused.
+- the **worker** (`--worker-fd N`) serves HTTP on that socket with Tornado, registered
+  as http-server:distro:sys. Everything it needs to resume (bindings, static content,
+  secrets) is in the node home, so a new worker serves exactly what the old one did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from tornado.httpserver import HTTPServer
+
+from porch.address import HTTP_SERVER
+from porch.http_server.auth import Auth
+from porch.http_server.gateway import Gateway
+from porch.http_server.listener import Listener
+from porch.http_server.port import PortBusy, open_listener
+from porch.http_server.settings import HttpServerSettings
+from porch.http_server.state import BindingStore, NodeSecrets, generate_password
+from porch.node.config import ConfigError, NodeConfig, load, settings_from
+from porch.node.home import NodeHome
+from porch.node.logs import setup_logging
+from porch.process.aio import AsyncProcess
+from porch.process.message import PorchError
+from porch.wire import check_backend
+
+log = logging.getLogger("porch.http_server")
+
+
+def load_settings(config: NodeConfig, args: argparse.Namespace) -> HttpServerSettings:
+    section = dict(config.http_server)
+    if args.port is not None:
+        section["port"] = args.port
+    if args.host:
+        section["host"] = args.host
+    return settings_from(section, HttpServerSettings, "porch.toml [http_server]")
+
+
+def ensure_password(home: NodeHome) -> None:
+    """Normally `porch up` sets it; a server started another way generates one."""
+    secrets_ = NodeSecrets(home.state_dir)
+    if secrets_.has_password():
+        return
+    password = os.environ.get("PORCH_PASSWORD") or generate_password()
+    secrets_.set_password(password)
+    if not os.environ.get("PORCH_PASSWORD"):
+        log.warning("no node password was set: generated one, shown only this once: %s", password)
+
+
+# ---------------------------------------------------------------------------- keeper
+
+
+class Keeper:
+    def __init__(self, home: NodeHome, sock: socket.socket) -> None:
+        self.home = home
+        self.sock = sock
+        self.child: subprocess.Popen[bytes] | None = None
+        self.stopping = False
+        self.restart_requested = False
+
+    def spawn(self) -> None:
+        fd = self.sock.fileno()
+        cmd = [sys.executable, "-m", "porch.http_server", "--home", str(self.home.root),
+               "--worker-fd", str(fd)]
+        self.child = subprocess.Popen(cmd, pass_fds=(fd,))
+        log.info("worker started (os pid %d)", self.child.pid)
+
+    def stop_child(self, timeout: float = 10.0) -> None:
+        child = self.child
+        if child is None or child.poll() is not None:
+            return
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("worker %d did not stop in %.0f s; killing it", child.pid, timeout)
+            child.kill()
+            child.wait()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        backoff = 0.0
+        self.spawn()
+        started = time.monotonic()
+        while True:
+            assert self.child is not None
+            try:
+                code = self.child.wait(0.2)
+            except subprocess.TimeoutExpired:
+                code = None
+            if self.stopping:
+                self.stop_child()
+                log.info("http-server stopped")
+                return 0
+            if self.restart_requested:
+                self.restart_requested = False
+                log.info("restarting the worker (port kept open)")
+                self.stop_child()
+                self.spawn()
+                started = time.monotonic()
+                backoff = 0.0
+                continue
+            if code is None:
+                continue
+            ran = time.monotonic() - started
+            backoff = 0.0 if ran > 5 else min(5.0, max(0.25, backoff * 2))
+            log.error("worker exited with %s after %.1f s; restarting%s", code, ran,
+                      f" in {backoff:.2f} s" if backoff else "")
+            if backoff:
+                time.sleep(backoff)
+            if self.stopping:
+                return 0
+            self.spawn()
+            started = time.monotonic()
+
+    def _on_stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def _on_hup(self, *_: object) -> None:
+        self.restart_requested = True
+
+
+# ---------------------------------------------------------------------------- worker
+
+
+def _die_with_parent() -> None:
+    """If the keeper is killed, the worker must not hold the port on its own."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings,
+                sock: socket.socket) -> None:
+    proc = await AsyncProcess.connect(HTTP_SERVER, home=home.root, connect_timeout=60)
+    store = BindingStore(home.state_dir)
+    table = store.load()
+    secrets_ = NodeSecrets(home.state_dir)
+    auth = Auth(config.node, secrets_.jwt_secret(), secrets_.password_hash(),
+                settings.session_days, settings.https)
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="login")
+    gateway = Gateway(settings, config.node, table, auth, proc, store.save, executor)
+    proc.on_request(gateway.on_message)
+    server = HTTPServer(
+        Listener(gateway.dispatch, settings.max_body_bytes),
+        max_body_size=settings.max_body_bytes,
+        max_header_size=settings.max_header_bytes,
+        idle_connection_timeout=settings.idle_timeout_s,
+        body_timeout=settings.body_timeout_s,
+    )
+    server.add_sockets([sock])
+    port = sock.getsockname()[1]
+    log.info("serving http on %s:%d with %d binding(s)", settings.host, port, len(table.http) - 1)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    server.stop()  # stop accepting; the keeper still holds the socket
+    await asyncio.sleep(0.1)
+    proc.close()
+    executor.shutdown(wait=False)
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="porch http-server",
+        description="Run the node's HTTP server (http-server:distro:sys). Normally started "
+        "by `porch up`; settings come from the [http_server] table of porch.toml.",
+    )
+    parser.add_argument("--home", help="node home (default: $PORCH_HOME or ~/.porch)")
+    parser.add_argument("--port", type=int, help="port to bind; fails if busy (default: the "
+                        "node's remembered port, else the first free from 8080)")
+    parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    setup_logging("http-server")
+    check_backend("http-server", log)
+    home = NodeHome.resolve(args.home)
+    try:
+        home.ensure()
+        config = load(home.config_path)
+        settings = load_settings(config, args)
+    except (ConfigError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    if args.worker_fd is not None:
+        _die_with_parent()
+        sock = socket.socket(fileno=args.worker_fd)
+        try:
+            asyncio.run(serve(home, config, settings, sock))
+        except PorchError as exc:
+            log.error("%s", exc)
+            return 1
+        return 0
+    try:
+        sock = open_listener(settings.host, settings.port, home.state_dir / "port")
+    except PortBusy as exc:
+        log.error("error: %s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ensure_password(home)
+    port = sock.getsockname()[1]
+    log.info("Login at http://localhost:%d", port)
+    return Keeper(home, sock).run()

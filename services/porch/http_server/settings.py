@@ -1,0 +1,48 @@
+"""The http-server's settings: the [http_server] table of porch.toml, with defaults.
+
+Every limit DESIGN.md asks for is here, with a default a serious server would pick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HttpServerSettings:
+    # Address to listen on. Kinode listens on 0.0.0.0 (IPv4); so does porch by default.
+    host: str = "0.0.0.0"
+    # 0 = the port this node chose at first start (state/port), else the first free
+    # port from 8080. `porch up --port P` overrides for one run and fails if P is busy.
+    port: int = 0
+    # How long a process may take to answer an HTTP request before the client gets 504
+    # (Kinode: 15 s then 408). A binding can set its own (Bind.timeout_ms).
+    request_timeout_s: float = 15.0
+    # Request bodies larger than this get 413 before they are read.
+    max_body_bytes: int = 16 * MiB
+    # Request line + headers larger than this close the connection.
+    max_header_bytes: int = 64 * 1024
+    # A connection that sends no (complete) request headers for this long is closed:
+    # slow-header clients cannot hold connections forever.
+    idle_timeout_s: float = 60.0
+    # A request body that takes longer than this to arrive is abandoned.
+    body_timeout_s: float = 60.0
+    # Lifetime of the login cookie (Kinode: 26 weeks).
+    session_days: float = 30.0
+    # Login attempts per client address per minute before 429.
+    login_attempts_per_minute: int = 10
+    # Server-side WebSockets open at once, over all apps (Kinode: 128).
+    max_websockets: int = 4096
+    # Largest WebSocket message accepted from a client.
+    ws_max_message_bytes: int = 16 * MiB
+    # Frames queued for one client before it counts as too slow and is closed (1008).
+    ws_send_queue_frames: int = 1000
+    # Bytes queued for one client before it counts as too slow and is closed.
+    ws_send_queue_bytes: int = 16 * MiB
+    # Seconds between server pings on idle WebSockets (0 = never).
+    ws_ping_interval_s: float = 30.0
+    # Set when a TLS-terminating proxy is in front: cookies get the Secure attribute
+    # and redirects use https.
+    https: bool = False
