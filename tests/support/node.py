@@ -72,14 +72,14 @@ class Node:
         return self.dir / f"{name.replace(':', '_')}.log"
 
     def start(self, name: str, *args: str, module: str | None = None,
-              wait: bool = True) -> subprocess.Popen[bytes]:
+              wait: bool = True, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start a service ("kernel", "http-server", "http-client") by name."""
         module = module or {"kernel": "porch.kernel", "http-server": "porch.http_server",
                             "http-client": "porch.http_client"}[name]
-        log = self.log_path(name).open("ab")
-        proc = subprocess.Popen([PY, "-m", module, "--home", str(self.home.root), *args],
-                                stdout=log, stderr=subprocess.STDOUT,
-                                env=service_env(self.home.root))
+        with self.log_path(name).open("ab") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen([PY, "-m", module, "--home", str(self.home.root), *args],
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    env=service_env(self.home.root, **(env or {})))
         self.procs[name] = proc
         if wait and name == "kernel":
             wait_for(self.home.kernel_socket.exists, 10, what="the kernel socket")
@@ -92,11 +92,16 @@ class Node:
 
     def spawn(self, process_id: str, source: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         """Run Python source as a user process registered as process_id."""
+        if process_id in self.procs and self.procs[process_id].poll() is None:
+            raise RuntimeError(f"{process_id} is already running")
         script = self.dir / f"{process_id.replace(':', '_')}.py"
         script.write_text(textwrap.dedent(source))
-        log = self.log_path(process_id).open("ab")
-        proc = subprocess.Popen([PY, str(script), *args], stdout=log, stderr=subprocess.STDOUT,
-                                env=service_env(self.home.root, **{ENV_PROCESS: process_id}, **env))
+        log_path = self.log_path(process_id)
+        if log_path.exists():  # keep the previous life's log, start this one fresh
+            log_path.replace(log_path.with_suffix(".prev.log"))
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen([PY, str(script), *args], stdout=log, stderr=subprocess.STDOUT,
+                                    env=service_env(self.home.root, **{ENV_PROCESS: process_id}, **env))
         self.procs[process_id] = proc
         return proc
 
@@ -107,6 +112,9 @@ class Node:
 
     def stop(self, name: str) -> None:
         self.kill(name, signal.SIGTERM)
+
+    def wait_log(self, name: str, text: str, timeout: float = 15) -> None:
+        wait_for(lambda: text in self.log(name), timeout, what=f"{text!r} in the log of {name}")
 
     def log(self, name: str) -> str:
         path = self.log_path(name)

@@ -22,7 +22,7 @@ def test_processes_and_capabilities() -> None:
     ("nodes = 'x'", "unknown key(s) nodes"),
     ("[kernel]\nmax_request_timeout = 3", "unknown setting(s) max_request_timeout"),
     ("[kernel]\nmax_request_timeout_s = 'long'", "expected float"),
-    ("[[process]]\nid = 'a:b:c'", "missing 'command'"),
+    ("[[process]]\ncommand = 'x'", "missing 'id'"),
     ("[[process]]\nid = 'A:b:c'\ncommand = 'x'", "name and package must match"),
     ("[[process]]\nid = 'a:b:c'\ncommand = 'x'\n[[process]]\nid = 'a:b:c'\ncommand = 'y'",
      "declared twice"),

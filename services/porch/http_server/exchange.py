@@ -22,6 +22,7 @@ class Exchange(Protocol):
     body: bytes
     peer_ip: str | None
     peer_port: int | None
+    done: bool  # responded, or the client went away
 
     def header(self, name: str) -> str | None:
         """The last value of a request header (case-insensitive), or None."""

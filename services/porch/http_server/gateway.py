@@ -39,6 +39,9 @@ log = logging.getLogger("porch.http_server")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 MAX_LOGIN_BODY = 16 * 1024
+# Local-only operational status (in-flight requests, bindings, sockets), under the
+# server's own process id so that no app can bind it.
+STATUS_PATH = "/http-server:distro:sys/status"
 Persist = Callable[[BindingTable], None]
 
 
@@ -67,6 +70,9 @@ class Gateway:
         self.login_limiter = RateLimiter(settings.login_attempts_per_minute)
         self.default_timeout = settings.request_timeout_s
         self._subdomains = table.secure_subdomains()
+        self.inflight = 0
+        # Numbers other layers add to /status (the WebSocket layer: open sockets).
+        self.status_extra: dict[str, Callable[[], int]] = {}
         # Extra action handlers (the WebSocket layer registers push/close here).
         self.extra_actions: dict[str, Callable[[Message, str, http_pb2.HttpServerAction], bytes | None]] = {}
 
@@ -105,6 +111,9 @@ class Gateway:
             return
         if path == "/logout":
             self._logout(ex)
+            return
+        if path == STATUS_PATH:
+            self._status(ex)
             return
         resolved = self.table.resolve_http(path)
         if resolved is None:
@@ -187,10 +196,20 @@ class Gateway:
         except Offline:
             ex.respond(*_text(503, "the node's kernel is not reachable"))
             return
-        ex.on_close(lambda: self.proc.forget(id_))
+        self.inflight += 1
+
+        def gone() -> None:
+            # The client left: forget the request (a late answer is dropped by the stub).
+            self.inflight -= 1
+            self.proc.forget(id_)
+
+        ex.on_close(gone)
         fut.add_done_callback(lambda f: self._reply(ex, app, f))
 
     def _reply(self, ex: Exchange, app: str, fut: asyncio.Future[Message]) -> None:
+        if ex.done:
+            return  # the client went away; `gone` already counted it
+        self.inflight -= 1
         if fut.cancelled():
             return
         exc = fut.exception()
@@ -284,6 +303,15 @@ class Gateway:
             ex.respond(303, [*headers, ("Location", "/login")], b"")
         else:
             ex.respond(200, [*headers, JSON], b'{"ok": true}')
+
+    def _status(self, ex: Exchange) -> None:
+        if not self._local(ex):
+            ex.respond(403, [], b"")
+            return
+        status = {"node": self.node, "inflight": self.inflight,
+                  "http_bindings": len(self.table.http) - 1, "ws_bindings": len(self.table.ws)}
+        status.update({name: get() for name, get in self.status_extra.items()})
+        ex.respond(200, [JSON], json.dumps(status).encode())
 
     def _homepage(self, ex: Exchange) -> None:
         if not self.auth.authorized(ex.header("Cookie")):

@@ -99,6 +99,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if self._handoff is not None:
             self._handoff.on_connection_close()
             return
+        self._client_gone()
+
+    def _client_gone(self) -> None:
         if not self.done:
             self.done = True
             cb, self._close_cb = self._close_cb, None
@@ -114,13 +117,18 @@ class _Exchange(httputil.HTTPMessageDelegate):
         return list(self._headers.get_all())
 
     def on_close(self, callback: Callable[[], None]) -> None:
+        # After the body is read, Tornado reports a closed connection through the
+        # connection's close callback, not the delegate's on_connection_close.
         self._close_cb = callback
+        self._conn.set_close_callback(self._client_gone)
 
     def respond(self, status: int, headers: Headers, body: bytes) -> None:
         if self.done:
             return
         self.done = True
-        self._close_cb = None
+        if self._close_cb is not None:
+            self._close_cb = None
+            self._conn.set_close_callback(None)
         out = httputil.HTTPHeaders()
         for name, value in headers:
             out.add(name, value)

@@ -10,9 +10,11 @@
 
     [http_client]          # settings of porch.http_client.settings.HttpClientSettings
 
-    [[process]]            # a user process supervised by the node
+    [[process]]            # a user process (supervised by the node when it has a command)
     id = "hello:hello:sys"
-    command = "python examples/hello/app.py"
+    command = "python examples/hello/app.py"   # optional: without it, the entry only
+                                               # declares the id's capabilities (a process
+                                               # started some other way)
     directory = "/path/to/run/in"          # optional, default: the home
     capabilities = ["http-server:distro:sys"]
     public = true                          # optional, default true
@@ -44,7 +46,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ProcessSpec:
     id: str
-    command: str
+    command: str = ""
     directory: str = ""
     capabilities: tuple[str, ...] = ()
     public: bool = True
@@ -149,9 +151,8 @@ def parse(text: str, where: str = "porch.toml") -> NodeConfig:
         here = f"{where} [[process]] #{i + 1}"
         if not isinstance(entry, dict):
             raise ConfigError(f"{here}: expected a table")
-        for required in ("id", "command"):
-            if required not in entry:
-                raise ConfigError(f"{here}: missing {required!r}")
+        if "id" not in entry:
+            raise ConfigError(f"{here}: missing 'id'")
         spec = settings_from(entry, ProcessSpec, here)
         try:
             ProcessId.parse(spec.id)
@@ -208,7 +209,8 @@ def render(node: str, processes: list[ProcessSpec]) -> str:
     for p in processes:
         lines.append("[[process]]")
         lines.append(f"id = {_toml_value(p.id)}")
-        lines.append(f"command = {_toml_value(p.command)}")
+        if p.command:
+            lines.append(f"command = {_toml_value(p.command)}")
         if p.directory:
             lines.append(f"directory = {_toml_value(p.directory)}")
         lines.append(f"capabilities = {_toml_value(list(p.capabilities))}")

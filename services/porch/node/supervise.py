@@ -64,6 +64,7 @@ def user_programs(home: NodeHome, config: NodeConfig) -> list[Program]:
             autostart=spec.autostart,
         )
         for spec in config.processes
+        if spec.command
     ]
 
 
