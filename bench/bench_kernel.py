@@ -184,13 +184,16 @@ class Bed:
 
 
 @contextmanager
-def testbed(keep: bool = False) -> Iterator[Bed]:
+def testbed(keep: bool = False, kernel_path: str | None = None) -> Iterator[Bed]:
     root = Path(tempfile.mkdtemp(prefix="porch-bench-", dir="/tmp"))
     bed = Bed(root, NodeHome(root / "h"))
     bed.home.ensure()
     bed.home.config_path.write_text('node = "bench.os"\n')
     try:
-        bed.start("kernel", [PY, "-m", "porch.kernel", "--home", str(bed.home.root)])
+        # --kernel-path runs another checkout's kernel (its services/ dir): an A/B of a
+        # kernel change under the same stubs, on the same machine, minutes apart.
+        extra = {"PYTHONPATH": kernel_path} if kernel_path else {}
+        bed.start("kernel", [PY, "-m", "porch.kernel", "--home", str(bed.home.root)], **extra)
         give_up = time.monotonic() + 15
         while not bed.home.kernel_socket.exists():
             if time.monotonic() > give_up or bed.procs["kernel"].poll() is not None:
@@ -407,9 +410,9 @@ def report(r: Results, s: Settings) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def run(s: Settings, keep: bool = False) -> Results:
+def run(s: Settings, keep: bool = False, kernel_path: str | None = None) -> Results:
     r = Results()
-    with testbed(keep) as bed:
+    with testbed(keep, kernel_path) as bed:
         kernel_pid = bed.procs["kernel"].pid
         ctx: zmq.Context[Any] = zmq.Context.instance()
         client = porch.Process(CLIENT, home=bed.home.root, connect_timeout=15)
@@ -514,6 +517,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pipelined", type=int, help="pairs per throughput sample")
     parser.add_argument("--window", type=int, help="outstanding requests when pipelined")
     parser.add_argument("--keep", action="store_true", help="keep the temp home (logs)")
+    parser.add_argument("--kernel-path", metavar="DIR",
+                        help="run the kernel from another checkout's services/ (A/B a change)")
     parser.add_argument("--load", choices=("pingpong", "pipelined"),
                         help="no figures: hold this load (for a profiler) and print the pids")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long --load runs")
@@ -527,7 +532,7 @@ def main(argv: list[str] | None = None) -> None:
         value: Any = getattr(args, name)
         if value is not None:
             setattr(s, name, value)
-    report(run(s, args.keep), s)
+    report(run(s, args.keep, args.kernel_path), s)
 
 
 if __name__ == "__main__":
