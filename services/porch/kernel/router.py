@@ -56,6 +56,11 @@ DEFAULT_TIMEOUT_MS = 30_000
 # After a kernel (re)start, a watched process that is not registered yet may simply not
 # have re-registered: wait this long before saying it has exited.
 WATCH_GRACE_MS = 5_000
+# Frame sets handled per wakeup before deadlines and deaths are looked at again.
+BATCH = 1000
+# Plain ints: pyzmq's flag enums cost a Python-level enum construction per `|`.
+NOBLOCK = int(zmq.NOBLOCK)
+MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 
 def now_ms() -> int:
@@ -185,34 +190,65 @@ class Kernel:
             for what, _ in ready:
                 if what is sock:
                     # Drain a bounded batch, then look at deadlines and deaths again.
-                    for _ in range(1000):
-                        try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self.handle(frames)
+                    self._drain()
                 else:
                     self._pid_exited(what)
             if deadline is not None:
                 self.expire(now_ms())
+
+    def _drain(self) -> bool:
+        """Handle what is waiting, at most BATCH frame sets; True if more may be waiting.
+
+        Frames are read one at a time, not with recv_multipart: pyzmq's multipart
+        helpers cost ~2 us per message (an RCVMORE getsockopt per frame, enum flag
+        arithmetic). The identity is copied (a small dict key). The envelope comes as a
+        zmq.Frame: its .more tells whether a blob follows, and a Register's frame tells
+        which connection, hence which pid, sent it. A blob stays a Frame and is
+        forwarded without a copy.
+        """
+        recv = self.sock.recv
+        for _ in range(BATCH):
+            try:
+                ident = recv(NOBLOCK)
+            except zmq.Again:
+                return False
+            # A ROUTER always delivers the identity with at least one frame after it.
+            frame = recv(NOBLOCK, copy=False)
+            if not frame.more:
+                self._handle(ident, frame, None)
+                continue
+            blob = recv(NOBLOCK, copy=False)
+            if not blob.more:
+                self._handle(ident, frame, blob)
+                continue
+            count = 2
+            while blob.more:
+                blob = recv(NOBLOCK, copy=False)
+                count += 1
+            self._malformed(ident, 0, f"expected [envelope] or [envelope, blob], got {count} frames")
+        return True
 
     # ------------------------------------------------------------------ routing
 
     def handle(self, frames: list[Any]) -> None:
         """One incoming frame set: [identity, envelope] or [identity, envelope, blob].
 
-        Frames are zmq.Frame (received with copy=False: the blob is forwarded without a
-        copy, and a Register's frame tells which connection, hence which pid, sent it);
-        plain bytes work too (tests).
+        Frames are zmq.Frame or plain bytes (tests); the loop itself reads frames one by
+        one and calls _handle.
         """
-        ident = _bytes(frames[0])
         n = len(frames)
+        ident = _bytes(frames[0])
         if n not in (2, 3):
             self._malformed(ident, 0, f"expected [envelope] or [envelope, blob], got {n - 1} frames")
             return
+        self._handle(ident, frames[1], frames[2] if n == 3 else None)
+
+    def _handle(self, ident: bytes, frame: Any, blob: Any) -> None:
+        # A fresh Envelope each time: re-parsing into one upb message leaks, its arena
+        # keeps every parse's strings (measured: +190 MB per million messages).
         env = Envelope()
         try:
-            env.ParseFromString(_bytes(frames[1]))
+            env.ParseFromString(_bytes(frame))
         except DecodeError:
             self._malformed(ident, 0, "frame is not a porch.v1.Envelope")
             return
@@ -227,7 +263,7 @@ class Kernel:
         kind = env.WhichOneof("message")
         peer = self.peers.get(ident)
         if kind == "control":
-            self._control(ident, peer, env, frames[1])
+            self._control(ident, peer, env, frame)
             return
         if peer is None:
             self._kernel_error(ident, ErrorCode.NotRegistered, env.id,
@@ -240,15 +276,29 @@ class Kernel:
                 self.counters.warn("spoof", "%s claimed to be %r; stamped as itself",
                                    source, env.source)
             env.source = source
-            frames[1] = env.SerializeToString()
+            frame = env.SerializeToString()
         if kind == "request":
-            self._route_request(source, env, frames)
+            self._route_request(source, env, frame, blob)
         elif kind == "response":
-            self._route_response(source, env, frames)
+            self._route_response(source, env, frame, blob)
         else:
             self._malformed(ident, env.id, f"processes may not send {kind!r} messages")
 
-    def _route_request(self, source: str, env: kernel_pb2.Envelope, frames: list[Any]) -> None:
+    def _forward(self, tident: bytes, frame: Any, blob: Any) -> None:
+        """Send [tident, envelope(, blob)]; raises zmq.Again / ZMQError like send_multipart.
+
+        Under ROUTER_MANDATORY an unroutable identity or a full queue fails on the first
+        frame, so nothing half-sent is left behind.
+        """
+        send = self.sock.send
+        send(tident, MORE_NOBLOCK)
+        if blob is None:
+            send(frame, NOBLOCK, copy=False)
+        else:
+            send(frame, MORE_NOBLOCK, copy=False)
+            send(blob, NOBLOCK, copy=False)
+
+    def _route_request(self, source: str, env: kernel_pb2.Envelope, frame: Any, blob: Any) -> None:
         target = env.target
         req = env.request
         reply_to = env.rsvp or source
@@ -276,9 +326,8 @@ class Kernel:
                                  "deadline passed before delivery")
                 return
             self.pending.add((reply_to, env.id), target, deadline)
-        frames[0] = tident
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            self._forward(tident, frame, blob)
         except (zmq.Again, zmq.ZMQError) as exc:
             # Gone (EHOSTUNREACH under ROUTER_MANDATORY) or its queue is full.
             self.counters.offline += 1
@@ -289,7 +338,7 @@ class Kernel:
             return
         self.counters.routed += 1
 
-    def _route_response(self, source: str, env: kernel_pb2.Envelope, frames: list[Any]) -> None:
+    def _route_response(self, source: str, env: kernel_pb2.Envelope, frame: Any, blob: Any) -> None:
         target = env.target
         if not self.pending.answer((target, env.id), source):
             self.counters.late += 1  # late (after Timeout/Offline) or never asked for
@@ -297,9 +346,8 @@ class Kernel:
         tident = self.idents.get(target)
         if tident is None:
             return
-        frames[0] = tident
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            self._forward(tident, frame, blob)
         except (zmq.Again, zmq.ZMQError):
             self.counters.offline += 1
             return
