@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import porch
 import pytest
 import requests
-from support.node import Node, free_port, wait_for
-
-import porch
 from porch.wire import http_pb2
+from support.node import Node, free_port, wait_for
 
 APP_SOURCE = (Path(__file__).parent.parent / "support" / "http_app.py").read_text()
 PASSWORD = "correct horse"
@@ -347,7 +346,7 @@ def test_29_30_authenticated_paths(web: Web) -> None:
 def test_31_bad_tokens_are_refused(web: Web) -> None:
     web.app("a31:pkg:pub.os", [{"path": "/p", "authenticated": True}])
     good = web.cookie()
-    header, claims, _ = good.split(".")
+    _, claims, _ = good.split(".")
     forged = jwt.encode({"username": NODE, "subdomain": None, "expiration": int(time.time()) + 99},
                         b"not the secret, but 32 bytes long", algorithm="HS256")
     none_alg = base64.urlsafe_b64encode(b'{"alg":"none"}').decode().rstrip("=") + "." + claims + "."
@@ -444,8 +443,8 @@ def test_login_is_rate_limited() -> None:
         n.start("kernel")
         port = free_port()
         n.start("http-server", "--port", str(port), env={"PORCH_PASSWORD": PASSWORD})
-        codes = [requests.post(f"http://127.0.0.1:{port}/login", json={"password": "x"}, timeout=10).status_code
-                 for _ in range(4)]
+        url = f"http://127.0.0.1:{port}/login"
+        codes = [requests.post(url, json={"password": "x"}, timeout=10).status_code for _ in range(4)]
         assert codes == [401, 401, 401, 429]
     finally:
         n.close()
@@ -458,8 +457,9 @@ def test_40_rpc_endpoint(web: Web) -> None:
     assert (r.status_code, r.content) == (200, b"")
     msg = target.await_message(timeout=5)
     assert (msg.body, msg.source) == (b"hi", "http-server:distro:sys")
-    assert requests.post(web.url("/rpc:distro:sys/message"), json={"process": "bad"}, timeout=10).status_code == 400
-    assert requests.post(web.url("/rpc:distro:sys/message"), json={"process": "a40:pkg:pub.os"},
+    rpc = web.url("/rpc:distro:sys/message")
+    assert requests.post(rpc, json={"process": "bad"}, timeout=10).status_code == 400
+    assert requests.post(rpc, json={"process": "a40:pkg:pub.os"},
                          headers={"X-Real-IP": "8.8.8.8"}, timeout=10).status_code == 403
     import threading
 

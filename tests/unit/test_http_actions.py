@@ -1,5 +1,4 @@
 import pytest
-
 from porch.http_server import actions
 from porch.http_server.bindings import BindingTable
 from porch.http_server.gateway import http_response
@@ -52,7 +51,10 @@ def test_malformed(body: bytes) -> None:
     assert err.value.kind == Kind.MalformedRequest
 
 
-def reply(status: int, headers: list[tuple[str, str]], body: bytes | None) -> tuple[int, list[tuple[str, str]], bytes]:
+Reply = tuple[int, list[tuple[str, str]], bytes]
+
+
+def reply(status: int, headers: list[tuple[str, str]], body: bytes | None) -> Reply:
     r = http_pb2.HttpResponse(status=status)
     for k, v in headers:
         r.headers.add(name=k, value=v)
@@ -66,7 +68,8 @@ def test_response_mapping() -> None:
     assert status == 201 and body == b"hi"
     assert headers == [("X-A", "1"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"),
                        ("Content-Type", "application/octet-stream")]
-    _, headers, body = reply(200, [("bad name", "x"), ("X-B", "a\r\nInjected: 1"), ("Content-Length", "9")], None)
+    bad = [("bad name", "x"), ("X-B", "a\r\nInjected: 1"), ("Content-Length", "9")]
+    _, headers, body = reply(200, bad, None)
     assert headers == [("Content-Type", "application/octet-stream")] and body == b""
     assert reply(99, [], None)[0] == 502
     assert reply(1000, [], None)[0] == 502

@@ -1,7 +1,6 @@
 """Route matching against the reference's verified table (section 1.3)."""
 
 import pytest
-
 from porch.http_server.bindings import BindingTable, HttpBinding
 from porch.http_server.paths import format_path, normalize, secure_subdomain
 from porch.http_server.routing import RouteTable
@@ -112,7 +111,8 @@ def test_secure_subdomain(pid: str, sub: str) -> None:
 def test_table_round_trips_through_persistence(table: BindingTable) -> None:
     from porch.http_server.bindings import Static
 
-    table.bind_http(HttpBinding("/chess:chess:sys/s", CHESS, True, True, None, Static.of(b"css", "text/css"), 500))
+    static = Static.of(b"css", "text/css")
+    table.bind_http(HttpBinding("/chess:chess:sys/s", CHESS, True, True, None, static, 500))
     data, blobs = table.to_data()
     again = BindingTable.from_data(data, blobs)
     assert again.http.items() == table.http.items()

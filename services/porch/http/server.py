@@ -262,8 +262,8 @@ class HttpServer:
             action.secure_bind.timeout_ms = timeout_ms
         else:
             b = action.bind
-            b.path, b.authenticated, b.local_only, b.cache = path, config.authenticated, config.local_only, cache
-            b.timeout_ms = timeout_ms
+            b.path, b.cache, b.timeout_ms = path, cache, timeout_ms
+            b.authenticated, b.local_only = config.authenticated, config.local_only
         self._act(action, config.static_content)
         self.http_paths[path] = config
 
@@ -281,7 +281,8 @@ class HttpServer:
             raise HttpServerError("MalformedRequest", f"{path} is not bound by this process")
         self.bind_http_path(path, config)
 
-    def bind_multiple_http_paths(self, paths: Iterable[str], config: HttpBindingConfig | None = None) -> None:
+    def bind_multiple_http_paths(self, paths: Iterable[str],
+                                 config: HttpBindingConfig | None = None) -> None:
         done: list[str] = []
         try:
             for path in paths:

@@ -52,8 +52,7 @@ def decode(body: bytes) -> tuple[str, http_pb2.HttpServerAction]:
 def apply_binding(table: BindingTable, source: str, which: str,
                   action: http_pb2.HttpServerAction, blob: Blob | None) -> str:
     """Apply a (un)bind action from `source`; return the full path it affected."""
-    if which in ("bind", "secure_bind", "web_socket_bind", "web_socket_secure_bind"):
-        if not is_valid(source):
+    if which in ("bind", "secure_bind", "web_socket_bind", "web_socket_secure_bind") and not is_valid(source):
             raise ActionError(ErrorKind.InvalidSourceProcess,
                               f"{source!r} is not a kimap-safe process id")
     if which == "bind":

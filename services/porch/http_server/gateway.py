@@ -71,6 +71,7 @@ class Gateway:
         self.default_timeout = settings.request_timeout_s
         self._subdomains = table.secure_subdomains()
         self.inflight = 0
+        self._tasks: set[asyncio.Future[None]] = set()
         # Numbers other layers add to /status (the WebSocket layer: open sockets).
         self.status_extra: dict[str, Callable[[], int]] = {}
         # Extra action handlers (the WebSocket layer registers push/close here).
@@ -107,7 +108,9 @@ class Gateway:
     def dispatch(self, ex: Exchange) -> None:
         path = normalize(ex.path)
         if path == "/login":
-            asyncio.ensure_future(self._login(ex))
+            task = asyncio.ensure_future(self._login(ex))
+            self._tasks.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._tasks.discard)
             return
         if path == "/logout":
             self._logout(ex)

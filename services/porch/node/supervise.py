@@ -54,12 +54,14 @@ def service_programs(home: NodeHome, extra_args: dict[str, list[str]] | None = N
 
 
 def user_programs(home: NodeHome, config: NodeConfig) -> list[Program]:
+    """One program per process with a command; porch.node.launch reads the command,
+    directory and environment from porch.toml when it starts."""
     return [
         Program(
             spec.program_name,
-            ["/bin/sh", "-c", "exec " + spec.command],
+            [sys.executable, "-m", "porch.node.launch", "--home", str(home.root), spec.id],
             priority=30,
-            environment={ENV_HOME: str(home.root), ENV_PROCESS: spec.id, **spec.environment},
+            environment={ENV_HOME: str(home.root), ENV_PROCESS: spec.id},
             directory=spec.directory,
             autostart=spec.autostart,
         )

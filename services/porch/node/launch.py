@@ -1,0 +1,45 @@
+"""`python -m porch.node.launch --home H PROCESS_ID`: start a user process from porch.toml.
+
+supervisord runs this instead of the process's command, so that the command, working
+directory and environment come straight from the node config: nothing has to survive
+supervisord's limited quoting of `environment=` (values holding both kinds of quotes
+are impossible there), secrets in the environment never show in `ps`, and an edited
+command takes effect at the next `porch restart PROCESS` without re-rendering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from porch.node.config import ConfigError, load
+from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m porch.node.launch")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("process_id")
+    args = parser.parse_args(argv)
+    home = NodeHome.resolve(args.home)
+    try:
+        config = load(home.config_path)
+    except ConfigError as exc:
+        print(f"porch launch: {exc}", file=sys.stderr)
+        return 2
+    spec = next((p for p in config.processes if p.id == args.process_id), None)
+    if spec is None or not spec.command:
+        print(f"porch launch: {args.process_id} has no command in {home.config_path}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    env.update(spec.environment)
+    env[ENV_HOME] = str(home.root)
+    env[ENV_PROCESS] = spec.id
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    os.chdir(spec.directory or home.root)
+    os.execve("/bin/sh", ["/bin/sh", "-c", "exec " + spec.command], env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
