@@ -1,0 +1,73 @@
+"""A real browser meets an authenticated page, logs in on the login page, sees the page."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.node import Node, free_port
+
+APP = (Path(__file__).parent.parent / "support" / "http_app.py").read_text()
+PASSWORD = "browser pass"
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[str]:
+    node = Node('node = "b.os"\n[[process]]\nid = "ui:ui:sys"\ncapabilities = ["http-server:distro:sys"]\n')
+    try:
+        node.start("kernel")
+        port = free_port()
+        node.start("http-server", "--port", str(port), env={"PORCH_PASSWORD": PASSWORD})
+        page = "<!doctype html><title>secret page</title><h1 id=hi>the private page</h1>"
+        node.spawn("ui:ui:sys", APP, BINDINGS=json.dumps([
+            {"path": "/", "static": page, "mime": "text/html", "authenticated": True}]))
+        node.wait_log("ui:ui:sys", "READY")
+        yield f"http://localhost:{port}"
+    finally:
+        node.close()
+
+
+def test_login_page_then_the_page(browser: Any, site: str) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(site + "/ui:ui:sys/")
+    assert page.title().startswith("Log in")
+    page.fill("#password", "wrong")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#error:has-text('wrong password')")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#hi")
+    assert page.inner_text("#hi") == "the private page"
+    cookie = next(c for c in context.cookies() if c["name"] == "kinode-auth_b.os")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    assert page.evaluate("document.cookie") == "", "scripts cannot read the auth cookie"
+    context.close()
+
+
+def test_login_works_without_javascript(browser: Any, site: str) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(site + "/ui:ui:sys/")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#hi")
+    assert page.url == site + "/ui:ui:sys/"
+    context.close()
+
+
+def test_homepage_lists_apps_after_login(browser: Any, site: str) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(site + "/")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("a[href='/ui:ui:sys']")
+    page.click("a[href='/ui:ui:sys']")
+    page.wait_for_selector("#hi")
+    context.close()
