@@ -1,0 +1,5 @@
+import sys
+
+from porch.http_client.service import main
+
+sys.exit(main())

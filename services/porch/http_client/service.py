@@ -1,0 +1,211 @@
+"""`porch http-client` / `python -m porch.http_client`: run the node's http-client.
+
+One asyncio loop owns the kernel connection (the stub is not thread-safe): it decodes
+each action, answers what it can at once (bad method, URL, version; policy denials;
+every WebSocket action), and hands HTTP requests to a thread pool running `requests`.
+Workers post their outcome back to the loop, which sends the reply; a slow remote
+therefore holds one worker thread, never the loop or the other requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from porch.address import HTTP_CLIENT
+from porch.http_client import results
+from porch.http_client.fetch import Fetched, Fetcher, Outgoing, monotonic_deadline
+from porch.http_client.headers import request_headers
+from porch.http_client.results import ClientFailure
+from porch.http_client.settings import HttpClientSettings, load_settings
+from porch.http_client.validate import parse_absolute_url, valid_method, valid_version
+from porch.http_client.watchdog import Watchdog
+from porch.http_client.websockets import WsClients
+from porch.node.config import ConfigError, load
+from porch.node.home import NodeHome
+from porch.node.logs import setup_logging
+from porch.process.aio import AsyncProcess
+from porch.process.core import now_ms
+from porch.process.message import Blob, KernelRefused, KernelUnreachable, Message, PorchError
+from porch.wire import check_backend, http_pb2
+
+log = logging.getLogger("porch.http_client")
+
+
+class HttpClientService:
+    def __init__(self, proc: AsyncProcess, settings: HttpClientSettings) -> None:
+        self.proc = proc
+        self.settings = settings
+        self.policy = settings.policy()
+        self.loop = asyncio.get_running_loop()
+        self.watchdog = Watchdog()
+        self.fetcher = Fetcher(
+            self.policy,
+            max_response_bytes=settings.max_response_bytes,
+            max_redirects=settings.max_redirects,
+            pool_maxsize=settings.workers,
+            env_proxies=settings.env_proxies,
+            watchdog=self.watchdog,
+        )
+        self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="http-client-worker")
+        self.ws = WsClients(
+            self._respond,
+            self._send,
+            proc.watch,
+            policy=self.policy,
+            max_connections=settings.max_ws_connections,
+            max_message_bytes=settings.ws_max_message_bytes,
+            deadline_s=self._seconds_left,
+        )
+
+    # ------------------------------------------------------------------ dispatch
+
+    def on_request(self, msg: Message) -> None:
+        action = results.decode_action(msg.body)
+        if action is None:
+            log.info("malformed request %d from %s (%d bytes)", msg.id, msg.source, len(msg.body))
+            if msg.expects_response:  # only then, as Kinode
+                self._respond(msg, results.error("MalformedRequest"))
+            return
+        if action.WhichOneof("action") == "http":
+            self._http(msg, action.http)
+        else:
+            self.ws.handle(msg, action)
+
+    def _http(self, msg: Message, req: http_pb2.OutgoingHttpRequest) -> None:
+        try:
+            outgoing = self._check(msg, req)
+        except ClientFailure as exc:
+            if exc.kind == "Denied":
+                log.warning("denied request by %s to %s: %s", msg.source, req.url, exc.fields.get("message"))
+            if msg.expects_response:
+                self._respond(msg, results.failure(exc))
+            return
+        self.pool.submit(self._work, msg, outgoing)
+
+    def _check(self, msg: Message, req: http_pb2.OutgoingHttpRequest) -> Outgoing:
+        """Reference 6.2 steps 1-5, in Kinode's order, plus the node's policy."""
+        if not valid_method(req.method):
+            raise ClientFailure("BadMethod", method=req.method)
+        parsed = parse_absolute_url(req.url)
+        if parsed is None:
+            raise ClientFailure("BadUrl", url=req.url)
+        if req.HasField("version") and not valid_version(req.version):
+            raise ClientFailure("BadVersion", version=req.version)
+        if not parsed.host:
+            raise ClientFailure("BuildRequestFailed", message=f"URL {req.url!r} has no host")
+        if parsed.scheme not in ("http", "https"):
+            raise ClientFailure("ExecuteRequestFailed",
+                                message=f"URL scheme {parsed.scheme!r} is not supported")
+        reason = self.policy.check(parsed.host)
+        if reason is not None:
+            raise ClientFailure("Denied", url=req.url, message=reason)
+        headers, skipped = request_headers((h.name, h.value) for h in req.headers)
+        if skipped:
+            log.debug("request %d from %s: skipped headers %s", msg.id, msg.source, "; ".join(skipped))
+        deadline = monotonic_deadline(msg.deadline_ms if msg.expects_response else 0,
+                                      self.settings.default_timeout_s, now_ms())
+        body = msg.blob.bytes if msg.blob is not None else b""
+        return Outgoing(req.method, req.url, headers, body, deadline)
+
+    # ------------------------------------------------------------------ workers
+
+    def _work(self, msg: Message, req: Outgoing) -> None:
+        """In a worker thread: run the request, post the reply to the loop."""
+        try:
+            outcome: Fetched | ClientFailure = self.fetcher.fetch(req)
+        except ClientFailure as exc:
+            outcome = exc
+        except Exception as exc:  # a bug: still answer, and say so
+            log.exception("request %d from %s to %s failed unexpectedly", msg.id, msg.source, req.url)
+            outcome = ClientFailure("ExecuteRequestFailed", message=f"internal error: {exc}")
+        if isinstance(outcome, ClientFailure):
+            level = logging.WARNING if outcome.kind == "Denied" else logging.INFO
+            log.log(level, "request %d from %s: %s %s -> %s: %s", msg.id, msg.source, req.method,
+                    req.url, outcome.kind, outcome.fields.get("message", ""))
+            if not msg.expects_response or outcome.kind == "Timeout":
+                # The kernel answers the caller SendError Timeout at this same deadline;
+                # replying too would give the caller one of two answers, by a race.
+                return
+            body, blob = results.failure(outcome), None
+        else:
+            if not msg.expects_response:
+                return  # fire and forget: Kinode's reply would be dropped anyway
+            body, blob = results.http_ok(outcome.status, outcome.headers), Blob(outcome.body)
+        if msg.deadline_ms and now_ms() > msg.deadline_ms:
+            return  # the kernel has told the caller Timeout; it would drop this
+        self.loop.call_soon_threadsafe(self._respond_blob, msg, body, blob)
+
+    # ------------------------------------------------------------------ sending
+
+    def _respond(self, msg: Message, body: bytes) -> None:
+        self._respond_blob(msg, body, None)
+
+    def _respond_blob(self, msg: Message, body: bytes, blob: Blob | None) -> None:
+        try:
+            self.proc.respond(msg, body, blob=blob)
+        except PorchError as exc:  # the kernel is away: the caller gets Offline from it
+            log.info("could not answer request %d from %s: %s", msg.id, msg.source, exc)
+
+    def _send(self, target: str, body: bytes, blob: Blob | None, id_: int) -> None:
+        try:
+            self.proc.send_request(target, body, blob=blob, id=id_)
+        except PorchError as exc:
+            log.info("could not deliver a WebSocket frame to %s: %s", target, exc)
+
+    def _seconds_left(self, msg: Message) -> float:
+        if msg.expects_response and msg.deadline_ms:
+            return (msg.deadline_ms - now_ms()) / 1000.0
+        return self.settings.default_timeout_s
+
+    def close(self) -> None:
+        self.ws.close_all()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.watchdog.stop()
+        self.fetcher.close()
+
+
+async def serve(home: NodeHome, settings: HttpClientSettings) -> int:
+    try:
+        proc = await AsyncProcess.connect(HTTP_CLIENT, home=home.root)
+    except (KernelUnreachable, KernelRefused) as exc:
+        log.error("%s", exc)
+        return 1
+    service = HttpClientService(proc, settings)
+    proc.on_request(service.on_request)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("http-client ready on node %s: %d workers, policy %s", proc.node, settings.workers,
+             "allows everything" if service.policy.allows_everything else "restricts outgoing requests")
+    started = time.monotonic()
+    await stop.wait()
+    log.info("http-client stopping after %.0f s", time.monotonic() - started)
+    service.close()
+    proc.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="porch http-client",
+        description="Run the http-client of a porch node: outgoing HTTP requests and WebSocket "
+        "connections on behalf of processes. Normally started by `porch up`.",
+    )
+    parser.add_argument("--home", help="node home (default: $PORCH_HOME or ~/.porch)")
+    args = parser.parse_args(argv)
+    setup_logging("http-client")
+    check_backend("http-client", log)
+    home = NodeHome.resolve(args.home)
+    try:
+        config = load(home.config_path)
+        settings = load_settings(config.http_client, f"{home.config_path} [http_client]")
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    return asyncio.run(serve(home, settings))

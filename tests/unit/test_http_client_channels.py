@@ -1,0 +1,127 @@
+"""WebSocket bookkeeping: (process, channel) keys, generations, cancelled handshakes,
+and frames that arrive before the WebSocketAck."""
+
+from porch.http_client.channels import ChannelTable
+from porch.http_client.policy import OutgoingPolicy
+from porch.http_client.results import WS_ACK, ws_close, ws_push
+from porch.http_client.websockets import Link, WsClients
+from porch.process.message import Blob, Message
+from porch.wire import http_pb2
+
+A = ("a:demo:sys", 1)
+B = ("b:demo:sys", 1)
+
+
+def test_same_channel_in_two_processes_is_two_entries() -> None:
+    t: ChannelTable[str] = ChannelTable()
+    ga, gb = t.begin(A), t.begin(B)
+    assert len(t) == 2  # handshakes count toward the cap
+    assert t.complete(A, ga, "conn-a", 10, "ws://a")[0] is not None
+    assert t.complete(B, gb, "conn-b", 11, "ws://b")[0] is not None
+    assert (t.get(A).conn, t.get(B).conn) == ("conn-a", "conn-b")  # type: ignore[union-attr]
+    t.remove(A)
+    assert t.get(A) is None and t.get(B) is not None and len(t) == 1
+
+
+def test_reopen_is_never_removed_by_the_old_connections_close() -> None:
+    t: ChannelTable[str] = ChannelTable()
+    g1 = t.begin(A)
+    t.complete(A, g1, "old", 1, "u")
+    g2 = t.begin(A)
+    entry, replaced = t.complete(A, g2, "new", 2, "u")
+    assert entry is not None and replaced is not None and replaced.conn == "old"
+    assert t.remove_if_current(A, g1) is None  # the old one's close: stale, ignored
+    assert t.get(A).conn == "new"  # type: ignore[union-attr]
+    assert t.remove_if_current(A, g2) is not None
+    assert t.get(A) is None
+
+
+def test_older_handshake_finishing_last_loses() -> None:
+    t: ChannelTable[str] = ChannelTable()
+    g1, g2 = t.begin(A), t.begin(A)
+    assert t.complete(A, g2, "newer", 2, "u")[0] is not None
+    assert t.cancelled(A, g1)
+    assert t.complete(A, g1, "older", 1, "u") == (None, None)
+    assert t.get(A).conn == "newer"  # type: ignore[union-attr]
+
+
+def test_close_cancels_a_handshake_in_progress_but_not_a_later_open() -> None:
+    t: ChannelTable[str] = ChannelTable()
+    g1 = t.begin(A)
+    entry, cancelled = t.remove(A)
+    assert entry is None and cancelled
+    g2 = t.begin(A)
+    assert t.complete(A, g1, "late", 1, "u") == (None, None)
+    assert t.complete(A, g2, "fresh", 2, "u")[0] is not None
+    assert t.remove(A)[0] is not None
+    assert t.remove(A) == (None, False)  # nothing open, nothing pending: WsCloseFailed
+
+
+def test_process_exit_removes_its_entries_and_cancels_its_handshakes() -> None:
+    t: ChannelTable[str] = ChannelTable()
+    t.complete(A, t.begin(A), "a1", 1, "u")
+    a2 = ("a:demo:sys", 2)
+    pending = t.begin(a2)
+    t.complete(B, t.begin(B), "b1", 3, "u")
+    assert [e.conn for e in t.remove_process("a:demo:sys")] == ["a1"]
+    assert t.complete(a2, pending, "late", 4, "u") == (None, None)
+    assert [e.conn for e in t.entries()] == ["b1"]
+    # A new life of the same process opens normally.
+    assert t.complete(A, t.begin(A), "again", 5, "u")[0] is not None
+
+
+def test_failed_handshake_frees_its_slot() -> None:
+    t: ChannelTable[str] = ChannelTable()
+    t.begin(A)
+    assert len(t) == 1
+    t.fail(A)
+    assert len(t) == 0
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, Blob | None, int]] = []
+        self.responses: list[bytes] = []
+
+    def clients(self) -> WsClients:
+        return WsClients(lambda msg, body: self.responses.append(body),
+                         lambda target, body, blob, id_: self.sent.append((target, body, blob, id_)),
+                         lambda pid, cb: None, policy=OutgoingPolicy(), max_connections=4,
+                         max_message_bytes=1024, deadline_s=lambda msg: 5.0)
+
+
+def test_frames_before_the_ack_are_delivered_after_it_in_order() -> None:
+    rec = Recorder()
+    ws = rec.clients()
+    link = Link(A, ws.table.begin(A), open_id=42, url="ws://h/")
+    ws._frame(link, http_pb2.WsMessageType.Text, b"first")
+    ws._frame(link, http_pb2.WsMessageType.Binary, b"second")
+    ws._frame(link, 0, None)  # and it closed, all before the handshake was seen as done
+    assert rec.sent == []
+    ws.table.complete(A, link.generation, link, 42, "ws://h/")
+    ws._activate(link)
+    text, binary = http_pb2.WsMessageType.Text, http_pb2.WsMessageType.Binary
+    assert rec.sent == [
+        ("a:demo:sys", ws_push(1, text), Blob(b"first", "text/plain"), 42),
+        ("a:demo:sys", ws_push(1, binary), Blob(b"second", "application/octet-stream"), 42),
+        ("a:demo:sys", ws_close(1), None, 42),
+    ]
+    assert ws.table.get(A) is None
+
+
+def test_actions_on_unknown_channels() -> None:
+    rec = Recorder()
+    ws = rec.clients()
+    msg = Message(7, "a:demo:sys", "http-client:distro:sys", True, b"", None, None, True, 0)
+    action = http_pb2.HttpClientAction()
+    action.web_socket_close.channel_id = 9
+    ws.handle(msg, action)
+    err = http_pb2.HttpClientResult.FromString(rec.responses[-1]).err
+    assert (http_pb2.HttpClientError.Kind.Name(err.kind), err.channel_id) == ("WsCloseFailed", 9)
+    action = http_pb2.HttpClientAction()
+    action.web_socket_push.channel_id = 9
+    action.web_socket_push.message_type = http_pb2.WsMessageType.Value("Text")
+    ws.handle(msg, action)
+    err = http_pb2.HttpClientResult.FromString(rec.responses[-1]).err
+    assert http_pb2.HttpClientError.Kind.Name(err.kind) == "WsPushUnknownChannel"
+    assert WS_ACK not in rec.responses

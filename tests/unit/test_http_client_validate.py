@@ -1,0 +1,75 @@
+"""Reference 6.2 steps 1-3 and the header rules, without sockets."""
+
+import pytest
+from porch.http_client.headers import pascal_case, request_headers, response_headers, wire_value
+from porch.http_client.validate import ParsedUrl, parse_absolute_url, valid_method, valid_version
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "FOO", "get", "M-SEARCH", "X!#$%&'*+.^_`|~1"])
+def test_extension_methods_are_tokens(method: str) -> None:
+    assert valid_method(method)
+
+
+@pytest.mark.parametrize("method", ["", "G ET", "GET\n", "GÉT", "GET/1", "(GET)", "a,b"])
+def test_malformed_methods(method: str) -> None:
+    assert not valid_method(method)
+
+
+def test_versions_are_exactly_kinodes_five() -> None:
+    for v in ("HTTP/0.9", "HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/3.0"):
+        assert valid_version(v)
+    for v in ("HTTP/4", "HTTP/2", "http/1.1", "", "HTTP/1.1 "):
+        assert not valid_version(v)
+
+
+@pytest.mark.parametrize("url, parsed", [
+    ("http://example.com", ParsedUrl("http", "example.com", 80)),
+    ("HTTPS://Example.COM:8443/a?b#c", ParsedUrl("https", "example.com", 8443)),
+    ("http://[::1]:81/", ParsedUrl("http", "::1", 81)),
+    ("http://user:pw@h/", ParsedUrl("http", "h", 80)),
+    ("wss://h/ws", ParsedUrl("wss", "h", 443)),
+    ("ftp://h/f", ParsedUrl("ftp", "h", 21)),
+    ("mailto:someone@example.com", ParsedUrl("mailto", "", None)),
+    ("http://b\u00fccher.example/", ParsedUrl("http", "b\u00fccher.example", 80)),
+])
+def test_absolute_urls(url: str, parsed: ParsedUrl) -> None:
+    assert parse_absolute_url(url) == parsed
+
+
+@pytest.mark.parametrize("url", [
+    "", "not a url", "/relative", "example.com/x", "://x", "1http://x", "http://", "http:///x",
+    "http://a b/", "http://h:99999/", "http://h:port/", "http://[::1", "http:x", " http://h/",
+    "http://h/\n", "http://h<>/", "mailto:",
+])
+def test_bad_urls(url: str) -> None:
+    assert parse_absolute_url(url) is None
+
+
+@pytest.mark.parametrize("name, pascal", [
+    ("content-type", "Content-Type"), ("x-foo-bar", "X-Foo-Bar"), ("ETAG", "Etag"),
+    ("www-authenticate", "Www-Authenticate"), ("x--y", "X--Y"), ("a", "A"), ("", ""),
+])
+def test_pascal_case(name: str, pascal: str) -> None:
+    assert pascal_case(name) == pascal
+
+
+def test_request_headers_keep_order_and_repeats_and_skip_invalid() -> None:
+    keep, skipped = request_headers([
+        ("X-A", "1"), ("Bad Name", "x"), ("X-A", "2"), ("X-Inj", "a\r\nEvil: 1"), ("X-Nul", "a\0"),
+        ("X-Tab", "a\tb"), ("content-length", "9"), ("Transfer-Encoding", "chunked"), ("", "v"),
+    ])
+    assert keep == [("X-A", "1"), ("X-A", "2"), ("X-Tab", "a\tb")]
+    assert len(skipped) == 6
+
+
+def test_non_latin1_values_go_out_as_utf8_bytes() -> None:
+    sent = wire_value("caf\u00e9 \u2603")
+    assert sent.encode("latin-1") == "caf\u00e9 \u2603".encode()
+    assert wire_value("plain") == "plain"
+
+
+def test_response_headers_pascal_case_repeats_and_utf8() -> None:
+    raw = [("set-cookie", "a=1"), ("Set-Cookie", "b=2"), ("x-u", "caf\u00e9".encode().decode("latin-1")),
+           ("x-latin", "\xe9t\xe9")]
+    assert response_headers(raw) == [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("X-U", "caf\u00e9"),
+                                     ("X-Latin", "\xe9t\xe9")]
