@@ -34,7 +34,7 @@ class Program:
 
 
 # The services every node runs, in start order. Each also answers `porch <name>`.
-SERVICES: tuple[str, ...] = ("kernel", "http-server")
+SERVICES: tuple[str, ...] = ("kernel", "http-server", "http-client")
 
 
 def service_programs(home: NodeHome, extra_args: dict[str, list[str]] | None = None) -> list[Program]:
