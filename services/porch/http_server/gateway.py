@@ -74,6 +74,9 @@ class Gateway:
         self._tasks: set[asyncio.Future[None]] = set()
         # Numbers other layers add to /status (the WebSocket layer: open sockets).
         self.status_extra: dict[str, Callable[[], int]] = {}
+        # Called with the full path after a WebSocket binding changed (the WebSocket
+        # layer closes what was opened on it).
+        self.on_ws_binding: Callable[[str], None] | None = None
         # Extra action handlers (the WebSocket layer registers push/close here).
         self.extra_actions: dict[str, Callable[[Message, str, http_pb2.HttpServerAction], bytes | None]] = {}
 
@@ -95,6 +98,8 @@ class Gateway:
             path = actions.apply_binding(self.table, msg.source, which, action, msg.blob)
             self.persist(self.table)
             self._subdomains = self.table.secure_subdomains()
+            if which.startswith("web_socket") and self.on_ws_binding is not None:
+                self.on_ws_binding(path)
             log.info("%s: %s %s", msg.source, which, path or "/")
             if msg.expects_response:
                 self.proc.respond(msg, actions.ok())

@@ -45,7 +45,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
                  conn: httputil.HTTPConnection) -> None:
         self._listener = listener
         self._server_conn = server_conn
-        self._conn = conn
+        # An HTTP1Connection: the HTTPConnection interface lacks set_close_callback/detach.
+        self._conn: Any = conn
         self._handoff: httputil.HTTPMessageDelegate | None = None
         self._chunks: list[bytes] = []
         self._size = 0

@@ -35,6 +35,7 @@ from porch.http_server.listener import Listener
 from porch.http_server.port import PortBusy, open_listener
 from porch.http_server.settings import HttpServerSettings
 from porch.http_server.state import BindingStore, NodeSecrets, generate_password
+from porch.http_server.websocket import WsHub
 from porch.node.config import ConfigError, NodeConfig, load, settings_from
 from porch.node.home import NodeHome
 from porch.node.logs import setup_logging
@@ -162,9 +163,15 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
                 settings.session_days, settings.https)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="login")
     gateway = Gateway(settings, config.node, table, auth, proc, store.save, executor)
+    hub = WsHub(settings, table, auth, proc, home.state_dir)
+    hub.announce_lost()
+    gateway.extra_actions.update({"web_socket_push": hub.on_push, "web_socket_close": hub.on_close,
+                                  "web_socket_ext_push_outgoing": hub.on_push})
+    gateway.on_ws_binding = hub.binding_changed
+    gateway.status_extra["websockets"] = lambda: len(hub.channels)
     proc.on_request(gateway.on_message)
     server = HTTPServer(
-        Listener(gateway.dispatch, settings.max_body_bytes),
+        Listener(gateway.dispatch, settings.max_body_bytes, upgrade=hub.application()),
         max_body_size=settings.max_body_bytes,
         max_header_size=settings.max_header_bytes,
         idle_connection_timeout=settings.idle_timeout_s,
@@ -179,7 +186,8 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     loop.add_signal_handler(signal.SIGINT, stop.set)
     await stop.wait()
     server.stop()  # stop accepting; the keeper still holds the socket
-    await asyncio.sleep(0.1)
+    hub.close_all()  # clients reconnect to the next worker; owners get WebSocketClose
+    await asyncio.sleep(0.2)
     proc.close()
     executor.shutdown(wait=False)
 

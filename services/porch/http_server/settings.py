@@ -37,10 +37,9 @@ class HttpServerSettings:
     max_websockets: int = 4096
     # Largest WebSocket message accepted from a client.
     ws_max_message_bytes: int = 16 * MiB
-    # Frames queued for one client before it counts as too slow and is closed (1008).
-    ws_send_queue_frames: int = 1000
-    # Bytes queued for one client before it counts as too slow and is closed.
-    ws_send_queue_bytes: int = 16 * MiB
+    # Bytes queued for one client (sent by its app, not yet taken by the client) before
+    # it counts as too slow and is closed with 1008.
+    ws_send_queue_bytes: int = 4 * MiB
     # Seconds between server pings on idle WebSockets (0 = never).
     ws_ping_interval_s: float = 30.0
     # Set when a TLS-terminating proxy is in front: cookies get the Secure attribute

@@ -1,0 +1,435 @@
+"""Server-side WebSockets (reference sections 1.7-1.10, 2.6, 4.6), with Kinode's defects
+fixed (section 9):
+
+- D1: a pushed Close closes the socket; it never crashes anything.
+- D2: a process closing its own socket never stalls the server.
+- D10: every socket has a bounded send queue (bytes not yet taken by the client); a
+  client too slow to drain it is closed with 1008 and never slows another socket or
+  any action, because pushes only append to that socket's buffer.
+- D11: an extension push of a type other than Binary is MalformedRequest, not NoBlob.
+
+Also: authenticated upgrades check Origin (cross-site WebSocket hijacking); a refused
+upgrade gets a real status (Kinode falls through to the HTTP handler); the sockets of a
+process that dies or unbinds are closed with 1001 so clients reconnect and the restarted
+process sees fresh opens; the open channels are written down so that a worker that
+crashed tells their owners WebSocketClose when it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import tornado.web
+import tornado.websocket
+
+from porch.http_server import actions
+from porch.http_server.auth import PROXY_HEADERS, Auth, is_local
+from porch.http_server.bindings import BindingTable, WsBinding
+from porch.http_server.paths import normalize
+from porch.http_server.settings import HttpServerSettings
+from porch.http_server.state import write_atomic
+from porch.process.aio import AsyncProcess
+from porch.process.message import Blob, Message, Offline
+from porch.wire import http_pb2
+
+log = logging.getLogger("porch.http_server")
+
+ErrorKind = http_pb2.HttpServerError.Kind
+WsType = http_pb2.WsMessageType
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_SLOW = 1008
+CLOSE_SERVICE_RESTART = 1012
+EXT_VARIANTS = frozenset({
+    "Bind", "SecureBind", "Unbind", "WebSocketBind", "WebSocketSecureBind", "WebSocketUnbind",
+    "WebSocketOpen", "WebSocketPush", "WebSocketExtPushOutgoing", "WebSocketExtPushData",
+    "WebSocketClose",
+})
+
+
+class Channel:
+    """One open server-side socket: its owner, its binding, its send queue."""
+
+    __slots__ = ("app", "binding_path", "handler", "id")
+
+    def __init__(self, id_: int, app: str, binding_path: str, handler: PorchWebSocket) -> None:
+        self.id = id_
+        self.app = app
+        self.binding_path = binding_path
+        self.handler = handler
+
+
+class WsHub:
+    """The node's open WebSockets and the actions processes take on them."""
+
+    def __init__(self, settings: HttpServerSettings, table: BindingTable, auth: Auth,
+                 proc: AsyncProcess, state_dir: Path) -> None:
+        self.settings = settings
+        self.table = table
+        self.auth = auth
+        self.proc = proc
+        self.channels: dict[int, Channel] = {}
+        self._watched: set[str] = set()
+        # ExtPushOutgoing requests waiting for the extension's answer: id -> request.
+        self._ext_requests: dict[int, Message] = {}
+        self._record = state_dir / "ws-channels.json"
+        self._record_scheduled = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def application(self) -> tornado.web.Application:
+        return tornado.web.Application(
+            [(r".*", PorchWebSocket, {"hub": self})],
+            websocket_max_message_size=self.settings.ws_max_message_bytes,
+            websocket_ping_interval=self.settings.ws_ping_interval_s or None,
+        )
+
+    def announce_lost(self) -> None:
+        """After a crash of the previous worker: tell owners their sockets are gone."""
+        try:
+            lost = json.loads(self._record.read_bytes())
+        except (OSError, ValueError):
+            return
+        for entry in lost:
+            self._send_close(entry["app"], entry["id"])
+        if lost:
+            log.info("told owners of %d WebSocket(s) lost with the previous worker", len(lost))
+        self._record.unlink(missing_ok=True)
+
+    def close_all(self, code: int = CLOSE_SERVICE_RESTART, reason: str = "server restarting") -> None:
+        for channel in list(self.channels.values()):
+            channel.handler.close(code, reason)
+            self._forget(channel, notify=True)
+        self._write_record()
+
+    def register(self, handler: PorchWebSocket, binding: WsBinding, path: str) -> Channel:
+        assert binding.app is not None
+        while True:
+            id_ = random.getrandbits(32)
+            if id_ not in self.channels:
+                break
+        channel = Channel(id_, binding.app, binding.path, handler)
+        self.channels[id_] = channel
+        if binding.app not in self._watched:
+            self._watched.add(binding.app)
+            self.proc.watch(binding.app, self._owner_gone)
+        self._schedule_record()
+        opened = http_pb2.HttpServerRequest()
+        opened.web_socket_open.path = path
+        opened.web_socket_open.channel_id = id_
+        if handler.peer is not None:
+            opened.web_socket_open.source_socket_addr = handler.peer
+        self._to_app(channel.app, opened)
+        log.info("websocket %d opened on %s for %s", id_, binding.path or "/", binding.app)
+        return channel
+
+    def _forget(self, channel: Channel, *, notify: bool, close_reason: str | None = None) -> None:
+        if self.channels.pop(channel.id, None) is None:
+            return
+        self._schedule_record()
+        if notify:
+            if close_reason is not None:
+                self._push_to_app(channel, WsType.Close, close_reason.encode())
+            self._send_close(channel.app, channel.id)
+        log.info("websocket %d closed (%s)", channel.id, channel.app)
+
+    def client_closed(self, channel: Channel, reason: str | None) -> None:
+        """The client went away (or closed): Kinode's push{Close} (if it sent a close
+        frame), then WebSocketClose."""
+        self._forget(channel, notify=True, close_reason=reason)
+
+    def _owner_gone(self, app: str) -> None:
+        self._watched.discard(app)
+        mine = [c for c in self.channels.values() if c.app == app]
+        for channel in mine:
+            channel.handler.close(CLOSE_GOING_AWAY, "the app went away")
+            self._forget(channel, notify=False)
+        if mine:
+            log.info("%s went away: closed its %d WebSocket(s)", app, len(mine))
+
+    def binding_changed(self, path: str) -> None:
+        """A WebSocket binding was replaced or unbound: close what was opened on it."""
+        current = self.table.ws.get(path)
+        for channel in [c for c in self.channels.values() if c.binding_path == path]:
+            if current is None or current.app != channel.app:
+                channel.handler.close(CLOSE_GOING_AWAY, "unbound")
+                self._forget(channel, notify=True)
+
+    # ------------------------------------------------------------------ to the app
+
+    def _to_app(self, app: str, request: http_pb2.HttpServerRequest, blob: Blob | None = None,
+                id_: int | None = None) -> None:
+        try:
+            self.proc.send_request(app, request.SerializeToString(), blob=blob, id=id_)
+        except Offline:
+            pass  # the kernel is away; the socket's owner learns nothing it could use
+
+    def _send_close(self, app: str, channel_id: int) -> None:
+        closed = http_pb2.HttpServerRequest()
+        closed.web_socket_close.channel_id = channel_id
+        self._to_app(app, closed)
+
+    def _push_to_app(self, channel: Channel, kind: int, payload: bytes) -> None:
+        push = http_pb2.HttpServerRequest()
+        push.web_socket_push.channel_id = channel.id
+        push.web_socket_push.message_type = kind  # type: ignore[assignment]
+        self._to_app(channel.app, push, Blob(payload))
+
+    def from_client(self, channel: Channel, payload: bytes, binary: bool, extension: bool) -> None:
+        if extension and self._ext_inbound(channel, payload):
+            return
+        self._push_to_app(channel, WsType.Binary if binary else WsType.Text, payload)
+
+    def _ext_inbound(self, channel: Channel, payload: bytes) -> bool:
+        """An extension's frame (reference 1.9). True if it was handled (or dropped)."""
+        try:
+            decoded = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        except Exception:
+            return False
+        if not (isinstance(decoded, dict) and len(decoded) == 1):
+            return False
+        ((variant, data),) = decoded.items()
+        if variant not in EXT_VARIANTS:
+            return False
+        if variant != "WebSocketExtPushData" or not isinstance(data, dict):
+            log.info("extension on websocket %d sent %s: dropped", channel.id, variant)
+            return True
+        id_, kind, blob = data.get("id"), data.get("kinode_message_type"), data.get("blob")
+        if not isinstance(id_, int) or kind not in ("Request", "Response"):
+            log.info("extension on websocket %d sent a malformed WebSocketExtPushData", channel.id)
+            return True
+        body = bytes(blob) if isinstance(blob, list | bytes) else b""
+        push = http_pb2.HttpServerRequest()
+        push.web_socket_push.channel_id = channel.id
+        push.web_socket_push.message_type = WsType.Binary
+        if kind == "Request":
+            self._to_app(channel.app, push, Blob(body), id_=id_)
+            return True
+        request = self._ext_requests.pop(id_, None)
+        if request is None or request.source != channel.app:
+            log.info("extension answered unknown request %d on websocket %d", id_, channel.id)
+            return True
+        self.proc.respond(request, push.SerializeToString(), blob=Blob(body))
+        return True
+
+    # ------------------------------------------------------------------ from the app
+
+    def on_push(self, msg: Message, which: str, action: http_pb2.HttpServerAction) -> bytes | None:
+        """WebSocketPush and WebSocketExtPushOutgoing (and Close, via on_close)."""
+        if which == "web_socket_ext_push_outgoing":
+            ext = action.web_socket_ext_push_outgoing
+            channel_id, kind = ext.channel_id, ext.message_type
+        else:
+            channel_id, kind = action.web_socket_push.channel_id, action.web_socket_push.message_type
+        if msg.blob is None:
+            return actions.err(ErrorKind.NoBlob, "a push needs its payload as the blob")
+        data = msg.blob.bytes
+        if kind == WsType.Close:  # D1: a pushed Close is a close
+            return self._close(msg.source, channel_id, data.decode("utf-8", "replace"))
+        channel = self.channels.get(channel_id)
+        if channel is None or channel.app != msg.source:
+            return actions.err(ErrorKind.WsChannelNotFound, f"no channel {channel_id} of {msg.source}")
+        if which == "web_socket_ext_push_outgoing":
+            if kind != WsType.Binary:  # D11: named for what it is
+                return actions.err(ErrorKind.MalformedRequest, "extension pushes must be Binary")
+            reply_type = ("Response" if ext.desired_reply_type == http_pb2.MESSAGE_TYPE_RESPONSE
+                          else "Request")
+            envelope = {"WebSocketExtPushData": {"id": msg.id, "kinode_message_type": reply_type,
+                                                 "blob": list(data)}}
+            self._send(channel, msgpack.packb(envelope), binary=True)
+            if msg.expects_response:
+                self._ext_requests[msg.id] = msg
+                if len(self._ext_requests) > 10_000:  # answers that never came
+                    self._ext_requests.pop(next(iter(self._ext_requests)))
+            return None  # no ack: the extension answers (reference 1.9)
+        if kind == WsType.Text:
+            self._send(channel, data.decode("utf-8", "replace"), binary=False)
+        elif kind == WsType.Binary:
+            self._send(channel, data, binary=True)
+        elif kind in (WsType.Ping, WsType.Pong):
+            if len(data) > 125:
+                return actions.err(ErrorKind.WsPingPongTooLong, f"{len(data)} bytes (at most 125)")
+            channel.handler.control(0x9 if kind == WsType.Ping else 0xA, data)
+        else:
+            return actions.err(ErrorKind.MalformedRequest, "unknown message type")
+        return actions.ok()
+
+    def on_close(self, msg: Message, which: str, action: http_pb2.HttpServerAction) -> bytes | None:
+        return self._close(msg.source, action.web_socket_close.channel_id, None)
+
+    def _close(self, source: str, channel_id: int, reason: str | None) -> bytes:
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            return actions.ok()  # Kinode: closing an unknown channel is not an error
+        if channel.app != source:
+            return actions.err(ErrorKind.WsChannelNotFound, f"channel {channel_id} is not {source}'s")
+        channel.handler.close(1000, reason or None)
+        self._forget(channel, notify=True)
+        return actions.ok()
+
+    def _send(self, channel: Channel, data: str | bytes, binary: bool) -> None:
+        """Queue one frame; a client whose unsent bytes pass the limit is closed (1008).
+
+        Tornado writes to the socket at once when it can, so the stream's unsent bytes
+        are exactly what this client has not taken yet."""
+        queued = channel.handler.unsent_bytes()
+        if queued + len(data) > self.settings.ws_send_queue_bytes:
+            log.warning("websocket %d (%s): client too slow (%d bytes unsent); closing",
+                        channel.id, channel.app, queued)
+            channel.handler.close(CLOSE_TOO_SLOW, "too slow: send queue full")
+            channel.handler.abort_soon()
+            self._forget(channel, notify=True)
+            return
+        try:
+            channel.handler.write_message(data, binary=binary)
+        except tornado.websocket.WebSocketClosedError:
+            pass
+
+    # ------------------------------------------------------------------ record
+
+    def _schedule_record(self) -> None:
+        if not self._record_scheduled:
+            self._record_scheduled = True
+            asyncio.get_running_loop().call_later(0.5, self._write_record)
+
+    def _write_record(self) -> None:
+        self._record_scheduled = False
+        entries = [{"id": c.id, "app": c.app} for c in self.channels.values()]
+        try:
+            if entries:
+                write_atomic(self._record, json.dumps(entries).encode())
+            else:
+                self._record.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot record open WebSockets: %s", exc)
+
+
+class PorchWebSocket(tornado.websocket.WebSocketHandler):
+    """One client connection; checks happen in prepare(), before the upgrade."""
+
+    hub: WsHub
+    binding: WsBinding
+    channel: Channel | None
+    peer: str | None
+
+    def initialize(self, hub: WsHub) -> None:
+        self.hub = hub
+        self.channel = None
+        self.peer = None
+        self.open_path = "/"
+
+    def prepare(self) -> None:
+        hub = self.hub
+        if len(hub.channels) >= hub.settings.max_websockets:
+            log.warning("too many open websockets (%d); refusing an upgrade", len(hub.channels))
+            self._refuse(503, "too many open websockets")
+            return
+        path = normalize(self.request.path)
+        found = hub.table.resolve_ws(path)
+        if found is None or found[0].app is None:
+            self._refuse(404, "no websocket bound here")
+            return
+        binding = found[0]
+        self.binding = binding
+        headers = self.request.headers
+        if binding.authenticated:
+            app_scope = None
+            if binding.secure_subdomain is not None:
+                host = headers.get("Host", "").rsplit(":", 1)[0]
+                if host.split(".", 1)[0] != binding.secure_subdomain:
+                    self._refuse(403, "secure websocket must be opened on its subdomain")
+                    return
+                app_scope = binding.app
+            if not hub.auth.authorized(headers.get("Cookie"), app_scope):
+                self._refuse(401, "authentication required")
+                return
+        if binding.extension:
+            proxied = any(headers.get(h) is not None for h in PROXY_HEADERS)
+            if not is_local(self.request.remote_ip, proxied):
+                self._refuse(403, "extension websockets are local only")
+                return
+        ip = self.request.remote_ip
+        port = getattr(self.request.connection, "context", None)
+        address = getattr(port, "address", None)
+        self.peer = f"{ip}:{address[1]}" if isinstance(address, tuple) else None
+        app = binding.app
+        assert app is not None
+        rest = path.lstrip("/")
+        # The path below the app's prefix; homepage's sockets report "/" (reference 2.6).
+        rest = rest[len(app):] if rest.startswith(app) else ""
+        self.open_path = "/" + rest.lstrip("/")
+
+    def _refuse(self, status: int, message: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(message + "\n")
+
+    def check_origin(self, origin: str) -> bool:
+        """Cross-origin upgrades only for bindings anyone may use; an authenticated one
+        must come from the node's own origin (Tornado has already let same-origin
+        through), or a cookie-carrying page elsewhere could hijack it."""
+        return not self.binding.authenticated
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        return None
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self.channel = self.hub.register(self, self.binding, self.open_path)
+
+    def on_message(self, message: str | bytes) -> None:
+        channel = self.channel
+        if channel is None or channel.id not in self.hub.channels:
+            return
+        if isinstance(message, str):
+            self.hub.from_client(channel, message.encode(), False, self.binding.extension)
+        else:
+            self.hub.from_client(channel, message, True, self.binding.extension)
+
+    def on_ping(self, data: bytes) -> None:  # answered by Tornado; also told to the app
+        if self.channel is not None and self.channel.id in self.hub.channels:
+            self.hub._push_to_app(self.channel, WsType.Ping, data)
+
+    def on_pong(self, data: bytes) -> None:
+        if self.channel is not None and self.channel.id in self.hub.channels and data:
+            self.hub._push_to_app(self.channel, WsType.Pong, data)
+
+    def on_close(self) -> None:
+        channel = self.channel
+        if channel is not None and channel.id in self.hub.channels:
+            reason = self.close_reason or "" if self.close_code is not None else None
+            self.hub.client_closed(channel, reason)
+
+    def control(self, opcode: int, data: bytes) -> None:
+        """Send a ping or an unsolicited pong (Tornado has no public pong)."""
+        conn = self.ws_connection
+        if conn is None or conn.is_closing():
+            return
+        if opcode == 0x9:
+            self.ping(data)
+        else:
+            write_frame: Callable[..., object] | None = getattr(conn, "_write_frame", None)
+            if write_frame is not None:
+                write_frame(True, 0xA, data)
+
+    def unsent_bytes(self) -> int:
+        """Bytes written to the stream that the client has not taken yet (Tornado keeps
+        them in the IOStream's private _write_buffer; tests/integration/test_websockets
+        fails if a Tornado upgrade renames it)."""
+        stream = getattr(self.ws_connection, "stream", None)
+        buffer = getattr(stream, "_write_buffer", None)
+        return len(buffer) if buffer is not None else 0
+
+    def abort_soon(self, delay: float = 1.0) -> None:
+        """A client that does not read will not read the close frame either: tear the
+        connection down shortly after instead of waiting Tornado's 5 s."""
+        conn = self.ws_connection
+        abort = getattr(conn, "_abort", None)
+        if abort is not None:
+            asyncio.get_running_loop().call_later(delay, abort)
+
