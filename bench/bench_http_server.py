@@ -63,7 +63,8 @@ while True:
 
 def wrk(url: str, connections: int, seconds: float, threads: int = 1) -> tuple[float, float]:
     """(requests/second, p50 latency in ms)."""
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url],
+    duration = f"-d{max(1, round(seconds))}s"  # wrk takes whole seconds only
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", duration, "--latency", url],
                          capture_output=True, text=True, timeout=seconds + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
@@ -106,8 +107,8 @@ def main() -> None:
             for name, url in urls.items():
                 r, _ = wrk(url, args.connections, args.seconds)
                 rps[name].append(r)
-                _, p50 = wrk(url, 1, max(1.0, args.seconds / 2))
-                lat[name].append(p50)
+                _, latency = wrk(url, 1, max(1.0, args.seconds / 2))
+                lat[name].append(latency)
             time.sleep(0.2)
         med = {k: statistics.median(v) for k, v in rps.items()}
         p50 = {k: statistics.median(v) for k, v in lat.items()}
