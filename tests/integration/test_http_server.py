@@ -543,3 +543,20 @@ def test_extension_methods_reach_the_process(web: Web) -> None:
     web.app("m:pkg:pub.os", [{"path": "/"}])
     assert echo(requests.request("PROPFIND", web.url("/m:pkg:pub.os/"), timeout=10))["method"] == "PROPFIND"
     assert echo(requests.options(web.url("/m:pkg:pub.os/"), timeout=10))["method"] == "OPTIONS"
+
+
+def test_app_started_before_the_http_server_binds_once_it_is_up() -> None:
+    """Under honcho, or after a node restart, apps may start first: binding waits."""
+    n = Node(f'node = "{NODE}"\n' + grants({"early:pkg:pub.os"}))
+    try:
+        n.start("kernel")
+        n.spawn("early:pkg:pub.os", APP_SOURCE, BINDINGS=json.dumps([{"path": "/"}]))
+        time.sleep(1.0)
+        assert "READY" not in n.log("early:pkg:pub.os")
+        port = free_port()
+        n.start("http-server", "--port", str(port), env={"PORCH_PASSWORD": PASSWORD})
+        n.wait_log("early:pkg:pub.os", "READY")
+        r = requests.get(f"http://127.0.0.1:{port}/early:pkg:pub.os/", timeout=10)
+        assert echo(r)["me"] == "early:pkg:pub.os"
+    finally:
+        n.close()

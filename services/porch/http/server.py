@@ -18,8 +18,10 @@ the static content it was given (it always failed with NoBlob) and honours
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,9 +29,10 @@ from urllib.parse import urlsplit
 
 from porch.address import HTTP_SERVER
 from porch.process.blocking import Process
-from porch.process.message import Blob, Message, SendError
+from porch.process.message import Blob, Message, Offline, SendError
 from porch.wire import http_pb2
 
+log = logging.getLogger("porch.http")
 Action = http_pb2.HttpServerAction
 WS_TYPES = ("Text", "Binary", "Ping", "Pong", "Close")
 
@@ -223,9 +226,13 @@ WsHandler = Callable[[int, str, Blob | None], None]
 class HttpServer:
     """Bindings of one process, kept locally as well (process_lib's HttpServer)."""
 
-    def __init__(self, proc: Process, timeout: float = 5.0) -> None:
+    def __init__(self, proc: Process, timeout: float = 5.0, wait_for_server: float = 30.0) -> None:
+        """`timeout`: how long each action may take. `wait_for_server`: how long an
+        action waits for an http-server that is not running yet (processes may start
+        before it, under honcho or after a node restart)."""
         self.proc = proc
         self.timeout = timeout
+        self.wait_for_server = wait_for_server
         self.http_paths: dict[str, HttpBindingConfig] = {}
         self.ws_paths: dict[str, WsBindingConfig] = {}
         self.ws_channels: dict[str, set[int]] = {}
@@ -233,12 +240,23 @@ class HttpServer:
     # -- talking to the http-server -------------------------------------------------
 
     def _act(self, action: http_pb2.HttpServerAction, blob: Blob | None = None) -> None:
-        try:
-            reply = self.proc.send_and_await_response(HTTP_SERVER, action.SerializeToString(),
-                                                      timeout=self.timeout, blob=blob)
-        except SendError as exc:
-            kind = "Timeout" if exc.kind == "Timeout" else "UnexpectedResponse"
-            raise HttpServerError(kind, str(exc)) from exc
+        give_up = time.monotonic() + self.wait_for_server
+        delay = 0.05
+        while True:
+            try:
+                reply = self.proc.send_and_await_response(HTTP_SERVER, action.SerializeToString(),
+                                                          timeout=self.timeout, blob=blob)
+                break
+            except Offline as exc:
+                if exc.delivered or time.monotonic() + delay > give_up:
+                    raise HttpServerError("UnexpectedResponse", str(exc)) from exc
+                if delay == 0.05:
+                    log.info("%s: waiting for the http-server to start", self.proc.our)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except SendError as exc:
+                kind = "Timeout" if exc.kind == "Timeout" else "UnexpectedResponse"
+                raise HttpServerError(kind, str(exc)) from exc
         result = http_pb2.HttpServerResult()
         try:
             result.ParseFromString(reply.body)
