@@ -223,6 +223,8 @@ class Fetcher:
             url = cast(str, prep.url)
 
     def _check_policy(self, url: str, *, proxied: bool) -> None:
+        if self.policy.allows_everything:
+            return
         parsed = parse_absolute_url(url)
         host = parsed.host if parsed is not None else ""
         reason = self.policy.check(host, final=proxied)
@@ -308,7 +310,8 @@ def prepare(req: Outgoing) -> PreparedRequest:
         prep.prepare_url(req.url, None)
         prep.prepare_headers(None)
         prep.prepare_body(req.body or None, None, None)
-        prep.prepare_auth(None, req.url)
+        if "@" in req.url:  # user:password@host becomes Basic auth, as reqwest does
+            prep.prepare_auth(None, req.url)
     except (rex.RequestException, ValueError, UnicodeError) as exc:
         raise ClientFailure("BuildRequestFailed", message=_describe(exc)) from None
     # HTTP methods are case-sensitive; requests upper-cases them, Kinode sends them as given.

@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 # RFC 9110 token: the method, and header names.
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+# Whitespace or a control character anywhere makes a URL unusable (Kinode's url crate
+# would strip some; a process sending them has made a mistake worth reporting).
+_UNUSABLE = re.compile(r"[\s\x00-\x1f\x7f]")
 # Characters the WHATWG URL standard forbids in a host (besides those urlsplit ends it on).
 _FORBIDDEN_HOST = set(" <>\\^|%\"`{}")
 # Schemes whose URLs must have an authority ("special" in the URL standard).
@@ -47,7 +50,7 @@ def parse_absolute_url(url: str) -> ParsedUrl | None:
     A URL without a host (`mailto:x`) is well formed: it fails later, when the request
     is built (BuildRequestFailed), as in Kinode.
     """
-    if not url or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+    if not url or _UNUSABLE.search(url):
         return None
     scheme, sep, rest = url.partition(":")
     if not sep or not _SCHEME.fullmatch(scheme):
