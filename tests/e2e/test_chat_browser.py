@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from support.node import Node, free_port
 
 CHAT = Path(__file__).resolve().parents[2] / "examples" / "chat" / "app.py"

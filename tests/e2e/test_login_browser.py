@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from support.node import Node, free_port
 
 APP = (Path(__file__).parent.parent / "support" / "http_app.py").read_text()

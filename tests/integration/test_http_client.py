@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-import porch
 import pytest
+
+import porch
 from porch.http.client import (
     HttpClientError,
     HttpResponse,

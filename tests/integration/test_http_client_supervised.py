@@ -8,8 +8,9 @@ import os
 import signal
 import time
 
-import porch
 import pytest
+
+import porch
 from porch.http.client import HttpClientError, send_request, send_request_await_response
 from support.http_test_server import TestServer
 from support.node import SupervisedNode, wait_for

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-import porch
 import pytest
 import requests
+
+import porch
 from porch.wire import http_pb2
 from support.node import Node, free_port, wait_for
 

@@ -8,9 +8,10 @@ import os
 import signal
 import time
 
-import porch
 import pytest
 import zmq
+
+import porch
 from porch.wire import PROTOCOL_VERSION, kernel_pb2
 from support.node import Node, wait_for
 

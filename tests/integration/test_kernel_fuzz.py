@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import porch
 import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import porch
 from porch.wire import PROTOCOL_VERSION, kernel_pb2
 from support.node import Node
 

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import porch
 import pytest
+
+import porch
 from support.node import PY, SupervisedNode, service_env, wait_for
 
 ECHO = """\

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from support.node import PY, SupervisedNode, free_port, wait_for
 
 APP = (Path(__file__).parent.parent / "support" / "http_app.py").read_text()

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import porch
 import pytest
 import requests
-from porch.wire import http_pb2
-from support.node import Node, free_port, wait_for
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+
+import porch
+from porch.wire import http_pb2
+from support.node import Node, free_port, wait_for
 
 PASSWORD = "ws pass"
 NODE = "ws.os"

@@ -1,4 +1,5 @@
 import pytest
+
 from porch.address import InvalidProcessId, ProcessId, is_valid
 
 

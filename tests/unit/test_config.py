@@ -1,4 +1,5 @@
 import pytest
+
 from porch.node.config import ConfigError, ProcessSpec, parse, render
 
 

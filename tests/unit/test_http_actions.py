@@ -1,4 +1,5 @@
 import pytest
+
 from porch.http_server import actions
 from porch.http_server.bindings import BindingTable
 from porch.http_server.gateway import http_response

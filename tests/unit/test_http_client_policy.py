@@ -1,6 +1,7 @@
 """The outgoing policy: host patterns, CIDR ranges, allow-list mode, deny wins."""
 
 import pytest
+
 from porch.http_client.policy import OutgoingPolicy, PolicyError, normalize_host, parse_address
 
 

@@ -1,7 +1,8 @@
 """The http-client's wire shapes (reference 6.3, 6.4, 6.6) and the stub's reading of them."""
 
-import porch
 import pytest
+
+import porch
 from porch.http.client import (
     Headers,
     HttpClientError,

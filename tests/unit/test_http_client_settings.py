@@ -1,6 +1,7 @@
 """The [http_client] table: defaults, types, and mistakes reported with their place."""
 
 import pytest
+
 from porch.http_client.settings import HttpClientSettings, load_settings
 from porch.node.config import ConfigError, parse
 

@@ -1,6 +1,7 @@
 """Reference 6.2 steps 1-3 and the header rules, without sockets."""
 
 import pytest
+
 from porch.http_client.headers import pascal_case, request_headers, response_headers, wire_value
 from porch.http_client.validate import ParsedUrl, parse_absolute_url, valid_method, valid_version
 

@@ -1,6 +1,7 @@
 """Route matching against the reference's verified table (section 1.3)."""
 
 import pytest
+
 from porch.http_server.bindings import BindingTable, HttpBinding
 from porch.http_server.paths import format_path, normalize, secure_subdomain
 from porch.http_server.routing import RouteTable

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from porch.wire import check_backend, protobuf_backend
 
 ROOT = Path(__file__).resolve().parents[2]
