@@ -184,7 +184,8 @@ class Bed:
 
 
 @contextmanager
-def testbed(keep: bool = False, kernel_path: str | None = None) -> Iterator[Bed]:
+def testbed(keep: bool = False, kernel_path: str | None = None,
+            responder_path: str | None = None) -> Iterator[Bed]:
     root = Path(tempfile.mkdtemp(prefix="porch-bench-", dir="/tmp"))
     bed = Bed(root, NodeHome(root / "h"))
     bed.home.ensure()
@@ -199,7 +200,8 @@ def testbed(keep: bool = False, kernel_path: str | None = None) -> Iterator[Bed]
             if time.monotonic() > give_up or bed.procs["kernel"].poll() is not None:
                 raise RuntimeError("the kernel did not start")
             time.sleep(0.02)
-        bed.script("responder", RESPONDER_SRC, **{ENV_PROCESS: RESPONDER})
+        extra = {"PYTHONPATH": responder_path} if responder_path else {}
+        bed.script("responder", RESPONDER_SRC, **{ENV_PROCESS: RESPONDER}, **extra)
         bed.script("raw-echo", RAW_ECHO_SRC, bed.raw_endpoint)
         bed.script("relay", RELAY_SRC, bed.relay_endpoint)
         bed.wait_log("relay", "ready")
@@ -481,6 +483,59 @@ def run(s: Settings, keep: bool = False, kernel_path: str | None = None) -> Resu
     return r
 
 
+def ab(s: Settings, base: str) -> None:
+    """Paired A/B: kernel and responder from `base` (another checkout's services/) vs
+    this checkout's, two nodes side by side, measured alternately in every round.
+
+    Minutes apart, this machine's figures drift by 10-20%; within one round they drift
+    together, so the per-round ratio B/A shows changes of a few percent.
+    """
+    with testbed(kernel_path=base, responder_path=base) as bed_a, testbed() as bed_b:
+        loop = asyncio.new_event_loop()
+        sides = []
+        for name, bed in (("A", bed_a), ("B", bed_b)):
+            client = porch.Process(CLIENT, home=bed.home.root, connect_timeout=15)
+            aproc = loop.run_until_complete(
+                porch.AsyncProcess.connect(PIPE_CLIENT, home=bed.home.root, connect_timeout=15))
+            sides.append((name, client, aproc, KernelMeter(bed.procs["kernel"].pid, client), Results()))
+        try:
+            for i in range(s.rounds):
+                gc.collect()
+                order = sides if i % 2 == 0 else sides[::-1]
+                for _, client, _, meter, r in order:
+                    with meter.measure(r.cpu_pingpong):
+                        p50, p99 = latencies(
+                            lambda c=client: c.send_and_await_response(RESPONDER, BODY, timeout=10),
+                            s.ping_pongs, s.warmup)
+                    r.porch_p50.append(p50)
+                    r.porch_p99.append(p99)
+                for _, _, aproc, meter, r in order:
+                    loop.run_until_complete(porch_pipelined(aproc, s.window, s.window))
+                    with meter.measure(r.cpu_pipelined):
+                        r.porch_rate.append(loop.run_until_complete(
+                            porch_pipelined(aproc, s.pipelined, s.window)))
+        finally:
+            for _, client, aproc, _, _ in sides:
+                aproc.close()
+                client.close()
+            loop.close()
+    a, b = sides[0][4], sides[1][4]
+
+    def line(what: str, xa: list[float], xb: list[float], unit: str) -> None:
+        ratio = med([y / x for x, y in zip(xa, xb, strict=True)])
+        print(f"  {what:22s} A {med(xa):8.1f} {unit:6s} B {med(xb):8.1f} {unit:6s} B/A {ratio:.3f}"
+              f"  (per round: {' '.join(f'{y / x:.2f}' for x, y in zip(xa, xb, strict=True))})")
+
+    print(f"A/B over {s.rounds} rounds: A = kernel+responder from {base}, B = this checkout")
+    line("round trip p50", a.porch_p50, b.porch_p50, "µs")
+    line("round trip p99", a.porch_p99, b.porch_p99, "µs")
+    line("pipelined", a.porch_rate, b.porch_rate, "req/s")
+    for what, get in (("kernel CPU ping-pong", lambda r: r.cpu_pingpong),
+                      ("kernel CPU pipelined", lambda r: r.cpu_pipelined)):
+        line(what, [c.per_msg_us for c in get(a)], [c.per_msg_us for c in get(b)], "µs/msg")
+        line("  python thread", [c.python_us for c in get(a)], [c.python_us for c in get(b)], "µs/msg")
+
+
 def load(kind: str, seconds: float) -> None:
     """Hold a steady load for a profiler: `py-spy record --pid <kernel pid>` etc."""
     with testbed() as bed:
@@ -519,6 +574,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp home (logs)")
     parser.add_argument("--kernel-path", metavar="DIR",
                         help="run the kernel from another checkout's services/ (A/B a change)")
+    parser.add_argument("--ab", metavar="DIR",
+                        help="paired A/B: kernel+responder from DIR (a services/ dir) vs this checkout")
     parser.add_argument("--load", choices=("pingpong", "pipelined"),
                         help="no figures: hold this load (for a profiler) and print the pids")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long --load runs")
@@ -532,6 +589,9 @@ def main(argv: list[str] | None = None) -> None:
         value: Any = getattr(args, name)
         if value is not None:
             setattr(s, name, value)
+    if args.ab:
+        ab(s, args.ab)
+        return
     report(run(s, args.keep, args.kernel_path), s)
 
 
