@@ -18,7 +18,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
@@ -255,7 +254,7 @@ class Fetcher:
             for name in ("Content-Length", "Content-Type", "Transfer-Encoding"):
                 headers.pop(name, None)
         if _origin(old) != _origin(new_url):
-            for name in SENSITIVE:
+            for name in (*SENSITIVE, "Host"):  # a caller's Host names the old origin
                 headers.pop(name, None)
         return nxt
 
@@ -280,7 +279,7 @@ class Fetcher:
                 break
         if deadline.expired:  # the watchdog cut the body short: never return it as whole
             resp.close()
-            raise ClientFailure("Timeout", url=url, message="deadline passed while reading the body")
+            raise ClientFailure("Timeout", url=url, message=f"{deadline.why} while reading the body")
         headers = response_headers(raw.headers.items())
         return Fetched(resp.status_code, headers, b"".join(chunks))
 
@@ -288,7 +287,8 @@ class Fetcher:
         if deadline.denied is not None:
             return ClientFailure("Denied", url=url, message=deadline.denied)
         if deadline.expired or isinstance(exc, rex.Timeout | uex.TimeoutError | TimeoutError):
-            return ClientFailure("Timeout", url=url, message=f"deadline passed: {_describe(exc)}")
+            why = deadline.why or "deadline passed"
+            return ClientFailure("Timeout", url=url, message=f"{why}: {_describe(exc)}")
         if isinstance(exc, rex.InvalidURL | rex.MissingSchema | rex.InvalidSchema | rex.InvalidHeader
                       | uex.LocationValueError):
             return ClientFailure("BuildRequestFailed", message=_describe(exc))
@@ -351,23 +351,18 @@ def _discard(resp: requests.Response) -> None:
 
 
 def _describe(exc: BaseException) -> str:
-    """The most specific message: urllib3's reason rather than requests' wrapper."""
+    """The most specific message: urllib3's reason rather than requests' wrappers
+    ("Max retries exceeded ... Caused by ...")."""
     inner: BaseException = exc
-    while True:
+    for _ in range(5):  # a few levels of wrapping at most; never loop on a cycle
         reason = getattr(inner, "reason", None)
         if isinstance(reason, BaseException):
             inner = reason
-            continue
-        if inner.args and isinstance(inner.args[0], uex.MaxRetryError):
+        elif inner.args and isinstance(inner.args[0], uex.MaxRetryError):
             inner = inner.args[0]
-            continue
-        break
-    text = str(inner) or type(inner).__name__
-    return text if inner is exc else f"{text}"
-
-
-# A callable that sends the outcome of a request back to the loop.
-Reply = Callable[[Fetched | ClientFailure], None]
+        else:
+            break
+    return str(inner) or type(inner).__name__
 
 
 def monotonic_deadline(deadline_ms: int, default_timeout_s: float, now_ms: int) -> float:

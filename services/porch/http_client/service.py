@@ -52,6 +52,8 @@ class HttpClientService:
             watchdog=self.watchdog,
         )
         self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="http-client-worker")
+        self._undelivered = 0
+        self._undelivered_logged = 0.0
         self.ws = WsClients(
             self._respond,
             self._send,
@@ -138,7 +140,10 @@ class HttpClientService:
             body, blob = results.http_ok(outcome.status, outcome.headers), Blob(outcome.body)
         if msg.deadline_ms and now_ms() > msg.deadline_ms:
             return  # the kernel has told the caller Timeout; it would drop this
-        self.loop.call_soon_threadsafe(self._respond_blob, msg, body, blob)
+        try:
+            self.loop.call_soon_threadsafe(self._respond_blob, msg, body, blob)
+        except RuntimeError:
+            pass  # the loop is closed: the service is stopping
 
     # ------------------------------------------------------------------ sending
 
@@ -154,8 +159,13 @@ class HttpClientService:
     def _send(self, target: str, body: bytes, blob: Blob | None, id_: int) -> None:
         try:
             self.proc.send_request(target, body, blob=blob, id=id_)
-        except PorchError as exc:
-            log.info("could not deliver a WebSocket frame to %s: %s", target, exc)
+        except PorchError as exc:  # the kernel is away, or its queue to us is full
+            self._undelivered += 1
+            now = time.monotonic()
+            if now - self._undelivered_logged >= 1.0:  # one line a second at most
+                log.warning("could not deliver %d WebSocket frame(s), the last to %s: %s",
+                            self._undelivered, target, exc)
+                self._undelivered, self._undelivered_logged = 0, now
 
     def _seconds_left(self, msg: Message) -> float:
         if msg.expects_response and msg.deadline_ms:
@@ -165,7 +175,8 @@ class HttpClientService:
     def close(self) -> None:
         self.ws.close_all()
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.watchdog.stop()
+        self.watchdog.stop()  # cuts the requests still running: the workers end now
+        self.pool.shutdown(wait=True)
         self.fetcher.close()
 
 

@@ -22,13 +22,14 @@ import time
 class Deadline:
     """One request's deadline (time.monotonic) and the socket it currently uses."""
 
-    __slots__ = ("_lock", "_sock", "at", "denied", "expired", "finished")
+    __slots__ = ("_lock", "_sock", "at", "denied", "expired", "finished", "why")
 
     def __init__(self, at: float) -> None:
         self.at = at
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self.expired = False
+        self.why = ""
         self.finished = False
         # Why the node's policy refused a connection of this request, if it did.
         self.denied: str | None = None
@@ -50,11 +51,12 @@ class Deadline:
             if self._sock is sock:
                 self._sock = None
 
-    def expire(self) -> None:
+    def expire(self, why: str = "deadline passed") -> None:
         with self._lock:
             if self.finished:
                 return
             self.expired = True
+            self.why = why
             if self._sock is not None:
                 _shut(self._sock)
 
@@ -93,9 +95,14 @@ class Watchdog:
                 self._cond.notify()
 
     def stop(self) -> None:
+        """Cut every request still running (the service is stopping: their callers are
+        told Offline by the kernel), so the worker threads end at once."""
         with self._cond:
             self._stopped = True
+            pending, self._heap = self._heap, []
             self._cond.notify()
+        for _, _, deadline in pending:
+            deadline.expire("abandoned: the http-client is stopping")
         self._thread.join(2)
 
     def _run(self) -> None:
