@@ -57,7 +57,8 @@ def config(http_client: str = "") -> str:
     return text + "[http_client]\n" + http_client
 
 
-SHARED = config(f'max_response_bytes = {MAX_BYTES}\nworkers = 6\n'
+WS_MAX = 65536
+SHARED = config(f'max_response_bytes = {MAX_BYTES}\nworkers = 6\nws_max_message_bytes = {WS_MAX}\n'
                 'deny_hosts = ["denied.test", "*.denied.test", "localhost"]\n')
 
 
@@ -481,6 +482,16 @@ def test_ws_remote_close_is_reported_once(server: TestServer, caller: porch.Proc
     assert frame == WsClose(15) and msg.id == open_id
     assert err_kind(push(caller, 15, "Text", b"x")) == "WsPushUnknownChannel"
     no_message(caller, 0.3)
+
+
+def test_ws_message_over_the_cap_closes_the_connection(server: TestServer, caller: porch.Process) -> None:
+    open_ws_connection(caller, server.ws_url("/ws"), channel_id=18)
+    send_ws_client_push(caller, 18, "Binary", b"x" * WS_MAX)  # echoed: exactly the cap is fine
+    frame, _ = next_ws(caller)
+    assert isinstance(frame, WsPush) and len(frame.data) == WS_MAX
+    send_ws_client_push(caller, 18, "Binary", b"x" * (WS_MAX + 1))
+    frame, _ = next_ws(caller)
+    assert frame == WsClose(18)
 
 
 def test_ws_close_push_closes_with_code_and_reports(server: TestServer, caller: porch.Process) -> None:

@@ -125,3 +125,19 @@ def test_actions_on_unknown_channels() -> None:
     err = http_pb2.HttpClientResult.FromString(rec.responses[-1]).err
     assert http_pb2.HttpClientError.Kind.Name(err.kind) == "WsPushUnknownChannel"
     assert WS_ACK not in rec.responses
+
+
+def test_open_past_the_cap_is_refused_before_connecting() -> None:
+    rec = Recorder()
+    ws = rec.clients()  # max_connections=4
+    for channel in range(4):
+        ws.table.begin(("x:demo:sys", channel))  # handshakes in progress count
+    msg = Message(8, "a:demo:sys", "http-client:distro:sys", True, b"", None, None, True, 0)
+    action = http_pb2.HttpClientAction()
+    action.web_socket_open.url = "ws://127.0.0.1:9/ws"
+    action.web_socket_open.channel_id = 1
+    ws.handle(msg, action)
+    err = http_pb2.HttpClientResult.FromString(rec.responses[-1]).err
+    assert http_pb2.HttpClientError.Kind.Name(err.kind) == "WsOpenFailed"
+    assert err.url == "ws://127.0.0.1:9/ws" and "max 4" in err.message
+    assert len(ws.table) == 4
