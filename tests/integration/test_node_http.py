@@ -25,9 +25,12 @@ def config(scripts: Path, port_line: str = "") -> str:
     return (
         'node = "sup.os"\n'
         f"[http_server]\n{port_line}\n"
-        f'[[process]]\nid = "web:web:sys"\ncommand = "{PY} {scripts / "app.py"}"\n'
-        'capabilities = ["http-server:distro:sys"]\n'
-        f"environment = {{ BINDINGS = {json.dumps(json.dumps(BINDINGS))} }}\n"
+        + "".join(
+            f'[[process]]\nid = "{pid}"\ncommand = "{PY} {scripts / "app.py"}"\n'
+            'capabilities = ["http-server:distro:sys"]\n'
+            f"environment = {{ BINDINGS = {json.dumps(json.dumps(BINDINGS))} }}\n"
+            for pid in ("web:web:sys", "other:web:sys")
+        )
     )
 
 
@@ -55,8 +58,9 @@ def serving(port: int) -> bool:
 class Hammer:
     """Requests in a loop from another thread; counts what went wrong."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, path: str = "/web:web:sys/page") -> None:
         self.port = port
+        self.path = path
         self.refused = 0
         self.statuses: dict[int, int] = {}
         self._stop = threading.Event()
@@ -74,7 +78,7 @@ class Hammer:
         session = requests.Session()
         while not self._stop.is_set():
             try:
-                r = session.get(f"http://127.0.0.1:{self.port}/web:web:sys/page", timeout=10)
+                r = session.get(f"http://127.0.0.1:{self.port}{self.path}", timeout=10)
                 self.statuses[r.status_code] = self.statuses.get(r.status_code, 0) + 1
             except requests.ConnectionError as exc:
                 if "refused" in str(exc).lower():
@@ -121,6 +125,33 @@ def test_keeper_killed_comes_back_on_the_same_port(sup: tuple[SupervisedNode, in
     wait_for(lambda: not _alive(worker[0]), 10, what="the orphaned worker to exit with its keeper")
     wait_for(lambda: node.pid_of("http-server") not in (0, keeper), 20, what="supervisord's restart")
     wait_for(lambda: serving(port), 30, 0.2, "the paths on the same port")
+
+
+def test_app_killed_mid_request_502_then_503_until_supervisord_restarts_it(
+        sup: tuple[SupervisedNode, int]) -> None:
+    node, port = sup
+    wait_for(lambda: serving(port), 30, 0.2, "the app's paths")
+    base = f"http://127.0.0.1:{port}"
+    other = Hammer(port, "/other:web:sys/dyn")
+    with other:
+        result: dict[str, int] = {}
+        slow = threading.Thread(target=lambda: result.setdefault(
+            "status", requests.get(base + "/web:web:sys/dyn?do=sleep&s=30", timeout=20).status_code))
+        slow.start()
+        time.sleep(0.5)
+        os.kill(node.pid_of("app-web-web-sys"), signal.SIGKILL)
+        started = time.monotonic()
+        slow.join(10)
+        assert result["status"] == 502
+        assert time.monotonic() - started < 2.0
+        # until supervisord has it running again: 503 at once, never a hang
+        seen = set()
+        while not serving(port):
+            r = requests.get(base + "/web:web:sys/dyn", timeout=5)
+            seen.add(r.status_code)
+            time.sleep(0.05)
+        assert seen <= {503, 200} and 503 in seen, seen
+    assert other.refused == 0 and set(other.statuses) == {200}, "the other app never noticed"
 
 
 def _children(pid: int) -> list[int]:
