@@ -423,3 +423,26 @@ def _ppid(proc_dir: Path) -> int:
         return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return -1
+
+
+def test_message_larger_than_the_limit_closes_with_1009() -> None:
+    n = Node(f'node = "{NODE}"\n[http_server]\nws_max_message_bytes = 1000\n'
+             '[[process]]\nid = "wbig:pkg:pub.os"\ncapabilities = ["http-server:distro:sys"]\n')
+    try:
+        n.start("kernel")
+        port = free_port()
+        n.start("http-server", "--port", str(port), env={"PORCH_PASSWORD": PASSWORD})
+        app = n.process("wbig:pkg:pub.os")
+        ws_bind(app, "/ws")
+        with connect(f"ws://127.0.0.1:{port}/wbig:pkg:pub.os/ws", open_timeout=10) as client:
+            client.send("x" * 1000)
+            which, _, msg = event(app, timeout=10)
+            while which != "web_socket_push":
+                which, _, msg = event(app, timeout=10)
+            assert msg.blob is not None and len(msg.blob.bytes) == 1000
+            client.send("x" * 1001)
+            with pytest.raises(ConnectionClosed):
+                client.recv(timeout=5)
+            assert client.close_code == 1009
+    finally:
+        n.close()
