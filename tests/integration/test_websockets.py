@@ -446,3 +446,29 @@ def test_message_larger_than_the_limit_closes_with_1009() -> None:
             assert client.close_code == 1009
     finally:
         n.close()
+
+
+def test_secure_websocket_needs_its_subdomain_and_app_cookie(site: Site) -> None:
+    app = site.node.process("wsec:pkg:pub.os")
+    a = http_pb2.HttpServerAction()
+    a.web_socket_secure_bind.path = "/ws"
+    result = act(app, a)
+    assert result is not None and result.WhichOneof("result") == "ok"
+    login = requests.post(f"http://127.0.0.1:{site.port}/login",
+                          json={"password": PASSWORD, "subdomain": "wsec:pkg:pub.os"}, timeout=10)
+    app_cookie = f"kinode-auth_{NODE}@wsec:pkg:pub.os={login.cookies[f'kinode-auth_{NODE}@wsec:pkg:pub.os']}"
+    general = f"kinode-auth_{NODE}={site.cookie()}"
+    def on_subdomain(cookie: str) -> ClientConnection:
+        # The subdomain's name in the URI (so in Host), the connection to loopback.
+        sock = socket.create_connection(("127.0.0.1", site.port), timeout=10)
+        return connect(f"ws://pkg-pub-os.localhost:{site.port}/wsec:pkg:pub.os/ws", sock=sock,
+                       additional_headers={"Cookie": cookie}, open_timeout=10, legacy=True)
+
+    with pytest.raises(InvalidStatus) as wrong_host:
+        site.ws("/wsec:pkg:pub.os/ws", additional_headers={"Cookie": app_cookie})
+    assert wrong_host.value.response.status_code == 403
+    with pytest.raises(InvalidStatus) as general_only:
+        on_subdomain(general)
+    assert general_only.value.response.status_code == 401
+    with on_subdomain(app_cookie):
+        assert opened(app)[0] == "/ws"
