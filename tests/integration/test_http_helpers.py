@@ -1,0 +1,99 @@
+"""porch.http.server helpers against a real http-server: serving files and UIs, and
+process_lib's bugs fixed (reference section 9, D13)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+import porch
+from porch.http.server import (
+    HttpBindingConfig,
+    HttpServer,
+    HttpServerError,
+    IncomingHttpRequest,
+    get_mime_type,
+)
+from porch.wire import http_pb2
+from support.node import Node, free_port
+
+IDS = ["ui:pkg:pub.os", "mod:pkg:pub.os", "file:pkg:pub.os"]
+OPEN = HttpBindingConfig(authenticated=False)
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[tuple[Node, str]]:
+    grants = "".join(f'[[process]]\nid = "{pid}"\ncapabilities = ["http-server:distro:sys"]\n' for pid in IDS)
+    node = Node('node = "helpers.os"\n' + grants)
+    try:
+        node.start("kernel")
+        port = free_port()
+        node.start("http-server", "--port", str(port), env={"PORCH_PASSWORD": "x"})
+        yield node, f"http://127.0.0.1:{port}"
+    finally:
+        node.close()
+
+
+def test_serve_ui_binds_every_file_and_index_even_without_roots(base: tuple[Node, str], tmp_path: Path) -> None:
+    node, url = base
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "index.html").write_text("<h1>index</h1>")
+    (tmp_path / "assets" / "app.js").write_text("console.log(1)")
+    (tmp_path / "assets" / "index.html").write_text("nested index")
+    server = HttpServer(node.process("ui:pkg:pub.os"))
+    bound = server.serve_ui(tmp_path, roots=[], config=OPEN)
+    assert sorted(bound) == ["/assets/app.js", "/assets/index.html", "/index.html"]
+    # process_lib skipped index.html entirely with no roots (D13): here it is served
+    assert requests.get(url + "/ui:pkg:pub.os/index.html", timeout=5).text == "<h1>index</h1>"
+    js = requests.get(url + "/ui:pkg:pub.os/assets/app.js", timeout=5)
+    assert js.headers["content-type"] in ("text/javascript", "application/javascript")
+    server.serve_ui(tmp_path, roots=["/", "/app"], config=OPEN)
+    assert requests.get(url + "/ui:pkg:pub.os/", timeout=5).text == "<h1>index</h1>"
+    assert requests.get(url + "/ui:pkg:pub.os/app", timeout=5).text == "<h1>index</h1>", \
+        "a nested index.html never replaces the top one at the roots"
+
+
+def test_modify_http_path_sends_the_new_content(base: tuple[Node, str]) -> None:
+    """process_lib's modify_http_path always failed with NoBlob (D13)."""
+    node, url = base
+    server = HttpServer(node.process("mod:pkg:pub.os"))
+    with pytest.raises(HttpServerError) as err:
+        server.modify_http_path("/never", OPEN)
+    assert err.value.kind == "MalformedRequest"
+    server.bind_http_static_path("/m", False, False, "text/plain", b"one")
+    assert requests.get(url + "/mod:pkg:pub.os/m", timeout=5).text == "one"
+    server.modify_http_path("/m", OPEN.with_(static_content=porch.Blob(b"two", "text/plain")))
+    assert requests.get(url + "/mod:pkg:pub.os/m", timeout=5).text == "two"
+    server.unbind_http_path("/m")
+    assert requests.get(url + "/mod:pkg:pub.os/m", timeout=5).status_code == 404
+    assert "/m" not in server.http_paths
+
+
+def test_serve_file_with_its_mime_type(base: tuple[Node, str], tmp_path: Path) -> None:
+    node, url = base
+    style = tmp_path / "site.css"
+    style.write_text("body { color: red }")
+    server = HttpServer(node.process("file:pkg:pub.os"))
+    server.serve_file(style, ["/a.css", "/b.css"], OPEN)
+    for path in ("/a.css", "/b.css"):
+        r = requests.get(url + "/file:pkg:pub.os" + path, timeout=5)
+        assert (r.headers["content-type"], r.text) == ("text/css", "body { color: red }")
+
+
+def test_incoming_request_accessors() -> None:
+    proto = http_pb2.IncomingHttpRequest(method="GET", url="http://localhost/chess:chess:sys/games/42",
+                                         bound_path="/chess:chess:sys/games/:id")
+    proto.headers.add(name="x-a", value="1")
+    proto.headers.add(name="x-a", value="2")
+    proto.query_params.add(name="k", value="1")
+    proto.query_params.add(name="k", value="2")
+    req = IncomingHttpRequest.from_proto(proto, b"body")
+    assert req.path() == "/games/42"
+    assert req.bound_path_stripped("chess:chess:sys") == "/games/:id"
+    assert req.headers["X-A"] == "2" and req.headers.get_all("x-a") == ["1", "2"]
+    assert req.query_params == {"k": "2"} and req.query_list == [("k", "1"), ("k", "2")]
+    assert req.source_socket_addr is None and req.body == b"body"
+    assert get_mime_type("a.unknownext") == "application/octet-stream"
