@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import porch
 import zmq
+
+import porch
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
 
 PY = sys.executable
@@ -254,26 +255,63 @@ class KernelCpu:
     per_msg_us: float
     python_us: float
     ticks_us: float
+    # The stubs' side, per round trip (two routed messages): where the rest goes.
+    requester_us: float = 0.0
+    responder_us: float = 0.0
 
 
 class KernelMeter:
-    def __init__(self, pid: int, proc: porch.Process) -> None:
+    def __init__(self, pid: int, proc: porch.Process, responder_pid: int) -> None:
         self.pid = pid
         self.proc = proc
+        self.responder_pid = responder_pid
 
     @contextmanager
     def measure(self, out: list[KernelCpu]) -> Iterator[None]:
         routed0 = self.proc.registry().routed
         total0, main0 = cpu_ns(self.pid)
         ticks0 = cpu_ticks_ns(self.pid)
+        req0, resp0 = cpu_ns(os.getpid())[0], cpu_ns(self.responder_pid)[0]
         yield
         total1, main1 = cpu_ns(self.pid)
         ticks1 = cpu_ticks_ns(self.pid)
+        req1, resp1 = cpu_ns(os.getpid())[0], cpu_ns(self.responder_pid)[0]
         routed = self.proc.registry().routed - routed0
         if routed > 0:
             out.append(KernelCpu((total1 - total0) / routed / 1000,
                                  (main1 - main0) / routed / 1000,
-                                 (ticks1 - ticks0) / routed / 1000))
+                                 (ticks1 - ticks0) / routed / 1000,
+                                 (req1 - req0) / routed * 2 / 1000,
+                                 (resp1 - resp0) / routed * 2 / 1000))
+
+
+@contextmanager
+def one_core(pids: list[int]) -> Iterator[None]:
+    """Every thread of these processes on one CPU for a while, then back.
+
+    On this VM a wakeup across vCPUs costs ~8 µs more than one on the same vCPU, and
+    the scheduler places the threads differently from run to run: a raw echo measures
+    ~38 µs or ~71 µs. On one core every hop is a plain context switch, the figures are
+    stable, and a round trip is the sum of the CPU its path burns.
+    """
+    cpu = min(os.sched_getaffinity(0))
+    saved: dict[int, set[int]] = {}
+    for pid in pids:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            tid = int(task)
+            try:
+                saved[tid] = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, {cpu})
+            except OSError:
+                pass
+    try:
+        yield
+    finally:
+        for tid, cpus in saved.items():
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass
 
 
 def dealer(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[bytes]:
@@ -374,6 +412,13 @@ class Results:
     porch_rate: list[float] = field(default_factory=list)
     raw_rate: list[float] = field(default_factory=list)
     relay_rate: list[float] = field(default_factory=list)
+    # The same ping-pongs with every process on one core (see one_core).
+    porch1_p50: list[float] = field(default_factory=list)
+    raw1_p50: list[float] = field(default_factory=list)
+    relay1_p50: list[float] = field(default_factory=list)
+    cpu_pingpong1: list[KernelCpu] = field(default_factory=list)
+    porch1_rate: list[float] = field(default_factory=list)
+    cpu_pipelined1: list[KernelCpu] = field(default_factory=list)
     cpu_pingpong: list[KernelCpu] = field(default_factory=list)
     cpu_pipelined: list[KernelCpu] = field(default_factory=list)
 
@@ -392,18 +437,33 @@ def report(r: Results, s: Settings) -> None:
     cpu_ok = "ok" if max(pp, pl) <= 50 else "MISSED"
     print(f"kernel: 100-byte request/response, ipc loopback, medians of {s.rounds} rounds "
           f"({s.ping_pongs} ping-pongs, {s.pipelined} pipelined pairs, window {s.window})")
+    relay_ratio = med([p / q for p, q in zip(r.porch_p50, r.relay_p50, strict=True)])
+    lat1_ratio = med([p / q for p, q in zip(r.porch1_p50, r.raw1_p50, strict=True)])
+    relay1_ratio = med([p / q for p, q in zip(r.porch1_p50, r.relay1_p50, strict=True)])
+    floor1 = med([p / q for p, q in zip(r.relay1_p50, r.raw1_p50, strict=True)])
     print(f"  round trip p50        porch {med(r.porch_p50):7.1f} µs   raw zmq {med(r.raw_p50):7.1f} µs"
           f"   ratio {lat_ratio:.2f}x  (target <= 2x: {ok})")
     print(f"  round trip p99        porch {med(r.porch_p99):7.1f} µs   raw zmq {med(r.raw_p99):7.1f} µs"
           f"   ratio {p99_ratio:.2f}x")
-    print(f"  (raw zmq relay: the kernel's 4 hops, forwarding only: p50 {med(r.relay_p50):.1f} µs,"
-          f" p99 {med(r.relay_p99):.1f} µs, {med(r.relay_rate):.0f} req/s;"
-          f" porch/relay p50 {med([p / q for p, q in zip(r.porch_p50, r.relay_p50, strict=True)]):.2f}x)")
+    print(f"  relay floor p50       relay {med(r.relay_p50):7.1f} µs   (raw zmq through a do-nothing Python"
+          f" ROUTER: the kernel's 4 hops)  porch/relay {relay_ratio:.2f}x")
+    print(f"  one core p50          porch {med(r.porch1_p50):7.1f} µs   raw zmq {med(r.raw1_p50):7.1f} µs"
+          f"   ratio {lat1_ratio:.2f}x   relay {med(r.relay1_p50):.1f} µs ({floor1:.2f}x raw;"
+          f" porch/relay {relay1_ratio:.2f}x)")
     print(f"  pipelined             porch {med(r.porch_rate):7.0f} req/s  raw zmq {med(r.raw_rate):7.0f} req/s"
           f"  ratio {rate_ratio:.2f}  ({2 * med(r.porch_rate):.0f} routed msg/s through the kernel)")
     print(f"  kernel CPU / routed   ping-pong {pp:5.1f} µs (python thread "
           f"{med([c.python_us for c in r.cpu_pingpong]):.1f})   pipelined {pl:5.1f} µs (python thread "
           f"{med([c.python_us for c in r.cpu_pipelined]):.1f})   (target <= 50 µs: {cpu_ok})")
+    if r.cpu_pingpong1:
+        c1 = r.cpu_pingpong1
+        print(f"  one core CPU / rt     kernel {2 * med([c.per_msg_us for c in c1]):5.1f} µs (2 msgs)"
+              f"  requester {med([c.requester_us for c in c1]):5.1f} µs"
+              f"  responder {med([c.responder_us for c in c1]):5.1f} µs  (their sum is the round trip)")
+    print(f"  stub CPU / round trip requester {med([c.requester_us for c in r.cpu_pingpong]):5.1f} µs"
+          f"  responder {med([c.responder_us for c in r.cpu_pingpong]):5.1f} µs (ping-pong);"
+          f"  requester {med([c.requester_us for c in r.cpu_pipelined]):5.1f} µs"
+          f"  responder {med([c.responder_us for c in r.cpu_pipelined]):5.1f} µs (pipelined)")
     if pl > 0:
         print(f"  kernel ceiling        ~{1e6 / pl:.0f} routed msg/s per core at the pipelined cost"
               f" (/proc/pid/stat cross-check: {med([c.ticks_us for c in r.cpu_pipelined]):.1f} µs)")
@@ -418,7 +478,7 @@ def run(s: Settings, keep: bool = False, kernel_path: str | None = None) -> Resu
         kernel_pid = bed.procs["kernel"].pid
         ctx: zmq.Context[Any] = zmq.Context.instance()
         client = porch.Process(CLIENT, home=bed.home.root, connect_timeout=15)
-        meter = KernelMeter(kernel_pid, client)
+        meter = KernelMeter(kernel_pid, client, bed.procs["responder"].pid)
         raw = dealer(ctx, bed.raw_endpoint)
         relay = dealer(ctx, bed.relay_endpoint)
         loop = asyncio.new_event_loop()
@@ -452,6 +512,17 @@ def run(s: Settings, keep: bool = False, kernel_path: str | None = None) -> Resu
             r.relay_p50.append(p50)
             r.relay_p99.append(p99)
 
+        everyone = [p.pid for p in bed.procs.values()] + [os.getpid()]
+
+        def pinned_latencies(i: int) -> None:
+            trio = [("porch", porch_rt), ("raw", raw_rt), ("relay", relay_rt)]
+            for name, rt in trio if i % 2 == 0 else trio[::-1]:
+                if name == "porch":
+                    with meter.measure(r.cpu_pingpong1):
+                        r.porch1_p50.append(latencies(rt, s.ping_pongs, s.warmup)[0])
+                else:
+                    getattr(r, f"{name}1_p50").append(latencies(rt, s.ping_pongs, s.warmup)[0])
+
         def porch_rate() -> None:
             loop.run_until_complete(porch_pipelined(aproc, s.window, s.window))  # warm
             with meter.measure(r.cpu_pipelined):
@@ -474,6 +545,10 @@ def run(s: Settings, keep: bool = False, kernel_path: str | None = None) -> Resu
                     steps = [relay_latency, raw_latency, porch_latency, relay_rate, raw_rate, porch_rate]
                 for step in steps:
                     step()
+            # Last, since threads stay where pinning put them for a while after.
+            with one_core(everyone):
+                for i in range(s.rounds):
+                    pinned_latencies(i)
         finally:
             aproc.close()
             loop.close()
@@ -483,32 +558,50 @@ def run(s: Settings, keep: bool = False, kernel_path: str | None = None) -> Resu
     return r
 
 
-def ab(s: Settings, base: str) -> None:
+def ab(s: Settings, base: str, other: str | None = None) -> None:
     """Paired A/B: kernel and responder from `base` (another checkout's services/) vs
     this checkout's, two nodes side by side, measured alternately in every round.
 
     Minutes apart, this machine's figures drift by 10-20%; within one round they drift
     together, so the per-round ratio B/A shows changes of a few percent.
     """
-    with testbed(kernel_path=base, responder_path=base) as bed_a, testbed() as bed_b:
+    # Both sides get an explicit PYTHONPATH of the same length. Measured A/A (the same
+    # code on both sides), a side without one, or with a path of another length, ran
+    # ~5-10% slower or faster: the environment's size moves the stack's alignment.
+    here = other or str(Path(porch.__file__).resolve().parent.parent)
+    if len(here) != len(base):
+        print(f"warning: {base!r} and {here!r} differ in length; A/A showed that alone can move "
+              "figures by ~5-10%: use two checkouts at paths of equal length")
+    with testbed(kernel_path=base, responder_path=base) as bed_a, \
+            testbed(kernel_path=here, responder_path=here) as bed_b:
         loop = asyncio.new_event_loop()
         sides = []
         for name, bed in (("A", bed_a), ("B", bed_b)):
             client = porch.Process(CLIENT, home=bed.home.root, connect_timeout=15)
             aproc = loop.run_until_complete(
                 porch.AsyncProcess.connect(PIPE_CLIENT, home=bed.home.root, connect_timeout=15))
-            sides.append((name, client, aproc, KernelMeter(bed.procs["kernel"].pid, client), Results()))
+            meter = KernelMeter(bed.procs["kernel"].pid, client, bed.procs["responder"].pid)
+            sides.append((name, client, aproc, meter, Results()))
+        everyone = [p.pid for bed in (bed_a, bed_b) for p in bed.procs.values()] + [os.getpid()]
         try:
             for i in range(s.rounds):
                 gc.collect()
                 order = sides if i % 2 == 0 else sides[::-1]
-                for _, client, _, meter, r in order:
-                    with meter.measure(r.cpu_pingpong):
-                        p50, p99 = latencies(
-                            lambda c=client: c.send_and_await_response(RESPONDER, BODY, timeout=10),
-                            s.ping_pongs, s.warmup)
-                    r.porch_p50.append(p50)
-                    r.porch_p99.append(p99)
+                # Ping-pong on one core: stable to ~2% run to run (see one_core).
+                with one_core(everyone):
+                    for _, client, _, meter, r in order:
+                        with meter.measure(r.cpu_pingpong):
+                            p50, p99 = latencies(
+                                lambda c=client: c.send_and_await_response(RESPONDER, BODY, timeout=10),
+                                s.ping_pongs, s.warmup)
+                        r.porch_p50.append(p50)
+                        r.porch_p99.append(p99)
+                with one_core(everyone):
+                    for _, _, aproc, meter, r in order:
+                        loop.run_until_complete(porch_pipelined(aproc, s.window, s.window))
+                        with meter.measure(r.cpu_pipelined1):
+                            r.porch1_rate.append(loop.run_until_complete(
+                                porch_pipelined(aproc, s.pipelined, s.window)))
                 for _, _, aproc, meter, r in order:
                     loop.run_until_complete(porch_pipelined(aproc, s.window, s.window))
                     with meter.measure(r.cpu_pipelined):
@@ -526,14 +619,18 @@ def ab(s: Settings, base: str) -> None:
         print(f"  {what:22s} A {med(xa):8.1f} {unit:6s} B {med(xb):8.1f} {unit:6s} B/A {ratio:.3f}"
               f"  (per round: {' '.join(f'{y / x:.2f}' for x, y in zip(xa, xb, strict=True))})")
 
-    print(f"A/B over {s.rounds} rounds: A = kernel+responder from {base}, B = this checkout")
-    line("round trip p50", a.porch_p50, b.porch_p50, "µs")
-    line("round trip p99", a.porch_p99, b.porch_p99, "µs")
-    line("pipelined", a.porch_rate, b.porch_rate, "req/s")
-    for what, get in (("kernel CPU ping-pong", lambda r: r.cpu_pingpong),
+    print(f"A/B over {s.rounds} rounds: A = kernel+responder from {base}, B = from {here}")
+    line("one-core rt p50", a.porch_p50, b.porch_p50, "µs")
+    line("one-core rt p99", a.porch_p99, b.porch_p99, "µs")
+    line("one-core pipelined", a.porch1_rate, b.porch1_rate, "req/s")
+    line("pipelined (2 cores)", a.porch_rate, b.porch_rate, "req/s")
+    for what, get in (("kernel CPU 1-core p-p", lambda r: r.cpu_pingpong),
+                      ("kernel CPU 1-core pipe", lambda r: r.cpu_pipelined1),
                       ("kernel CPU pipelined", lambda r: r.cpu_pipelined)):
         line(what, [c.per_msg_us for c in get(a)], [c.per_msg_us for c in get(b)], "µs/msg")
         line("  python thread", [c.python_us for c in get(a)], [c.python_us for c in get(b)], "µs/msg")
+        line("  requester / rt", [c.requester_us for c in get(a)], [c.requester_us for c in get(b)], "µs")
+        line("  responder / rt", [c.responder_us for c in get(a)], [c.responder_us for c in get(b)], "µs")
 
 
 def load(kind: str, seconds: float) -> None:
@@ -574,8 +671,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp home (logs)")
     parser.add_argument("--kernel-path", metavar="DIR",
                         help="run the kernel from another checkout's services/ (A/B a change)")
-    parser.add_argument("--ab", metavar="DIR",
-                        help="paired A/B: kernel+responder from DIR (a services/ dir) vs this checkout")
+    parser.add_argument("--ab", metavar="DIR", nargs="+",
+                        help="paired A/B: kernel+responder from DIR (a services/ dir) vs this checkout's,"
+                             " or vs a second DIR")
     parser.add_argument("--load", choices=("pingpong", "pipelined"),
                         help="no figures: hold this load (for a profiler) and print the pids")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long --load runs")
@@ -590,7 +688,7 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None:
             setattr(s, name, value)
     if args.ab:
-        ab(s, args.ab)
+        ab(s, *args.ab[:2])
         return
     report(run(s, args.keep, args.kernel_path), s)
 
