@@ -3,7 +3,8 @@ linking the stub, and a real Tornado HTTP + WebSocket server on loopback.
 
 Reference section 12 items 51-58 (adapted to the protobuf wire), plus porch's own
 promises: deadlines enforced on the request itself, a response-size cap, an outgoing
-policy, WebSocket channels without cross-talk or stale closes, and kill -9 recovery.
+policy, WebSocket channels without cross-talk or stale closes, and kill -9 recovery
+(openers of lost WebSockets are told when it returns).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def config(http_client: str = "") -> str:
 WS_MAX = 65536
 SHARED = config(f'max_response_bytes = {MAX_BYTES}\nworkers = 6\nws_max_message_bytes = {WS_MAX}\n'
                 'deny_hosts = ["denied.test", "*.denied.test", "localhost"]\n')
+RECORD = "http-client-ws.json"
 
 
 @pytest.fixture(scope="module")
@@ -679,5 +681,76 @@ def test_kill_9_gives_offline_fast_a_restart_needs_nothing_and_a_stop_is_prompt(
         assert err.value.id == pending[0]
         assert time.monotonic() - stopping < 2.0
         assert "abandoned: the http-client is stopping" in n.log("http-client")
+    finally:
+        n.close()
+
+
+def recorded(node: Node) -> set[tuple[str, int]]:
+    """(process, channel id) of the WebSockets the http-client has written down as open."""
+    try:
+        entries = json.loads((node.home.state_dir / RECORD).read_bytes())
+    except FileNotFoundError:
+        return set()
+    return {(e["process"], e["channel_id"]) for e in entries}
+
+
+def test_ws_openers_are_told_when_a_killed_http_client_comes_back(server: TestServer) -> None:
+    """kill -9 loses every outgoing WebSocket; the next http-client, before it serves,
+    tells each opener WebSocketClose for each channel it had open (with the open's id,
+    as a remote close), and only for those."""
+    n = Node(config())
+    try:
+        n.start("kernel")
+        n.start("http-client")
+        caller, other = n.process("caller:demo:sys"), n.process("other:demo:sys")
+        ids = {ch: open_raw(caller, server.ws_url("/ws"), ch) for ch in (1, 2, 3)}
+        other_id = open_raw(other, server.ws_url("/ws"), 1)
+        expected = {("caller:demo:sys", 1), ("caller:demo:sys", 2), ("other:demo:sys", 1)}
+        wait_for(lambda: recorded(n) == expected | {("caller:demo:sys", 3)}, 10,
+                 what="the open WebSockets to be recorded")
+        close_ws_connection(caller, 3)  # closed before the crash: not lost with it
+        wait_for(lambda: recorded(n) == expected, 10, what="the closed one to be struck off")
+        n.kill("http-client")
+        n.start("http-client")
+        told = {}
+        for _ in range(2):
+            frame, msg = next_ws(caller)
+            assert isinstance(frame, WsClose) and msg.source == CLIENT and not msg.expects_response
+            told[frame.channel_id] = msg.id
+        assert told == {1: ids[1], 2: ids[2]}
+        frame, msg = next_ws(other)
+        assert frame == WsClose(1) and msg.id == other_id
+        assert "told openers of 3 WebSocket connection(s) lost" in n.log("http-client")
+        assert not (n.home.state_dir / RECORD).exists()
+        # The new http-client serves, and has nothing more to say about the old channels.
+        open_ws_connection(caller, server.ws_url("/ws"), channel_id=1)
+        send_ws_client_push(caller, 1, "Text", "back")
+        frame, _ = next_ws(caller)
+        assert frame == WsPush(1, "Text", porch.Blob(b"back", "text/plain"))
+        no_message(other, 0.3)
+    finally:
+        n.close()
+
+
+def test_ws_sigterm_closes_connections_and_tells_openers_once(server: TestServer) -> None:
+    n = Node(config())
+    try:
+        n.start("kernel")
+        n.start("http-client")
+        caller = n.process("caller:demo:sys")
+        open_id = open_raw(caller, server.ws_url("/ws"), 4)
+        send_ws_client_push(caller, 4, "Text", "id")
+        serial = int(next_ws(caller)[0].data)  # type: ignore[union-attr]
+        wait_for(lambda: recorded(n), 10, what="the open WebSocket to be recorded")
+        n.stop("http-client")
+        frame, msg = next_ws(caller)
+        assert frame == WsClose(4) and msg.id == open_id
+        wait_for(lambda: serial in server.state.ws_closed, 5, what="the remote to be closed")
+        assert not (n.home.state_dir / RECORD).exists()
+        n.start("http-client")
+        open_ws_connection(caller, server.ws_url("/ws"), channel_id=5)  # it serves: any
+        no_message(caller, 0.3)  # announcement came before this ack; there was none
+        assert "lost with the previous" not in n.log("http-client")
+        close_ws_connection(caller, 5)
     finally:
         n.close()

@@ -1,8 +1,11 @@
 """WebSocket bookkeeping: (process, channel) keys, generations, cancelled handshakes,
-and frames that arrive before the WebSocketAck."""
+and frames that arrive before the WebSocketAck; what a stop tells openers and records."""
+
+from pathlib import Path
 
 from porch.http_client.channels import ChannelTable
 from porch.http_client.policy import OutgoingPolicy
+from porch.http_client.record import Opened, WsRecord
 from porch.http_client.results import WS_ACK, ws_close, ws_push
 from porch.http_client.websockets import Link, WsClients
 from porch.process.message import Blob, Message
@@ -82,12 +85,19 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, Blob | None, int]] = []
         self.responses: list[bytes] = []
+        self.unreachable: set[str] = set()  # processes the kernel will not take messages for
 
-    def clients(self) -> WsClients:
-        return WsClients(lambda msg, body: self.responses.append(body),
-                         lambda target, body, blob, id_: self.sent.append((target, body, blob, id_)),
+    def send(self, target: str, body: bytes, blob: Blob | None, id_: int) -> bool:
+        if target in self.unreachable:
+            return False
+        self.sent.append((target, body, blob, id_))
+        return True
+
+    def clients(self, record: WsRecord | None = None) -> WsClients:
+        return WsClients(lambda msg, body: self.responses.append(body), self.send,
                          lambda pid, cb: None, policy=OutgoingPolicy(), max_connections=4,
-                         max_message_bytes=1024, deadline_s=lambda msg: 5.0)
+                         max_message_bytes=1024,
+                         deadline_s=lambda msg: 5.0, record=record)
 
 
 def test_frames_before_the_ack_are_delivered_after_it_in_order() -> None:
@@ -141,3 +151,36 @@ def test_open_past_the_cap_is_refused_before_connecting() -> None:
     assert http_pb2.HttpClientError.Kind.Name(err.kind) == "WsOpenFailed"
     assert err.url == "ws://127.0.0.1:9/ws" and "max 4" in err.message
     assert len(ws.table) == 4
+
+
+def _install(ws: WsClients, key: tuple[str, int], open_id: int) -> None:
+    link = Link(key, ws.table.begin(key), open_id=open_id, url="ws://h/")
+    ws.table.complete(key, link.generation, link, open_id, "ws://h/")
+    link.installed = True
+
+
+def test_stop_tells_every_opener_and_records_only_who_could_not_be_told(tmp_path: Path) -> None:
+    rec = Recorder()
+    record = WsRecord(tmp_path / "ws.json")
+    ws = rec.clients(record)
+    _install(ws, ("a:demo:sys", 1), 11)
+    _install(ws, ("a:demo:sys", 2), 12)
+    _install(ws, ("b:demo:sys", 1), 21)
+    rec.unreachable.add("b:demo:sys")
+    ws.close_all()
+    assert sorted(rec.sent) == [("a:demo:sys", ws_close(1), None, 11),
+                                ("a:demo:sys", ws_close(2), None, 12)]
+    assert len(ws.table) == 0
+    # The next start tells the one the kernel could not take the close for, and only it.
+    rec2 = Recorder()
+    assert rec2.clients(WsRecord(tmp_path / "ws.json")).announce_lost() == 1
+    assert rec2.sent == [("b:demo:sys", ws_close(1), None, 21)]
+    assert not (tmp_path / "ws.json").exists()
+    assert Recorder().clients(WsRecord(tmp_path / "ws.json")).announce_lost() == 0
+
+
+def test_opened_lists_installed_connections_not_handshakes() -> None:
+    ws = Recorder().clients()
+    _install(ws, ("a:demo:sys", 1), 11)
+    ws.table.begin(("a:demo:sys", 2))
+    assert ws.opened() == [Opened("a:demo:sys", 1, 11)]

@@ -5,6 +5,10 @@ each action, answers what it can at once (bad method, URL, version; policy denia
 every WebSocket action), and hands HTTP requests to a thread pool running `requests`.
 Workers post their outcome back to the loop, which sends the reply; a slow remote
 therefore holds one worker thread, never the loop or the other requests.
+
+The open WebSocket connections are kept in <home>/state/http-client-ws.json: at start,
+before serving, the openers of connections a killed predecessor left behind are told
+WebSocketClose; a clean stop (SIGTERM) closes the connections and tells them at once.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import logging
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from porch.address import HTTP_CLIENT
 from porch.http_client import results
 from porch.http_client.fetch import Fetched, Fetcher, Outgoing, monotonic_deadline
 from porch.http_client.headers import request_headers
+from porch.http_client.record import FILE_NAME, WsRecord
 from porch.http_client.results import ClientFailure
 from porch.http_client.settings import HttpClientSettings, load_settings
 from porch.http_client.validate import parse_absolute_url, valid_method, valid_version
@@ -37,7 +43,8 @@ log = logging.getLogger("porch.http_client")
 
 
 class HttpClientService:
-    def __init__(self, proc: AsyncProcess, settings: HttpClientSettings) -> None:
+    def __init__(self, proc: AsyncProcess, settings: HttpClientSettings,
+                 state_dir: Path | None = None) -> None:
         self.proc = proc
         self.settings = settings
         self.policy = settings.policy()
@@ -62,6 +69,7 @@ class HttpClientService:
             max_connections=settings.max_ws_connections,
             max_message_bytes=settings.ws_max_message_bytes,
             deadline_s=self._seconds_left,
+            record=WsRecord(state_dir / FILE_NAME) if state_dir is not None else None,
         )
 
     # ------------------------------------------------------------------ dispatch
@@ -156,9 +164,11 @@ class HttpClientService:
         except PorchError as exc:  # the kernel is away: the caller gets Offline from it
             log.info("could not answer request %d from %s: %s", msg.id, msg.source, exc)
 
-    def _send(self, target: str, body: bytes, blob: Blob | None, id_: int) -> None:
+    def _send(self, target: str, body: bytes, blob: Blob | None, id_: int) -> bool:
+        """A Request to an opener (a frame, a close); False if the kernel did not take it."""
         try:
             self.proc.send_request(target, body, blob=blob, id=id_)
+            return True
         except PorchError as exc:  # the kernel is away, or its queue to us is full
             self._undelivered += 1
             now = time.monotonic()
@@ -166,6 +176,7 @@ class HttpClientService:
                 log.warning("could not deliver %d WebSocket frame(s), the last to %s: %s",
                             self._undelivered, target, exc)
                 self._undelivered, self._undelivered_logged = 0, now
+            return False
 
     def _seconds_left(self, msg: Message) -> float:
         if msg.expects_response and msg.deadline_ms:
@@ -186,7 +197,8 @@ async def serve(home: NodeHome, settings: HttpClientSettings) -> int:
     except (KernelUnreachable, KernelRefused) as exc:
         log.error("%s", exc)
         return 1
-    service = HttpClientService(proc, settings)
+    service = HttpClientService(proc, settings, home.state_dir)
+    service.ws.announce_lost()  # before serving: a new open must not be announced as lost
     proc.on_request(service.on_request)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -9,7 +9,9 @@ Reference 6.5 with its defects fixed (D12):
   delivered after the WebSocketAck, in order, rather than lost;
 - Ping/Pong carry their payload both ways (Kinode sends and delivers them empty);
 - when the opener's registration ends (the kernel tells us: `AsyncProcess.watch`), its
-  connections are closed (Kinode leaves them open, talking to no one).
+  connections are closed (Kinode leaves them open, talking to no one);
+- the open connections are written down (`record`), so that after a kill -9 the next
+  http-client tells their openers `WebSocketClose`; a clean stop tells them at once.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tornado.websocket import WebSocketClientConnection
 from porch.http_client.channels import ChannelTable, Key
 from porch.http_client.headers import request_headers
 from porch.http_client.policy import OutgoingPolicy
+from porch.http_client.record import Opened, WsRecord
 from porch.http_client.results import WS_ACK, ClientFailure, failure, ws_close, ws_push
 from porch.http_client.validate import parse_absolute_url
 from porch.process.message import Blob, Message
@@ -40,6 +43,7 @@ WsType = http_pb2.WsMessageType
 TEXT_MIME = "text/plain"
 BINARY_MIME = "application/octet-stream"
 MAX_CONTROL_PAYLOAD = 125  # RFC 6455 5.5
+CLOSE_GOING_AWAY = 1001
 
 
 @dataclass(eq=False)
@@ -122,21 +126,23 @@ class WsClients:
     def __init__(
         self,
         respond: Callable[[Message, bytes], None],
-        send: Callable[[str, bytes, Blob | None, int], None],
+        send: Callable[[str, bytes, Blob | None, int], bool],
         watch: Callable[[str, Callable[[str], None]], None],
         *,
         policy: OutgoingPolicy,
         max_connections: int,
         max_message_bytes: int,
         deadline_s: Callable[[Message], float],
+        record: WsRecord | None = None,
     ) -> None:
         self._respond = respond
-        self._send = send
+        self._send = send  # True if the kernel took the message
         self._watch = watch
         self.policy = policy
         self.max_connections = max_connections
         self.max_message_bytes = max_message_bytes
         self._deadline_s = deadline_s
+        self.record = record
         self.table: ChannelTable[Link] = ChannelTable()
         self._watched: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -214,6 +220,7 @@ class WsClients:
             return
         if replaced is not None and replaced.conn.conn is not None:
             replaced.conn.conn.close()  # as Kinode: the old one goes without a WebSocketClose
+        self._changed()
         self._respond(msg, WS_ACK)
         log.info("WebSocket open: %s channel %d -> %s", link.process, link.channel_id, link.url)
         self._activate(link)
@@ -273,6 +280,8 @@ class WsClients:
         entry, cancelled = self.table.remove(key)
         if entry is None and not cancelled:
             raise ClientFailure("WsCloseFailed", channel_id=channel_id)
+        if entry is not None:
+            self._changed()
         if entry is not None and entry.conn.conn is not None:
             entry.conn.conn.close()
             log.info("WebSocket closed by %s: channel %d (%s)", key[0], channel_id, entry.url)
@@ -289,6 +298,7 @@ class WsClients:
             return
         if data is None:
             if self.table.remove_if_current(link.key, link.generation) is not None:
+                self._changed()
                 code = link.conn.close_code if link.conn is not None else None
                 log.info("WebSocket closed by the remote: %s channel %d (%s, code %s)",
                          link.process, link.channel_id, link.url, code)
@@ -313,15 +323,45 @@ class WsClients:
             if entry.conn.conn is not None:
                 entry.conn.conn.close()
         if removed:
+            self._changed()
             log.info("%s exited: closed its %d WebSocket connection(s)", process, len(removed))
 
     def close_all(self) -> None:
+        """The service is stopping: close every connection and tell its opener, as a
+        remote close would. An opener the kernel could not take the message for (it is
+        away) stays in the record, for the next start to tell."""
+        untold: list[Opened] = []
         for entry in self.table.entries():
             self.table.remove(entry.key)
             if entry.conn.conn is not None:
-                entry.conn.conn.close(1001, "http-client stopping")
+                entry.conn.conn.close(CLOSE_GOING_AWAY, "http-client stopping")
+            if not self._send(entry.key[0], ws_close(entry.key[1]), None, entry.open_id):
+                untold.append(Opened(entry.key[0], entry.key[1], entry.open_id))
         for task in self._tasks:
             task.cancel()
+        if self.record is not None:
+            self.record.write_now(untold)
+
+    def announce_lost(self) -> int:
+        """At start, before serving: tell the openers of the connections the previous
+        life of the service left open (it was killed) that they are gone. Returns how
+        many were announced."""
+        if self.record is None:
+            return 0
+        lost = self.record.take()
+        for opened in lost:
+            self._send(opened.process, ws_close(opened.channel_id), None, opened.open_id)
+        if lost:
+            log.info("told openers of %d WebSocket connection(s) lost with the previous "
+                     "http-client: WebSocketClose sent", len(lost))
+        return len(lost)
+
+    def opened(self) -> list[Opened]:
+        return [Opened(e.key[0], e.key[1], e.open_id) for e in self.table.entries()]
+
+    def _changed(self) -> None:
+        if self.record is not None:
+            self.record.schedule(self.opened)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
