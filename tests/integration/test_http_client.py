@@ -3,8 +3,8 @@ linking the stub, and a real Tornado HTTP + WebSocket server on loopback.
 
 Reference section 12 items 51-58 (adapted to the protobuf wire), plus porch's own
 promises: deadlines enforced on the request itself, a response-size cap, an outgoing
-policy, WebSocket channels without cross-talk or stale closes, and kill -9 recovery
-(openers of lost WebSockets are told when it returns).
+policy, WebSocket channels without cross-talk or stale closes, a bounded send queue per
+WebSocket, and kill -9 recovery (openers of lost WebSockets are told when it returns).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from porch.http.client import (
     ws_push_action,
 )
 from porch.wire import http_pb2
-from support.http_test_server import GreetServer, TestServer, pattern
+from support.http_test_server import GreetServer, StalledServer, TestServer, pattern
 from support.node import Node, free_port, wait_for
 
 CLIENT = porch.HTTP_CLIENT
@@ -59,7 +59,9 @@ def config(http_client: str = "") -> str:
 
 
 WS_MAX = 65536
+WS_QUEUE = 256 * 1024
 SHARED = config(f'max_response_bytes = {MAX_BYTES}\nworkers = 6\nws_max_message_bytes = {WS_MAX}\n'
+                f'ws_send_queue_bytes = {WS_QUEUE}\n'
                 'deny_hosts = ["denied.test", "*.denied.test", "localhost"]\n')
 RECORD = "http-client-ws.json"
 
@@ -603,6 +605,53 @@ def test_ws_channel_close_cancels_a_pending_handshake(server: TestServer, caller
                          for s in range(before + 1, server.state.ws_serial + 1)), 5,
              what="the late connection to be closed")
     assert err_kind(push(caller, 25, "Text", b"x")) == "WsPushUnknownChannel"
+
+
+def test_ws_remote_that_stops_reading_is_closed_at_the_send_queue_cap(server: TestServer,
+                                                                       caller: porch.Process) -> None:
+    """A remote that never reads must not grow the http-client without limit: past
+    ws_send_queue_bytes unsent, its connection is closed (1008), the opener told, the
+    overflowing push answered with an error, and the process's other connection carries
+    on throughout."""
+    stalled = StalledServer()
+    try:
+        open_id = open_raw(caller, stalled.url, 31)
+        open_ws_connection(caller, server.ws_url("/ws"), channel_id=32)
+        chunk = b"s" * 65536
+        result = None
+        for i in range(400):  # 26 MB at most: far past the socket buffers and the 256 KiB cap
+            result = push(caller, 31, "Binary", chunk)
+            if result.WhichOneof("result") == "err":
+                break
+            if i % 10 == 0:  # the same process's other connection is served all along
+                send_ws_client_push(caller, 32, "Text", f"tick {i}")
+                frame, _ = next_ws(caller)
+                assert frame == WsPush(32, "Text", porch.Blob(f"tick {i}".encode(), "text/plain"))
+        assert result is not None and err_kind(result) == "ExecuteRequestFailed", result
+        assert "stopped reading" in result.err.message and str(WS_QUEUE) in result.err.message
+        frame, msg = next_ws(caller)
+        assert frame == WsClose(31) and msg.id == open_id
+        assert err_kind(push(caller, 31, "Binary", b"x")) == "WsPushUnknownChannel"
+        send_ws_client_push(caller, 32, "Binary", chunk)
+        frame, _ = next_ws(caller)
+        assert frame == WsPush(32, "Binary", porch.Blob(chunk, "application/octet-stream"))
+        # What was queued for the stalled remote is let go: its connection is torn down.
+        assert stalled.drain_until_closed(0, 20), "the stalled connection was never closed"
+        no_message(caller, 0.3)  # one WebSocketClose, not two
+        close_ws_connection(caller, 32)
+    finally:
+        stalled.close()
+
+
+def test_ws_push_larger_than_the_cap_goes_out_when_nothing_waits(server: TestServer,
+                                                                 caller: porch.Process) -> None:
+    """The cap bounds what piles up, not the size of one message (that is the kernel's
+    business): a single push bigger than the queue is sent to a remote that reads."""
+    open_ws_connection(caller, server.ws_url("/ws"), channel_id=33)
+    assert push(caller, 33, "Text", b"b" * (WS_QUEUE + 1)).WhichOneof("result") == "ok"
+    # The server got it: its echo comes back, over ws_max_message_bytes, and closes (1009).
+    frame, _ = next_ws(caller)
+    assert frame == WsClose(33)
 
 
 OPENER = """

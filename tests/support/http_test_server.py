@@ -27,6 +27,10 @@ WebSocket endpoints:
 `GreetServer` is a raw-socket WebSocket server that writes its 101 answer and a first
 text frame ("hello") in one send, so the client receives both in the same read: the
 frame arrives before the client's handshake future has even been seen as done.
+
+`StalledServer` is a raw-socket WebSocket server that completes the handshake and then
+never reads again, with a small receive buffer: what the client writes piles up on the
+client's side (its send-queue cap is what the tests then see).
 """
 
 from __future__ import annotations
@@ -305,11 +309,28 @@ class TestServer:
         self._thread.join(5)
 
 
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _switching_protocols(conn: socket.socket) -> bytes | None:
+    """Read a WebSocket handshake from `conn`; the 101 answer to send, or None if the
+    client went away first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return None
+        data += chunk
+    key = next(line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key:"))
+    accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+
+
 class GreetServer:
     """Answers each WebSocket handshake with 101 + a "hello" text frame in one write,
     then holds the connection until the client closes it."""
-
-    GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
     def __init__(self) -> None:
         self._sock = socket.create_server(("127.0.0.1", 0))
@@ -327,23 +348,67 @@ class GreetServer:
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
-            key = next(line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
-                       if line.lower().startswith(b"sec-websocket-key:"))
-            accept = base64.b64encode(hashlib.sha1(key + self.GUID).digest())
-            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-                         + b"\x81\x05hello")
+            answer = _switching_protocols(conn)
+            if answer is None:
+                return
+            conn.sendall(answer + b"\x81\x05hello")
             while conn.recv(4096):
                 pass
 
     def close(self) -> None:
         self._sock.close()
+
+
+class StalledServer:
+    """Completes each WebSocket handshake, then never reads from the connection again.
+
+    SO_RCVBUF is set on the listening socket before listen(), so accepted connections
+    start with that small window: the client's writes stop being taken almost at once
+    and pile up in the client. `connections` holds the accepted sockets, in order."""
+
+    def __init__(self, rcvbuf: int = 4096) -> None:
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen()
+        self.port = self._sock.getsockname()[1]
+        self.url = f"ws://127.0.0.1:{self.port}/stalled"
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._serve, name="stalled-server", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            answer = _switching_protocols(conn)
+            if answer is None:
+                conn.close()
+                continue
+            conn.sendall(answer)
+            self.connections.append(conn)  # and never read from it again
+
+    def drain_until_closed(self, index: int, timeout: float) -> bool:
+        """Start reading connection `index` at last; True if the client has closed it
+        (EOF or reset) within `timeout` seconds."""
+        conn = self.connections[index]
+        give_up = time.monotonic() + timeout
+        while time.monotonic() < give_up:
+            conn.settimeout(max(0.01, give_up - time.monotonic()))
+            try:
+                if not conn.recv(1 << 20):
+                    return True
+            except ConnectionResetError:
+                return True
+            except TimeoutError:
+                return False
+        return False
+
+    def close(self) -> None:
+        self._sock.close()
+        for conn in self.connections:
+            conn.close()
 
 
 def main() -> None:

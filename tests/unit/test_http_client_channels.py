@@ -96,7 +96,7 @@ class Recorder:
     def clients(self, record: WsRecord | None = None) -> WsClients:
         return WsClients(lambda msg, body: self.responses.append(body), self.send,
                          lambda pid, cb: None, policy=OutgoingPolicy(), max_connections=4,
-                         max_message_bytes=1024,
+                         max_message_bytes=1024, send_queue_bytes=4096,
                          deadline_s=lambda msg: 5.0, record=record)
 
 

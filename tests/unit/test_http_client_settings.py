@@ -10,6 +10,7 @@ def test_defaults() -> None:
     s = load_settings(parse("").http_client)
     assert s == HttpClientSettings()
     assert s.max_redirects == 10 and s.max_response_bytes == 64 * 1024 * 1024
+    assert s.ws_send_queue_bytes == 4 * 1024 * 1024
     assert s.policy().allows_everything
 
 
@@ -28,6 +29,7 @@ def test_values_from_porch_toml() -> None:
     ("workers = 0", "workers must be at least 1"),
     ("max_redirects = -1", "max_redirects must be 0 or more"),
     ("default_timeout_s = 0", "default_timeout_s must be more than 0"),
+    ("ws_send_queue_bytes = 0", "ws_send_queue_bytes must be at least 1"),
     ('deny_networks = ["10.0.0.0/40"]', "deny_networks"),
     ('allow_hosts = "api.example"', "expected a list"),
 ])

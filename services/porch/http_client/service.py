@@ -68,6 +68,7 @@ class HttpClientService:
             policy=self.policy,
             max_connections=settings.max_ws_connections,
             max_message_bytes=settings.ws_max_message_bytes,
+            send_queue_bytes=settings.ws_send_queue_bytes,
             deadline_s=self._seconds_left,
             record=WsRecord(state_dir / FILE_NAME) if state_dir is not None else None,
         )

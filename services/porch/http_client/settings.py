@@ -53,9 +53,16 @@ class HttpClientSettings:
     # Largest incoming WebSocket message, in bytes; a bigger one closes the connection
     # (code 1009) and the opener gets WebSocketClose.
     ws_max_message_bytes: int = 10 * MIB
+    # Bytes written to one outgoing WebSocket that its remote has not taken yet. A push
+    # that would take the queue past this closes the connection (code 1008): the opener
+    # gets WebSocketClose and the push ExecuteRequestFailed, and the process's other
+    # connections are untouched. A remote that stops reading therefore holds at most this
+    # (plus one message: a push larger than the cap still goes out when nothing waits).
+    ws_send_queue_bytes: int = 4 * MIB
 
     def __post_init__(self) -> None:
-        for name in ("max_response_bytes", "workers", "max_ws_connections", "ws_max_message_bytes"):
+        for name in ("max_response_bytes", "workers", "max_ws_connections", "ws_max_message_bytes",
+                     "ws_send_queue_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"[http_client] {name} must be at least 1")
         if self.max_redirects < 0:

@@ -11,7 +11,10 @@ Reference 6.5 with its defects fixed (D12):
 - when the opener's registration ends (the kernel tells us: `AsyncProcess.watch`), its
   connections are closed (Kinode leaves them open, talking to no one);
 - the open connections are written down (`record`), so that after a kill -9 the next
-  http-client tells their openers `WebSocketClose`; a clean stop tells them at once.
+  http-client tells their openers `WebSocketClose`; a clean stop tells them at once;
+- writes are bounded: a remote that stops reading lets at most `ws_send_queue_bytes`
+  pile up here, then its connection is closed (1008) and the opener told, while the
+  process's other connections carry on.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ TEXT_MIME = "text/plain"
 BINARY_MIME = "application/octet-stream"
 MAX_CONTROL_PAYLOAD = 125  # RFC 6455 5.5
 CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_SLOW = 1008  # policy violation: what the http-server sends a client too slow
+ABORT_AFTER_S = 1.0  # a remote that does not read will not read our close frame either
 
 
 @dataclass(eq=False)
@@ -132,6 +137,7 @@ class WsClients:
         policy: OutgoingPolicy,
         max_connections: int,
         max_message_bytes: int,
+        send_queue_bytes: int,
         deadline_s: Callable[[Message], float],
         record: WsRecord | None = None,
     ) -> None:
@@ -141,6 +147,7 @@ class WsClients:
         self.policy = policy
         self.max_connections = max_connections
         self.max_message_bytes = max_message_bytes
+        self.send_queue_bytes = send_queue_bytes
         self._deadline_s = deadline_s
         self.record = record
         self.table: ChannelTable[Link] = ChannelTable()
@@ -250,16 +257,19 @@ class WsClients:
                     text = data.decode("utf-8")
                 except UnicodeDecodeError:
                     raise ClientFailure("WsPushBadText") from None
+                self._check_queue(entry.conn, conn, len(data))
                 conn.write_message(text).add_done_callback(_ignore_result)
             elif mtype == WsType.Binary:
                 if data is None:
                     raise ClientFailure("WsPushNoBlob")
+                self._check_queue(entry.conn, conn, len(data))
                 conn.write_message(data, binary=True).add_done_callback(_ignore_result)
             elif mtype in (WsType.Ping, WsType.Pong):
                 payload = data or b""
                 if len(payload) > MAX_CONTROL_PAYLOAD:
                     raise ClientFailure("BuildRequestFailed",
                                         message=f"a {WsType.Name(mtype)} payload is at most 125 bytes")
+                self._check_queue(entry.conn, conn, len(payload))
                 if mtype == WsType.Ping:
                     conn.ping(payload)
                 elif conn.protocol is not None:
@@ -274,6 +284,37 @@ class WsClients:
             raise
         except Exception as exc:  # the socket is closing: ignored, as Kinode does
             log.debug("push to %s channel %d failed: %s", key[0], key[1], exc)
+
+    def _check_queue(self, link: Link, conn: WebSocketClientConnection, size: int) -> None:
+        """Before a write: if the remote has left so much unsent that this frame would
+        take the queue past `send_queue_bytes`, close the connection (1008), tell the
+        opener WebSocketClose, and fail the push.
+
+        A frame larger than the cap still goes out when nothing is waiting: the queue is
+        then bounded by the cap plus one message, which the process already had to pass
+        through the kernel whole."""
+        queued = _unsent_bytes(conn)
+        if not queued or queued + size <= self.send_queue_bytes:
+            return
+        log.warning("WebSocket %s channel %d (%s): the remote is not reading (%d bytes unsent, "
+                    "ws_send_queue_bytes %d); closing it (1008)", link.process, link.channel_id,
+                    link.url, queued, self.send_queue_bytes)
+        self.table.remove_if_current(link.key, link.generation)
+        self._changed()
+        protocol = conn.protocol  # close() forgets it; the abort below needs it
+        conn.close(CLOSE_TOO_SLOW, "too slow: send queue full")
+        abort = getattr(protocol, "_abort", None)
+        if abort is not None:
+            asyncio.get_running_loop().call_later(ABORT_AFTER_S, abort)
+        self._send(link.process, ws_close(link.channel_id), None, link.open_id)
+        # The push is answered with ExecuteRequestFailed, Kinode's variant for an action
+        # that passed every check yet failed when carried out on the connection; the
+        # Ws* variants each name a mistake of the caller's (WsPushUnknownChannel would
+        # claim the channel never existed), and this is the remote's doing. The opener
+        # learns the channel is gone from the WebSocketClose just sent.
+        raise ClientFailure("ExecuteRequestFailed", message=(
+            f"WebSocket channel {link.channel_id} closed: the remote stopped reading and "
+            f"{queued} bytes were waiting (ws_send_queue_bytes = {self.send_queue_bytes})"))
 
     def close(self, msg: Message, channel_id: int) -> None:
         key = (msg.reply_to, channel_id)
@@ -367,6 +408,19 @@ class WsClients:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _unsent_bytes(conn: WebSocketClientConnection) -> int:
+    """Bytes written to the connection that the remote has not taken yet. Tornado writes
+    to the socket at once when it can and keeps the rest in the IOStream's private
+    _write_buffer; read defensively, as the http-server does (its test and ours fail if
+    a Tornado upgrade renames it)."""
+    stream = getattr(conn.protocol, "stream", None)
+    buffer = getattr(stream, "_write_buffer", None)
+    try:
+        return len(buffer) if buffer is not None else 0
+    except TypeError:
+        return 0
 
 
 def _close_payload(data: bytes | None) -> tuple[int | None, str | None]:
