@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import porch
-from support.node import PY, SupervisedNode, service_env, wait_for
+from support.node import PY, SupervisedNode, alive, service_env, wait_for
 
 ECHO = """\
 import porch
@@ -137,7 +137,7 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
-        wait_for(lambda: not _alive(sup_pid), 10, what="supervisord to exit")
+        wait_for(lambda: not alive(sup_pid), 10, what="supervisord to exit")
         status = subprocess.run([PY, "-m", "porch.node.cli", "status", "--home", str(home)],
                                 capture_output=True, text=True, env=service_env(home))
         assert status.returncode == 3
@@ -146,13 +146,6 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         subprocess.run(["rm", "-rf", str(home)])
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_help_explains_the_commands() -> None:

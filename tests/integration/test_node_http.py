@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from support.node import PY, SupervisedNode, free_port, wait_for
+from support.node import PY, SupervisedNode, alive, children, free_port, wait_for
 
 APP = (Path(__file__).parent.parent / "support" / "http_app.py").read_text()
 BINDINGS = [{"path": "/dyn"}, {"path": "/page", "static": "static page", "mime": "text/html"}]
@@ -108,21 +108,21 @@ def test_worker_crash_is_restarted_on_the_same_port(sup: tuple[SupervisedNode, i
     node, port = sup
     wait_for(lambda: serving(port), 30, 0.2, "the app's paths")
     keeper = node.pid_of("http-server")
-    worker = _children(keeper)
+    worker = children(keeper)
     assert len(worker) == 1
     os.kill(worker[0], signal.SIGKILL)
     wait_for(lambda: serving(port), 20, 0.2, "a new worker")
     assert node.pid_of("http-server") == keeper
-    assert _children(keeper) != worker
+    assert children(keeper) != worker
 
 
 def test_keeper_killed_comes_back_on_the_same_port(sup: tuple[SupervisedNode, int]) -> None:
     node, port = sup
     wait_for(lambda: serving(port), 30, 0.2, "the app's paths")
     keeper = node.pid_of("http-server")
-    worker = _children(keeper)
+    worker = children(keeper)
     os.kill(keeper, signal.SIGKILL)
-    wait_for(lambda: not _alive(worker[0]), 10, what="the orphaned worker to exit with its keeper")
+    wait_for(lambda: not alive(worker[0]), 10, what="the orphaned worker to exit with its keeper")
     wait_for(lambda: node.pid_of("http-server") not in (0, keeper), 20, what="supervisord's restart")
     wait_for(lambda: serving(port), 30, 0.2, "the paths on the same port")
 
@@ -152,27 +152,6 @@ def test_app_killed_mid_request_502_then_503_until_supervisord_restarts_it(
             time.sleep(0.05)
         assert seen <= {503, 200} and 503 in seen, seen
     assert other.refused == 0 and set(other.statuses) == {200}, "the other app never noticed"
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_busy_8080_takes_the_next_free_port(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ fix named in its test), plus slow readers and owners that die.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -23,7 +24,7 @@ from websockets.sync.client import ClientConnection, connect
 
 import porch
 from porch.wire import http_pb2
-from support.node import Node, free_port, wait_for
+from support.node import Node, children, free_port, wait_for
 
 PASSWORD = "ws pass"
 NODE = "ws.os"
@@ -406,23 +407,14 @@ def test_worker_crash_owners_get_close_when_it_returns(site: Site) -> None:
     _, channel = opened(app)
     time.sleep(0.8)  # the open channel is written down (debounced 0.5 s)
     keeper = site.node.procs["http-server"].pid
-    workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-               and _ppid(p) == keeper]
+    workers = children(keeper)
     assert len(workers) == 1
-    import os
-
     os.kill(workers[0], signal.SIGKILL)
     with pytest.raises(ConnectionClosed):
         client.recv(timeout=10)
     which, data, _ = event(app, timeout=15)
     assert (which, data.channel_id) == ("web_socket_close", channel)
 
-
-def _ppid(proc_dir: Path) -> int:
-    try:
-        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return -1
 
 
 def test_message_larger_than_the_limit_closes_with_1009() -> None:
