@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import time
 from collections import deque
 from typing import Any
@@ -73,9 +74,16 @@ class Process:
         if not pid:
             raise PorchError("no process id: pass one or set $" + ENV_PROCESS)
         self._core = Core(pid, endpoint or kernel_endpoint(home), context=context)
-        self._poller = zmq.Poller()
-        self._poller.register(self._core.sock, zmq.POLLIN)
-        self._poller.register(self._core.monitor, zmq.POLLIN)
+        # Waiting is a poll(2) on the two sockets' notification fds. ZeroMQ's fds only
+        # say "look again": _pump always looks at a socket (EVENTS or a recv) after the
+        # last operation on it and before sleeping on its fd.
+        self._sock_fd = self._core.fd
+        self._monitor_fd = self._core.monitor_fd
+        self._fds = select.poll()
+        self._fds.register(self._sock_fd, select.POLLIN)
+        self._fds.register(self._monitor_fd, select.POLLIN)
+        self._monitor_fds = select.poll()
+        self._monitor_fds.register(self._monitor_fd, select.POLLIN)
         self._inbox: deque[Message | SendError] = deque()
         # Requests sent with expects_response whose outcome await_message reports.
         self._awaiting: dict[int, str] = {}
@@ -145,7 +153,7 @@ class Process:
     ) -> Message:
         """Send a Request and block for its Response; raise the SendError variant
         (Offline, Timeout, NoCapability) if there is none."""
-        self._pump(0)
+        self._check_connection()
         blob_ = _as_blob(blob, mime)
         env = self._core.new_request(target, _as_bytes(body), blob=blob_,
                                      timeout=timeout, metadata=metadata)
@@ -223,6 +231,10 @@ class Process:
         give_up = time.monotonic() + connect_timeout
         warned = False
         while not self._core.registered:
+            # Looked at directly, not through its fd: the first event on a new pipe
+            # does not signal the fd.
+            if self._core.monitor_has_input():
+                self._on_monitor([], None)
             self._pump(100)
             if self._refused is not None:
                 self.close()
@@ -243,28 +255,64 @@ class Process:
         wait_ms = -1 if give_up is None else max(0, int((give_up - time.monotonic()) * 1000))
         return self._pump(wait_ms if wait_ms >= 0 else 1000, wanted)
 
+    def _check_connection(self) -> None:
+        """Before a send: a (re)connection's Register must go out first, a lost
+        connection must fail what waits. One poll(2) when nothing happened."""
+        if self._monitor_fds.poll(0) and self._core.monitor_has_input():
+            self._on_monitor([], None)
+
     def _pump(self, wait_ms: int, wanted: int | None = None) -> list[Reply]:
+        """File what is waiting; if nothing is, wait up to wait_ms for input first.
+
+        Returns the replies to `wanted`, stopping at the first (the rest stays queued in
+        the socket, in order, for the next call). The monitor is looked at when the
+        socket has nothing: a lost connection leaves nothing to read, and a new one is
+        looked for before every send (_check_connection).
+        """
         found: list[Reply] = []
-        events = dict(self._poller.poll(wait_ms))
+        if self._file(found, wanted, False) or wait_ms == 0:
+            return found
+        sock_ready = False
+        for fd, _ in self._fds.poll(wait_ms):
+            if fd == self._sock_fd:
+                sock_ready = True
+            elif self._core.monitor_has_input():
+                self._on_monitor(found, wanted)
+        # A wakeup on the socket's fd almost always means a message: recv at once (a
+        # stray one just gets EAGAIN).
+        self._file(found, wanted, sock_ready)
+        return found
+
+    def _on_monitor(self, found: list[Reply], wanted: int | None) -> None:
+        _, down = self._core.take_monitor_events()
+        if down:
+            self._fail_all("lost the connection to the kernel")
+            if wanted is not None:
+                found.append(Reply(wanted, None, Offline("kernel:distro:sys", wanted,
+                                                         "lost the connection to the kernel")))
+
+    def _file(self, found: list[Reply], wanted: int | None, ready: bool) -> bool:
+        """Read and file messages while there are any (`ready`: skip the first check).
+
+        Returns whether it read anything; it stops early at the reply to `wanted`.
+        """
         core = self._core
-        if core.monitor in events:
-            _, down = core.take_monitor_events()
-            if down:
-                self._fail_all("lost the connection to the kernel")
-                if wanted is not None:
-                    found.append(Reply(wanted, None, Offline("kernel:distro:sys", wanted,
-                                                             "lost the connection to the kernel")))
-        while True:
+        inbox = self._inbox
+        progress = False
+        while ready or core.has_input():
+            ready = False
             item = core.recv_nowait()
             if item is False:
-                break
+                return progress
+            progress = True
             if isinstance(item, Message):
-                self._inbox.append(item)
+                inbox.append(item)
             elif isinstance(item, Reply):
                 if item.id == wanted:
                     found.append(item)
-                elif self._awaiting.pop(item.id, None) is not None:
-                    self._inbox.append(item.error if item.error is not None else item.message)  # type: ignore[arg-type]
+                    return True
+                if self._awaiting.pop(item.id, None) is not None:
+                    inbox.append(item.error if item.error is not None else item.message)  # type: ignore[arg-type]
                 # else: late or unsolicited; dropped
             elif isinstance(item, Refused):
                 self._refused = item
@@ -273,7 +321,7 @@ class Process:
                     raise refused_error(item)
             elif isinstance(item, Registered):
                 log.info("%s: registered with kernel (node %s)", self.our, item.node)
-        return found
+        return progress
 
     def _fail_all(self, detail: str) -> None:
         for id_, target in self._awaiting.items():
