@@ -12,7 +12,9 @@ drains until empty, and every send schedules one more drain.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +47,13 @@ class AsyncProcess:
         self._core = core
         self._loop = loop
         self._futures: dict[int, asyncio.Future[Message]] = {}
-        self._timers: dict[int, asyncio.TimerHandle] = {}
+        # Local deadlines (a fallback: the kernel's Timeout normally comes first), as a
+        # heap of (when, id, target) under one loop timer for the earliest. A
+        # TimerHandle per request (call_later, then cancel) was ~20% of a pipelining
+        # requester's CPU. Answered entries stay in the heap until popped or rebuilt.
+        self._deadlines: list[tuple[float, int, str]] = []
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_at = math.inf
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._handler: RequestHandler | None = None
         self._drain_scheduled = False
@@ -169,8 +177,7 @@ class AsyncProcess:
         self._core.send_envelope(env, blob)
         fut: asyncio.Future[Message] = self._loop.create_future()
         id_ = env.id
-        self._futures[id_] = fut
-        self._timers[id_] = self._loop.call_later(timeout + LOCAL_GRACE_S, self._expire, id_, target)
+        self._track(id_, fut, target, timeout + LOCAL_GRACE_S)
         self._schedule_drain()
         return id_, fut
 
@@ -191,10 +198,7 @@ class AsyncProcess:
 
     def forget(self, id_: int) -> None:
         """Stop waiting for a response (its caller went away); a late one is dropped."""
-        self._futures.pop(id_, None)
-        timer = self._timers.pop(id_, None)
-        if timer is not None:
-            timer.cancel()
+        self._futures.pop(id_, None)  # its deadline entry is now stale
 
     def respond(
         self,
@@ -212,8 +216,7 @@ class AsyncProcess:
     async def registry(self, timeout: float = 5.0) -> kernel_pb2.Registry:
         id_ = self._core.send_registry_query()
         fut: asyncio.Future[Message] = self._loop.create_future()
-        self._futures[id_] = fut
-        self._timers[id_] = self._loop.call_later(timeout, self._expire, id_, "kernel:distro:sys")
+        self._track(id_, fut, "kernel:distro:sys", timeout)
         self._schedule_drain()
         msg = await fut
         return kernel_pb2.Registry.FromString(msg.body)
@@ -245,9 +248,6 @@ class AsyncProcess:
                 fut = self._futures.pop(item.id, None)
                 if fut is None:
                     continue  # late (already timed out) or unsolicited: dropped
-                timer = self._timers.pop(item.id, None)
-                if timer is not None:
-                    timer.cancel()
                 if fut.done():
                     continue
                 if item.error is not None:
@@ -298,17 +298,50 @@ class AsyncProcess:
                 cb()
         self._schedule_drain()
 
-    def _expire(self, id_: int, target: str) -> None:
-        self._timers.pop(id_, None)
-        fut = self._futures.pop(id_, None)
-        if fut is not None and not fut.done():
-            fut.set_exception(Timeout(target, id_, "no answer (kernel did not report either)"))
+    def _track(self, id_: int, fut: asyncio.Future[Message], target: str, timeout: float) -> None:
+        """Wait for the answer to id_ until timeout seconds from now, then fail Timeout."""
+        self._futures[id_] = fut
+        when = self._loop.time() + timeout
+        heap = self._deadlines
+        heapq.heappush(heap, (when, id_, target))
+        if len(heap) > 2 * len(self._futures) + 1000:
+            # Mostly answered entries: keep the live ones (bounded by the futures).
+            futures = self._futures
+            self._deadlines = heap = [e for e in heap if e[1] in futures]
+            heapq.heapify(heap)
+        if when < self._deadline_at:
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_at = when
+        self._deadline_timer = self._loop.call_at(when, self._expire_due)
+
+    def _expire_due(self) -> None:
+        self._deadline_timer = None
+        self._deadline_at = math.inf
+        heap = self._deadlines
+        futures = self._futures
+        # The loop may run a timer up to its clock resolution early: a millisecond of
+        # slack keeps that from re-arming for the same entry.
+        now = self._loop.time() + 0.001
+        # Due entries expire; stale ones (answered, forgotten) on top are dropped too.
+        while heap and (heap[0][0] <= now or heap[0][1] not in futures):
+            _, id_, target = heapq.heappop(heap)
+            fut = futures.pop(id_, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(Timeout(target, id_, "no answer (kernel did not report either)"))
+        if heap:
+            self._arm(heap[0][0])
 
     def _fail_all(self, detail: str) -> None:
         futures, self._futures = self._futures, {}
         for id_, fut in futures.items():
             if not fut.done():
                 fut.set_exception(Offline("kernel:distro:sys", id_, detail))
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        self._deadlines.clear()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        self._deadline_at = math.inf
