@@ -92,6 +92,100 @@ RELAY_ECHO_SRC = """
         sock.send_multipart(sock.recv_multipart())
 """
 
+# An experiment, not porch: the same relay speaking ZMTP 3.0 (NULL mechanism) itself on
+# the Unix socket, in Python, with epoll, so no libzmq I/O thread and no mailbox sit
+# between the socket and the code. The DEALERs on both ends are ordinary pyzmq. Minimal
+# on purpose (no heartbeats, no partial-write handling, trusts its peers): it measures
+# what a kernel without libzmq in the middle would save, nothing more.
+ZMTP_RELAY_SRC = r"""
+    import os, select, socket, struct, sys
+    path = sys.argv[1]
+    if os.path.exists(path):
+        os.unlink(path)
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    lsock.listen(64)
+    GREETING = b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + bytes(32)
+    READY = b"\x05READY\x0bSocket-Type" + struct.pack(">I", 6) + b"ROUTER"
+    HELLO = GREETING + bytes([4, len(READY)]) + READY
+
+    def frames(parts):
+        out = bytearray()
+        for i, p in enumerate(parts):
+            more = 1 if i < len(parts) - 1 else 0
+            if len(p) < 256:
+                out += bytes([more, len(p)])
+            else:
+                out += bytes([more | 2]) + struct.pack(">Q", len(p))
+            out += p
+        return bytes(out)
+
+    def properties(body):
+        props, i = {}, 0
+        while i < len(body):
+            n = body[i]; key = bytes(body[i + 1:i + 1 + n]); i += 1 + n
+            (m,) = struct.unpack(">I", body[i:i + 4]); i += 4
+            props[key] = bytes(body[i:i + m]); i += m
+        return props
+
+    conns, by_ident, serial = {}, {}, 0
+    ep = select.epoll()
+    ep.register(lsock.fileno(), select.EPOLLIN)
+    print("ready", flush=True)
+    while True:
+        for fd, _ in ep.poll():
+            if fd == lsock.fileno():
+                s, _ = lsock.accept()
+                s.setblocking(False)
+                conns[s.fileno()] = [s, bytearray(), False, b"", []]  # sock buf greeted ident parts
+                ep.register(s.fileno(), select.EPOLLIN)
+                s.send(HELLO)
+                continue
+            c = conns[fd]
+            data = c[0].recv(65536)
+            if not data:
+                ep.unregister(fd); del conns[fd]
+                if by_ident.get(c[3]) is c:
+                    del by_ident[c[3]]
+                c[0].close()
+                continue
+            buf = c[1]
+            buf += data
+            if not c[2]:
+                if len(buf) < 64:
+                    continue
+                del buf[:64]; c[2] = True
+            while len(buf) >= 2:
+                flags = buf[0]
+                if flags & 2:
+                    if len(buf) < 9:
+                        break
+                    (n,) = struct.unpack(">Q", buf[1:9]); h = 9
+                else:
+                    n, h = buf[1], 2
+                if len(buf) < h + n:
+                    break
+                body = bytes(buf[h:h + n]); del buf[:h + n]
+                if flags & 4:  # a command: READY names the peer
+                    if body[1:1 + body[0]] == b"READY":
+                        ident = properties(body[1 + body[0]:]).get(b"Identity", b"")
+                        if not ident:
+                            serial += 1
+                            ident = b"\0" + struct.pack(">I", serial)
+                        c[3] = ident; by_ident[ident] = c
+                    continue
+                c[4].append(body)
+                if flags & 1:
+                    continue
+                parts, c[4] = c[4], []
+                if c[3] == b"echo":  # [client, payload] -> the client gets [payload]
+                    dst, out = by_ident.get(parts[0]), parts[1:]
+                else:                # [payload] -> echo gets [client, payload]
+                    dst, out = by_ident.get(b"echo"), [c[3], *parts]
+                if dst is not None:
+                    dst[0].send(frames(out))
+"""
+
 RAW_ECHO_SRC = """
     import sys, zmq
     ctx = zmq.Context.instance()
@@ -140,6 +234,10 @@ class Bed:
     @property
     def relay_endpoint(self) -> str:
         return f"ipc://{self.dir}/relay.sock"
+
+    @property
+    def zmtp_endpoint(self) -> str:
+        return f"ipc://{self.dir}/zmtp.sock"
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -207,7 +305,10 @@ def testbed(keep: bool = False, kernel_path: str | None = None,
         bed.script("relay", RELAY_SRC, bed.relay_endpoint)
         bed.wait_log("relay", "ready")
         bed.script("relay-echo", RELAY_ECHO_SRC, bed.relay_endpoint)
-        for name in ("responder", "raw-echo", "relay-echo"):
+        bed.script("zmtp-relay", ZMTP_RELAY_SRC, bed.zmtp_endpoint.removeprefix("ipc://"))
+        bed.wait_log("zmtp-relay", "ready")
+        bed.script("zmtp-echo", RELAY_ECHO_SRC, bed.zmtp_endpoint)
+        for name in ("responder", "raw-echo", "relay-echo", "zmtp-echo"):
             bed.wait_log(name, "ready")
         yield bed
     finally:
@@ -416,6 +517,10 @@ class Results:
     porch1_p50: list[float] = field(default_factory=list)
     raw1_p50: list[float] = field(default_factory=list)
     relay1_p50: list[float] = field(default_factory=list)
+    zmtp_p50: list[float] = field(default_factory=list)
+    zmtp1_p50: list[float] = field(default_factory=list)
+    relay_cpu: list[float] = field(default_factory=list)  # µs per forwarded message
+    zmtp_cpu: list[float] = field(default_factory=list)
     cpu_pingpong1: list[KernelCpu] = field(default_factory=list)
     porch1_rate: list[float] = field(default_factory=list)
     cpu_pipelined1: list[KernelCpu] = field(default_factory=list)
@@ -450,6 +555,13 @@ def report(r: Results, s: Settings) -> None:
     print(f"  one core p50          porch {med(r.porch1_p50):7.1f} µs   raw zmq {med(r.raw1_p50):7.1f} µs"
           f"   ratio {lat1_ratio:.2f}x   relay {med(r.relay1_p50):.1f} µs ({floor1:.2f}x raw;"
           f" porch/relay {relay1_ratio:.2f}x)")
+    zmtp_ratio = med([z / q for z, q in zip(r.zmtp_p50, r.raw_p50, strict=True)])
+    zmtp1_ratio = med([z / q for z, q in zip(r.zmtp1_p50, r.raw1_p50, strict=True)])
+    print(f"  experiment p50        a Python relay speaking ZMTP itself (no libzmq in the middle):"
+          f" {med(r.zmtp_p50):.1f} µs ({zmtp_ratio:.2f}x raw), one core {med(r.zmtp1_p50):.1f} µs"
+          f" ({zmtp1_ratio:.2f}x raw)")
+    print(f"  relay CPU / message   pyzmq relay {med(r.relay_cpu):.1f} µs   ZMTP-speaking relay"
+          f" {med(r.zmtp_cpu):.1f} µs   (ping-pong, 2 cores)")
     print(f"  pipelined             porch {med(r.porch_rate):7.0f} req/s  raw zmq {med(r.raw_rate):7.0f} req/s"
           f"  ratio {rate_ratio:.2f}  ({2 * med(r.porch_rate):.0f} routed msg/s through the kernel)")
     print(f"  kernel CPU / routed   ping-pong {pp:5.1f} µs (python thread "
@@ -481,6 +593,7 @@ def run(s: Settings, keep: bool = False, kernel_path: str | None = None) -> Resu
         meter = KernelMeter(kernel_pid, client, bed.procs["responder"].pid)
         raw = dealer(ctx, bed.raw_endpoint)
         relay = dealer(ctx, bed.relay_endpoint)
+        zmtp = dealer(ctx, bed.zmtp_endpoint)
         loop = asyncio.new_event_loop()
         aproc = loop.run_until_complete(
             porch.AsyncProcess.connect(PIPE_CLIENT, home=bed.home.root, connect_timeout=15))
@@ -496,6 +609,10 @@ def run(s: Settings, keep: bool = False, kernel_path: str | None = None) -> Resu
             relay.send(BODY)
             relay.recv()
 
+        def zmtp_rt() -> None:
+            zmtp.send(BODY)
+            zmtp.recv()
+
         def porch_latency() -> None:
             with meter.measure(r.cpu_pingpong):
                 p50, p99 = latencies(porch_rt, s.ping_pongs, s.warmup)
@@ -508,14 +625,19 @@ def run(s: Settings, keep: bool = False, kernel_path: str | None = None) -> Resu
             r.raw_p99.append(p99)
 
         def relay_latency() -> None:
+            c0 = cpu_ns(bed.procs["relay"].pid)[0]
             p50, p99 = latencies(relay_rt, s.ping_pongs, s.warmup)
+            r.relay_cpu.append((cpu_ns(bed.procs["relay"].pid)[0] - c0) / (s.ping_pongs + s.warmup) / 2000)
             r.relay_p50.append(p50)
             r.relay_p99.append(p99)
+            c0 = cpu_ns(bed.procs["zmtp-relay"].pid)[0]
+            r.zmtp_p50.append(latencies(zmtp_rt, s.ping_pongs, s.warmup)[0])
+            r.zmtp_cpu.append((cpu_ns(bed.procs["zmtp-relay"].pid)[0] - c0) / (s.ping_pongs + s.warmup) / 2000)
 
         everyone = [p.pid for p in bed.procs.values()] + [os.getpid()]
 
         def pinned_latencies(i: int) -> None:
-            trio = [("porch", porch_rt), ("raw", raw_rt), ("relay", relay_rt)]
+            trio = [("porch", porch_rt), ("raw", raw_rt), ("relay", relay_rt), ("zmtp", zmtp_rt)]
             for name, rt in trio if i % 2 == 0 else trio[::-1]:
                 if name == "porch":
                     with meter.measure(r.cpu_pingpong1):
@@ -555,6 +677,7 @@ def run(s: Settings, keep: bool = False, kernel_path: str | None = None) -> Resu
             client.close()
             raw.close(0)
             relay.close(0)
+            zmtp.close(0)
     return r
 
 
@@ -590,10 +713,11 @@ def ab(s: Settings, base: str, other: str | None = None) -> None:
                 # Ping-pong on one core: stable to ~2% run to run (see one_core).
                 with one_core(everyone):
                     for _, client, _, meter, r in order:
+                        def rt(c: porch.Process = client) -> None:
+                            c.send_and_await_response(RESPONDER, BODY, timeout=10)
+
                         with meter.measure(r.cpu_pingpong):
-                            p50, p99 = latencies(
-                                lambda c=client: c.send_and_await_response(RESPONDER, BODY, timeout=10),
-                                s.ping_pongs, s.warmup)
+                            p50, p99 = latencies(rt, s.ping_pongs, s.warmup)
                         r.porch_p50.append(p50)
                         r.porch_p99.append(p99)
                 with one_core(everyone):
@@ -624,13 +748,15 @@ def ab(s: Settings, base: str, other: str | None = None) -> None:
     line("one-core rt p99", a.porch_p99, b.porch_p99, "µs")
     line("one-core pipelined", a.porch1_rate, b.porch1_rate, "req/s")
     line("pipelined (2 cores)", a.porch_rate, b.porch_rate, "req/s")
-    for what, get in (("kernel CPU 1-core p-p", lambda r: r.cpu_pingpong),
-                      ("kernel CPU 1-core pipe", lambda r: r.cpu_pipelined1),
-                      ("kernel CPU pipelined", lambda r: r.cpu_pipelined)):
-        line(what, [c.per_msg_us for c in get(a)], [c.per_msg_us for c in get(b)], "µs/msg")
-        line("  python thread", [c.python_us for c in get(a)], [c.python_us for c in get(b)], "µs/msg")
-        line("  requester / rt", [c.requester_us for c in get(a)], [c.requester_us for c in get(b)], "µs")
-        line("  responder / rt", [c.responder_us for c in get(a)], [c.responder_us for c in get(b)], "µs")
+    for what, field_name in (("kernel CPU 1-core p-p", "cpu_pingpong"),
+                             ("kernel CPU 1-core pipe", "cpu_pipelined1"),
+                             ("kernel CPU pipelined", "cpu_pipelined")):
+        ca: list[KernelCpu] = getattr(a, field_name)
+        cb: list[KernelCpu] = getattr(b, field_name)
+        line(what, [c.per_msg_us for c in ca], [c.per_msg_us for c in cb], "µs/msg")
+        line("  python thread", [c.python_us for c in ca], [c.python_us for c in cb], "µs/msg")
+        line("  requester / rt", [c.requester_us for c in ca], [c.requester_us for c in cb], "µs")
+        line("  responder / rt", [c.responder_us for c in ca], [c.responder_us for c in cb], "µs")
 
 
 def load(kind: str, seconds: float) -> None:
