@@ -31,13 +31,13 @@ from porch.http_client.settings import HttpClientSettings, load_settings
 from porch.http_client.validate import parse_absolute_url, valid_method, valid_version
 from porch.http_client.watchdog import Watchdog
 from porch.http_client.websockets import WsClients
-from porch.node.config import ConfigError, load
+from porch.node.config import ConfigError
 from porch.node.home import NodeHome
-from porch.node.logs import setup_logging
+from porch.node.startup import start_service
 from porch.process.aio import AsyncProcess
 from porch.process.core import now_ms
 from porch.process.message import Blob, KernelRefused, KernelUnreachable, Message, PorchError
-from porch.wire import check_backend, http_pb2
+from porch.wire import http_pb2
 
 log = logging.getLogger("porch.http_client")
 
@@ -223,11 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--home", help="node home (default: $PORCH_HOME or ~/.porch)")
     args = parser.parse_args(argv)
-    setup_logging("http-client")
-    check_backend("http-client", log)
-    home = NodeHome.resolve(args.home)
+    started = start_service("http-client", args.home)
+    if started is None:
+        return 2
+    home, config = started
     try:
-        config = load(home.config_path)
         settings = load_settings(config.http_client, f"{home.config_path} [http_client]")
     except ConfigError as exc:
         log.error("%s", exc)

@@ -36,12 +36,11 @@ from porch.http_server.port import PortBusy, open_listener
 from porch.http_server.settings import HttpServerSettings
 from porch.http_server.state import BindingStore, NodeSecrets, generate_password
 from porch.http_server.websocket import WsHub
-from porch.node.config import ConfigError, NodeConfig, load, settings_from
+from porch.node.config import ConfigError, NodeConfig, settings_from
 from porch.node.home import NodeHome
-from porch.node.logs import setup_logging
+from porch.node.startup import start_service
 from porch.process.aio import AsyncProcess
 from porch.process.message import PorchError
-from porch.wire import check_backend
 
 log = logging.getLogger("porch.http_server")
 
@@ -207,14 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    setup_logging("http-server")
-    check_backend("http-server", log)
-    home = NodeHome.resolve(args.home)
+    started = start_service("http-server", args.home)
+    if started is None:
+        return 2
+    home, config = started
     try:
-        home.ensure()
-        config = load(home.config_path)
         settings = load_settings(config, args)
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
         log.error("%s", exc)
         return 2
     if args.worker_fd is not None:

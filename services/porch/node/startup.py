@@ -1,0 +1,25 @@
+"""What every service does first: log to stdout, check the protobuf backend, open the
+node home and read its config, turning a bad home or config into one clear log line."""
+
+from __future__ import annotations
+
+import logging
+
+from porch.node.config import ConfigError, NodeConfig, load
+from porch.node.home import NodeHome
+from porch.node.logs import setup_logging
+from porch.wire import check_backend
+
+
+def start_service(name: str, home_arg: str | None) -> tuple[NodeHome, NodeConfig] | None:
+    """(home, config), or None after logging why the service cannot start (exit 2)."""
+    setup_logging(name)
+    log = logging.getLogger(f"porch.{name.replace('-', '_')}")
+    check_backend(name, log)
+    home = NodeHome.resolve(home_arg)
+    try:
+        home.ensure()
+        return home, load(home.config_path)
+    except (ConfigError, ValueError) as exc:
+        log.error("%s", exc)
+        return None
