@@ -21,7 +21,6 @@ from typing import Any
 
 import zmq
 
-from porch.node.home import ENV_PROCESS, kernel_endpoint
 from porch.process.blocking import LOCAL_GRACE_S, _as_blob, _as_bytes
 from porch.process.core import Core, Exited, Refused, Registered, Reply, expired, refused_error
 from porch.process.message import (
@@ -30,7 +29,6 @@ from porch.process.message import (
     KernelUnreachable,
     Message,
     Offline,
-    PorchError,
     Timeout,
 )
 from porch.wire import kernel_pb2
@@ -75,10 +73,7 @@ class AsyncProcess:
         connect_timeout: float = 30.0,
         context: zmq.Context[Any] | None = None,
     ) -> AsyncProcess:
-        pid = process_id or os.environ.get(ENV_PROCESS)
-        if not pid:
-            raise PorchError("no process id: pass one or set $" + ENV_PROCESS)
-        core = Core(pid, endpoint or kernel_endpoint(home), context=context)
+        core = Core.open(process_id, home, endpoint, context)
         self = cls(core, asyncio.get_running_loop())
         self._on_monitor()
         self._drain()

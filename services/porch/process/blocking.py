@@ -22,7 +22,6 @@ from typing import Any
 
 import zmq
 
-from porch.node.home import ENV_PROCESS, kernel_endpoint
 from porch.process.core import Core, Refused, Registered, Reply, expired, refused_error
 from porch.process.message import (
     Blob,
@@ -70,10 +69,7 @@ class Process:
         connect_timeout: float = 30.0,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        pid = process_id or os.environ.get(ENV_PROCESS)
-        if not pid:
-            raise PorchError("no process id: pass one or set $" + ENV_PROCESS)
-        self._core = Core(pid, endpoint or kernel_endpoint(home), context=context)
+        self._core = Core.open(process_id, home, endpoint, context)
         # Waiting is a poll(2) on the two sockets' notification fds. ZeroMQ's fds only
         # say "look again": _pump always looks at a socket (EVENTS or a recv) after the
         # last operation on it and before sleeping on its fd.

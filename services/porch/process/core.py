@@ -23,12 +23,14 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from porch.address import KERNEL, validate
+from porch.node.home import ENV_PROCESS, kernel_endpoint
 from porch.process.message import (
     SEND_ERRORS,
     Blob,
     KernelRefused,
     Message,
     Offline,
+    PorchError,
     SendError,
 )
 from porch.wire import PROTOCOL_VERSION, kernel_pb2
@@ -125,6 +127,16 @@ class Core:
         # Ids are unique per requester; a random start keeps a restarted process from
         # reusing the ids of its previous life while those may still be pending.
         self._ids = itertools.count(random.getrandbits(62) + 1)
+
+    @classmethod
+    def open(cls, process_id: str | None, home: str | os.PathLike[str] | None, endpoint: str | None,
+             context: zmq.Context[Any] | None = None) -> Core:
+        """The id from the argument or $PORCH_PROCESS; the endpoint from the argument,
+        $PORCH_KERNEL, or the home's socket (both stub APIs start here)."""
+        pid = process_id or os.environ.get(ENV_PROCESS)
+        if not pid:
+            raise PorchError("no process id: pass one or set $" + ENV_PROCESS)
+        return cls(pid, endpoint or kernel_endpoint(home), context=context)
 
     # ------------------------------------------------------------------ lifecycle
 
