@@ -1,4 +1,4 @@
-"""The kernel's message loop: one ROUTER socket, a registry, capabilities, deadlines.
+"""The kernel's message loop: a registry, capabilities, deadlines, over one transport.
 
 Every process connects a DEALER to the kernel's ipc socket and registers a process id.
 For each frame set the kernel:
@@ -15,12 +15,20 @@ KernelError to the connection it came from.
 The loop is a plain blocking epoll (DESIGN.md: a blocking loop used ~35% less CPU than
 zmq.asyncio; epoll on the ROUTER's fd makes fewer system calls than zmq.Poller).
 
+The socket side is a transport (`porch.kernel.transport`): a libzmq ROUTER, or the
+kernel speaking ZMTP itself on the same Unix socket (`[kernel] transport`). This module
+is the same for both; it names connections by the transport's opaque handles.
+
 Liveness: at registration the kernel asks the OS which process is on the other end of
-the connection (SO_PEERCRED on the message's source fd) and watches it with a pidfd,
-which becomes readable the moment that process exits: a `kill -9` is noticed at once,
-without heartbeats that a busy process would miss. (ZeroMQ's ROUTER_NOTIFY would do
-this too, but it is a draft API that pyzmq's wheels do not enable.) A process that
-closes its connection on purpose sends Unregister first.
+the connection (SO_PEERCRED: on the message's source fd under libzmq, at accept under
+ZMTP) and watches it with a pidfd, which becomes readable the moment that process
+exits: a `kill -9` is noticed at once, without heartbeats that a busy process would
+miss. (ZeroMQ's ROUTER_NOTIFY would do this too, but it is a draft API that pyzmq's
+wheels do not enable.) A process that closes its connection on purpose sends
+Unregister first. Under ZMTP the kernel also sees the connection's EOF and drops the
+registration at once; the pidfd stays because a connection can outlive its process
+(a child forked without exec inherits the socket, so no EOF comes when the registered
+process dies) and it costs one fd per process.
 """
 
 from __future__ import annotations
@@ -29,19 +37,20 @@ import logging
 import os
 import select
 import signal
-import socket
-import struct
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import zmq
 from google.protobuf.message import DecodeError
 
 from porch.address import KERNEL, is_valid
+from porch.kernel.libzmq_transport import HIGH_WATER_MARK, LibzmqTransport
 from porch.kernel.pending import PendingTable
 from porch.kernel.policy import CapabilityPolicy
+from porch.kernel.transport import Conn, SendFailed, Transport, now_ms
+from porch.kernel.zmtp import ZmtpTransport
 from porch.wire import PROTOCOL_VERSION, kernel_pb2
 
 log = logging.getLogger("porch.kernel")
@@ -51,7 +60,7 @@ parse_envelope = Envelope.FromString
 SendErrorKind = kernel_pb2.SendError.Kind
 ErrorCode = kernel_pb2.KernelError.Code
 
-HIGH_WATER_MARK = 10_000
+TRANSPORTS = ("zmtp", "libzmq")
 # A request's deadline is clamped to this far ahead: the pending table stays bounded.
 DEFAULT_MAX_TIMEOUT_MS = 3_600_000
 # Requests with expects_response but no deadline get this one.
@@ -59,15 +68,8 @@ DEFAULT_TIMEOUT_MS = 30_000
 # After a kernel (re)start, a watched process that is not registered yet may simply not
 # have re-registered: wait this long before saying it has exited.
 WATCH_GRACE_MS = 5_000
-# Frame sets handled per wakeup before deadlines and deaths are looked at again.
-BATCH = 1000
-# Plain ints: pyzmq's flag enums cost a Python-level enum construction per `|`.
-NOBLOCK = int(zmq.NOBLOCK)
-MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+__all__ = ["HIGH_WATER_MARK", "TRANSPORTS", "Kernel", "Peer", "install_signal_handlers",
+           "make_transport", "now_ms"]
 
 
 @dataclass(slots=True)
@@ -79,16 +81,12 @@ class Peer:
     verified_pid: int = 0
 
 
-def peer_pid(frame: zmq.Frame) -> int:
-    """The pid of the process at the other end of the connection `frame` came on, or 0."""
-    try:
-        fd = frame.get(zmq.SRCFD)
-        with socket.socket(fileno=os.dup(fd)) as conn:
-            cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid: int = struct.unpack("3i", cred)[0]
-        return pid
-    except (OSError, zmq.ZMQError, AttributeError):
-        return 0
+def make_transport(name: str, endpoint: str, context: zmq.Context[Any] | None = None) -> Transport:
+    if name == "zmtp":
+        return ZmtpTransport(endpoint)
+    if name == "libzmq":
+        return LibzmqTransport(endpoint, context)
+    raise ValueError(f"unknown kernel transport {name!r}; known: {', '.join(TRANSPORTS)}")
 
 
 @dataclass
@@ -119,6 +117,7 @@ class Kernel:
         *,
         context: zmq.Context[Any] | None = None,
         max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
+        transport: str | Transport = "libzmq",
     ) -> None:
         self.endpoint = endpoint
         self.node = node
@@ -126,43 +125,27 @@ class Kernel:
         self.max_timeout_ms = max_timeout_ms
         self.boot_id = uuid.uuid4().hex[:12]
         self.counters = Counters()
-        self.peers: dict[bytes, Peer] = {}  # routing identity -> registered peer
-        self.idents: dict[str, bytes] = {}  # process id -> routing identity
-        self.watched: dict[int, tuple[int, set[bytes]]] = {}  # os pid -> (pidfd, identities)
+        self.peers: dict[Conn, Peer] = {}  # connection -> registered peer
+        self.idents: dict[str, Conn] = {}  # process id -> connection
+        self.watched: dict[int, tuple[int, set[Conn]]] = {}  # os pid -> (pidfd, connections)
+        self._pidfds: dict[int, int] = {}  # pidfd -> os pid
         self.pending = PendingTable()
         self.watchers: dict[str, set[str]] = {}  # watched process id -> watcher ids
         self.started_ms = now_ms()
         self._watch_checks: list[tuple[str, str]] = []  # (watched, watcher) after the grace
-        # The ROUTER's fd (while run() runs) and one pidfd per watched process.
+        # The transport's fds (while run() runs) and one pidfd per watched process.
         self._epoll = select.epoll()
         self._running = False
-        ctx = context or zmq.Context.instance()
-        self.sock: zmq.Socket[bytes] = ctx.socket(zmq.ROUTER)
-        for opt, value in (
-            (zmq.LINGER, 0),
-            (zmq.ROUTER_MANDATORY, 1),
-            (zmq.SNDHWM, HIGH_WATER_MARK),
-            (zmq.RCVHWM, HIGH_WATER_MARK),
-            (zmq.HEARTBEAT_IVL, 1000),
-            (zmq.HEARTBEAT_TIMEOUT, 5000),
-            (zmq.HEARTBEAT_TTL, 5000),
-            (zmq.MAXMSGSIZE, 1 << 30),
-        ):
-            self.sock.setsockopt(opt, value)
+        self.transport: Transport = (make_transport(transport, endpoint, context)
+                                     if isinstance(transport, str) else transport)
 
     # ------------------------------------------------------------------ lifecycle
 
     def bind(self) -> None:
-        path = self.endpoint.removeprefix("ipc://")
-        if self.endpoint.startswith("ipc://") and os.path.exists(path):
-            os.unlink(path)  # stale socket of a previous kernel (the lock proves it)
-        old_umask = os.umask(0o077)
-        try:
-            self.sock.bind(self.endpoint)
-        finally:
-            os.umask(old_umask)
+        self.transport.bind()
         log.info("kernel %s for node %s listening on %s (protocol v%d)",
                  self.boot_id, self.node, self.endpoint, PROTOCOL_VERSION)
+        log.info("kernel transport: %s", self.transport.name)
 
     def stop(self, *_: object) -> None:
         self._running = False
@@ -171,114 +154,99 @@ class Kernel:
         for pidfd, _ in self.watched.values():
             os.close(pidfd)
         self.watched.clear()
+        self._pidfds.clear()
+        self.transport.close()
         self._epoll.close()
-        self.sock.close(0)
-        if self.endpoint.startswith("ipc://"):
-            try:
-                os.unlink(self.endpoint.removeprefix("ipc://"))
-            except FileNotFoundError:
-                pass
 
     def run(self) -> None:
         """Serve until stop() (SIGTERM/SIGINT when run as the service).
 
-        One epoll set holds the ROUTER's notification fd and the pidfds of registered
-        processes. ZeroMQ's fd only says "look again", so every sleep comes right after
-        a drain that ended with EAGAIN (which also consumed the fd's signal); sends made
-        while expiring deadlines or failing a dead process's requests are followed by
-        another drain before the next sleep. zmq.Poller did the same with two poll(2)
-        calls and two EVENTS checks per wakeup; this is one epoll_wait.
+        One epoll set holds the transport's fds and the pidfds of registered processes.
+        Each wakeup: the transport's events first (messages are what someone is waiting
+        for), then deaths, then deadlines and the transport's timers; then the
+        transport flushes (under libzmq: drains again if anything was sent, since a
+        send may have taken the fd's signal for a message now waiting).
         """
         self._running = True
-        zfd = cast(int, self.sock.getsockopt(zmq.FD))
+        transport = self.transport
         epoll = self._epoll
-        epoll.register(zfd, select.EPOLLIN)
+        transport.attach(epoll, self)
+        on_events = transport.on_events
         pending = self.pending
+        pidfds = self._pidfds
         wait = 0
         try:
             while self._running:
                 ready = epoll.poll(wait / 1000)
-                # Messages first: on a wakeup they are what someone is waiting for.
-                more = self._drain()
+                more = on_events(ready)
                 sent = False
-                for fd, _ in ready:
-                    if fd != zfd:
-                        self._pid_exited(fd)
-                        sent = True
+                if pidfds:
+                    for fd, _ in ready:
+                        if fd in pidfds:
+                            self._pid_exited(fd)
+                            sent = True
                 deadline = pending.next_deadline()
                 if self._watch_checks:
                     grace_end = self.started_ms + WATCH_GRACE_MS
                     deadline = grace_end if deadline is None else min(deadline, grace_end)
-                if deadline is not None:
+                tick = transport.next_timer()
+                wake = _earliest(deadline, tick)
+                if wake is not None:
                     now = now_ms()
-                    if now >= deadline:
-                        self.expire(now)
-                        sent = True
-                        deadline = pending.next_deadline()
-                if sent:
-                    # A send may have taken the fd's signal for a message now waiting.
-                    more = self._drain() or more
+                    if now >= wake:
+                        if deadline is not None and now >= deadline:
+                            self.expire(now)
+                            sent = True
+                            deadline = pending.next_deadline()
+                        if tick is not None and now >= tick:
+                            transport.on_timer(now)
+                            tick = transport.next_timer()
+                        wake = _earliest(deadline, tick)
+                more = transport.flush(sent) or more
                 if more:
                     wait = 0
-                elif deadline is None:
+                elif wake is None:
                     wait = 1000
                 else:
-                    wait = max(0, min(1000, deadline - now_ms()))
+                    wait = max(0, min(1000, wake - now_ms()))
         finally:
-            epoll.unregister(zfd)
-
-    def _drain(self) -> bool:
-        """Handle what is waiting, at most BATCH frame sets; True if more may be waiting.
-
-        Frames are read one at a time, not with recv_multipart: pyzmq's multipart
-        helpers cost ~2 us per message (an RCVMORE getsockopt per frame, enum flag
-        arithmetic). The identity is copied (a small dict key). The envelope comes as a
-        zmq.Frame: its .more tells whether a blob follows, and a Register's frame tells
-        which connection, hence which pid, sent it. A blob stays a Frame and is
-        forwarded without a copy.
-        """
-        recv = self.sock.recv
-        for _ in range(BATCH):
-            try:
-                ident = recv(NOBLOCK)
-            except zmq.Again:
-                return False
-            # A ROUTER always delivers the identity with at least one frame after it.
-            frame = recv(NOBLOCK, copy=False)
-            if not frame.more:
-                self._handle(ident, frame, None)
-                continue
-            blob = recv(NOBLOCK, copy=False)
-            if not blob.more:
-                self._handle(ident, frame, blob)
-                continue
-            count = 2
-            while blob.more:
-                blob = recv(NOBLOCK, copy=False)
-                count += 1
-            self._malformed(ident, 0, f"expected [envelope] or [envelope, blob], got {count} frames")
-        return True
+            transport.detach()
 
     # ------------------------------------------------------------------ routing
 
     def handle(self, frames: list[Any]) -> None:
         """One incoming frame set: [identity, envelope] or [identity, envelope, blob].
 
-        Frames are zmq.Frame or plain bytes (tests); the loop itself reads frames one by
-        one and calls _handle.
+        Frames are zmq.Frame or plain bytes (tests); the transports call deliver().
         """
         n = len(frames)
         ident = _bytes(frames[0])
         if n not in (2, 3):
-            self._malformed(ident, 0, f"expected [envelope] or [envelope, blob], got {n - 1} frames")
+            self.wrong_frame_count(ident, n - 1)
             return
-        self._handle(ident, frames[1], frames[2] if n == 3 else None)
+        self.deliver(ident, frames[1], frames[2] if n == 3 else None)
 
-    def _handle(self, ident: bytes, frame: Any, blob: Any) -> None:
+    # ------------------------------------------------------------------ from the transport
+
+    def wrong_frame_count(self, ident: Conn, count: int) -> None:
+        self._malformed(ident, 0, f"expected [envelope] or [envelope, blob], got {count} frames")
+
+    def disconnected(self, ident: Conn) -> None:
+        self._drop(ident, "connection closed")
+
+    def refused_connection(self, who: str, reason: str) -> None:
+        self.counters.malformed += 1
+        self.counters.warn("zmtp", "closed connection %s: %s", who, reason)
+
+    def note(self, what: str, msg: str, *args: object) -> None:
+        self.counters.warn(what, msg, *args)
+
+    def deliver(self, ident: Conn, frame: Any, blob: Any) -> None:
+        """A message from a connection: [envelope] (blob None) or [envelope, blob]."""
         # A fresh Envelope each time: re-parsing into one upb message leaks, its arena
         # keeps every parse's strings (measured: +190 MB per million messages).
         try:
-            env = parse_envelope(frame.bytes if type(frame) is zmq.Frame else bytes(frame))
+            env = parse_envelope(frame.bytes if type(frame) is zmq.Frame else frame)
         except DecodeError:
             self._malformed(ident, 0, "frame is not a porch.v1.Envelope")
             return
@@ -314,20 +282,6 @@ class Kernel:
         else:
             self._malformed(ident, env.id, f"processes may not send {kind!r} messages")
 
-    def _forward(self, tident: bytes, frame: Any, blob: Any) -> None:
-        """Send [tident, envelope(, blob)]; raises zmq.Again / ZMQError like send_multipart.
-
-        Under ROUTER_MANDATORY an unroutable identity or a full queue fails on the first
-        frame, so nothing half-sent is left behind.
-        """
-        send = self.sock.send
-        send(tident, MORE_NOBLOCK)
-        if blob is None:
-            send(frame, NOBLOCK, copy=False)
-        else:
-            send(frame, MORE_NOBLOCK, copy=False)
-            send(blob, NOBLOCK, copy=False)
-
     def _route_request(self, source: str, env: kernel_pb2.Envelope, frame: Any, blob: Any) -> None:
         target = env.target
         req = env.request
@@ -357,8 +311,8 @@ class Kernel:
                 return
             self.pending.add((reply_to, env.id), target, deadline)
         try:
-            self._forward(tident, frame, blob)
-        except (zmq.Again, zmq.ZMQError) as exc:
+            self.transport.send(tident, frame, blob)
+        except SendFailed as exc:
             # Gone (EHOSTUNREACH under ROUTER_MANDATORY) or its queue is full.
             self.counters.offline += 1
             if expects:
@@ -377,8 +331,8 @@ class Kernel:
         if tident is None:
             return
         try:
-            self._forward(tident, frame, blob)
-        except (zmq.Again, zmq.ZMQError):
+            self.transport.send(tident, frame, blob)
+        except SendFailed:
             self.counters.offline += 1
             return
         self.counters.routed += 1
@@ -399,16 +353,20 @@ class Kernel:
     # ------------------------------------------------------------------ connections
 
     def _pid_exited(self, pidfd: int) -> None:
-        for os_pid, (fd, idents) in list(self.watched.items()):
-            if fd == pidfd:
-                self._epoll.unregister(fd)
-                os.close(fd)
-                del self.watched[os_pid]
-                for ident in list(idents):
-                    self._drop(ident, f"process exited (os pid {os_pid})")
-                return
+        # The event may be stale: this wakeup's earlier work can have closed that pidfd
+        # and reused its number (for another pidfd or a connection). Believe it only if
+        # the fd is still one of ours and is readable now.
+        os_pid = self._pidfds.get(pidfd)
+        if os_pid is None or not select.select([pidfd], [], [], 0)[0]:
+            return
+        _, idents = self.watched.pop(os_pid)
+        del self._pidfds[pidfd]
+        self._epoll.unregister(pidfd)
+        os.close(pidfd)
+        for ident in list(idents):
+            self._drop(ident, f"process exited (os pid {os_pid})")
 
-    def _watch(self, os_pid: int, ident: bytes) -> None:
+    def _watch(self, os_pid: int, ident: Conn) -> None:
         entry = self.watched.get(os_pid)
         if entry is None:
             try:
@@ -418,10 +376,11 @@ class Kernel:
                             "on send and Timeout at deadlines", os_pid, exc)
                 return
             entry = self.watched[os_pid] = (pidfd, set())
+            self._pidfds[pidfd] = os_pid
             self._epoll.register(pidfd, select.EPOLLIN)
         entry[1].add(ident)
 
-    def _unwatch(self, os_pid: int, ident: bytes) -> None:
+    def _unwatch(self, os_pid: int, ident: Conn) -> None:
         entry = self.watched.get(os_pid)
         if entry is None:
             return
@@ -429,9 +388,10 @@ class Kernel:
         if not entry[1]:
             self._epoll.unregister(entry[0])
             os.close(entry[0])
+            del self._pidfds[entry[0]]
             del self.watched[os_pid]
 
-    def _drop(self, ident: bytes, why: str) -> None:
+    def _drop(self, ident: Conn, why: str) -> None:
         """Forget a registration; everything pending on it fails Offline at once."""
         peer = self.peers.pop(ident, None)
         if peer is None:
@@ -451,12 +411,12 @@ class Kernel:
         log.info("unregistered %s (os pid %d): %s; %d pending request(s) failed Offline",
                  peer.process_id, peer.os_pid, why, len(failed))
 
-    def _control(self, ident: bytes, peer: Peer | None, env: kernel_pb2.Envelope,
+    def _control(self, ident: Conn, peer: Peer | None, env: kernel_pb2.Envelope,
                  frame: Any) -> None:
         ctl = env.control
         which = ctl.WhichOneof("kind")
         if which == "register":
-            pid = peer_pid(frame) if isinstance(frame, zmq.Frame) else 0
+            pid = self.transport.peer_pid(ident, frame)
             self._register(ident, peer, ctl.register, pid)
         elif which == "unregister":
             self._drop(ident, "closed its connection")
@@ -486,7 +446,7 @@ class Kernel:
         else:
             self._malformed(ident, env.id, f"processes may not send control {which!r}")
 
-    def _register(self, ident: bytes, peer: Peer | None, reg: kernel_pb2.Register,
+    def _register(self, ident: Conn, peer: Peer | None, reg: kernel_pb2.Register,
                   verified_pid: int) -> None:
         pid = reg.process_id
         if not is_valid(pid) or pid == KERNEL:
@@ -543,7 +503,7 @@ class Kernel:
         env.control.process_exited.process_id = watched
         self._send(ident, env)
 
-    def _send_registered(self, ident: bytes, pid: str) -> None:
+    def _send_registered(self, ident: Conn, pid: str) -> None:
         reply = Envelope(version=PROTOCOL_VERSION, source=KERNEL, target=pid)
         ack = reply.control.registered
         ack.process_id, ack.node, ack.kernel_boot_id = pid, self.node, self.boot_id
@@ -551,10 +511,10 @@ class Kernel:
 
     # ------------------------------------------------------------------ replies
 
-    def _send(self, ident: bytes, env: kernel_pb2.Envelope) -> None:
+    def _send(self, ident: Conn, env: kernel_pb2.Envelope) -> None:
         try:
-            self.sock.send_multipart((ident, env.SerializeToString()), zmq.NOBLOCK)
-        except (zmq.Again, zmq.ZMQError):
+            self.transport.send(ident, env.SerializeToString(), None)
+        except SendFailed:
             pass  # gone or not reading; nothing is queued for absent peers
 
     def _send_error(self, to: str, id_: int, target: str, kind: int, detail: str,
@@ -570,7 +530,7 @@ class Kernel:
         err.delivered = delivered
         self._send(ident, env)
 
-    def _kernel_error(self, ident: bytes, code: int, id_: int, detail: str) -> None:
+    def _kernel_error(self, ident: Conn, code: int, id_: int, detail: str) -> None:
         env = Envelope(version=PROTOCOL_VERSION, id=id_, source=KERNEL)
         err = env.control.error
         err.code = code  # type: ignore[assignment]
@@ -578,15 +538,21 @@ class Kernel:
         err.detail = detail
         self._send(ident, env)
 
-    def _malformed(self, ident: bytes, id_: int, detail: str) -> None:
+    def _malformed(self, ident: Conn, id_: int, detail: str) -> None:
         self.counters.malformed += 1
         self.counters.warn("malformed", "malformed message from %s: %s",
                            self._who(ident), detail)
         self._kernel_error(ident, ErrorCode.Malformed, id_, detail)
 
-    def _who(self, ident: bytes) -> str:
+    def _who(self, ident: Conn) -> str:
         peer = self.peers.get(ident)
-        return peer.process_id if peer else f"unregistered connection {ident.hex()}"
+        return peer.process_id if peer else f"unregistered connection {self.transport.describe(ident)}"
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None or a <= b else b
 
 
 def _bytes(frame: Any) -> bytes:

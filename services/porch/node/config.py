@@ -63,6 +63,16 @@ class ProcessSpec:
 class KernelSettings:
     # Request deadlines further ahead are clamped to this (keeps the pending table bounded).
     max_request_timeout_s: float = 3600.0
+    # How the kernel serves its socket: "zmtp" (it speaks ZMTP 3.1 itself, in its own
+    # thread: no libzmq I/O thread between the socket and the router; bench/README.md
+    # "Kernel") or "libzmq" (a pyzmq ROUTER). The processes connecting to it cannot
+    # tell the difference.
+    transport: str = "libzmq"
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("zmtp", "libzmq"):
+            raise ConfigError(f"[kernel] transport must be \"zmtp\" or \"libzmq\", "
+                              f"got {self.transport!r}")
 
 
 @dataclass(frozen=True)

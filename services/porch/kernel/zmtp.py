@@ -1,0 +1,476 @@
+"""The kernel's transport speaking ZMTP itself (`[kernel] transport = "zmtp"`).
+
+A ROUTER-side ZMTP 3.1 server on the kernel's Unix socket (libzmq's ipc:// transport
+is a Unix stream socket, so the stubs' DEALERs connect to it unchanged). It runs in
+the kernel's one thread, on the kernel's epoll: a message is read by the thread that
+routes it and written by the same thread, with no libzmq I/O thread or mailbox in
+between. bench/README.md "Kernel" has the figures that motivate it.
+
+What it keeps from the libzmq ROUTER it replaces:
+- ROUTER_MANDATORY + SNDHWM: each peer has a bounded output queue (HIGH_WATER_MARK
+  messages, MAX_QUEUE_BYTES bytes). A send to a peer whose queue is full, or whose
+  connection is gone, fails (SendFailed), and the core answers Offline as before.
+- Heartbeats: every HEARTBEAT_IVL_MS a PING (TTL HEARTBEAT_TIMEOUT_MS) goes to every
+  peer; a peer that sends nothing for HEARTBEAT_TIMEOUT_MS (a live libzmq peer always
+  answers PINGs, and the stubs PING us) is disconnected. The stubs' PINGs get PONGs.
+- MAXMSGSIZE: a frame over MAX_FRAME closes its connection.
+
+What it adds, because it holds the connections itself:
+- The peer's pid comes from SO_PEERCRED once, at accept.
+- EOF on a connection is a disconnect the core hears at once (the libzmq ROUTER kept
+  that to itself): the registration is dropped and its pending requests fail Offline
+  without waiting for the pidfd.
+- Garbage on a raw connection (not ZMTP, a bad greeting, another mechanism or socket
+  type, a malformed or oversized frame, no handshake within HANDSHAKE_TIMEOUT_MS)
+  closes that connection, is counted as malformed and logged (rate-limited).
+
+Writes are deferred to the end of each wakeup: messages routed while handling one
+epoll_wait's events are written with one send/sendmsg per peer (scatter-gather:
+blobs are never joined to their headers), and what the socket does not take stays
+queued, with EPOLLOUT armed, until it does. Socket closes are deferred likewise, so
+no fd number is reused while an epoll_wait's events are still being handled.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import select
+import socket
+import struct
+from collections import deque
+from typing import Any
+
+from porch.kernel.transport import FULL, UNREACHABLE, Conn, SendFailed, Sink, now_ms
+from porch.kernel.zmtp_codec import (
+    BIG_FRAME,
+    ServerSession,
+    frame_header,
+    ping,
+)
+
+HIGH_WATER_MARK = 10_000  # messages queued to one peer (libzmq's SNDHWM)
+MAX_QUEUE_BYTES = 64 * 1024 * 1024  # bytes queued to one peer (libzmq has no such bound)
+MAX_FRAME = 1 << 30  # libzmq's MAXMSGSIZE (per frame)
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 5000
+# A connection that has not finished the greeting and READY by then is closed
+# (libzmq's HANDSHAKE_IVL is 30 s; a local peer needs milliseconds).
+HANDSHAKE_TIMEOUT_MS = 10_000
+READ_SIZE = 65536
+IOV_MAX = 1024
+# Messages up to this size are joined into one buffer: cheaper than an iovec per part.
+JOIN_BELOW = 16 * 1024
+BACKLOG = 128
+
+_SHORT_LAST = [frame_header(n, False) for n in range(256)]
+_SHORT_MORE = [frame_header(n, True) for n in range(256)]
+_EPOLLIN = select.EPOLLIN
+_EPOLLOUT = select.EPOLLOUT
+_IN_OUT = select.EPOLLIN | select.EPOLLOUT
+
+
+def socket_path(endpoint: str) -> str:
+    """The filesystem path (or abstract name) of an ipc:// endpoint."""
+    if not endpoint.startswith("ipc://"):
+        raise ValueError(f"the zmtp transport serves ipc:// endpoints only, not {endpoint!r}")
+    path = endpoint.removeprefix("ipc://")
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
+class Connection:
+    """One accepted peer. The routing core holds it as the peer's handle."""
+
+    __slots__ = ("age_ms", "closed", "ends", "fd", "ident", "pid", "queue", "queued", "rx",
+                 "rx_seen", "session", "silent_ms", "sock", "writing", "written")
+
+    def __init__(self, sock: socket.socket, pid: int, ident: bytes, max_frame: int) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.pid = pid
+        self.ident = ident
+        self.session = ServerSession(max_frame)
+        self.closed = False
+        # Output: buffers not yet written; bytes ever queued / written; the cumulative
+        # end offset of each message still (partly) queued.
+        self.queue: list[Any] = []
+        self.queued = 0
+        self.written = 0
+        self.ends: deque[int] = deque()
+        # EPOLLOUT armed (the socket took less than was queued). A connection with
+        # output queued is either writing or on the transport's dirty list.
+        self.writing = False
+        # Liveness: reads so far, the count at the last heartbeat tick, silence so far.
+        self.rx = 0
+        self.rx_seen = 0
+        self.silent_ms = 0
+        self.age_ms = 0  # before the handshake completes
+
+    def __repr__(self) -> str:
+        return f"<zmtp connection {self.ident.hex()} os pid {self.pid}>"
+
+
+class ZmtpTransport:
+    name = "zmtp"
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        high_water_mark: int = HIGH_WATER_MARK,
+        max_queue_bytes: int = MAX_QUEUE_BYTES,
+        max_frame: int = MAX_FRAME,
+        heartbeat_ivl_ms: int = HEARTBEAT_IVL_MS,
+        heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
+        handshake_timeout_ms: int = HANDSHAKE_TIMEOUT_MS,
+    ) -> None:
+        self.endpoint = endpoint
+        self.path = socket_path(endpoint)
+        self.high_water_mark = high_water_mark
+        self.max_queue_bytes = max_queue_bytes
+        self.max_frame = max_frame
+        self.heartbeat_ivl_ms = heartbeat_ivl_ms
+        self.heartbeat_timeout_ms = heartbeat_timeout_ms
+        self.handshake_timeout_ms = handshake_timeout_ms
+        self._ping = ping(min(0xFFFF, heartbeat_timeout_ms // 100))
+        self.conns: dict[int, Connection] = {}  # fd -> connection
+        self.lsock: socket.socket | None = None
+        self._epoll: select.epoll | None = None
+        self._sink: Sink | None = None
+        self._dirty: list[Connection] = []  # queued output not yet attempted
+        self._closing: list[socket.socket] = []
+        self._next_tick: int | None = None
+        self._accepting = False
+        # Routing identities in libzmq's format (0x00 + a 32-bit counter from a random
+        # start): logs name unregistered connections the same way on both transports.
+        self._serial = random.getrandbits(31)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def bind(self) -> None:
+        if not self.path.startswith("\0") and os.path.exists(self.path):
+            os.unlink(self.path)  # stale socket of a previous kernel (the lock proves it)
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o077)
+        try:
+            lsock.bind(self.path)
+        except OSError:
+            lsock.close()
+            raise
+        finally:
+            os.umask(old_umask)
+        lsock.listen(BACKLOG)
+        lsock.setblocking(False)
+        self.lsock = lsock
+
+    def attach(self, epoll: select.epoll, sink: Sink) -> None:
+        assert self.lsock is not None, "bind() first"
+        self._epoll = epoll
+        self._sink = sink
+        epoll.register(self.lsock.fileno(), _EPOLLIN)
+        self._accepting = True
+        self._next_tick = now_ms() + self.heartbeat_ivl_ms
+
+    def detach(self) -> None:
+        epoll = self._epoll
+        if epoll is None:
+            return
+        if self._accepting and self.lsock is not None:
+            epoll.unregister(self.lsock.fileno())
+            self._accepting = False
+        for conn in self.conns.values():
+            epoll.unregister(conn.fd)
+        self._epoll = None
+
+    def close(self) -> None:
+        self.detach()
+        for conn in self.conns.values():
+            conn.closed = True
+            conn.sock.close()
+        self.conns.clear()
+        self._close_deferred()
+        if self.lsock is not None:
+            self.lsock.close()
+            self.lsock = None
+            if not self.path.startswith("\0"):
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+
+    # ------------------------------------------------------------------ events
+
+    def on_events(self, ready: list[tuple[int, int]]) -> bool:
+        conns = self.conns
+        for fd, ev in ready:
+            conn = conns.get(fd)
+            if conn is None:
+                if self.lsock is not None and fd == self.lsock.fileno():
+                    self._accept()
+                continue  # a pidfd (the core's), or a connection closed meanwhile
+            if ev & _EPOLLOUT:
+                self._write(conn)
+            if ev & ~_EPOLLOUT and not conn.closed:  # IN, HUP, ERR: a read says which
+                self._read(conn)
+        if self._dirty:
+            self._flush_dirty()
+        if self._closing:
+            self._close_deferred()
+        return False
+
+    def flush(self, sent: bool) -> bool:
+        if self._dirty:
+            self._flush_dirty()
+        if self._closing:
+            self._close_deferred()
+        return False
+
+    def next_timer(self) -> int | None:
+        return self._next_tick
+
+    def on_timer(self, now: int) -> None:
+        """Heartbeats, handshake deadlines, and accepting again after EMFILE."""
+        ivl = self.heartbeat_ivl_ms
+        self._next_tick = now + ivl
+        if not self._accepting and self.lsock is not None and self._epoll is not None:
+            self._epoll.register(self.lsock.fileno(), _EPOLLIN)
+            self._accepting = True
+        for conn in list(self.conns.values()):
+            if conn.rx != conn.rx_seen:
+                conn.rx_seen = conn.rx
+                conn.silent_ms = 0
+            else:
+                conn.silent_ms += ivl
+            if not conn.session.ready:
+                conn.age_ms += ivl
+                if conn.age_ms >= self.handshake_timeout_ms:
+                    self._refuse(conn, f"no ZMTP handshake within {self.handshake_timeout_ms} ms")
+                continue
+            if conn.silent_ms >= self.heartbeat_timeout_ms:
+                self._note("heartbeat", "zmtp: closing %r: nothing received for %d ms "
+                           "(heartbeat timeout)", conn, conn.silent_ms)
+                self._close(conn)
+                continue
+            if not conn.writing:  # a peer with a backlog is not reading PINGs either
+                self._queue_raw(conn, self._ping)
+        self.flush(True)
+
+    # ------------------------------------------------------------------ accept / close
+
+    def _accept(self) -> None:
+        lsock = self.lsock
+        epoll = self._epoll
+        assert lsock is not None and epoll is not None
+        for _ in range(64):
+            try:
+                sock, _ = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # EMFILE/ENFILE/ENOBUFS: stop accepting until the next tick rather than
+                # spin on a listening socket that stays readable.
+                self._note("accept", "zmtp: accept failed (%s); pausing accepts for %d ms",
+                           exc, self.heartbeat_ivl_ms)
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    epoll.unregister(lsock.fileno())
+                    self._accepting = False
+                return
+            sock.setblocking(False)
+            try:
+                cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+                pid = struct.unpack("3i", cred)[0]
+            except OSError:
+                pid = 0
+            self._serial = (self._serial + 1) & 0xFFFFFFFF
+            conn = Connection(sock, pid, b"\0" + struct.pack(">I", self._serial), self.max_frame)
+            self.conns[conn.fd] = conn
+            epoll.register(conn.fd, _EPOLLIN)
+            # Our greeting and READY, at once (a few dozen bytes into an empty buffer).
+            self._queue_session_output(conn)
+
+    def _close(self, conn: Connection) -> None:
+        """Forget conn now; its socket is closed once this wakeup's events are handled."""
+        if conn.closed:
+            return
+        conn.closed = True
+        del self.conns[conn.fd]
+        if self._epoll is not None:
+            self._epoll.unregister(conn.fd)
+        conn.queue = []
+        self._closing.append(conn.sock)
+        if conn.session.ready and self._sink is not None:
+            self._sink.disconnected(conn)
+
+    def _refuse(self, conn: Connection, reason: str) -> None:
+        """Close conn for breaking the protocol: counted, logged; an ERROR goes first
+        when the session queued one (best effort, one non-blocking write)."""
+        if conn.closed:
+            return
+        out = conn.session.out
+        if out:
+            try:
+                conn.sock.send(b"".join(out))
+            except OSError:
+                pass
+            out.clear()
+        if self._sink is not None:
+            self._sink.refused_connection(f"{conn.ident.hex()} (os pid {conn.pid})", reason)
+        self._close(conn)
+
+    def _close_deferred(self) -> None:
+        closing, self._closing = self._closing, []
+        for sock in closing:
+            sock.close()
+
+    def _note(self, what: str, msg: str, *args: object) -> None:
+        if self._sink is not None:
+            self._sink.note(what, msg, *args)
+
+    # ------------------------------------------------------------------ reading
+
+    def _read(self, conn: Connection) -> None:
+        session = conn.session
+        buf = session.read_buffer()
+        try:
+            if buf is None:
+                data = conn.sock.recv(READ_SIZE)
+                if not data:
+                    self._close(conn)
+                    return
+                msgs = session.feed(data)
+            else:
+                n = conn.sock.recv_into(buf)
+                if not n:
+                    self._close(conn)
+                    return
+                msgs = session.filled(n)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # ECONNRESET and the like: the peer is gone
+            self._close(conn)
+            return
+        conn.rx += 1
+        if session.out:
+            self._queue_session_output(conn)
+        if msgs:
+            sink = self._sink
+            assert sink is not None
+            for frames, count in msgs:
+                if count == 1:
+                    sink.deliver(conn, frames[0], None)
+                elif count == 2:
+                    sink.deliver(conn, frames[0], frames[1])
+                else:
+                    sink.wrong_frame_count(conn, count)
+                if conn.closed:
+                    return
+        if session.error is not None:
+            self._refuse(conn, session.error)
+
+    # ------------------------------------------------------------------ writing
+
+    def send(self, conn: Conn, frame: Any, blob: Any) -> None:
+        c: Connection = conn  # type: ignore[assignment]
+        if c.closed:
+            raise SendFailed(UNREACHABLE)
+        flen = len(frame)
+        queue = c.queue
+        if blob is None:
+            size = flen + (2 if flen < 256 else 9)
+            if queue and (len(c.ends) >= self.high_water_mark
+                          or c.queued - c.written + size > self.max_queue_bytes):
+                raise SendFailed(FULL)
+            if flen < 256:
+                queue.append(_SHORT_LAST[flen] + frame)
+            elif flen < JOIN_BELOW:
+                queue.append(frame_header(flen, False) + frame)
+            else:
+                queue.append(frame_header(flen, False))
+                queue.append(frame)
+        else:
+            blen = len(blob)
+            size = flen + blen + (2 if flen < 256 else 9) + (2 if blen < 256 else 9)
+            if queue and (len(c.ends) >= self.high_water_mark
+                          or c.queued - c.written + size > self.max_queue_bytes):
+                raise SendFailed(FULL)
+            head = (_SHORT_MORE[flen] if flen < 256 else frame_header(flen, True)) + frame
+            if size < JOIN_BELOW:
+                queue.append(head + (_SHORT_LAST[blen] if blen < 256 else frame_header(blen, False))
+                             + blob)
+            else:
+                queue.append(head + frame_header(blen, False))
+                queue.append(blob)
+        c.queued += size
+        c.ends.append(c.queued)
+        if c.queued - size == c.written:  # the queue was empty: not dirty nor writing yet
+            self._dirty.append(c)
+
+    def _queue_raw(self, conn: Connection, data: bytes) -> None:
+        """Protocol output (greeting, READY, PING, PONG): outside the HWM bound."""
+        if conn.queued == conn.written:
+            self._dirty.append(conn)
+        conn.queue.append(data)
+        conn.queued += len(data)
+        conn.ends.append(conn.queued)
+
+    def _queue_session_output(self, conn: Connection) -> None:
+        out = conn.session.out
+        self._queue_raw(conn, out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    def _flush_dirty(self) -> None:
+        dirty = self._dirty
+        while dirty:
+            conn = dirty.pop()
+            if not conn.writing and not conn.closed and conn.queue:
+                self._write(conn)
+
+    def _write(self, conn: Connection) -> None:
+        queue = conn.queue
+        try:
+            n = conn.sock.send(queue[0]) if len(queue) == 1 else conn.sock.sendmsg(queue[:IOV_MAX])
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:  # EPIPE, ECONNRESET: the peer is gone
+            self._close(conn)
+            return
+        written = conn.written = conn.written + n
+        if written == conn.queued:
+            queue.clear()
+            conn.ends.clear()
+            if conn.writing:
+                conn.writing = False
+                if self._epoll is not None:
+                    self._epoll.modify(conn.fd, _EPOLLIN)
+            return
+        # Partly written: drop what went, keep the rest of the first buffer not done.
+        i = 0
+        while n:
+            k = len(queue[i])
+            if n < k:
+                queue[i] = memoryview(queue[i])[n:]
+                break
+            n -= k
+            i += 1
+        del queue[:i]
+        ends = conn.ends
+        while ends and ends[0] <= written:
+            ends.popleft()
+        if not conn.writing:
+            conn.writing = True
+            if self._epoll is not None:
+                self._epoll.modify(conn.fd, _IN_OUT)
+
+    # ------------------------------------------------------------------ for the core
+
+    def peer_pid(self, conn: Conn, frame: Any) -> int:
+        c: Connection = conn  # type: ignore[assignment]
+        return c.pid
+
+    def describe(self, conn: Conn) -> str:
+        c: Connection = conn  # type: ignore[assignment]
+        return c.ident.hex()
+
+
+__all__ = ["BIG_FRAME", "Connection", "ZmtpTransport", "socket_path"]
