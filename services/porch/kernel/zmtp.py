@@ -307,13 +307,13 @@ class ZmtpTransport:
         when the session queued one (best effort, one non-blocking write)."""
         if conn.closed:
             return
-        out = conn.session.out
-        if out:
+        if conn.session.out:
+            self._queue_session_output(conn)
+        if conn.queue:
             try:
-                conn.sock.send(b"".join(out))
+                conn.sock.sendmsg(conn.queue[:IOV_MAX])
             except OSError:
                 pass
-            out.clear()
         if self._sink is not None:
             self._sink.refused_connection(f"{conn.ident.hex()} (os pid {conn.pid})", reason)
         self._close(conn)
