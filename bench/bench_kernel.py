@@ -1,18 +1,23 @@
-"""Kernel benchmark: porch's two-hop path through the kernel beside a raw pyzmq echo.
+"""Kernel benchmark: porch's two-hop path through the kernel, over both of the kernel's
+transports, beside a raw pyzmq echo.
 
-What runs (all on ipc:// in a temporary node home, each its own OS process):
-  - the real kernel (`python -m porch.kernel`), as a node runs it;
-  - a responder user process: the blocking `await_message` / `respond` loop;
+What runs (all on ipc:// in temporary node homes, each its own OS process):
+  - two real kernels (`python -m porch.kernel`), as a node runs them: one with
+    `[kernel] transport = "zmtp"` (it speaks ZMTP on its socket itself), one with
+    `transport = "libzmq"` (a pyzmq ROUTER);
+  - a responder user process per kernel: the blocking `await_message` / `respond` loop;
   - a raw echo server: a pyzmq ROUTER that sends every frame set straight back;
-  - this process: the requester (blocking `porch.Process`, asyncio `porch.AsyncProcess`)
-    and the raw DEALER client.
+  - two do-nothing relays, the floors of each transport: a pyzmq ROUTER and a minimal
+    Python ZMTP relay, each with an echo DEALER behind it (the kernel's topology);
+  - this process: the requesters (blocking `porch.Process`, asyncio `porch.AsyncProcess`)
+    and the raw DEALER clients.
 
-Every round measures, alternating the order so a noisy shared machine hurts both sides
-alike: ping-pong round-trip latency (porch `send_and_await_response` vs raw
-DEALER->ROUTER->DEALER), pipelined throughput (porch asyncio with a window of
-outstanding requests vs raw with the same window), and the kernel's CPU per routed
-message, read from /proc (all of its threads: Python's and ZeroMQ's I/O thread).
-Medians over rounds are printed.
+Every round measures each side in turn, the order rotating from round to round so a
+noisy shared machine hurts all sides alike: ping-pong round-trip latency (porch
+`send_and_await_response` vs raw DEALER->ROUTER->DEALER), pipelined throughput (porch
+asyncio with a window of outstanding requests vs raw with the same window), and each
+kernel's CPU per routed message, read from /proc (all of its threads). Medians over
+rounds are printed.
 
     python bench/bench_kernel.py [--quick] [--rounds N] [--keep]
 
@@ -92,11 +97,11 @@ RELAY_ECHO_SRC = """
         sock.send_multipart(sock.recv_multipart())
 """
 
-# An experiment, not porch: the same relay speaking ZMTP 3.0 (NULL mechanism) itself on
-# the Unix socket, in Python, with epoll, so no libzmq I/O thread and no mailbox sit
-# between the socket and the code. The DEALERs on both ends are ordinary pyzmq. Minimal
-# on purpose (no heartbeats, no partial-write handling, trusts its peers): it measures
-# what a kernel without libzmq in the middle would save, nothing more.
+# The floor for the zmtp transport: the same relay speaking ZMTP 3.0 (NULL mechanism)
+# itself on the Unix socket, in Python, with epoll, so no libzmq I/O thread and no
+# mailbox sit between the socket and the code. The DEALERs on both ends are ordinary
+# pyzmq. Minimal on purpose (no heartbeats, no partial-write handling, trusts its
+# peers): the experiment that led to porch.kernel.zmtp, kept as its lower bound.
 ZMTP_RELAY_SRC = r"""
     import os, select, socket, struct, sys
     path = sys.argv[1]
@@ -219,13 +224,21 @@ class Settings:
 # --------------------------------------------------------------------------- processes
 
 
+TRANSPORTS = ("zmtp", "libzmq")
+
+
 @dataclass
 class Bed:
-    """The temporary node and the processes this bench started (ended by pid)."""
+    """The temporary nodes and the processes this bench started (ended by pid)."""
 
     dir: Path
-    home: NodeHome
+    homes: dict[str, NodeHome]  # transport -> the home of the node running it
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def home(self) -> NodeHome:
+        """The first node's home (the only one, outside the side-by-side run)."""
+        return next(iter(self.homes.values()))
 
     @property
     def raw_endpoint(self) -> str:
@@ -239,25 +252,28 @@ class Bed:
     def zmtp_endpoint(self) -> str:
         return f"ipc://{self.dir}/zmtp.sock"
 
-    def env(self, **extra: str) -> dict[str, str]:
+    def env(self, home: NodeHome | None = None, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
         env.pop("PORCH_KERNEL", None)
-        env[ENV_HOME] = str(self.home.root)
+        env[ENV_HOME] = str((home or self.home).root)
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("PORCH_LOG_LEVEL", "WARNING")
         env.update(extra)
         return env
 
-    def start(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], home: NodeHome | None = None,
+              **env: str) -> subprocess.Popen[bytes]:
         log = (self.dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(**env))
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                env=self.env(home, **env))
         self.procs[name] = proc
         return proc
 
-    def script(self, name: str, source: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    def script(self, name: str, source: str, *args: str, home: NodeHome | None = None,
+               **env: str) -> subprocess.Popen[bytes]:
         path = self.dir / f"{name}.py"
         path.write_text(textwrap.dedent(source))
-        return self.start(name, [PY, str(path), *args], **env)
+        return self.start(name, [PY, str(path), *args], home, **env)
 
     def wait_log(self, name: str, text: str, timeout: float = 15.0) -> None:
         path = self.dir / f"{name}.log"
@@ -284,31 +300,42 @@ class Bed:
 
 @contextmanager
 def testbed(keep: bool = False, kernel_path: str | None = None,
-            responder_path: str | None = None) -> Iterator[Bed]:
+            responder_path: str | None = None, transports: tuple[str, ...] = TRANSPORTS,
+            floors: bool = True) -> Iterator[Bed]:
+    """A node per transport (kernel `kernel-T`, responder `responder-T`), and with
+    `floors` the raw echo and the two relays."""
     root = Path(tempfile.mkdtemp(prefix="porch-bench-", dir="/tmp"))
-    bed = Bed(root, NodeHome(root / "h"))
-    bed.home.ensure()
-    bed.home.config_path.write_text('node = "bench.os"\n')
+    # Homes h0, h1: paths of one length (the environment's size alone moves figures).
+    bed = Bed(root, {t: NodeHome(root / f"h{i}") for i, t in enumerate(transports)})
     try:
-        # --kernel-path runs another checkout's kernel (its services/ dir): an A/B of a
-        # kernel change under the same stubs, on the same machine, minutes apart.
-        extra = {"PYTHONPATH": kernel_path} if kernel_path else {}
-        bed.start("kernel", [PY, "-m", "porch.kernel", "--home", str(bed.home.root)], **extra)
-        give_up = time.monotonic() + 15
-        while not bed.home.kernel_socket.exists():
-            if time.monotonic() > give_up or bed.procs["kernel"].poll() is not None:
-                raise RuntimeError("the kernel did not start")
-            time.sleep(0.02)
-        extra = {"PYTHONPATH": responder_path} if responder_path else {}
-        bed.script("responder", RESPONDER_SRC, **{ENV_PROCESS: RESPONDER}, **extra)
-        bed.script("raw-echo", RAW_ECHO_SRC, bed.raw_endpoint)
-        bed.script("relay", RELAY_SRC, bed.relay_endpoint)
-        bed.wait_log("relay", "ready")
-        bed.script("relay-echo", RELAY_ECHO_SRC, bed.relay_endpoint)
-        bed.script("zmtp-relay", ZMTP_RELAY_SRC, bed.zmtp_endpoint.removeprefix("ipc://"))
-        bed.wait_log("zmtp-relay", "ready")
-        bed.script("zmtp-echo", RELAY_ECHO_SRC, bed.zmtp_endpoint)
-        for name in ("responder", "raw-echo", "relay-echo", "zmtp-echo"):
+        for t, home in bed.homes.items():
+            home.ensure()
+            home.config_path.write_text(f'node = "bench.os"\n[kernel]\ntransport = "{t}"\n')
+            # --kernel-path runs another checkout's kernel (its services/ dir): an A/B of
+            # a kernel change under the same stubs, on the same machine, minutes apart.
+            extra = {"PYTHONPATH": kernel_path} if kernel_path else {}
+            bed.start(f"kernel-{t}", [PY, "-m", "porch.kernel", "--home", str(home.root)],
+                      home, **extra)
+        for t, home in bed.homes.items():
+            give_up = time.monotonic() + 15
+            while not home.kernel_socket.exists():
+                if time.monotonic() > give_up or bed.procs[f"kernel-{t}"].poll() is not None:
+                    raise RuntimeError(f"the {t} kernel did not start")
+                time.sleep(0.02)
+            extra = {"PYTHONPATH": responder_path} if responder_path else {}
+            bed.script(f"responder-{t}", RESPONDER_SRC, home=home,
+                       **{ENV_PROCESS: RESPONDER}, **extra)
+        waiting = [f"responder-{t}" for t in transports]
+        if floors:
+            bed.script("raw-echo", RAW_ECHO_SRC, bed.raw_endpoint)
+            bed.script("relay", RELAY_SRC, bed.relay_endpoint)
+            bed.wait_log("relay", "ready")
+            bed.script("relay-echo", RELAY_ECHO_SRC, bed.relay_endpoint)
+            bed.script("zmtp-relay", ZMTP_RELAY_SRC, bed.zmtp_endpoint.removeprefix("ipc://"))
+            bed.wait_log("zmtp-relay", "ready")
+            bed.script("zmtp-echo", RELAY_ECHO_SRC, bed.zmtp_endpoint)
+            waiting += ["raw-echo", "relay-echo", "zmtp-echo"]
+        for name in waiting:
             bed.wait_log(name, "ready")
         yield bed
     finally:
@@ -503,185 +530,199 @@ async def porch_pipelined(proc: porch.AsyncProcess, n: int, window: int) -> floa
 
 
 @dataclass
-class Results:
-    porch_p50: list[float] = field(default_factory=list)
-    porch_p99: list[float] = field(default_factory=list)
-    raw_p50: list[float] = field(default_factory=list)
-    raw_p99: list[float] = field(default_factory=list)
-    relay_p50: list[float] = field(default_factory=list)
-    relay_p99: list[float] = field(default_factory=list)
-    porch_rate: list[float] = field(default_factory=list)
-    raw_rate: list[float] = field(default_factory=list)
-    relay_rate: list[float] = field(default_factory=list)
-    # The same ping-pongs with every process on one core (see one_core).
-    porch1_p50: list[float] = field(default_factory=list)
-    raw1_p50: list[float] = field(default_factory=list)
-    relay1_p50: list[float] = field(default_factory=list)
-    zmtp_p50: list[float] = field(default_factory=list)
-    zmtp1_p50: list[float] = field(default_factory=list)
-    relay_cpu: list[float] = field(default_factory=list)  # µs per forwarded message
-    zmtp_cpu: list[float] = field(default_factory=list)
-    cpu_pingpong1: list[KernelCpu] = field(default_factory=list)
-    porch1_rate: list[float] = field(default_factory=list)
-    cpu_pipelined1: list[KernelCpu] = field(default_factory=list)
+class Side:
+    """One thing measured: a porch kernel (by transport), the raw echo, or a relay."""
+
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    p50_1: list[float] = field(default_factory=list)  # every process on one core (one_core)
+    rate: list[float] = field(default_factory=list)  # pipelined pairs per second
+    rate1: list[float] = field(default_factory=list)  # the same on one core (--ab)
     cpu_pingpong: list[KernelCpu] = field(default_factory=list)
+    cpu_pingpong1: list[KernelCpu] = field(default_factory=list)
     cpu_pipelined: list[KernelCpu] = field(default_factory=list)
+    cpu_pipelined1: list[KernelCpu] = field(default_factory=list)
+    relay_cpu: list[float] = field(default_factory=list)  # a relay's µs per forwarded message
+
+
+FLOORS = ("raw", "relay", "zmtp-relay")
 
 
 def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def report(r: Results, s: Settings) -> None:
-    lat_ratio = med([p / q for p, q in zip(r.porch_p50, r.raw_p50, strict=True)])
-    p99_ratio = med([p / q for p, q in zip(r.porch_p99, r.raw_p99, strict=True)])
-    rate_ratio = med([p / q for p, q in zip(r.porch_rate, r.raw_rate, strict=True)])
-    ok = "ok" if lat_ratio <= 2 else "MISSED"
-    pp = med([c.per_msg_us for c in r.cpu_pingpong])
-    pl = med([c.per_msg_us for c in r.cpu_pipelined])
-    cpu_ok = "ok" if max(pp, pl) <= 50 else "MISSED"
+def ratio(a: list[float], b: list[float]) -> float:
+    """Median of the per-round ratios a/b (both drift together within a round)."""
+    return med([x / y for x, y in zip(a, b, strict=True)]) if a and b else float("nan")
+
+
+def rotate(names: list[str], i: int) -> list[str]:
+    """Round i's order: every side takes every place in turn."""
+    k = i % len(names)
+    return names[k:] + names[:k]
+
+
+def report(r: dict[str, Side], s: Settings) -> None:
+    kernels = [t for t in TRANSPORTS if t in r]
+    raw = r["raw"]
     print(f"kernel: 100-byte request/response, ipc loopback, medians of {s.rounds} rounds "
-          f"({s.ping_pongs} ping-pongs, {s.pipelined} pipelined pairs, window {s.window})")
-    relay_ratio = med([p / q for p, q in zip(r.porch_p50, r.relay_p50, strict=True)])
-    lat1_ratio = med([p / q for p, q in zip(r.porch1_p50, r.raw1_p50, strict=True)])
-    relay1_ratio = med([p / q for p, q in zip(r.porch1_p50, r.relay1_p50, strict=True)])
-    floor1 = med([p / q for p, q in zip(r.relay1_p50, r.raw1_p50, strict=True)])
-    print(f"  round trip p50        porch {med(r.porch_p50):7.1f} µs   raw zmq {med(r.raw_p50):7.1f} µs"
-          f"   ratio {lat_ratio:.2f}x  (target <= 2x: {ok})")
-    print(f"  round trip p99        porch {med(r.porch_p99):7.1f} µs   raw zmq {med(r.raw_p99):7.1f} µs"
-          f"   ratio {p99_ratio:.2f}x")
-    print(f"  relay floor p50       relay {med(r.relay_p50):7.1f} µs   (raw zmq through a do-nothing Python"
-          f" ROUTER: the kernel's 4 hops)  porch/relay {relay_ratio:.2f}x")
-    print(f"  one core p50          porch {med(r.porch1_p50):7.1f} µs   raw zmq {med(r.raw1_p50):7.1f} µs"
-          f"   ratio {lat1_ratio:.2f}x   relay {med(r.relay1_p50):.1f} µs ({floor1:.2f}x raw;"
-          f" porch/relay {relay1_ratio:.2f}x)")
-    zmtp_ratio = med([z / q for z, q in zip(r.zmtp_p50, r.raw_p50, strict=True)])
-    zmtp1_ratio = med([z / q for z, q in zip(r.zmtp1_p50, r.raw1_p50, strict=True)])
-    print(f"  experiment p50        a Python relay speaking ZMTP itself (no libzmq in the middle):"
-          f" {med(r.zmtp_p50):.1f} µs ({zmtp_ratio:.2f}x raw), one core {med(r.zmtp1_p50):.1f} µs"
-          f" ({zmtp1_ratio:.2f}x raw)")
-    print(f"  relay CPU / message   pyzmq relay {med(r.relay_cpu):.1f} µs   ZMTP-speaking relay"
-          f" {med(r.zmtp_cpu):.1f} µs   (ping-pong, 2 cores)")
-    print(f"  pipelined             porch {med(r.porch_rate):7.0f} req/s  raw zmq {med(r.raw_rate):7.0f} req/s"
-          f"  ratio {rate_ratio:.2f}  ({2 * med(r.porch_rate):.0f} routed msg/s through the kernel)")
-    print(f"  kernel CPU / routed   ping-pong {pp:5.1f} µs (python thread "
-          f"{med([c.python_us for c in r.cpu_pingpong]):.1f})   pipelined {pl:5.1f} µs (python thread "
-          f"{med([c.python_us for c in r.cpu_pipelined]):.1f})   (target <= 50 µs: {cpu_ok})")
-    if r.cpu_pingpong1:
-        c1 = r.cpu_pingpong1
-        print(f"  one core CPU / rt     kernel {2 * med([c.per_msg_us for c in c1]):5.1f} µs (2 msgs)"
-              f"  requester {med([c.requester_us for c in c1]):5.1f} µs"
-              f"  responder {med([c.responder_us for c in c1]):5.1f} µs  (their sum is the round trip)")
-    print(f"  stub CPU / round trip requester {med([c.requester_us for c in r.cpu_pingpong]):5.1f} µs"
-          f"  responder {med([c.responder_us for c in r.cpu_pingpong]):5.1f} µs (ping-pong);"
-          f"  requester {med([c.requester_us for c in r.cpu_pipelined]):5.1f} µs"
-          f"  responder {med([c.responder_us for c in r.cpu_pipelined]):5.1f} µs (pipelined)")
-    if pl > 0:
-        print(f"  kernel ceiling        ~{1e6 / pl:.0f} routed msg/s per core at the pipelined cost"
-              f" (/proc/pid/stat cross-check: {med([c.ticks_us for c in r.cpu_pipelined]):.1f} µs)")
+          f"({s.ping_pongs} ping-pongs, {s.pipelined} pipelined pairs, window {s.window}), "
+          "sides alternated in every round")
+    head = "".join(f"{t + ' kernel':>16}" for t in kernels)
+    print(f"  {'':30}{head}{'raw zmq echo':>16}")
+
+    def row(label: str, values: list[str], tail: str = "") -> None:
+        print(f"  {label:30}" + "".join(f"{v:>16}" for v in values) + tail)
+
+    def us(xs: list[float]) -> str:
+        return f"{med(xs):.1f} µs"
+
+    def x(v: float) -> str:
+        return f"{v:.2f}x"
+
+    row("round trip p50, 2 cores", [us(r[t].p50) for t in kernels] + [us(raw.p50)])
+    verdict = ", ".join(f"{t} {'ok' if ratio(r[t].p50, raw.p50) <= 2 else 'MISSED'}" for t in kernels)
+    row("  / raw", [x(ratio(r[t].p50, raw.p50)) for t in kernels], f"   (target <= 2x: {verdict})")
+    row("round trip p99, 2 cores", [us(r[t].p99) for t in kernels] + [us(raw.p99)])
+    row("  / raw", [x(ratio(r[t].p99, raw.p99)) for t in kernels])
+    row("round trip p50, one core", [us(r[t].p50_1) for t in kernels] + [us(raw.p50_1)])
+    row("  / raw", [x(ratio(r[t].p50_1, raw.p50_1)) for t in kernels])
+    row("pipelined req/s, 2 cores", [f"{med(r[t].rate):.0f}" for t in kernels] + [f"{med(raw.rate):.0f}"])
+    row("  / raw", [x(ratio(r[t].rate, raw.rate)) for t in kernels])
+
+    def cpu(cs: list[KernelCpu], attr: str = "per_msg_us", k: float = 1.0) -> str:
+        return f"{k * med([getattr(c, attr) for c in cs]):.1f} µs"
+
+    pp = {t: med([c.per_msg_us for c in r[t].cpu_pingpong]) for t in kernels}
+    cpu_verdict = ", ".join(f"{t} {'ok' if pp[t] <= 50 else 'MISSED'}" for t in kernels)
+    row("kernel CPU / routed, ping-pong", [cpu(r[t].cpu_pingpong) for t in kernels],
+        f"   (target <= 50 µs: {cpu_verdict})")
+    row("  python thread", [cpu(r[t].cpu_pingpong, "python_us") for t in kernels])
+    row("kernel CPU / routed, pipelined", [cpu(r[t].cpu_pipelined) for t in kernels])
+    row("  python thread", [cpu(r[t].cpu_pipelined, "python_us") for t in kernels])
+    row("  /proc/pid/stat cross-check", [cpu(r[t].cpu_pipelined, "ticks_us") for t in kernels])
+    row("one core CPU / rt: kernel", [cpu(r[t].cpu_pingpong1, k=2) for t in kernels], "   (2 routed msgs)")
+    row("  requester (blocking stub)", [cpu(r[t].cpu_pingpong1, "requester_us") for t in kernels])
+    row("  responder (blocking stub)", [cpu(r[t].cpu_pingpong1, "responder_us") for t in kernels],
+        "   (the three add up to the round trip)")
+    row("stub CPU / rt, 2 cores: req.", [cpu(r[t].cpu_pingpong, "requester_us") for t in kernels],
+        "   (ping-pong)")
+    row("  responder", [cpu(r[t].cpu_pingpong, "responder_us") for t in kernels])
+    row("stub CPU / rt, pipelined: req.", [cpu(r[t].cpu_pipelined, "requester_us") for t in kernels],
+        "   (asyncio requester)")
+    row("  responder", [cpu(r[t].cpu_pipelined, "responder_us") for t in kernels])
+    for t in kernels:
+        pl = med([c.per_msg_us for c in r[t].cpu_pipelined])
+        if pl > 0:
+            print(f"  {t} kernel ceiling ~{1e6 / pl:.0f} routed msg/s per core at the pipelined cost")
+    if len(kernels) == 2:
+        a, b = (r[t] for t in kernels)
+        cpu_a, cpu_b = ([c.per_msg_us for c in side.cpu_pingpong] for side in (a, b))
+        print(f"  {kernels[0]} / {kernels[1]}: p50 {x(ratio(a.p50, b.p50))}"
+              f" (per round: {' '.join(f'{p / q:.2f}' for p, q in zip(a.p50, b.p50, strict=True))}),"
+              f" one core {x(ratio(a.p50_1, b.p50_1))}, pipelined {x(ratio(a.rate, b.rate))},"
+              f" kernel CPU ping-pong {x(ratio(cpu_a, cpu_b))}")
+    relay, zrelay = r["relay"], r["zmtp-relay"]
+    print(f"  floors (do-nothing relays, the kernel's 4 hops): pyzmq relay {us(relay.p50)}"
+          f" = {x(ratio(relay.p50, raw.p50))} raw, one core {x(ratio(relay.p50_1, raw.p50_1))},"
+          f" {med(relay.relay_cpu):.1f} µs CPU/msg;")
+    print(f"    ZMTP-speaking relay {us(zrelay.p50)} = {x(ratio(zrelay.p50, raw.p50))} raw, one core"
+          f" {x(ratio(zrelay.p50_1, raw.p50_1))}, {med(zrelay.relay_cpu):.1f} µs CPU/msg"
+          + "".join(f"; {t} kernel / its floor {x(ratio(r[t].p50, (zrelay if t == 'zmtp' else relay).p50))}"
+                    for t in kernels))
 
 
 # --------------------------------------------------------------------------- main
 
 
-def run(s: Settings, keep: bool = False, kernel_path: str | None = None) -> Results:
-    r = Results()
+def run(s: Settings, keep: bool = False, kernel_path: str | None = None) -> dict[str, Side]:
+    r = {name: Side() for name in (*TRANSPORTS, *FLOORS)}
     with testbed(keep, kernel_path) as bed:
-        kernel_pid = bed.procs["kernel"].pid
         ctx: zmq.Context[Any] = zmq.Context.instance()
-        client = porch.Process(CLIENT, home=bed.home.root, connect_timeout=15)
-        meter = KernelMeter(kernel_pid, client, bed.procs["responder"].pid)
-        raw = dealer(ctx, bed.raw_endpoint)
-        relay = dealer(ctx, bed.relay_endpoint)
-        zmtp = dealer(ctx, bed.zmtp_endpoint)
         loop = asyncio.new_event_loop()
-        aproc = loop.run_until_complete(
-            porch.AsyncProcess.connect(PIPE_CLIENT, home=bed.home.root, connect_timeout=15))
-
-        def porch_rt() -> None:
-            client.send_and_await_response(RESPONDER, BODY, timeout=10)
-
-        def raw_rt() -> None:
-            raw.send(BODY)
-            raw.recv()
-
-        def relay_rt() -> None:
-            relay.send(BODY)
-            relay.recv()
-
-        def zmtp_rt() -> None:
-            zmtp.send(BODY)
-            zmtp.recv()
-
-        def porch_latency() -> None:
-            with meter.measure(r.cpu_pingpong):
-                p50, p99 = latencies(porch_rt, s.ping_pongs, s.warmup)
-            r.porch_p50.append(p50)
-            r.porch_p99.append(p99)
-
-        def raw_latency() -> None:
-            p50, p99 = latencies(raw_rt, s.ping_pongs, s.warmup)
-            r.raw_p50.append(p50)
-            r.raw_p99.append(p99)
-
-        def relay_latency() -> None:
-            c0 = cpu_ns(bed.procs["relay"].pid)[0]
-            p50, p99 = latencies(relay_rt, s.ping_pongs, s.warmup)
-            r.relay_cpu.append((cpu_ns(bed.procs["relay"].pid)[0] - c0) / (s.ping_pongs + s.warmup) / 2000)
-            r.relay_p50.append(p50)
-            r.relay_p99.append(p99)
-            c0 = cpu_ns(bed.procs["zmtp-relay"].pid)[0]
-            r.zmtp_p50.append(latencies(zmtp_rt, s.ping_pongs, s.warmup)[0])
-            r.zmtp_cpu.append((cpu_ns(bed.procs["zmtp-relay"].pid)[0] - c0) / (s.ping_pongs + s.warmup) / 2000)
-
-        everyone = [p.pid for p in bed.procs.values()] + [os.getpid()]
-
-        def pinned_latencies(i: int) -> None:
-            trio = [("porch", porch_rt), ("raw", raw_rt), ("relay", relay_rt), ("zmtp", zmtp_rt)]
-            for name, rt in trio if i % 2 == 0 else trio[::-1]:
-                if name == "porch":
-                    with meter.measure(r.cpu_pingpong1):
-                        r.porch1_p50.append(latencies(rt, s.ping_pongs, s.warmup)[0])
-                else:
-                    getattr(r, f"{name}1_p50").append(latencies(rt, s.ping_pongs, s.warmup)[0])
-
-        def porch_rate() -> None:
-            loop.run_until_complete(porch_pipelined(aproc, s.window, s.window))  # warm
-            with meter.measure(r.cpu_pipelined):
-                r.porch_rate.append(loop.run_until_complete(
-                    porch_pipelined(aproc, s.pipelined, s.window)))
-
-        def raw_rate() -> None:
-            raw_pipelined(raw, s.window, s.window)
-            r.raw_rate.append(raw_pipelined(raw, s.pipelined, s.window))
-
-        def relay_rate() -> None:
-            raw_pipelined(relay, s.window, s.window)
-            r.relay_rate.append(raw_pipelined(relay, s.pipelined, s.window))
-
+        clients: dict[str, porch.Process] = {}
+        aprocs: dict[str, porch.AsyncProcess] = {}
+        meters: dict[str, KernelMeter] = {}
+        socks: dict[str, zmq.Socket[bytes]] = {}
         try:
+            for t, home in bed.homes.items():
+                clients[t] = porch.Process(CLIENT, home=home.root, connect_timeout=15)
+                aprocs[t] = loop.run_until_complete(
+                    porch.AsyncProcess.connect(PIPE_CLIENT, home=home.root, connect_timeout=15))
+                meters[t] = KernelMeter(bed.procs[f"kernel-{t}"].pid, clients[t],
+                                        bed.procs[f"responder-{t}"].pid)
+            socks = {"raw": dealer(ctx, bed.raw_endpoint), "relay": dealer(ctx, bed.relay_endpoint),
+                     "zmtp-relay": dealer(ctx, bed.zmtp_endpoint)}
+
+            def round_trip(name: str) -> Callable[[], object]:
+                if name in clients:
+                    client = clients[name]
+                    return lambda: client.send_and_await_response(RESPONDER, BODY, timeout=10)
+                sock = socks[name]
+
+                def rt() -> None:
+                    sock.send(BODY)
+                    sock.recv()
+                return rt
+
+            def latency(name: str, pinned: bool = False) -> None:
+                side = r[name]
+                rt = round_trip(name)
+                if name in meters:
+                    with meters[name].measure(side.cpu_pingpong1 if pinned else side.cpu_pingpong):
+                        p50, p99 = latencies(rt, s.ping_pongs, s.warmup)
+                elif name in ("relay", "zmtp-relay") and not pinned:
+                    pid = bed.procs[name].pid
+                    c0 = cpu_ns(pid)[0]
+                    p50, p99 = latencies(rt, s.ping_pongs, s.warmup)
+                    side.relay_cpu.append((cpu_ns(pid)[0] - c0) / (s.ping_pongs + s.warmup) / 2000)
+                else:
+                    p50, p99 = latencies(rt, s.ping_pongs, s.warmup)
+                if pinned:
+                    side.p50_1.append(p50)
+                else:
+                    side.p50.append(p50)
+                    side.p99.append(p99)
+
+            def rate(name: str) -> None:
+                side = r[name]
+                if name in aprocs:
+                    aproc = aprocs[name]
+                    loop.run_until_complete(porch_pipelined(aproc, s.window, s.window))  # warm
+                    with meters[name].measure(side.cpu_pipelined):
+                        side.rate.append(loop.run_until_complete(
+                            porch_pipelined(aproc, s.pipelined, s.window)))
+                else:
+                    raw_pipelined(socks[name], s.window, s.window)
+                    side.rate.append(raw_pipelined(socks[name], s.pipelined, s.window))
+
+            everyone = [p.pid for p in bed.procs.values()] + [os.getpid()]
+            lat_names = [*TRANSPORTS, *FLOORS]
+            rate_names = [*TRANSPORTS, "raw"]
             for i in range(s.rounds):
                 gc.collect()
-                steps = [porch_latency, raw_latency, relay_latency, porch_rate, raw_rate, relay_rate]
-                if i % 2:  # ABBA: neither side always goes first
-                    steps = [relay_latency, raw_latency, porch_latency, relay_rate, raw_rate, porch_rate]
-                for step in steps:
-                    step()
+                for name in rotate(lat_names, i):
+                    latency(name)
+                for name in rotate(rate_names, i):
+                    rate(name)
             # Last, since threads stay where pinning put them for a while after.
             with one_core(everyone):
                 for i in range(s.rounds):
-                    pinned_latencies(i)
+                    for name in rotate(lat_names, i):
+                        latency(name, pinned=True)
         finally:
-            aproc.close()
+            for aproc in aprocs.values():
+                aproc.close()
             loop.close()
-            client.close()
-            raw.close(0)
-            relay.close(0)
-            zmtp.close(0)
+            for client in clients.values():
+                client.close()
+            for sock in socks.values():
+                sock.close(0)
     return r
 
 
-def ab(s: Settings, base: str, other: str | None = None) -> None:
+def ab(s: Settings, base: str, other: str | None = None, *, transport: str = TRANSPORTS[0]) -> None:
     """Paired A/B: kernel and responder from `base` (another checkout's services/) vs
     this checkout's, two nodes side by side, measured alternately in every round.
 
@@ -695,16 +736,18 @@ def ab(s: Settings, base: str, other: str | None = None) -> None:
     if len(here) != len(base):
         print(f"warning: {base!r} and {here!r} differ in length; A/A showed that alone can move "
               "figures by ~5-10%: use two checkouts at paths of equal length")
-    with testbed(kernel_path=base, responder_path=base) as bed_a, \
-            testbed(kernel_path=here, responder_path=here) as bed_b:
+    one = (transport,)
+    with testbed(kernel_path=base, responder_path=base, transports=one, floors=False) as bed_a, \
+            testbed(kernel_path=here, responder_path=here, transports=one, floors=False) as bed_b:
         loop = asyncio.new_event_loop()
         sides = []
         for name, bed in (("A", bed_a), ("B", bed_b)):
             client = porch.Process(CLIENT, home=bed.home.root, connect_timeout=15)
             aproc = loop.run_until_complete(
                 porch.AsyncProcess.connect(PIPE_CLIENT, home=bed.home.root, connect_timeout=15))
-            meter = KernelMeter(bed.procs["kernel"].pid, client, bed.procs["responder"].pid)
-            sides.append((name, client, aproc, meter, Results()))
+            meter = KernelMeter(bed.procs[f"kernel-{transport}"].pid, client,
+                                bed.procs[f"responder-{transport}"].pid)
+            sides.append((name, client, aproc, meter, Side()))
         everyone = [p.pid for bed in (bed_a, bed_b) for p in bed.procs.values()] + [os.getpid()]
         try:
             for i in range(s.rounds):
@@ -718,18 +761,18 @@ def ab(s: Settings, base: str, other: str | None = None) -> None:
 
                         with meter.measure(r.cpu_pingpong):
                             p50, p99 = latencies(rt, s.ping_pongs, s.warmup)
-                        r.porch_p50.append(p50)
-                        r.porch_p99.append(p99)
+                        r.p50.append(p50)
+                        r.p99.append(p99)
                 with one_core(everyone):
                     for _, _, aproc, meter, r in order:
                         loop.run_until_complete(porch_pipelined(aproc, s.window, s.window))
                         with meter.measure(r.cpu_pipelined1):
-                            r.porch1_rate.append(loop.run_until_complete(
+                            r.rate1.append(loop.run_until_complete(
                                 porch_pipelined(aproc, s.pipelined, s.window)))
                 for _, _, aproc, meter, r in order:
                     loop.run_until_complete(porch_pipelined(aproc, s.window, s.window))
                     with meter.measure(r.cpu_pipelined):
-                        r.porch_rate.append(loop.run_until_complete(
+                        r.rate.append(loop.run_until_complete(
                             porch_pipelined(aproc, s.pipelined, s.window)))
         finally:
             for _, client, aproc, _, _ in sides:
@@ -739,15 +782,15 @@ def ab(s: Settings, base: str, other: str | None = None) -> None:
     a, b = sides[0][4], sides[1][4]
 
     def line(what: str, xa: list[float], xb: list[float], unit: str) -> None:
-        ratio = med([y / x for x, y in zip(xa, xb, strict=True)])
-        print(f"  {what:22s} A {med(xa):8.1f} {unit:6s} B {med(xb):8.1f} {unit:6s} B/A {ratio:.3f}"
+        print(f"  {what:22s} A {med(xa):8.1f} {unit:6s} B {med(xb):8.1f} {unit:6s} B/A {ratio(xb, xa):.3f}"
               f"  (per round: {' '.join(f'{y / x:.2f}' for x, y in zip(xa, xb, strict=True))})")
 
-    print(f"A/B over {s.rounds} rounds: A = kernel+responder from {base}, B = from {here}")
-    line("one-core rt p50", a.porch_p50, b.porch_p50, "µs")
-    line("one-core rt p99", a.porch_p99, b.porch_p99, "µs")
-    line("one-core pipelined", a.porch1_rate, b.porch1_rate, "req/s")
-    line("pipelined (2 cores)", a.porch_rate, b.porch_rate, "req/s")
+    print(f"A/B over {s.rounds} rounds ({transport} kernels): A = kernel+responder from {base}, "
+          f"B = from {here}")
+    line("one-core rt p50", a.p50, b.p50, "µs")
+    line("one-core rt p99", a.p99, b.p99, "µs")
+    line("one-core pipelined", a.rate1, b.rate1, "req/s")
+    line("pipelined (2 cores)", a.rate, b.rate, "req/s")
     for what, field_name in (("kernel CPU 1-core p-p", "cpu_pingpong"),
                              ("kernel CPU 1-core pipe", "cpu_pipelined1"),
                              ("kernel CPU pipelined", "cpu_pipelined")):
@@ -759,16 +802,17 @@ def ab(s: Settings, base: str, other: str | None = None) -> None:
         line("  responder / rt", [c.responder_us for c in ca], [c.responder_us for c in cb], "µs")
 
 
-def load(kind: str, seconds: float) -> None:
+def load(kind: str, seconds: float, transport: str = TRANSPORTS[0]) -> None:
     """Hold a steady load for a profiler: `py-spy record --pid <kernel pid>` etc."""
-    with testbed() as bed:
+    with testbed(transports=(transport,), floors=False) as bed:
         client = porch.Process(CLIENT, home=bed.home.root, connect_timeout=15)
         loop = asyncio.new_event_loop()
         aproc = loop.run_until_complete(
             porch.AsyncProcess.connect(PIPE_CLIENT, home=bed.home.root, connect_timeout=15))
         pids = {name: p.pid for name, p in bed.procs.items()}
-        print(f"{kind} load for {seconds:.0f} s; kernel pid {pids['kernel']}, responder pid "
-              f"{pids['responder']}, requester (this) pid {os.getpid()}", flush=True)
+        print(f"{kind} load for {seconds:.0f} s on the {transport} kernel; kernel pid "
+              f"{pids[f'kernel-{transport}']}, responder pid {pids[f'responder-{transport}']}, "
+              f"requester (this) pid {os.getpid()}", flush=True)
         n = 0
         give_up = time.monotonic() + seconds
         try:
@@ -796,16 +840,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, help="outstanding requests when pipelined")
     parser.add_argument("--keep", action="store_true", help="keep the temp home (logs)")
     parser.add_argument("--kernel-path", metavar="DIR",
-                        help="run the kernel from another checkout's services/ (A/B a change)")
+                        help="run the kernels from another checkout's services/ (A/B a change)")
     parser.add_argument("--ab", metavar="DIR", nargs="+",
                         help="paired A/B: kernel+responder from DIR (a services/ dir) vs this checkout's,"
                              " or vs a second DIR")
+    parser.add_argument("--transport", choices=TRANSPORTS, default=TRANSPORTS[0],
+                        help="the kernels' transport for --ab and --load (default %(default)s)")
     parser.add_argument("--load", choices=("pingpong", "pipelined"),
                         help="no figures: hold this load (for a profiler) and print the pids")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long --load runs")
     args = parser.parse_args([] if argv is None and __name__ != "__main__" else argv)
     if args.load:
-        load(args.load, args.seconds)
+        load(args.load, args.seconds, args.transport)
         return
     quick = args.quick or os.environ.get("PORCH_BENCH_QUICK") == "1"
     s = Settings.quick() if quick else Settings()
@@ -814,7 +860,7 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None:
             setattr(s, name, value)
     if args.ab:
-        ab(s, *args.ab[:2])
+        ab(s, *args.ab[:2], transport=args.transport)
         return
     report(run(s, args.keep, args.kernel_path), s)
 
