@@ -117,7 +117,7 @@ class Kernel:
         *,
         context: zmq.Context[Any] | None = None,
         max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
-        transport: str | Transport = "libzmq",
+        transport: str | Transport = "zmtp",
     ) -> None:
         self.endpoint = endpoint
         self.node = node

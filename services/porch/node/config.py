@@ -67,7 +67,7 @@ class KernelSettings:
     # thread: no libzmq I/O thread between the socket and the router; bench/README.md
     # "Kernel") or "libzmq" (a pyzmq ROUTER). The processes connecting to it cannot
     # tell the difference.
-    transport: str = "libzmq"
+    transport: str = "zmtp"
 
     def __post_init__(self) -> None:
         if self.transport not in ("zmtp", "libzmq"):
