@@ -39,6 +39,7 @@ import random
 import select
 import socket
 import struct
+import time
 from collections import deque
 from typing import Any
 
@@ -140,7 +141,8 @@ class ZmtpTransport:
         self._sink: Sink | None = None
         self._dirty: list[Connection] = []  # queued output not yet attempted
         self._closing: list[socket.socket] = []
-        self._next_tick: int | None = None
+        # On the monotonic clock: a wall-clock step back must not stall the heartbeats.
+        self._next_tick = 0.0
         self._accepting = False
         # Routing identities in libzmq's format (0x00 + a 32-bit counter from a random
         # start): logs name unregistered connections the same way on both transports.
@@ -170,7 +172,7 @@ class ZmtpTransport:
         self._sink = sink
         epoll.register(self.lsock.fileno(), _EPOLLIN)
         self._accepting = True
-        self._next_tick = now_ms() + self.heartbeat_ivl_ms
+        self._next_tick = time.monotonic() + self.heartbeat_ivl_ms / 1000
 
     def detach(self) -> None:
         epoll = self._epoll
@@ -226,13 +228,13 @@ class ZmtpTransport:
             self._close_deferred()
         return False
 
-    def next_timer(self) -> int | None:
-        return self._next_tick
+    def next_timer(self) -> int:
+        return now_ms() + max(0, int((self._next_tick - time.monotonic()) * 1000))
 
     def on_timer(self, now: int) -> None:
         """Heartbeats, handshake deadlines, and accepting again after EMFILE."""
         ivl = self.heartbeat_ivl_ms
-        self._next_tick = now + ivl
+        self._next_tick = time.monotonic() + ivl / 1000
         if not self._accepting and self.lsock is not None and self._epoll is not None:
             self._epoll.register(self.lsock.fileno(), _EPOLLIN)
             self._accepting = True
