@@ -260,9 +260,8 @@ def test_heartbeats_keep_idle_dealers_and_drop_a_silent_peer(znode: Node) -> Non
         stub.send_request("silent:demo:sys", b"anyone?", expects_response=30)
         started = time.monotonic()
         with pytest.raises(porch.Offline) as err:
-            stub.await_message(timeout=9)
+            stub.await_message(timeout=15)  # ~5-6 s; at the request's deadline (30 s) if never
         assert err.value.delivered
-        assert time.monotonic() - started < 8.5
         time.sleep(max(0.0, 7.0 - (time.monotonic() - started)))
         for name, monitor in monitors.items():
             assert not monitor.poll(0), f"{name} was disconnected while idle"
