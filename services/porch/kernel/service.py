@@ -9,10 +9,8 @@ from typing import IO
 
 from porch.kernel.policy import CapabilityPolicy
 from porch.kernel.router import Kernel, install_signal_handlers
-from porch.node.config import ConfigError, load
 from porch.node.home import NodeHome
-from porch.node.logs import setup_logging
-from porch.wire import check_backend
+from porch.node.startup import start_service
 
 log = logging.getLogger("porch.kernel")
 
@@ -36,15 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--home", help="node home (default: $PORCH_HOME or ~/.porch)")
     args = parser.parse_args(argv)
-    setup_logging("kernel")
-    check_backend("kernel", log)
-    home = NodeHome.resolve(args.home)
-    try:
-        home.ensure()
-        config = load(home.config_path)
-    except (ConfigError, ValueError) as exc:
-        log.error("%s", exc)
+    started = start_service("kernel", args.home)
+    if started is None:
         return 2
+    home, config = started
     lock = hold_lock(home)
     if lock is None:
         log.error("another kernel is already running for %s", home.root)
