@@ -56,13 +56,16 @@ EXT_VARIANTS = frozenset({
 class Channel:
     """One open server-side socket: its owner, its binding, its send queue."""
 
-    __slots__ = ("app", "binding_path", "handler", "id")
+    __slots__ = ("app", "binding_path", "handler", "id", "push_bodies")
 
     def __init__(self, id_: int, app: str, binding_path: str, handler: PorchWebSocket) -> None:
         self.id = id_
         self.app = app
         self.binding_path = binding_path
         self.handler = handler
+        # WebSocketPush{channel_id, message_type} bodies, built once per type: every
+        # client frame is forwarded with one of these (the payload is the blob).
+        self.push_bodies: dict[int, bytes] = {}
 
 
 class WsHub:
@@ -176,10 +179,16 @@ class WsHub:
         self._to_app(app, closed)
 
     def _push_to_app(self, channel: Channel, kind: int, payload: bytes) -> None:
-        push = http_pb2.HttpServerRequest()
-        push.web_socket_push.channel_id = channel.id
-        push.web_socket_push.message_type = kind  # type: ignore[assignment]
-        self._to_app(channel.app, push, Blob(payload))
+        body = channel.push_bodies.get(kind)
+        if body is None:
+            push = http_pb2.HttpServerRequest()
+            push.web_socket_push.channel_id = channel.id
+            push.web_socket_push.message_type = kind  # type: ignore[assignment]
+            body = channel.push_bodies[kind] = push.SerializeToString()
+        try:
+            self.proc.send_request(channel.app, body, blob=Blob(payload))
+        except Offline:
+            pass  # the kernel is away; the socket's owner learns nothing it could use
 
     def from_client(self, channel: Channel, payload: bytes, binary: bool, extension: bool) -> None:
         if extension and self._ext_inbound(channel, payload):
