@@ -92,10 +92,17 @@ def _static(cache: bool, blob: Blob | None) -> Static | None:
     return Static.of(blob.bytes, blob.mime)
 
 
-def ok() -> bytes:
+def _ok() -> bytes:
     result = http_pb2.HttpServerResult()
     result.ok.SetInParent()
     return result.SerializeToString()
+
+
+OK = _ok()  # the same bytes for every successful action: build them once
+
+
+def ok() -> bytes:
+    return OK
 
 
 def err(kind: int, detail: str) -> bytes:
