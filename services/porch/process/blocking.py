@@ -127,7 +127,7 @@ class Process:
         With expects_response (seconds), the Response (or the SendError) is delivered
         later by await_message.
         """
-        self._pump(0)
+        self._check_connection()
         blob_ = _as_blob(blob, mime)
         env = self._core.new_request(target, _as_bytes(body), blob=blob_,
                                      timeout=expects_response, metadata=metadata, rsvp=rsvp,
