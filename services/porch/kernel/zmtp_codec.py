@@ -1,4 +1,5 @@
-"""ZMTP 3.1 framing for the server side of one connection: pure bytes in, events out.
+"""ZMTP 3.1 framing for one connection, server side (the kernel) and client side (the
+asyncio stub): pure bytes in, events out.
 
 No sockets and no clock here (the epoll I/O is `porch.kernel.zmtp`), so every rule of
 the protocol can be unit-tested with plain bytes. What this speaks, and nothing more
@@ -25,6 +26,10 @@ layer the exact spot where the next bytes of the body belong, so a big blob is r
 with recv_into straight into its own buffer and forwarded from there (no copy of it is
 ever made when it is at most `CHUNK` bytes; larger ones are read in CHUNK pieces and
 joined once).
+
+`ClientSession` is the DEALER end of a connection (the asyncio stub's transport,
+`porch.process.zmtp_client`): the same framing, commands and large-body reads; only the
+handshake differs (it announces DEALER and accepts a peer a DEALER talks to).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ RESERVED = 0xF8
 
 # Socket types a ROUTER may talk to (ZMTP 3.1 / 28 REQREP).
 ROUTER_PEERS = frozenset({b"DEALER", b"REQ", b"ROUTER"})
+# Socket types a DEALER may talk to (28 REQREP).
+DEALER_PEERS = frozenset({b"ROUTER", b"DEALER", b"REP"})
 
 # The kernel reads [envelope] or [envelope, blob]: keep that much of a message.
 KEEP_FRAMES = 2
@@ -381,3 +388,38 @@ class ServerSession:
             shown = name.decode("ascii", "replace")
             when = "after" if self.ready else "before"
             raise ProtocolError(f"unexpected command {shown!r} {when} the handshake")
+
+
+class ClientSession(ServerSession):
+    """The DEALER end of one ZMTP connection (the stub connecting to the kernel).
+
+    Framing, large-body reads, PING/PONG and ERROR are ServerSession's; only the
+    handshake differs: our greeting and READY announce a DEALER (they go out at once,
+    as soon as the connection is made), and the peer's READY must name a socket type a
+    DEALER talks to (the kernel is a ROUTER). `ready` turns true with the peer's READY:
+    from then on messages may be sent.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, max_frame: int) -> None:
+        super().__init__(max_frame)
+        self.out = [greeting(), ready(b"DEALER")]
+
+    def _command(self, body: Buffer) -> None:
+        if self.ready:
+            super()._command(body)
+            return
+        name, data = parse_command(body)
+        if name != b"READY":
+            super()._command(body)  # refused there: nothing but READY before the handshake
+            return
+        props = parse_properties(data)
+        stype = props.get("socket-type", b"")
+        if stype not in DEALER_PEERS:
+            shown = stype.decode("ascii", "replace") or "(none)"
+            self.out.append(error(f"invalid socket type {shown} for a DEALER"))
+            raise ProtocolError(f"socket type {shown} cannot talk to a DEALER")
+        self.peer_socket_type = stype
+        self.peer_identity = props.get("identity", b"")
+        self.ready = True
