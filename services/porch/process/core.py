@@ -1,9 +1,15 @@
 """The connection to the kernel that both stub APIs (blocking and asyncio) share.
 
-`Core` owns one ZeroMQ DEALER socket and a monitor on it. It frames and unframes
-messages, numbers requests, and (re)registers whenever a connection to the kernel is
-established: that is how a process survives a kernel restart without doing anything.
-It never waits; the blocking and asyncio layers decide how to wait.
+`CoreBase` is the part that does not depend on how bytes reach the kernel: it numbers
+requests, builds envelopes (register, watch, requests, responses) and decodes what
+arrives, keeping the registration state. Two transports send and receive for it:
+
+- `Core` owns one ZeroMQ DEALER socket and a monitor on it (the blocking stub, and the
+  asyncio stub with transport "libzmq"). It (re)registers whenever a connection to the
+  kernel is established: that is how a process survives a kernel restart without
+  doing anything. It never waits; the blocking and asyncio layers decide how to wait.
+- `porch.process.zmtp_client.ZmtpCore` speaks ZMTP itself on the asyncio loop (the
+  asyncio stub's default).
 
 Socket options follow DESIGN.md "Failure semantics": IMMEDIATE (nothing is queued while
 the kernel is away: a send fails at once instead), bounded high-water marks, LINGER 0,
@@ -17,7 +23,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, Self, cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -90,105 +96,56 @@ class Reply:
 Incoming = Message | Reply | Registered | Refused | Exited | None
 
 
-class Core:
-    """One process's connection to the kernel. Not thread-safe (ZeroMQ sockets never are)."""
+def resolve(process_id: str | None, home: str | os.PathLike[str] | None,
+            endpoint: str | None) -> tuple[str, str]:
+    """The id from the argument or $PORCH_PROCESS; the endpoint from the argument,
+    $PORCH_KERNEL, or the home's socket (every transport starts here)."""
+    pid = process_id or os.environ.get(ENV_PROCESS)
+    if not pid:
+        raise PorchError("no process id: pass one or set $" + ENV_PROCESS)
+    return pid, endpoint or kernel_endpoint(home)
 
-    def __init__(
-        self,
-        process_id: str,
-        endpoint: str,
-        *,
-        context: zmq.Context[Any] | None = None,
-    ) -> None:
+
+class CoreBase:
+    """One process's session with the kernel, whatever carries its bytes: request ids,
+    envelopes built and decoded, registration state. A transport subclasses it and
+    implements `send_envelope` (and calls `_send_register` once connected)."""
+
+    def __init__(self, process_id: str, endpoint: str) -> None:
         self.process_id = validate(process_id)
         self.endpoint = endpoint
         self.node = ""
         self.kernel_boot_id = ""
         self.connected = False
         self.registered = False
-        self._ctx = context or zmq.Context.instance()
-        self.sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
-        for opt, value in (
-            # Long enough for a response sent just before the process exits to leave;
-            # IMMEDIATE keeps it from waiting for a kernel that is not there.
-            (zmq.LINGER, 500),
-            (zmq.IMMEDIATE, 1),
-            (zmq.SNDHWM, HIGH_WATER_MARK),
-            (zmq.RCVHWM, HIGH_WATER_MARK),
-            (zmq.RECONNECT_IVL, 100),
-            (zmq.RECONNECT_IVL_MAX, 1000),
-            (zmq.HEARTBEAT_IVL, 1000),
-            (zmq.HEARTBEAT_TIMEOUT, 5000),
-            (zmq.HEARTBEAT_TTL, 5000),
-        ):
-            self.sock.setsockopt(opt, value)
-        self.monitor: zmq.Socket[bytes] = self.sock.get_monitor_socket(MONITOR_EVENTS)
-        self.sock.connect(endpoint)
         # Ids are unique per requester; a random start keeps a restarted process from
         # reusing the ids of its previous life while those may still be pending.
         self._ids = itertools.count(random.getrandbits(62) + 1)
 
-    @classmethod
-    def open(cls, process_id: str | None, home: str | os.PathLike[str] | None, endpoint: str | None,
-             context: zmq.Context[Any] | None = None) -> Core:
-        """The id from the argument or $PORCH_PROCESS; the endpoint from the argument,
-        $PORCH_KERNEL, or the home's socket (both stub APIs start here)."""
-        pid = process_id or os.environ.get(ENV_PROCESS)
-        if not pid:
-            raise PorchError("no process id: pass one or set $" + ENV_PROCESS)
-        return cls(pid, endpoint or kernel_endpoint(home), context=context)
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
 
-    # ------------------------------------------------------------------ lifecycle
+    def send_envelope(self, env: kernel_pb2.Envelope, blob: Blob | None) -> None:
+        """Send without blocking; a kernel that is away or full is an Offline error."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Unregister (so the kernel fails what is pending on us at once) and close."""
-        if self.sock.closed:
-            return
-        linger = 200 if self.registered else 0
-        if self.registered:
-            env = Envelope(version=PROTOCOL_VERSION, source=self.process_id, target=KERNEL)
-            env.control.unregister.SetInParent()
-            try:
-                self.sock.send(env.SerializeToString(), zmq.NOBLOCK)
-            except zmq.ZMQError:
-                linger = 0
-        try:
-            self.sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self.monitor.close(0)
-        self.sock.close(linger)
-        self.registered = False
+        raise NotImplementedError
 
-    def take_monitor_events(self) -> tuple[bool, bool]:
-        """Drain the monitor. Returns (connected_now, disconnected_now).
-
-        On a new connection the Register goes out before anything else, so the kernel
-        sees it first (ZeroMQ keeps the order of one pipe).
-        """
-        up = down = False
-        while True:
-            try:
-                frames = self.monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            event = parse_monitor_message(frames)["event"]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                up = True
-                self.connected = True
-                self.registered = False
-                self._send_register()
-            elif event == zmq.EVENT_DISCONNECTED:
-                down = True
-                self.connected = False
-                self.registered = False
-        return up, down
+    # ------------------------------------------------------------------ control
 
     def _send_register(self) -> None:
         env = Envelope(version=PROTOCOL_VERSION, source=self.process_id, target=KERNEL)
         env.control.register.process_id = self.process_id
         env.control.register.os_pid = os.getpid()
         self.send_envelope(env, None)
+
+    def unregister_envelope(self) -> bytes:
+        env = Envelope(version=PROTOCOL_VERSION, source=self.process_id, target=KERNEL)
+        env.control.unregister.SetInParent()
+        return env.SerializeToString()
 
     def send_watch(self, process_id: str) -> None:
         env = Envelope(version=PROTOCOL_VERSION, source=self.process_id, target=KERNEL)
@@ -203,17 +160,6 @@ class Core:
         return env.id
 
     # ------------------------------------------------------------------ sending
-
-    def send_envelope(self, env: kernel_pb2.Envelope, blob: Blob | None) -> None:
-        """Send without blocking; a kernel that is away or full is an Offline error."""
-        data = env.SerializeToString()
-        try:
-            if blob is None:
-                self.sock.send(data, zmq.NOBLOCK)
-            else:
-                self.sock.send_multipart((data, blob.bytes), zmq.NOBLOCK)
-        except zmq.Again:
-            raise Offline(env.target, env.id, "kernel not reachable (not running or not keeping up)") from None
 
     def new_request(
         self,
@@ -260,38 +206,6 @@ class Core:
         self.send_envelope(env, blob)
 
     # ------------------------------------------------------------------ receiving
-
-    def has_input(self) -> bool:
-        """A message is waiting (and the fd's signal, if any, has been consumed)."""
-        return bool(cast(int, self.sock.get(EVENTS)) & POLLIN)
-
-    def monitor_has_input(self) -> bool:
-        return bool(cast(int, self.monitor.get(EVENTS)) & POLLIN)
-
-    @property
-    def fd(self) -> int:
-        """The socket's edge-triggered notification fd (for loop.add_reader)."""
-        return cast(int, self.sock.getsockopt(zmq.FD))
-
-    @property
-    def monitor_fd(self) -> int:
-        return cast(int, self.monitor.getsockopt(zmq.FD))
-
-    def recv_nowait(self) -> Incoming | bool:
-        """Read one message. False when nothing is waiting; None when the frames were
-        consumed but there is nothing for the caller (an expired request, junk)."""
-        # Frame by frame: recv_multipart costs ~1 µs more (an RCVMORE getsockopt per
-        # frame, enum flags). Frame.more says whether a blob follows.
-        recv = self.sock.recv
-        try:
-            frame = recv(NOBLOCK, copy=False)
-        except zmq.Again:
-            return False
-        frames = [frame.bytes]
-        while frame.more:
-            frame = recv(NOBLOCK, copy=False)
-            frames.append(frame.bytes)
-        return self.decode(frames)
 
     def decode(self, frames: list[bytes]) -> Incoming:
         env = Envelope()
@@ -351,6 +265,141 @@ class Core:
                           ctl.registry.SerializeToString())
             return Reply(env.id, msg, None)
         return None
+
+
+class Core(CoreBase):
+    """One process's connection to the kernel over a libzmq DEALER. Not thread-safe
+    (ZeroMQ sockets never are)."""
+
+    def __init__(
+        self,
+        process_id: str,
+        endpoint: str,
+        *,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        super().__init__(process_id, endpoint)
+        self._ctx = context or zmq.Context.instance()
+        self.sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
+        for opt, value in (
+            # Long enough for a response sent just before the process exits to leave;
+            # IMMEDIATE keeps it from waiting for a kernel that is not there.
+            (zmq.LINGER, 500),
+            (zmq.IMMEDIATE, 1),
+            (zmq.SNDHWM, HIGH_WATER_MARK),
+            (zmq.RCVHWM, HIGH_WATER_MARK),
+            (zmq.RECONNECT_IVL, 100),
+            (zmq.RECONNECT_IVL_MAX, 1000),
+            (zmq.HEARTBEAT_IVL, 1000),
+            (zmq.HEARTBEAT_TIMEOUT, 5000),
+            (zmq.HEARTBEAT_TTL, 5000),
+        ):
+            self.sock.setsockopt(opt, value)
+        self.monitor: zmq.Socket[bytes] = self.sock.get_monitor_socket(MONITOR_EVENTS)
+        self.sock.connect(endpoint)
+
+    @classmethod
+    def open(cls, process_id: str | None, home: str | os.PathLike[str] | None, endpoint: str | None,
+             context: zmq.Context[Any] | None = None) -> Self:
+        """The id from the argument or $PORCH_PROCESS; the endpoint from the argument,
+        $PORCH_KERNEL, or the home's socket (both stub APIs start here)."""
+        pid, endpoint_ = resolve(process_id, home, endpoint)
+        return cls(pid, endpoint_, context=context)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.sock.closed)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Unregister (so the kernel fails what is pending on us at once) and close."""
+        if self.sock.closed:
+            return
+        linger = 200 if self.registered else 0
+        if self.registered:
+            try:
+                self.sock.send(self.unregister_envelope(), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                linger = 0
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(0)
+        self.sock.close(linger)
+        self.registered = False
+
+    def take_monitor_events(self) -> tuple[bool, bool]:
+        """Drain the monitor. Returns (connected_now, disconnected_now).
+
+        On a new connection the Register goes out before anything else, so the kernel
+        sees it first (ZeroMQ keeps the order of one pipe).
+        """
+        up = down = False
+        while True:
+            try:
+                frames = self.monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            event = parse_monitor_message(frames)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                up = True
+                self.connected = True
+                self.registered = False
+                self._send_register()
+            elif event == zmq.EVENT_DISCONNECTED:
+                down = True
+                self.connected = False
+                self.registered = False
+        return up, down
+
+    # ------------------------------------------------------------------ sending
+
+    def send_envelope(self, env: kernel_pb2.Envelope, blob: Blob | None) -> None:
+        """Send without blocking; a kernel that is away or full is an Offline error."""
+        data = env.SerializeToString()
+        try:
+            if blob is None:
+                self.sock.send(data, zmq.NOBLOCK)
+            else:
+                self.sock.send_multipart((data, blob.bytes), zmq.NOBLOCK)
+        except zmq.Again:
+            raise Offline(env.target, env.id, "kernel not reachable (not running or not keeping up)") from None
+
+    # ------------------------------------------------------------------ receiving
+
+    def has_input(self) -> bool:
+        """A message is waiting (and the fd's signal, if any, has been consumed)."""
+        return bool(cast(int, self.sock.get(EVENTS)) & POLLIN)
+
+    def monitor_has_input(self) -> bool:
+        return bool(cast(int, self.monitor.get(EVENTS)) & POLLIN)
+
+    @property
+    def fd(self) -> int:
+        """The socket's edge-triggered notification fd (for loop.add_reader)."""
+        return cast(int, self.sock.getsockopt(zmq.FD))
+
+    @property
+    def monitor_fd(self) -> int:
+        return cast(int, self.monitor.getsockopt(zmq.FD))
+
+    def recv_nowait(self) -> Incoming | Literal[False]:
+        """Read one message. False when nothing is waiting; None when the frames were
+        consumed but there is nothing for the caller (an expired request, junk)."""
+        # Frame by frame: recv_multipart costs ~1 µs more (an RCVMORE getsockopt per
+        # frame, enum flags). Frame.more says whether a blob follows.
+        recv = self.sock.recv
+        try:
+            frame = recv(NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        frames = [frame.bytes]
+        while frame.more:
+            frame = recv(NOBLOCK, copy=False)
+            frames.append(frame.bytes)
+        return self.decode(frames)
 
 
 def refused_error(refused: Refused) -> KernelRefused:
