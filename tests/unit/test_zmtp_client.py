@@ -1,5 +1,5 @@
-"""The DEALER side of the ZMTP codec (the asyncio stub's transport), with plain bytes.
-No sockets."""
+"""The DEALER side of the ZMTP codec (the asyncio stub's transport), with plain bytes,
+and the stub's choice of transport. No sockets."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from porch.kernel import zmtp_codec as z
+from porch.process.aio import stub_transport
+from porch.process.zmtp_client import socket_path
 
 MAX = 1 << 20
 # What the kernel says first (its ServerSession, or a libzmq ROUTER): greeting, READY.
@@ -182,3 +184,27 @@ def test_random_bytes_never_raise(data: bytes, handshake: bool) -> None:
         s.feed(ROUTER_HELLO)
     s.feed(data)
     assert s.error is None or isinstance(s.error, str)
+
+
+# --------------------------------------------------------------------------- the stub's side
+
+
+def test_socket_path_of_ipc_endpoints() -> None:
+    assert socket_path("ipc:///tmp/n/run/kernel.sock") == "/tmp/n/run/kernel.sock"
+    assert socket_path("ipc://@porch-kernel") == "\0porch-kernel"
+    with pytest.raises(ValueError):
+        socket_path("tcp://127.0.0.1:5555")
+
+
+def test_transport_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PORCH_STUB_TRANSPORT", raising=False)
+    ipc = "ipc:///tmp/x/kernel.sock"
+    assert stub_transport(None, ipc) == "zmtp"
+    assert stub_transport("libzmq", ipc) == "libzmq"
+    monkeypatch.setenv("PORCH_STUB_TRANSPORT", "libzmq")
+    assert stub_transport(None, ipc) == "libzmq"
+    assert stub_transport("zmtp", ipc) == "zmtp", "the argument wins over the environment"
+    monkeypatch.setenv("PORCH_STUB_TRANSPORT", "zmtp")
+    assert stub_transport(None, "tcp://127.0.0.1:5555") == "libzmq", "zmtp reaches ipc:// only"
+    with pytest.raises(ValueError, match="unknown stub transport"):
+        stub_transport("carrier-pigeon", ipc)

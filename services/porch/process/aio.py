@@ -4,9 +4,18 @@
     proc.on_request(handle)                      # or: msg = await proc.recv()
     reply = await proc.request("other:demo:sys", b"hi", timeout=5)
 
-The socket is read through its file descriptor (`loop.add_reader`), which DESIGN.md
-measured faster than zmq.asyncio. ZeroMQ's FD is edge-triggered, so the reader always
-drains until empty, and every send schedules one more drain.
+Two transports carry the messages (the API and its behaviour are the same):
+
+- "zmtp" (the default): the loop itself speaks ZMTP to the kernel on the Unix socket
+  (`porch.process.zmtp_client`), with no libzmq I/O thread between the loop and the
+  socket; bench/README.md "Stubs" has the figures.
+- "libzmq": a libzmq DEALER (`porch.process.core.Core`, as the blocking stub), read
+  through its file descriptor (`loop.add_reader`), which DESIGN.md measured faster
+  than zmq.asyncio. ZeroMQ's FD is edge-triggered, so the reader always drains until
+  empty, and every send looks for input that may not have signalled the fd.
+
+`connect(transport=...)` chooses, else $PORCH_STUB_TRANSPORT, else "zmtp"; an endpoint
+that is not ipc:// (the zmtp transport speaks to Unix sockets only) uses "libzmq".
 """
 
 from __future__ import annotations
@@ -22,7 +31,18 @@ from typing import Any
 import zmq
 
 from porch.process.blocking import LOCAL_GRACE_S, _as_blob, _as_bytes
-from porch.process.core import Core, Exited, Refused, Registered, Reply, expired, refused_error
+from porch.process.core import (
+    Core,
+    CoreBase,
+    Exited,
+    Incoming,
+    Refused,
+    Registered,
+    Reply,
+    expired,
+    refused_error,
+    resolve,
+)
 from porch.process.message import (
     Blob,
     KernelRefused,
@@ -31,17 +51,33 @@ from porch.process.message import (
     Offline,
     Timeout,
 )
+from porch.process.zmtp_client import ZmtpCore
 from porch.wire import kernel_pb2
 
 log = logging.getLogger("porch.process")
 
 RequestHandler = Callable[[Message], None]
 
+ENV_TRANSPORT = "PORCH_STUB_TRANSPORT"
+TRANSPORTS = ("zmtp", "libzmq")
+DEFAULT_TRANSPORT = "zmtp"
+
+
+def stub_transport(requested: str | None, endpoint: str) -> str:
+    """The transport to use: the one asked for, else $PORCH_STUB_TRANSPORT, else the
+    default; "libzmq" for an endpoint the zmtp transport cannot reach (not ipc://)."""
+    name = requested or os.environ.get(ENV_TRANSPORT) or DEFAULT_TRANSPORT
+    if name not in TRANSPORTS:
+        raise ValueError(f"unknown stub transport {name!r} (choose from {', '.join(TRANSPORTS)})")
+    if name == "zmtp" and not endpoint.startswith("ipc://"):
+        return "libzmq"
+    return name
+
 
 class AsyncProcess:
     """A process connected to the kernel, driven by the running asyncio loop."""
 
-    def __init__(self, core: Core, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, core: CoreBase, loop: asyncio.AbstractEventLoop) -> None:
         self._core = core
         self._loop = loop
         self._futures: dict[int, asyncio.Future[Message]] = {}
@@ -60,8 +96,18 @@ class AsyncProcess:
         self._on_reconnect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
         self._watches: dict[str, list[Callable[[str], None]]] = {}
-        loop.add_reader(core.fd, self._drain)
-        loop.add_reader(core.monitor_fd, self._on_monitor)
+        # What a send must do after it: libzmq may hold input its fd did not signal.
+        self._after_send: Callable[[], None] = _nothing
+        self._zmq: Core | None = None
+        if isinstance(core, Core):
+            self._zmq = core
+            self._after_send = self._schedule_drain
+            loop.add_reader(core.fd, self._drain)
+            loop.add_reader(core.monitor_fd, self._on_monitor)
+        elif isinstance(core, ZmtpCore):
+            core.attach(loop, self._deliver, self._on_lost)
+        else:
+            raise TypeError(f"no asyncio transport for {type(core).__name__}")
 
     @classmethod
     async def connect(
@@ -72,11 +118,21 @@ class AsyncProcess:
         endpoint: str | None = None,
         connect_timeout: float = 30.0,
         context: zmq.Context[Any] | None = None,
+        transport: str | None = None,
     ) -> AsyncProcess:
-        core = Core.open(process_id, home, endpoint, context)
+        """Connect as process_id and wait until registered (KernelUnreachable after
+        connect_timeout, KernelRefused for a bad or duplicate id). `transport`: "zmtp"
+        or "libzmq" (see the module's docstring); `context` is libzmq's only."""
+        pid, endpoint_ = resolve(process_id, home, endpoint)
+        core: CoreBase
+        if stub_transport(transport, endpoint_) == "libzmq":
+            core = Core(pid, endpoint_, context=context)
+        else:
+            core = ZmtpCore(pid, endpoint_)
         self = cls(core, asyncio.get_running_loop())
-        self._on_monitor()
-        self._drain()
+        if self._zmq is not None:
+            self._on_monitor()
+            self._drain()
         try:
             await asyncio.wait_for(asyncio.shield(self._registered), connect_timeout)
         except TimeoutError:
@@ -99,13 +155,20 @@ class AsyncProcess:
     def node(self) -> str:
         return self._core.node
 
+    @property
+    def transport(self) -> str:
+        """"zmtp" or "libzmq"."""
+        return "libzmq" if self._zmq is not None else "zmtp"
+
     def close(self) -> None:
-        if self._core.sock.closed:
+        core = self._core
+        if core.closed:
             return
-        self._loop.remove_reader(self._core.fd)
-        self._loop.remove_reader(self._core.monitor_fd)
+        if self._zmq is not None:
+            self._loop.remove_reader(self._zmq.fd)
+            self._loop.remove_reader(self._zmq.monitor_fd)
         self._fail_all("process closed its connection")
-        self._core.close()
+        core.close()
 
     def on_request(self, handler: RequestHandler | None) -> None:
         """Call handler(msg) in the loop for every incoming Request (instead of recv())."""
@@ -125,7 +188,7 @@ class AsyncProcess:
         if callbacks is None:
             callbacks = self._watches[process_id] = []
             self._core.send_watch(process_id)
-            self._schedule_drain()
+            self._after_send()
         callbacks.append(callback)
 
     # ------------------------------------------------------------------ sending
@@ -149,7 +212,7 @@ class AsyncProcess:
         env = self._core.new_request(target, _as_bytes(body), blob=blob_,
                                      metadata=metadata, rsvp=rsvp, id=id)
         self._core.send_envelope(env, blob_)
-        self._schedule_drain()
+        self._after_send()
         return env.id
 
     def request_future(
@@ -173,7 +236,7 @@ class AsyncProcess:
         fut: asyncio.Future[Message] = self._loop.create_future()
         id_ = env.id
         self._track(id_, fut, target, timeout + LOCAL_GRACE_S)
-        self._schedule_drain()
+        self._after_send()
         return id_, fut
 
     async def request(
@@ -206,13 +269,13 @@ class AsyncProcess:
     ) -> None:
         self._core.send_response(to, _as_bytes(body), blob=_as_blob(blob, mime),
                                  metadata=metadata)
-        self._schedule_drain()
+        self._after_send()
 
     async def registry(self, timeout: float = 5.0) -> kernel_pb2.Registry:
         id_ = self._core.send_registry_query()
         fut: asyncio.Future[Message] = self._loop.create_future()
         self._track(id_, fut, "kernel:distro:sys", timeout)
-        self._schedule_drain()
+        self._after_send()
         msg = await fut
         return kernel_pb2.Registry.FromString(msg.body)
 
@@ -225,72 +288,90 @@ class AsyncProcess:
             if not expired(msg):
                 return msg
 
+    def _deliver(self, item: Incoming) -> None:
+        """One decoded item from the kernel, from either transport."""
+        if isinstance(item, Reply):
+            fut = self._futures.pop(item.id, None)
+            if fut is None or fut.done():
+                return  # late (already timed out) or unsolicited: dropped
+            if item.error is not None:
+                fut.set_exception(item.error)
+            else:
+                assert item.message is not None
+                fut.set_result(item.message)
+        elif isinstance(item, Message):
+            if self._handler is not None:
+                try:
+                    self._handler(item)
+                except Exception:
+                    log.exception("%s: request handler failed on message %d from %s",
+                                  self.our, item.id, item.source)
+            else:
+                self._queue.put_nowait(item)
+        elif isinstance(item, Registered):
+            first = not self._registered.done()
+            if first:
+                self._registered.set_result(None)
+            else:
+                log.info("%s: re-registered with kernel %s", self.our, item.boot_id)
+                for pid in self._watches:  # the new kernel knows nothing of them
+                    self._core.send_watch(pid)
+                for cb in self._on_reconnect:
+                    cb()
+        elif isinstance(item, Exited):
+            for watcher in self._watches.pop(item.process_id, ()):
+                try:
+                    watcher(item.process_id)
+                except Exception:
+                    log.exception("%s: watch callback for %s failed", self.our, item.process_id)
+        elif isinstance(item, Refused):
+            err = refused_error(item)
+            log.error("%s: %s", self.our, err)
+            if not self._registered.done():
+                self._registered.set_exception(err)
+            self._refused = err
+
+    def _on_lost(self) -> None:
+        """The connection to the kernel ended: what waits on it fails now."""
+        log.warning("%s: lost the connection to the kernel", self.our)
+        self._fail_all("lost the connection to the kernel")
+        for cb in self._on_disconnect:
+            cb()
+
+    # ------------------------------------------------------------------ libzmq transport
+
     def _schedule_drain(self) -> None:
-        if not self._drain_scheduled:
+        """After a send: ZeroMQ's fd may not signal input that arrived before the send,
+        so look (EVENTS) and drain soon only if something is there; anything arriving
+        later signals the fd."""
+        zmq_core = self._zmq
+        if self._drain_scheduled or zmq_core is None or zmq_core.sock.closed:
+            return
+        if zmq_core.has_input():
             self._drain_scheduled = True
             self._loop.call_soon(self._drain)
 
     def _drain(self) -> None:
         self._drain_scheduled = False
-        core = self._core
-        if core.sock.closed:
+        zmq_core = self._zmq
+        if zmq_core is None or zmq_core.sock.closed:
             return
+        recv = zmq_core.recv_nowait
+        deliver = self._deliver
         while True:
-            item = core.recv_nowait()
+            item = recv()
             if item is False:
                 return
-            if isinstance(item, Reply):
-                fut = self._futures.pop(item.id, None)
-                if fut is None:
-                    continue  # late (already timed out) or unsolicited: dropped
-                if fut.done():
-                    continue
-                if item.error is not None:
-                    fut.set_exception(item.error)
-                else:
-                    assert item.message is not None
-                    fut.set_result(item.message)
-            elif isinstance(item, Message):
-                if self._handler is not None:
-                    try:
-                        self._handler(item)
-                    except Exception:
-                        log.exception("%s: request handler failed on message %d from %s",
-                                      self.our, item.id, item.source)
-                else:
-                    self._queue.put_nowait(item)
-            elif isinstance(item, Registered):
-                first = not self._registered.done()
-                if first:
-                    self._registered.set_result(None)
-                else:
-                    log.info("%s: re-registered with kernel %s", self.our, item.boot_id)
-                    for pid in self._watches:  # the new kernel knows nothing of them
-                        core.send_watch(pid)
-                    for cb in self._on_reconnect:
-                        cb()
-            elif isinstance(item, Exited):
-                for watcher in self._watches.pop(item.process_id, ()):
-                    try:
-                        watcher(item.process_id)
-                    except Exception:
-                        log.exception("%s: watch callback for %s failed", self.our, item.process_id)
-            elif isinstance(item, Refused):
-                err = refused_error(item)
-                log.error("%s: %s", self.our, err)
-                if not self._registered.done():
-                    self._registered.set_exception(err)
-                self._refused = err
+            if item is not None:
+                deliver(item)
 
     def _on_monitor(self) -> None:
-        if self._core.sock.closed:
+        zmq_core = self._zmq
+        if zmq_core is None or zmq_core.sock.closed:
             return
-        _, down = self._core.take_monitor_events()
+        _, down = zmq_core.take_monitor_events()
         if down:
-            log.warning("%s: lost the connection to the kernel", self.our)
-            self._fail_all("lost the connection to the kernel")
-            for cb in self._on_disconnect:
-                cb()
+            self._on_lost()
         self._schedule_drain()
 
     def _track(self, id_: int, fut: asyncio.Future[Message], target: str, timeout: float) -> None:
@@ -340,3 +421,7 @@ class AsyncProcess:
             self._deadline_timer.cancel()
             self._deadline_timer = None
         self._deadline_at = math.inf
+
+
+def _nothing() -> None:
+    pass

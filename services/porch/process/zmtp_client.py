@@ -1,0 +1,506 @@
+"""The asyncio stub's connection to the kernel, speaking ZMTP 3.1 itself (no libzmq).
+
+The kernel's socket is a Unix stream socket (libzmq's ipc://), and its peers speak
+ZMTP 3.1 on it whether the kernel runs on its own ZMTP transport or on a libzmq
+ROUTER. `ZmtpCore` is a DEALER speaking that protocol on a non-blocking socket read
+and written by the asyncio loop itself (`add_reader`), with the pure codec of
+`porch.kernel.zmtp_codec` (`ClientSession`). A libzmq DEALER hands every message to
+its I/O thread and back (an eventfd write and a wake-up each way), which is what this
+removes: bench/README.md "Stubs" has the figures.
+
+What it keeps from the libzmq DEALER that `Core` configures:
+- IMMEDIATE: nothing is sent, or queued, unless the handshake with a kernel is done;
+  a send while disconnected raises Offline at once.
+- SNDHWM: the output not yet taken by the socket is bounded (HIGH_WATER_MARK
+  messages, MAX_QUEUE_BYTES bytes, like the kernel's own peer queues); a send past it
+  raises Offline.
+- Heartbeats: a PING (TTL 5 s) every second; the kernel's PINGs get PONGs; a kernel
+  that sends nothing for HEARTBEAT_TIMEOUT_S (it PINGs every second) is dropped as hung.
+- Reconnection with backoff (RECONNECT_IVL_S doubling to RECONNECT_IVL_MAX_S); every
+  new connection sends Register first.
+- close(): Unregister, and up to CLOSE_LINGER_S to flush (libzmq's linger).
+
+What differs: a disconnect is seen at the EOF itself (no monitor socket). Everything
+runs on the loop's thread, but for one thing: the kernel drops a peer it hears nothing
+from for 5 s, and a libzmq I/O thread kept talking to it while the loop did not run
+(blocked by a long computation, or simply not running between `run_until_complete`
+calls). So a keepalive thread, asleep on the message path, wakes once a second and,
+only when the loop has not run our heartbeat timer for two intervals, sends the PING
+itself (under the write lock, only between whole frames); what arrives meanwhile waits
+in the socket and the kernel's queue for the loop, as it waited in libzmq's.
+
+Output is coalesced: a send appends to the queue and the queue is written once per
+loop iteration (`call_soon`), or at the end of the read that caused the sends (the
+responses a request handler sends go out with one sendmsg). Blobs are written from
+their own buffers (scatter-gather), and large incoming bodies are read straight into
+their own buffer (`ClientSession.read_buffer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Self, cast
+
+from porch.kernel.zmtp_codec import ClientSession, frame_header, ping
+from porch.process.core import CoreBase, Incoming, resolve
+from porch.process.message import Blob, Offline
+from porch.wire import kernel_pb2
+
+log = logging.getLogger("porch.process")
+
+HIGH_WATER_MARK = 10_000  # messages not yet written (libzmq's SNDHWM in Core)
+MAX_QUEUE_BYTES = 256 * 1024 * 1024  # bytes not yet written (libzmq had no such bound)
+MAX_FRAME = 1 << 30  # the kernel's MAXMSGSIZE: it sends nothing larger
+HEARTBEAT_IVL_S = 1.0
+HEARTBEAT_TIMEOUT_S = 5.0
+RECONNECT_IVL_S = 0.1
+RECONNECT_IVL_MAX_S = 1.0
+CLOSE_LINGER_S = 0.2
+READ_SIZE = 65536
+# Reads per wake-up before the loop gets a turn (a large blob is read in many).
+READS_PER_WAKEUP = 64
+IOV_MAX = 1024
+# Messages up to this size are joined into one buffer: cheaper than an iovec per part.
+JOIN_BELOW = 16 * 1024
+OFFLINE = "kernel not reachable (not running or not keeping up)"
+
+_SHORT_LAST = [frame_header(n, False) for n in range(256)]
+_SHORT_MORE = [frame_header(n, True) for n in range(256)]
+
+Deliver = Callable[[Incoming], None]
+
+
+def socket_path(endpoint: str) -> str:
+    """The filesystem path (or abstract name) of an ipc:// endpoint."""
+    if not endpoint.startswith("ipc://"):
+        raise ValueError(f"ZMTP stubs connect to ipc:// endpoints only, not {endpoint!r}")
+    path = endpoint.removeprefix("ipc://")
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
+class ZmtpCore(CoreBase):
+    """One process's connection to the kernel, as a ZMTP DEALER on the asyncio loop.
+
+    `attach(loop, deliver, lost)` starts it: it connects (and reconnects) by itself,
+    calls deliver(item) for everything decoded, in order, and lost() when an
+    established connection ends (not when a connection attempt fails).
+    """
+
+    def __init__(
+        self,
+        process_id: str,
+        endpoint: str,
+        *,
+        high_water_mark: int = HIGH_WATER_MARK,
+        max_queue_bytes: int = MAX_QUEUE_BYTES,
+        heartbeat_ivl_s: float = HEARTBEAT_IVL_S,
+        heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+    ) -> None:
+        super().__init__(process_id, endpoint)
+        self.path = socket_path(endpoint)
+        self.high_water_mark = high_water_mark
+        self.max_queue_bytes = max_queue_bytes
+        self.heartbeat_ivl_s = heartbeat_ivl_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self._ping = ping(min(0xFFFF, int(heartbeat_timeout_s * 10)))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deliver: Deliver = _ignore
+        self._lost: Callable[[], None] = _nothing
+        self._closed = False
+        self._sock: socket.socket | None = None
+        self._fd = -1
+        self._session: ClientSession | None = None
+        # Output: buffers not yet written; bytes ever queued / written; the cumulative
+        # end offset of each message still (partly) queued.
+        self._out: list[Any] = []
+        self._queued = 0
+        self._written = 0
+        self._ends: deque[int] = deque()
+        self._writing = False  # add_writer armed: the socket took less than was queued
+        self._flush_due = False  # output queued, a flush scheduled (or at the read's end)
+        self._reading = False
+        # Liveness: reads so far, the count at the last heartbeat tick, silence so far.
+        self._rx = 0
+        self._rx_seen = 0
+        self._silent_s = 0.0
+        self._backoff = RECONNECT_IVL_S
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self._last_failure = ""
+        # The keepalive thread's: socket writes and closes happen under this lock, so
+        # its PING never lands inside a frame nor on a closed (or reused) fd.
+        self._wlock = threading.Lock()
+        self._last_tick = time.monotonic()
+        self._stop = threading.Event()
+
+    @classmethod
+    def open(cls, process_id: str | None, home: str | os.PathLike[str] | None,
+             endpoint: str | None) -> Self:
+        pid, endpoint_ = resolve(process_id, home, endpoint)
+        return cls(pid, endpoint_)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def attach(self, loop: asyncio.AbstractEventLoop, deliver: Deliver,
+               lost: Callable[[], None]) -> None:
+        self._loop = loop
+        self._deliver = deliver
+        self._lost = lost
+        self._tick_handle = loop.call_later(self.heartbeat_ivl_s, self._tick)
+        self._last_tick = time.monotonic()
+        threading.Thread(target=self._keepalive, name=f"porch-keepalive {self.process_id}",
+                         daemon=True).start()
+        self._connect()
+
+    def close(self) -> None:
+        """Unregister (so the kernel fails what is pending on us at once), give the
+        output up to CLOSE_LINGER_S to leave, and close. Never calls lost()."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        for handle in (self._tick_handle, self._retry_handle):
+            if handle is not None:
+                handle.cancel()
+        self._tick_handle = self._retry_handle = None
+        sock = self._sock
+        if sock is None:
+            self.connected = self.registered = False
+            return
+        if self.registered:
+            unregister = _frame(self.unregister_envelope())
+            self._out.append(unregister)  # written here, not by the loop (it may be closed)
+            self._queued += len(unregister)
+            self._linger(sock, CLOSE_LINGER_S)
+        self._drop_socket()
+        self.connected = self.registered = False
+
+    def _connect(self) -> None:
+        self._retry_handle = None
+        if self._closed or self._sock is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            # A Unix socket connects at once or fails (ENOENT, ECONNREFUSED, EAGAIN when
+            # the backlog is full): there is no connection in progress to wait for.
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            self._failed(f"cannot connect to {self.endpoint}: {exc.strerror or exc}")
+            return
+        assert self._loop is not None
+        self._sock = sock
+        self._fd = sock.fileno()
+        session = self._session = ClientSession(MAX_FRAME)
+        self._rx = self._rx_seen = 0
+        self._silent_s = 0.0
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._queue_raw(b"".join(session.out))  # our greeting and READY, at once
+        session.out.clear()
+        self._flush()
+
+    def _failed(self, why: str) -> None:
+        """A connection attempt failed or a connection ended: try again after the
+        backoff (100 ms, doubling to 1 s, like libzmq's RECONNECT_IVL(_MAX))."""
+        if why != self._last_failure:
+            log.debug("%s: %s", self.process_id, why)
+            self._last_failure = why
+        if self._closed or self._loop is None:
+            return
+        delay = self._backoff
+        self._backoff = min(delay * 2, RECONNECT_IVL_MAX_S)
+        self._retry_handle = self._loop.call_later(delay, self._connect)
+
+    def _drop_socket(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        loop = self._loop
+        assert loop is not None
+        loop.remove_reader(self._fd)
+        if self._writing:
+            loop.remove_writer(self._fd)
+        with self._wlock:
+            sock.close()
+            self._sock = None
+        self._fd = -1
+        self._session = None
+        self._out = []
+        self._queued = self._written = 0
+        self._ends.clear()
+        self._writing = False
+        self._flush_due = False
+
+    def _lose(self, why: str) -> None:
+        """The connection ended (EOF, error, protocol error, heartbeat timeout)."""
+        if self._sock is None:
+            return
+        was_connected = self.connected
+        self._drop_socket()
+        self.connected = self.registered = False
+        if was_connected:
+            log.info("%s: connection to the kernel ended: %s", self.process_id, why)
+            self._last_failure = ""
+            try:
+                self._lost()
+            except Exception:
+                log.exception("%s: disconnect handling failed", self.process_id)
+        self._failed(why)
+
+    def _tick(self) -> None:
+        """Every heartbeat interval: liveness, and a PING to the kernel."""
+        assert self._loop is not None
+        self._tick_handle = self._loop.call_later(self.heartbeat_ivl_s, self._tick)
+        self._last_tick = time.monotonic()
+        if self._sock is None:
+            return
+        if self._rx != self._rx_seen:
+            self._rx_seen = self._rx
+            self._silent_s = 0.0
+        else:
+            self._silent_s += self.heartbeat_ivl_s
+        if self._silent_s >= self.heartbeat_timeout_s:
+            what = "heartbeat timeout" if self.connected else "no ZMTP handshake"
+            self._lose(f"{what}: nothing from the kernel for {self._silent_s:.0f} s")
+        elif self.connected and not self._writing:
+            self._queue_raw(self._ping)
+
+    # ------------------------------------------------------------------ reading
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        session = self._session
+        if sock is None or session is None:
+            return
+        self._reading = True
+        try:
+            for _ in range(READS_PER_WAKEUP):
+                buf = session.read_buffer()
+                try:
+                    if buf is None:
+                        data = sock.recv(READ_SIZE)
+                        n = len(data)
+                        if not n:
+                            self._lose("the kernel closed the connection")
+                            return
+                        msgs = session.feed(data)
+                        more = n == READ_SIZE
+                    else:
+                        n = sock.recv_into(buf)
+                        if not n:
+                            self._lose("the kernel closed the connection")
+                            return
+                        msgs = session.filled(n)
+                        more = n == len(buf)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # ECONNRESET and the like: the kernel is gone
+                    self._lose(f"connection error: {exc.strerror or exc}")
+                    return
+                self._rx += 1
+                if session.out:  # PONGs (an ERROR before a close)
+                    self._queue_raw(b"".join(session.out))
+                    session.out.clear()
+                if not self.connected and session.ready:
+                    self.connected = True
+                    self.registered = False
+                    self._backoff = RECONNECT_IVL_S
+                    self._last_failure = ""
+                    self._send_register()  # before anything else goes out
+                if msgs:
+                    self._dispatch(msgs)
+                    if self._sock is not sock:  # closed or lost meanwhile
+                        return
+                if session.error is not None:
+                    self._lose(f"ZMTP protocol error: {session.error}")
+                    return
+                if not more:
+                    break
+        finally:
+            self._reading = False
+            if self._flush_due:  # what the handlers sent, in one write
+                self._flush()
+
+    def _dispatch(self, msgs: list[tuple[list[Any], int]]) -> None:
+        decode = self.decode
+        deliver = self._deliver
+        for frames, count in msgs:
+            if count > 2:
+                log.warning("%s: dropped a message of %d frames", self.process_id, count)
+                continue
+            head = frames[0]
+            if type(head) is not bytes:
+                frames[0] = bytes(head)
+            if count == 2 and type(frames[1]) is not bytes:
+                frames[1] = bytes(frames[1])  # a large body read in place: one copy
+            item = decode(frames)
+            if item is None:
+                continue
+            try:
+                deliver(item)
+            except Exception:
+                log.exception("%s: handling an incoming message failed", self.process_id)
+            if self._sock is None:
+                return
+
+    # ------------------------------------------------------------------ writing
+
+    def send_envelope(self, env: kernel_pb2.Envelope, blob: Blob | None) -> None:
+        """Queue without blocking; no kernel, or too much unwritten, is Offline."""
+        if not self.connected:
+            raise Offline(env.target, env.id, OFFLINE)
+        frame = env.SerializeToString()
+        flen = len(frame)
+        out = self._out
+        if blob is None:
+            size = flen + (2 if flen < 256 else 9)
+            if out and (len(self._ends) >= self.high_water_mark
+                        or self._queued - self._written + size > self.max_queue_bytes):
+                raise Offline(env.target, env.id, OFFLINE)
+            if flen < 256:
+                out.append(_SHORT_LAST[flen] + frame)
+            elif flen < JOIN_BELOW:
+                out.append(frame_header(flen, False) + frame)
+            else:
+                out.append(frame_header(flen, False))
+                out.append(frame)
+        else:
+            data = blob.bytes
+            blen = len(data)
+            size = flen + blen + (2 if flen < 256 else 9) + (2 if blen < 256 else 9)
+            if out and (len(self._ends) >= self.high_water_mark
+                        or self._queued - self._written + size > self.max_queue_bytes):
+                raise Offline(env.target, env.id, OFFLINE)
+            head = (_SHORT_MORE[flen] if flen < 256 else frame_header(flen, True)) + frame
+            if size < JOIN_BELOW:
+                out.append(head + (_SHORT_LAST[blen] if blen < 256 else frame_header(blen, False))
+                           + data)
+            else:
+                out.append(head + frame_header(blen, False))
+                out.append(data)
+        self._queued += size
+        self._ends.append(self._queued)
+        if not self._flush_due and not self._writing:
+            self._flush_due = True
+            if not self._reading:
+                cast(asyncio.AbstractEventLoop, self._loop).call_soon(self._flush)
+
+    def _queue_raw(self, data: bytes) -> None:
+        """Protocol output (greeting, READY, PING, PONG, Unregister): outside the bound."""
+        self._out.append(data)
+        self._queued += len(data)
+        self._ends.append(self._queued)
+        if not self._flush_due and not self._writing and self._loop is not None:
+            self._flush_due = True
+            if not self._reading:
+                self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        if self._out and not self._writing and self._sock is not None:
+            self._write()
+
+    def _on_writable(self) -> None:
+        if self._sock is not None:
+            self._write()
+
+    def _write(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        out = self._out
+        try:
+            with self._wlock:
+                n = sock.send(out[0]) if len(out) == 1 else sock.sendmsg(out[:IOV_MAX])
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:  # EPIPE, ECONNRESET: the kernel is gone
+            self._lose(f"connection error: {exc.strerror or exc}")
+            return
+        if self._consume(n):
+            if self._writing:
+                self._writing = False
+                cast(asyncio.AbstractEventLoop, self._loop).remove_writer(self._fd)
+        elif not self._writing:
+            self._writing = True
+            cast(asyncio.AbstractEventLoop, self._loop).add_writer(self._fd, self._on_writable)
+
+    def _consume(self, n: int) -> bool:
+        """n bytes were written; drop them from the queue. True when it is empty."""
+        written = self._written = self._written + n
+        out = self._out
+        if written == self._queued:
+            out.clear()
+            self._ends.clear()
+            return True
+        i = 0
+        while n:
+            k = len(out[i])
+            if n < k:
+                out[i] = memoryview(out[i])[n:]
+                break
+            n -= k
+            i += 1
+        del out[:i]
+        ends = self._ends
+        while ends and ends[0] <= written:
+            ends.popleft()
+        return False
+
+    def _linger(self, sock: socket.socket, timeout: float) -> None:
+        """Block up to timeout seconds to write what is queued (at close only)."""
+        give_up = time.monotonic() + timeout
+        out = self._out
+        try:
+            with self._wlock:
+                while out:
+                    left = give_up - time.monotonic()
+                    if left <= 0:
+                        break
+                    sock.settimeout(left)
+                    n = sock.send(out[0]) if len(out) == 1 else sock.sendmsg(out[:IOV_MAX])
+                    self._consume(n)
+        except OSError:  # timed out, or the kernel is gone: nothing more to do
+            pass
+
+    # ------------------------------------------------------------------ keepalive thread
+
+    def _keepalive(self) -> None:
+        """PING the kernel while the loop does not run (see the module's docstring)."""
+        ivl = self.heartbeat_ivl_s
+        while not self._stop.wait(ivl):
+            if time.monotonic() - self._last_tick < 2 * ivl:
+                continue  # the loop runs: its own timer PINGs
+            with self._wlock:
+                sock = self._sock
+                # Only between whole frames: nothing queued, no partial write pending.
+                # A 9-byte PING is written whole or not at all by a Unix stream socket.
+                if sock is None or not self.connected or self._out or self._writing:
+                    continue
+                try:
+                    sock.send(self._ping)
+                except OSError:
+                    pass  # full or gone: the loop finds out when it runs
+
+
+def _frame(data: bytes) -> bytes:
+    return frame_header(len(data), False) + data
+
+
+def _ignore(item: Incoming) -> None:
+    pass
+
+
+def _nothing() -> None:
+    pass
