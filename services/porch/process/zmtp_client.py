@@ -44,6 +44,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Self, cast
@@ -159,8 +160,8 @@ class ZmtpCore(CoreBase):
         self._lost = lost
         self._tick_handle = loop.call_later(self.heartbeat_ivl_s, self._tick)
         self._last_tick = time.monotonic()
-        threading.Thread(target=self._keepalive, name=f"porch-keepalive {self.process_id}",
-                         daemon=True).start()
+        threading.Thread(target=_keepalive, args=(weakref.ref(self), self._stop, self.heartbeat_ivl_s),
+                         name=f"porch-keepalive {self.process_id}", daemon=True).start()
         self._connect()
 
     def close(self) -> None:
@@ -476,22 +477,31 @@ class ZmtpCore(CoreBase):
 
     # ------------------------------------------------------------------ keepalive thread
 
-    def _keepalive(self) -> None:
-        """PING the kernel while the loop does not run (see the module's docstring)."""
-        ivl = self.heartbeat_ivl_s
-        while not self._stop.wait(ivl):
-            if time.monotonic() - self._last_tick < 2 * ivl:
-                continue  # the loop runs: its own timer PINGs
-            with self._wlock:
-                sock = self._sock
-                # Only between whole frames: nothing queued, no partial write pending.
-                # A 9-byte PING is written whole or not at all by a Unix stream socket.
-                if sock is None or not self.connected or self._out or self._writing:
-                    continue
-                try:
-                    sock.send(self._ping)
-                except OSError:
-                    pass  # full or gone: the loop finds out when it runs
+    def _keepalive_ping(self) -> None:
+        """From the keepalive thread: PING if the loop has not for two intervals."""
+        if time.monotonic() - self._last_tick < 2 * self.heartbeat_ivl_s:
+            return  # the loop runs: its own timer PINGs
+        with self._wlock:
+            sock = self._sock
+            # Only between whole frames: nothing queued, no partial write pending.
+            # A 9-byte PING is written whole or not at all by a Unix stream socket.
+            if sock is None or not self.connected or self._out or self._writing:
+                return
+            try:
+                sock.send(self._ping)
+            except OSError:
+                pass  # full or gone: the loop finds out when it runs
+
+
+def _keepalive(ref: weakref.ref[ZmtpCore], stop: threading.Event, ivl: float) -> None:
+    """The keepalive thread (see the module's docstring). It holds the core weakly: a
+    core nobody references any more is collected (its socket closed) as before."""
+    while not stop.wait(ivl):
+        core = ref()
+        if core is None:
+            return
+        core._keepalive_ping()
+        del core
 
 
 def _frame(data: bytes) -> bytes:
