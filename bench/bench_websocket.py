@@ -3,9 +3,11 @@
     python bench/bench_websocket.py [--rounds N] [--seconds S] [--connections C]
 
 Porch path: client -> http-server -> kernel -> echo process -> kernel -> http-server ->
-client. Plain: client -> one Tornado WebSocketHandler echoing. The same client (a
+client, with the echo process written on the asyncio stub (AsyncHttpServer; it talks
+ZMTP to the kernel itself) and, as a second figure, on the blocking stub (HttpServer,
+libzmq). Plain: client -> one Tornado WebSocketHandler echoing. The same client (a
 separate Python process with 10 connections, each sending its next message as soon as
-the echo of the last arrives) drives both, alternating rounds; medians are compared.
+the echo of the last arrives) drives all of them, alternating rounds; medians compared.
 
 Target (issue 4): porch messages/second >= 0.4 x plain.
 """
@@ -35,6 +37,23 @@ class Echo(tornado.websocket.WebSocketHandler):
         self.write_message(message)
 async def main():
     tornado.web.Application([(r"/.*", Echo)]).listen(int(sys.argv[1]), "127.0.0.1")
+    print("READY", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+ECHO_ASYNC = """
+import asyncio
+import porch
+from porch.http.server import AsyncHttpServer, WsBindingConfig, send_ws_push
+async def main():
+    proc = await porch.AsyncProcess.connect()
+    server = AsyncHttpServer(proc)
+    def echo(channel, kind, blob):
+        if kind == "Text":
+            send_ws_push(proc, channel, "Text", blob)
+    proc.on_request(lambda msg: server.handle_request(msg, lambda req: None, echo))
+    await server.bind_ws_path("/ws", WsBindingConfig(authenticated=False))
     print("READY", flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())
@@ -87,8 +106,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2 if QUICK else 5)
     parser.add_argument("--connections", type=int, default=10)
     args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
-    node = Node('node = "bench.os"\n[[process]]\nid = "echo:bench:sys"\n'
-                'capabilities = ["http-server:distro:sys"]\n')
+    node = Node('node = "bench.os"\n' + "".join(
+        f'[[process]]\nid = "{pid}"\ncapabilities = ["http-server:distro:sys"]\n'
+        for pid in ("echo:bench:sys", "aecho:bench:sys")))
     plain_port = free_port()
     (node.dir / "plain.py").write_text(textwrap.dedent(PLAIN))
     client = node.dir / "client.py"
@@ -101,18 +121,24 @@ def main() -> None:
         porch_port = free_port()
         node.start("http-server", "--port", str(porch_port), env={"PORCH_PASSWORD": "bench"})
         node.spawn("echo:bench:sys", ECHO)
+        node.spawn("aecho:bench:sys", ECHO_ASYNC)
         node.wait_log("echo:bench:sys", "READY")
-        urls = {"plain": f"ws://127.0.0.1:{plain_port}/", "porch": f"ws://127.0.0.1:{porch_port}/echo:bench:sys/ws"}
+        node.wait_log("aecho:bench:sys", "READY")
+        urls = {"plain": f"ws://127.0.0.1:{plain_port}/",
+                "asyncio": f"ws://127.0.0.1:{porch_port}/aecho:bench:sys/ws",
+                "blocking": f"ws://127.0.0.1:{porch_port}/echo:bench:sys/ws"}
         for url in urls.values():
             drive(client, url, args.connections, 1)
-        rates: dict[str, list[float]] = {"plain": [], "porch": []}
+        rates: dict[str, list[float]] = {name: [] for name in urls}
         for _ in range(args.rounds):
             for name, url in urls.items():
                 rates[name].append(drive(client, url, args.connections, args.seconds))
         med = {k: statistics.median(v) for k, v in rates.items()}
         print(f"websocket: echo messages/s, {args.connections} connections, median of {args.rounds}: "
-              f"plain tornado {med['plain']:.0f}, porch {med['porch']:.0f}, "
-              f"ratio {med['porch'] / med['plain']:.2f} (target >= 0.4)")
+              f"plain tornado {med['plain']:.0f}, porch with an asyncio-stub echo process "
+              f"{med['asyncio']:.0f}, ratio {med['asyncio'] / med['plain']:.2f} (target >= 0.4)")
+        print(f"websocket: the same with a blocking-stub echo process {med['blocking']:.0f}, "
+              f"ratio {med['blocking'] / med['plain']:.2f}")
     finally:
         plain.kill()
         plain.wait()

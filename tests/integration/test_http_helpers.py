@@ -20,7 +20,7 @@ from porch.http.server import (
 from porch.wire import http_pb2
 from support.node import Node, free_port
 
-IDS = ["ui:pkg:pub.os", "mod:pkg:pub.os", "file:pkg:pub.os"]
+IDS = ["ui:pkg:pub.os", "mod:pkg:pub.os", "file:pkg:pub.os", "aio:pkg:pub.os"]
 OPEN = HttpBindingConfig(authenticated=False)
 
 
@@ -97,3 +97,38 @@ def test_incoming_request_accessors() -> None:
     assert req.query_params == {"k": "2"} and req.query_list == [("k", "1"), ("k", "2")]
     assert req.source_socket_addr is None and req.body == b"body"
     assert get_mime_type("a.unknownext") == "application/octet-stream"
+
+
+ASYNC_APP = """
+import asyncio
+import porch
+from porch.http.server import (AsyncHttpServer, HttpBindingConfig, HttpResponse, WsBindingConfig,
+                               send_ws_push)
+async def main():
+    proc = await porch.AsyncProcess.connect()
+    server = AsyncHttpServer(proc)
+    def http(req):
+        return HttpResponse(200).header("Content-Type", "text/plain").body(b"async " + req.body)
+    def ws(channel, kind, blob):
+        send_ws_push(proc, channel, "Text", b"echo " + blob.bytes)
+    proc.on_request(lambda msg: server.handle_request(msg, http, ws))
+    await server.bind_http_path("/h", HttpBindingConfig(authenticated=False))
+    await server.bind_ws_path("/ws", WsBindingConfig(authenticated=False))
+    await server.serve_file(__file__, ["/me.py"], HttpBindingConfig(authenticated=False))
+    print("READY", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def test_async_http_server_serves_http_and_websockets(base: tuple[Node, str]) -> None:
+    from websockets.sync.client import connect
+
+    node, url = base
+    node.spawn("aio:pkg:pub.os", ASYNC_APP)
+    node.wait_log("aio:pkg:pub.os", "READY")
+    assert requests.post(url + "/aio:pkg:pub.os/h", data=b"hi", timeout=5).text == "async hi"
+    assert "AsyncHttpServer" in requests.get(url + "/aio:pkg:pub.os/me.py", timeout=5).text
+    with connect(url.replace("http", "ws") + "/aio:pkg:pub.os/ws", open_timeout=10) as ws:
+        ws.send("x")
+        assert ws.recv(timeout=5) == "echo x"

@@ -18,6 +18,7 @@ the static content it was given (it always failed with NoBlob) and honours
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mimetypes
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from porch.address import HTTP_SERVER
+from porch.process.aio import AsyncProcess
 from porch.process.blocking import Process
 from porch.process.message import Blob, Message, Offline, SendError
 from porch.wire import http_pb2
@@ -207,7 +209,8 @@ def _ws_type(name: str) -> int:
     return int(http_pb2.WsMessageType.Value(name))
 
 
-def send_ws_push(proc: Process, channel_id: int, message_type: str, blob: bytes | Blob) -> None:
+def send_ws_push(proc: Process | AsyncProcess, channel_id: int, message_type: str,
+                 blob: bytes | Blob) -> None:
     """Push one frame to a WebSocket this process owns (fire and forget, as process_lib)."""
     action = Action()
     action.web_socket_push.channel_id = channel_id
@@ -223,160 +226,93 @@ HttpHandler = Callable[[IncomingHttpRequest], HttpResponse | tuple[HttpResponse,
 WsHandler = Callable[[int, str, Blob | None], None]
 
 
-class HttpServer:
-    """Bindings of one process, kept locally as well (process_lib's HttpServer)."""
+def bind_action(path: str, config: HttpBindingConfig) -> http_pb2.HttpServerAction:
+    """Bind or SecureBind for a config (its static content travels as the blob)."""
+    action = Action()
+    timeout_ms = int(config.timeout * 1000) if config.timeout else 0
+    cache = config.static_content is not None
+    if config.secure_subdomain:
+        sb = action.secure_bind
+        sb.path, sb.cache, sb.timeout_ms = path, cache, timeout_ms
+    else:
+        b = action.bind
+        b.path, b.cache, b.timeout_ms = path, cache, timeout_ms
+        b.authenticated, b.local_only = config.authenticated, config.local_only
+    return action
 
-    def __init__(self, proc: Process, timeout: float = 5.0, wait_for_server: float = 30.0) -> None:
-        """`timeout`: how long each action may take. `wait_for_server`: how long an
-        action waits for an http-server that is not running yet (processes may start
-        before it, under honcho or after a node restart)."""
-        self.proc = proc
-        self.timeout = timeout
-        self.wait_for_server = wait_for_server
+
+def ws_bind_action(path: str, config: WsBindingConfig) -> http_pb2.HttpServerAction:
+    action = Action()
+    if config.secure_subdomain:
+        action.web_socket_secure_bind.path = path
+        action.web_socket_secure_bind.extension = config.extension
+    else:
+        w = action.web_socket_bind
+        w.path, w.authenticated, w.extension = path, config.authenticated, config.extension
+    return action
+
+
+def _path_action(variant: str, path: str) -> http_pb2.HttpServerAction:
+    action = Action()
+    getattr(action, variant).path = path
+    return action
+
+
+def _close_action(channel_id: int) -> http_pb2.HttpServerAction:
+    action = Action()
+    action.web_socket_close.channel_id = channel_id
+    return action
+
+
+def read_result(body: bytes) -> None:
+    """Raise HttpServerError unless the http-server's answer is Ok."""
+    result = http_pb2.HttpServerResult()
+    try:
+        result.ParseFromString(body)
+    except Exception:
+        raise HttpServerError("UnexpectedResponse", "not an HttpServerResult") from None
+    which = result.WhichOneof("result")
+    if which == "err":
+        raise HttpServerError(http_pb2.HttpServerError.Kind.Name(result.err.kind), result.err.detail)
+    if which != "ok":
+        raise HttpServerError("UnexpectedResponse", "empty HttpServerResult")
+
+
+def ui_files(directory: str | os.PathLike[str], roots: Iterable[str],
+             config: HttpBindingConfig) -> list[tuple[str, HttpBindingConfig]]:
+    """(path, static config) for every file under `directory`, index.html also at each
+    root. (Fixed: with no roots, index.html is still bound at its own path; a nested
+    */index.html never replaces the top one at the roots.)"""
+    base = Path(directory)
+    if not base.is_dir():
+        raise FileNotFoundError(f"serve_ui: {base} is not a directory")
+    out = []
+    for file in sorted(p for p in base.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = "/" + file.relative_to(base).as_posix()
+        cfg = config.with_(static_content=Blob(file.read_bytes(), get_mime_type(file.name)))
+        out.append((rel, cfg))
+        if rel == "/index.html":
+            out.extend((root, cfg) for root in roots)
+    return out
+
+
+def _file_config(file_path: str | os.PathLike[str], config: HttpBindingConfig | None) -> HttpBindingConfig:
+    data = Path(file_path).read_bytes()
+    return (config or HttpBindingConfig()).with_(static_content=Blob(data, get_mime_type(str(file_path))))
+
+
+class _Bindings:
+    """What both server classes keep locally and how they dispatch incoming messages."""
+
+    proc: Process | AsyncProcess
+
+    def __init__(self) -> None:
         self.http_paths: dict[str, HttpBindingConfig] = {}
         self.ws_paths: dict[str, WsBindingConfig] = {}
         self.ws_channels: dict[str, set[int]] = {}
 
-    # -- talking to the http-server -------------------------------------------------
-
-    def _act(self, action: http_pb2.HttpServerAction, blob: Blob | None = None) -> None:
-        give_up = time.monotonic() + self.wait_for_server
-        delay = 0.05
-        while True:
-            try:
-                reply = self.proc.send_and_await_response(HTTP_SERVER, action.SerializeToString(),
-                                                          timeout=self.timeout, blob=blob)
-                break
-            except Offline as exc:
-                if exc.delivered or time.monotonic() + delay > give_up:
-                    raise HttpServerError("UnexpectedResponse", str(exc)) from exc
-                if delay == 0.05:
-                    log.info("%s: waiting for the http-server to start", self.proc.our)
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-            except SendError as exc:
-                kind = "Timeout" if exc.kind == "Timeout" else "UnexpectedResponse"
-                raise HttpServerError(kind, str(exc)) from exc
-        result = http_pb2.HttpServerResult()
-        try:
-            result.ParseFromString(reply.body)
-        except Exception:
-            raise HttpServerError("UnexpectedResponse", "not an HttpServerResult") from None
-        if result.WhichOneof("result") == "err":
-            raise HttpServerError(http_pb2.HttpServerError.Kind.Name(result.err.kind), result.err.detail)
-        if result.WhichOneof("result") != "ok":
-            raise HttpServerError("UnexpectedResponse", "empty HttpServerResult")
-
-    # -- HTTP -------------------------------------------------------------------------
-
-    def bind_http_path(self, path: str, config: HttpBindingConfig | None = None) -> None:
-        config = config or HttpBindingConfig()
-        action = Action()
-        timeout_ms = int(config.timeout * 1000) if config.timeout else 0
-        cache = config.static_content is not None
-        if config.secure_subdomain:
-            action.secure_bind.path = path
-            action.secure_bind.cache = cache
-            action.secure_bind.timeout_ms = timeout_ms
-        else:
-            b = action.bind
-            b.path, b.cache, b.timeout_ms = path, cache, timeout_ms
-            b.authenticated, b.local_only = config.authenticated, config.local_only
-        self._act(action, config.static_content)
-        self.http_paths[path] = config
-
-    def bind_http_static_path(self, path: str, authenticated: bool, local_only: bool,
-                              content_type: str | None, content: bytes) -> None:
-        self.bind_http_path(path, HttpBindingConfig(authenticated, local_only, False,
-                                                    Blob(content, content_type)))
-
-    def secure_bind_http_path(self, path: str) -> None:
-        self.bind_http_path(path, HttpBindingConfig(secure_subdomain=True))
-
-    def modify_http_path(self, path: str, config: HttpBindingConfig) -> None:
-        """Rebind a path this process bound with a new config (process_lib's, fixed)."""
-        if path not in self.http_paths:
-            raise HttpServerError("MalformedRequest", f"{path} is not bound by this process")
-        self.bind_http_path(path, config)
-
-    def bind_multiple_http_paths(self, paths: Iterable[str],
-                                 config: HttpBindingConfig | None = None) -> None:
-        done: list[str] = []
-        try:
-            for path in paths:
-                self.bind_http_path(path, config)
-                done.append(path)
-        except HttpServerError:
-            for path in done:
-                self.unbind_http_path(path)
-            raise
-
-    def unbind_http_path(self, path: str) -> None:
-        action = Action()
-        action.unbind.path = path
-        self._act(action)
-        self.http_paths.pop(path, None)
-
-    def serve_file(self, file_path: str | os.PathLike[str], paths: Iterable[str],
-                   config: HttpBindingConfig | None = None) -> None:
-        """Bind each path to the file's bytes as static content (mime from its name).
-
-        process_lib reads the package's VFS; porch processes read their own disk."""
-        data = Path(file_path).read_bytes()
-        config = (config or HttpBindingConfig()).with_(
-            static_content=Blob(data, get_mime_type(str(file_path))))
-        for path in paths:
-            self.bind_http_path(path, config)
-
-    def serve_ui(self, directory: str | os.PathLike[str], roots: Iterable[str] = ("/",),
-                 config: HttpBindingConfig | None = None) -> list[str]:
-        """Bind every file under `directory` at its relative path; index.html also at each
-        root. Returns the paths bound. (Fixed: with no roots, index.html is still bound
-        at its own path; a nested */index.html never replaces the top one at the roots.)"""
-        base = Path(directory)
-        if not base.is_dir():
-            raise FileNotFoundError(f"serve_ui: {base} is not a directory")
-        config = config or HttpBindingConfig()
-        bound = []
-        for file in sorted(p for p in base.rglob("*") if p.is_file() and not p.is_symlink()):
-            rel = "/" + file.relative_to(base).as_posix()
-            content = Blob(file.read_bytes(), get_mime_type(file.name))
-            cfg = config.with_(static_content=content)
-            targets = [rel]
-            if rel == "/index.html":
-                targets += list(roots)
-            for path in targets:
-                self.bind_http_path(path, cfg)
-                bound.append(path)
-        return bound
-
-    # -- WebSockets ---------------------------------------------------------------------
-
-    def bind_ws_path(self, path: str, config: WsBindingConfig | None = None) -> None:
-        config = config or WsBindingConfig()
-        action = Action()
-        if config.secure_subdomain:
-            action.web_socket_secure_bind.path = path
-            action.web_socket_secure_bind.extension = config.extension
-        else:
-            w = action.web_socket_bind
-            w.path, w.authenticated, w.extension = path, config.authenticated, config.extension
-        self._act(action)
-        self.ws_paths[path] = config
-
-    def secure_bind_ws_path(self, path: str) -> None:
-        self.bind_ws_path(path, WsBindingConfig(secure_subdomain=True))
-
-    def modify_ws_path(self, path: str, config: WsBindingConfig) -> None:
-        if path not in self.ws_paths:
-            raise HttpServerError("MalformedRequest", f"{path} is not bound by this process")
-        self.bind_ws_path(path, config)
-
-    def unbind_ws_path(self, path: str) -> None:
-        action = Action()
-        action.web_socket_unbind.path = path
-        self._act(action)
-        self.ws_paths.pop(path, None)
+    def _respond(self, msg: Message, response: HttpResponse) -> None:
+        raise NotImplementedError
 
     def handle_websocket_open(self, path: str, channel_id: int) -> None:
         self.ws_channels.setdefault(path, set()).add(channel_id)
@@ -391,16 +327,6 @@ class HttpServer:
     def ws_push_all_channels(self, path: str, message_type: str, blob: bytes | Blob) -> None:
         for channel_id in sorted(self.ws_channels.get(path, ())):
             send_ws_push(self.proc, channel_id, message_type, blob)
-
-    def close_ws(self, channel_id: int) -> None:
-        """Close a socket this process owns (the server answers WsChannelNotFound for
-        someone else's)."""
-        action = Action()
-        action.web_socket_close.channel_id = channel_id
-        self._act(action)
-        self.handle_websocket_close(channel_id)
-
-    # -- incoming ---------------------------------------------------------------------
 
     def handle_request(self, msg: Message, http_handler: HttpHandler,
                        ws_handler: WsHandler | None = None, *,
@@ -430,7 +356,7 @@ class HttpServer:
                     response.content = body
             else:
                 response = result
-            self.proc.respond(response.to_proto(), blob=Blob(response.content), to=msg)
+            self._respond(msg, response)
         elif which == "web_socket_open":
             opened = request.web_socket_open
             self.handle_websocket_open(opened.path, opened.channel_id)
@@ -447,3 +373,193 @@ class HttpServer:
         else:
             return False
         return True
+
+
+class HttpServer(_Bindings):
+    """Bindings of one process, kept locally as well (process_lib's HttpServer), for the
+    blocking stub. AsyncHttpServer is the same for porch.AsyncProcess."""
+
+    proc: Process
+
+    def __init__(self, proc: Process, timeout: float = 5.0, wait_for_server: float = 30.0) -> None:
+        """`timeout`: how long each action may take. `wait_for_server`: how long an
+        action waits for an http-server that is not running yet (processes may start
+        before it, under honcho or after a node restart)."""
+        super().__init__()
+        self.proc = proc
+        self.timeout = timeout
+        self.wait_for_server = wait_for_server
+
+    def _respond(self, msg: Message, response: HttpResponse) -> None:
+        self.proc.respond(response.to_proto(), blob=Blob(response.content), to=msg)
+
+    def _act(self, action: http_pb2.HttpServerAction, blob: Blob | None = None) -> None:
+        give_up = time.monotonic() + self.wait_for_server
+        delay = 0.05
+        while True:
+            try:
+                reply = self.proc.send_and_await_response(HTTP_SERVER, action.SerializeToString(),
+                                                          timeout=self.timeout, blob=blob)
+                break
+            except SendError as exc:
+                delay = _retry_delay(exc, delay, give_up, self.proc.our)
+                time.sleep(delay)
+        read_result(reply.body)
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def bind_http_path(self, path: str, config: HttpBindingConfig | None = None) -> None:
+        config = config or HttpBindingConfig()
+        self._act(bind_action(path, config), config.static_content)
+        self.http_paths[path] = config
+
+    def bind_http_static_path(self, path: str, authenticated: bool, local_only: bool,
+                              content_type: str | None, content: bytes) -> None:
+        self.bind_http_path(path, HttpBindingConfig(authenticated, local_only, False,
+                                                    Blob(content, content_type)))
+
+    def secure_bind_http_path(self, path: str) -> None:
+        self.bind_http_path(path, HttpBindingConfig(secure_subdomain=True))
+
+    def modify_http_path(self, path: str, config: HttpBindingConfig) -> None:
+        """Rebind a path this process bound with a new config (process_lib's, fixed)."""
+        if path not in self.http_paths:
+            raise HttpServerError("MalformedRequest", f"{path} is not bound by this process")
+        self.bind_http_path(path, config)
+
+    def bind_multiple_http_paths(self, paths: Iterable[str],
+                                 config: HttpBindingConfig | None = None) -> None:
+        done: list[str] = []
+        try:
+            for path in paths:
+                self.bind_http_path(path, config)
+                done.append(path)
+        except HttpServerError:
+            for path in done:
+                self.unbind_http_path(path)
+            raise
+
+    def unbind_http_path(self, path: str) -> None:
+        self._act(_path_action("unbind", path))
+        self.http_paths.pop(path, None)
+
+    def serve_file(self, file_path: str | os.PathLike[str], paths: Iterable[str],
+                   config: HttpBindingConfig | None = None) -> None:
+        """Bind each path to the file's bytes as static content (mime from its name).
+
+        process_lib reads the package's VFS; porch processes read their own disk."""
+        cfg = _file_config(file_path, config)
+        for path in paths:
+            self.bind_http_path(path, cfg)
+
+    def serve_ui(self, directory: str | os.PathLike[str], roots: Iterable[str] = ("/",),
+                 config: HttpBindingConfig | None = None) -> list[str]:
+        """Bind every file under `directory` (see ui_files); returns the paths bound."""
+        bound = []
+        for path, cfg in ui_files(directory, roots, config or HttpBindingConfig()):
+            self.bind_http_path(path, cfg)
+            bound.append(path)
+        return bound
+
+    # -- WebSockets ---------------------------------------------------------------------
+
+    def bind_ws_path(self, path: str, config: WsBindingConfig | None = None) -> None:
+        config = config or WsBindingConfig()
+        self._act(ws_bind_action(path, config))
+        self.ws_paths[path] = config
+
+    def secure_bind_ws_path(self, path: str) -> None:
+        self.bind_ws_path(path, WsBindingConfig(secure_subdomain=True))
+
+    def modify_ws_path(self, path: str, config: WsBindingConfig) -> None:
+        if path not in self.ws_paths:
+            raise HttpServerError("MalformedRequest", f"{path} is not bound by this process")
+        self.bind_ws_path(path, config)
+
+    def unbind_ws_path(self, path: str) -> None:
+        self._act(_path_action("web_socket_unbind", path))
+        self.ws_paths.pop(path, None)
+
+    def close_ws(self, channel_id: int) -> None:
+        """Close a socket this process owns (the server answers WsChannelNotFound for
+        someone else's)."""
+        self._act(_close_action(channel_id))
+        self.handle_websocket_close(channel_id)
+
+
+class AsyncHttpServer(_Bindings):
+    """HttpServer for porch.AsyncProcess: the actions are coroutines; handle_request is
+    the same (call it from the process's on_request handler)."""
+
+    proc: AsyncProcess
+
+    def __init__(self, proc: AsyncProcess, timeout: float = 5.0, wait_for_server: float = 30.0) -> None:
+        super().__init__()
+        self.proc = proc
+        self.timeout = timeout
+        self.wait_for_server = wait_for_server
+
+    def _respond(self, msg: Message, response: HttpResponse) -> None:
+        self.proc.respond(msg, response.to_proto(), blob=Blob(response.content))
+
+    async def _act(self, action: http_pb2.HttpServerAction, blob: Blob | None = None) -> None:
+        give_up = time.monotonic() + self.wait_for_server
+        delay = 0.05
+        while True:
+            try:
+                reply = await self.proc.request(HTTP_SERVER, action.SerializeToString(),
+                                                timeout=self.timeout, blob=blob)
+                break
+            except SendError as exc:
+                delay = _retry_delay(exc, delay, give_up, self.proc.our)
+                await asyncio.sleep(delay)
+        read_result(reply.body)
+
+    async def bind_http_path(self, path: str, config: HttpBindingConfig | None = None) -> None:
+        config = config or HttpBindingConfig()
+        await self._act(bind_action(path, config), config.static_content)
+        self.http_paths[path] = config
+
+    async def unbind_http_path(self, path: str) -> None:
+        await self._act(_path_action("unbind", path))
+        self.http_paths.pop(path, None)
+
+    async def serve_file(self, file_path: str | os.PathLike[str], paths: Iterable[str],
+                         config: HttpBindingConfig | None = None) -> None:
+        cfg = _file_config(file_path, config)
+        for path in paths:
+            await self.bind_http_path(path, cfg)
+
+    async def serve_ui(self, directory: str | os.PathLike[str], roots: Iterable[str] = ("/",),
+                       config: HttpBindingConfig | None = None) -> list[str]:
+        bound = []
+        for path, cfg in ui_files(directory, roots, config or HttpBindingConfig()):
+            await self.bind_http_path(path, cfg)
+            bound.append(path)
+        return bound
+
+    async def bind_ws_path(self, path: str, config: WsBindingConfig | None = None) -> None:
+        config = config or WsBindingConfig()
+        await self._act(ws_bind_action(path, config))
+        self.ws_paths[path] = config
+
+    async def unbind_ws_path(self, path: str) -> None:
+        await self._act(_path_action("web_socket_unbind", path))
+        self.ws_paths.pop(path, None)
+
+    async def close_ws(self, channel_id: int) -> None:
+        await self._act(_close_action(channel_id))
+        self.handle_websocket_close(channel_id)
+
+
+def _retry_delay(exc: SendError, delay: float, give_up: float, who: str) -> float:
+    """The wait before trying an action again, or raise: only an http-server that is not
+    running yet (Offline, never delivered) is waited for, until give_up."""
+    if not isinstance(exc, Offline):
+        kind = "Timeout" if exc.kind == "Timeout" else "UnexpectedResponse"
+        raise HttpServerError(kind, str(exc)) from exc
+    if exc.delivered or time.monotonic() + delay > give_up:
+        raise HttpServerError("UnexpectedResponse", str(exc)) from exc
+    if delay == 0.05:
+        log.info("%s: waiting for the http-server to start", who)
+    return min(delay * 2, 1.0) if delay > 0.05 else 0.1
