@@ -274,3 +274,44 @@ def test_random_bytes_never_raise(data: bytes, handshake: bool) -> None:
         s.feed(DEALER_HELLO)
     s.feed(data)  # returns messages or sets error; never raises
     assert s.error is None or isinstance(s.error, str)
+
+
+# ---------------------------------------------------------------------------- OutQueue
+
+
+def _drain_all(q: z.OutQueue, step: int) -> bytes:
+    out = b""
+    while q.buffers:
+        data = b"".join(bytes(b) for b in q.buffers)
+        n = min(step, len(data))
+        out += data[:n]
+        q.consume(n)
+    return out
+
+
+def test_out_queue_frames_messages_and_survives_any_partial_write() -> None:
+    q = z.OutQueue(high_water_mark=100, max_bytes=1 << 30)
+    big = bytes(range(256)) * (z.JOIN_BELOW // 128)  # a blob kept as its own buffer
+    messages = [[b"a"], [b"env", b"blob"], [b"x" * 300], [b"e" * 300, big]]
+    for m in messages:
+        assert q.push(m[0], m[1] if len(m) > 1 else None)
+    expected = b"".join(z.encode_message(m) for m in messages)  # type: ignore[arg-type]
+    for step in (1, 7, 4096, len(expected)):
+        q2 = z.OutQueue(100, 1 << 30)
+        for m in messages:
+            q2.push(m[0], m[1] if len(m) > 1 else None)
+        assert _drain_all(q2, step) == expected
+        assert q2.empty and not q2.ends
+
+
+def test_out_queue_bounds_messages_and_bytes_but_always_takes_one() -> None:
+    q = z.OutQueue(high_water_mark=2, max_bytes=1000)
+    assert q.push(b"1", None) and q.push(b"2", None)
+    assert not q.push(b"3", None), "past the high-water mark"
+    q.consume(3)  # the first message went
+    assert q.push(b"3", None)
+    q2 = z.OutQueue(high_water_mark=10, max_bytes=1000)
+    assert q2.push(b"x" * 5000, None), "an empty queue takes one message of any size"
+    assert not q2.push(b"y", None), "past the byte bound"
+    q2.push_raw(b"PING")  # protocol output is not bounded
+    assert q2.buffers[-1] == b"PING"

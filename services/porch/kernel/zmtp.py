@@ -40,16 +40,10 @@ import select
 import socket
 import struct
 import time
-from collections import deque
 from typing import Any
 
 from porch.kernel.transport import FULL, UNREACHABLE, Conn, SendFailed, Sink, now_ms
-from porch.kernel.zmtp_codec import (
-    BIG_FRAME,
-    ServerSession,
-    frame_header,
-    ping,
-)
+from porch.kernel.zmtp_codec import BIG_FRAME, IOV_MAX, OutQueue, ServerSession, ping
 
 HIGH_WATER_MARK = 10_000  # messages queued to one peer (libzmq's SNDHWM)
 MAX_QUEUE_BYTES = 64 * 1024 * 1024  # bytes queued to one peer (libzmq has no such bound)
@@ -60,13 +54,8 @@ HEARTBEAT_TIMEOUT_MS = 5000
 # (libzmq's HANDSHAKE_IVL is 30 s; a local peer needs milliseconds).
 HANDSHAKE_TIMEOUT_MS = 10_000
 READ_SIZE = 65536
-IOV_MAX = 1024
-# Messages up to this size are joined into one buffer: cheaper than an iovec per part.
-JOIN_BELOW = 16 * 1024
 BACKLOG = 128
 
-_SHORT_LAST = [frame_header(n, False) for n in range(256)]
-_SHORT_MORE = [frame_header(n, True) for n in range(256)]
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
 _IN_OUT = select.EPOLLIN | select.EPOLLOUT
@@ -83,22 +72,18 @@ def socket_path(endpoint: str) -> str:
 class Connection:
     """One accepted peer. The routing core holds it as the peer's handle."""
 
-    __slots__ = ("age_ms", "closed", "ends", "fd", "ident", "pid", "queue", "queued", "rx",
-                 "rx_seen", "session", "silent_ms", "sock", "writing", "written")
+    __slots__ = ("age_ms", "closed", "fd", "ident", "out", "pid", "rx", "rx_seen", "session",
+                 "silent_ms", "sock", "writing")
 
-    def __init__(self, sock: socket.socket, pid: int, ident: bytes, max_frame: int) -> None:
+    def __init__(self, sock: socket.socket, pid: int, ident: bytes, max_frame: int,
+                 high_water_mark: int, max_queue_bytes: int) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.pid = pid
         self.ident = ident
         self.session = ServerSession(max_frame)
         self.closed = False
-        # Output: buffers not yet written; bytes ever queued / written; the cumulative
-        # end offset of each message still (partly) queued.
-        self.queue: list[Any] = []
-        self.queued = 0
-        self.written = 0
-        self.ends: deque[int] = deque()
+        self.out = OutQueue(high_water_mark, max_queue_bytes)
         # EPOLLOUT armed (the socket took less than was queued). A connection with
         # output queued is either writing or on the transport's dirty list.
         self.writing = False
@@ -285,7 +270,8 @@ class ZmtpTransport:
             except OSError:
                 pid = 0
             self._serial = (self._serial + 1) & 0xFFFFFFFF
-            conn = Connection(sock, pid, b"\0" + struct.pack(">I", self._serial), self.max_frame)
+            conn = Connection(sock, pid, b"\0" + struct.pack(">I", self._serial), self.max_frame,
+                              self.high_water_mark, self.max_queue_bytes)
             self.conns[conn.fd] = conn
             epoll.register(conn.fd, _EPOLLIN)
             # Our greeting and READY, at once (a few dozen bytes into an empty buffer).
@@ -299,7 +285,7 @@ class ZmtpTransport:
         del self.conns[conn.fd]
         if self._epoll is not None:
             self._epoll.unregister(conn.fd)
-        conn.queue = []
+        conn.out.clear()
         self._closing.append(conn.sock)
         if conn.session.ready and self._sink is not None:
             self._sink.disconnected(conn)
@@ -311,9 +297,9 @@ class ZmtpTransport:
             return
         if conn.session.out:
             self._queue_session_output(conn)
-        if conn.queue:
+        if conn.out.buffers:
             try:
-                conn.sock.sendmsg(conn.queue[:IOV_MAX])
+                conn.sock.sendmsg(conn.out.buffers[:IOV_MAX])
             except OSError:
                 pass
         if self._sink is not None:
@@ -376,45 +362,18 @@ class ZmtpTransport:
         c: Connection = conn  # type: ignore[assignment]
         if c.closed:
             raise SendFailed(UNREACHABLE)
-        flen = len(frame)
-        queue = c.queue
-        if blob is None:
-            size = flen + (2 if flen < 256 else 9)
-            if queue and (len(c.ends) >= self.high_water_mark
-                          or c.queued - c.written + size > self.max_queue_bytes):
-                raise SendFailed(FULL)
-            if flen < 256:
-                queue.append(_SHORT_LAST[flen] + frame)
-            elif flen < JOIN_BELOW:
-                queue.append(frame_header(flen, False) + frame)
-            else:
-                queue.append(frame_header(flen, False))
-                queue.append(frame)
-        else:
-            blen = len(blob)
-            size = flen + blen + (2 if flen < 256 else 9) + (2 if blen < 256 else 9)
-            if queue and (len(c.ends) >= self.high_water_mark
-                          or c.queued - c.written + size > self.max_queue_bytes):
-                raise SendFailed(FULL)
-            head = (_SHORT_MORE[flen] if flen < 256 else frame_header(flen, True)) + frame
-            if size < JOIN_BELOW:
-                queue.append(head + (_SHORT_LAST[blen] if blen < 256 else frame_header(blen, False))
-                             + blob)
-            else:
-                queue.append(head + frame_header(blen, False))
-                queue.append(blob)
-        c.queued += size
-        c.ends.append(c.queued)
-        if c.queued - size == c.written:  # the queue was empty: not dirty nor writing yet
+        out = c.out
+        was_empty = out.empty
+        if not out.push(frame, blob):
+            raise SendFailed(FULL)
+        if was_empty:  # not on the dirty list nor writing yet
             self._dirty.append(c)
 
     def _queue_raw(self, conn: Connection, data: bytes) -> None:
         """Protocol output (greeting, READY, PING, PONG): outside the HWM bound."""
-        if conn.queued == conn.written:
+        if conn.out.empty:
             self._dirty.append(conn)
-        conn.queue.append(data)
-        conn.queued += len(data)
-        conn.ends.append(conn.queued)
+        conn.out.push_raw(data)
 
     def _queue_session_output(self, conn: Connection) -> None:
         out = conn.session.out
@@ -425,41 +384,25 @@ class ZmtpTransport:
         dirty = self._dirty
         while dirty:
             conn = dirty.pop()
-            if not conn.writing and not conn.closed and conn.queue:
+            if not conn.writing and not conn.closed and conn.out.buffers:
                 self._write(conn)
 
     def _write(self, conn: Connection) -> None:
-        queue = conn.queue
+        buffers = conn.out.buffers
         try:
-            n = conn.sock.send(queue[0]) if len(queue) == 1 else conn.sock.sendmsg(queue[:IOV_MAX])
+            n = (conn.sock.send(buffers[0]) if len(buffers) == 1
+                 else conn.sock.sendmsg(buffers[:IOV_MAX]))
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError:  # EPIPE, ECONNRESET: the peer is gone
             self._close(conn)
             return
-        written = conn.written = conn.written + n
-        if written == conn.queued:
-            queue.clear()
-            conn.ends.clear()
+        if conn.out.consume(n):
             if conn.writing:
                 conn.writing = False
                 if self._epoll is not None:
                     self._epoll.modify(conn.fd, _EPOLLIN)
-            return
-        # Partly written: drop what went, keep the rest of the first buffer not done.
-        i = 0
-        while n:
-            k = len(queue[i])
-            if n < k:
-                queue[i] = memoryview(queue[i])[n:]
-                break
-            n -= k
-            i += 1
-        del queue[:i]
-        ends = conn.ends
-        while ends and ends[0] <= written:
-            ends.popleft()
-        if not conn.writing:
+        elif not conn.writing:  # partly written: wait until the socket takes more
             conn.writing = True
             if self._epoll is not None:
                 self._epoll.modify(conn.fd, _IN_OUT)

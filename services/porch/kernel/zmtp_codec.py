@@ -35,7 +35,9 @@ handshake differs (it announces DEALER and accepts a peer a DEALER talks to).
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Mapping
+from typing import Any
 
 # Greeting: signature %xFF 8*%x00 %x7F, version 3.1, mechanism (20 octets, NUL padded),
 # as-server (1 octet), filler (31 octets).
@@ -89,6 +91,99 @@ def frame_header(size: int, more: bool) -> bytes:
     if size < 256:
         return _SHORT_MORE[size] if more else _SHORT_LAST[size]
     return bytes((LONG | MORE if more else LONG,)) + _U64.pack(size)
+
+
+IOV_MAX = 1024  # buffers per sendmsg
+# Messages up to this size are joined into one buffer: cheaper than an iovec per part.
+JOIN_BELOW = 16 * 1024
+
+
+class OutQueue:
+    """What one end has still to write: messages framed on the way in (a small one
+    joined into one buffer, a large blob kept as its own), partial writes taken off on
+    the way out; `buffers` is ready for sendmsg. Bounded like libzmq's high-water mark,
+    in messages and in bytes. Shared by the kernel's and the asyncio stub's ZMTP ends."""
+
+    __slots__ = ("buffers", "ends", "high_water_mark", "max_bytes", "queued", "written")
+
+    def __init__(self, high_water_mark: int, max_bytes: int) -> None:
+        self.buffers: list[Any] = []
+        self.queued = 0  # bytes ever queued
+        self.written = 0  # bytes ever written
+        self.ends: deque[int] = deque()  # cumulative end offset of each message still queued
+        self.high_water_mark = high_water_mark
+        self.max_bytes = max_bytes
+
+    @property
+    def empty(self) -> bool:
+        return self.queued == self.written
+
+    def push(self, frame: Buffer, blob: Buffer | None) -> bool:
+        """Queue the message [frame] or [frame, blob]; False (nothing queued) when the
+        queue is full. An empty queue always takes one message, however large."""
+        buffers = self.buffers
+        flen = len(frame)
+        if blob is None:
+            size = flen + (2 if flen < 256 else 9)
+            if buffers and (len(self.ends) >= self.high_water_mark
+                            or self.queued - self.written + size > self.max_bytes):
+                return False
+            if flen < 256:
+                buffers.append(_SHORT_LAST[flen] + frame)
+            elif flen < JOIN_BELOW:
+                buffers.append(frame_header(flen, False) + frame)
+            else:
+                buffers.append(frame_header(flen, False))
+                buffers.append(frame)
+        else:
+            blen = len(blob)
+            size = flen + blen + (2 if flen < 256 else 9) + (2 if blen < 256 else 9)
+            if buffers and (len(self.ends) >= self.high_water_mark
+                            or self.queued - self.written + size > self.max_bytes):
+                return False
+            head = (_SHORT_MORE[flen] if flen < 256 else frame_header(flen, True)) + frame
+            if size < JOIN_BELOW:
+                buffers.append(head + (_SHORT_LAST[blen] if blen < 256 else frame_header(blen, False))
+                               + blob)
+            else:
+                buffers.append(head + frame_header(blen, False))
+                buffers.append(blob)
+        self.queued += size
+        self.ends.append(self.queued)
+        return True
+
+    def push_raw(self, data: bytes) -> None:
+        """Already-encoded protocol output (greeting, READY, PING, PONG): not bounded."""
+        self.buffers.append(data)
+        self.queued += len(data)
+        self.ends.append(self.queued)
+
+    def consume(self, n: int) -> bool:
+        """n bytes were written; take them off. True when nothing is left."""
+        written = self.written = self.written + n
+        buffers = self.buffers
+        if written == self.queued:
+            buffers.clear()
+            self.ends.clear()
+            return True
+        i = 0
+        while n:
+            k = len(buffers[i])
+            if n < k:
+                buffers[i] = memoryview(buffers[i])[n:]
+                break
+            n -= k
+            i += 1
+        del buffers[:i]
+        ends = self.ends
+        while ends and ends[0] <= written:
+            ends.popleft()
+        return False
+
+    def clear(self) -> None:
+        self.buffers = []
+        self.queued = self.written = 0
+        self.ends.clear()
 
 
 def encode_message(frames: list[Buffer]) -> bytes:

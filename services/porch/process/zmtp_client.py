@@ -45,11 +45,10 @@ import socket
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Self, cast
 
-from porch.kernel.zmtp_codec import ClientSession, frame_header, ping
+from porch.kernel.zmtp_codec import IOV_MAX, ClientSession, OutQueue, frame_header, ping
 from porch.process.core import CoreBase, Incoming, resolve
 from porch.process.message import Blob, Offline
 from porch.wire import kernel_pb2
@@ -67,13 +66,8 @@ CLOSE_LINGER_S = 0.2
 READ_SIZE = 65536
 # Reads per wake-up before the loop gets a turn (a large blob is read in many).
 READS_PER_WAKEUP = 64
-IOV_MAX = 1024
-# Messages up to this size are joined into one buffer: cheaper than an iovec per part.
-JOIN_BELOW = 16 * 1024
 OFFLINE = "kernel not reachable (not running or not keeping up)"
 
-_SHORT_LAST = [frame_header(n, False) for n in range(256)]
-_SHORT_MORE = [frame_header(n, True) for n in range(256)]
 
 Deliver = Callable[[Incoming], None]
 
@@ -118,12 +112,7 @@ class ZmtpCore(CoreBase):
         self._sock: socket.socket | None = None
         self._fd = -1
         self._session: ClientSession | None = None
-        # Output: buffers not yet written; bytes ever queued / written; the cumulative
-        # end offset of each message still (partly) queued.
-        self._out: list[Any] = []
-        self._queued = 0
-        self._written = 0
-        self._ends: deque[int] = deque()
+        self._out = OutQueue(self.high_water_mark, self.max_queue_bytes)
         self._writing = False  # add_writer armed: the socket took less than was queued
         self._flush_due = False  # output queued, a flush scheduled (or at the read's end)
         self._reading = False
@@ -180,9 +169,8 @@ class ZmtpCore(CoreBase):
             self.connected = self.registered = False
             return
         if self.registered:
-            unregister = _frame(self.unregister_envelope())
-            self._out.append(unregister)  # written here, not by the loop (it may be closed)
-            self._queued += len(unregister)
+            # Written here, not by the loop (it may be closed).
+            self._out.push_raw(_frame(self.unregister_envelope()))
             self._linger(sock, CLOSE_LINGER_S)
         self._drop_socket()
         self.connected = self.registered = False
@@ -238,9 +226,7 @@ class ZmtpCore(CoreBase):
             self._sock = None
         self._fd = -1
         self._session = None
-        self._out = []
-        self._queued = self._written = 0
-        self._ends.clear()
+        self._out.clear()
         self._writing = False
         self._flush_due = False
 
@@ -360,57 +346,26 @@ class ZmtpCore(CoreBase):
 
     def send_envelope(self, env: kernel_pb2.Envelope, blob: Blob | None) -> None:
         """Queue without blocking; no kernel, or too much unwritten, is Offline."""
-        if not self.connected:
+        if not self.connected or not self._out.push(env.SerializeToString(),
+                                                    None if blob is None else blob.bytes):
             raise Offline(env.target, env.id, OFFLINE)
-        frame = env.SerializeToString()
-        flen = len(frame)
-        out = self._out
-        if blob is None:
-            size = flen + (2 if flen < 256 else 9)
-            if out and (len(self._ends) >= self.high_water_mark
-                        or self._queued - self._written + size > self.max_queue_bytes):
-                raise Offline(env.target, env.id, OFFLINE)
-            if flen < 256:
-                out.append(_SHORT_LAST[flen] + frame)
-            elif flen < JOIN_BELOW:
-                out.append(frame_header(flen, False) + frame)
-            else:
-                out.append(frame_header(flen, False))
-                out.append(frame)
-        else:
-            data = blob.bytes
-            blen = len(data)
-            size = flen + blen + (2 if flen < 256 else 9) + (2 if blen < 256 else 9)
-            if out and (len(self._ends) >= self.high_water_mark
-                        or self._queued - self._written + size > self.max_queue_bytes):
-                raise Offline(env.target, env.id, OFFLINE)
-            head = (_SHORT_MORE[flen] if flen < 256 else frame_header(flen, True)) + frame
-            if size < JOIN_BELOW:
-                out.append(head + (_SHORT_LAST[blen] if blen < 256 else frame_header(blen, False))
-                           + data)
-            else:
-                out.append(head + frame_header(blen, False))
-                out.append(data)
-        self._queued += size
-        self._ends.append(self._queued)
+        self._flush_soon()
+
+    def _queue_raw(self, data: bytes) -> None:
+        """Protocol output (greeting, READY, PING, PONG, Unregister): outside the bound."""
+        self._out.push_raw(data)
+        if self._loop is not None:
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
         if not self._flush_due and not self._writing:
             self._flush_due = True
             if not self._reading:
                 cast(asyncio.AbstractEventLoop, self._loop).call_soon(self._flush)
 
-    def _queue_raw(self, data: bytes) -> None:
-        """Protocol output (greeting, READY, PING, PONG, Unregister): outside the bound."""
-        self._out.append(data)
-        self._queued += len(data)
-        self._ends.append(self._queued)
-        if not self._flush_due and not self._writing and self._loop is not None:
-            self._flush_due = True
-            if not self._reading:
-                self._loop.call_soon(self._flush)
-
     def _flush(self) -> None:
         self._flush_due = False
-        if self._out and not self._writing and self._sock is not None:
+        if self._out.buffers and not self._writing and self._sock is not None:
             self._write()
 
     def _on_writable(self) -> None:
@@ -420,16 +375,16 @@ class ZmtpCore(CoreBase):
     def _write(self) -> None:
         sock = self._sock
         assert sock is not None
-        out = self._out
+        buffers = self._out.buffers
         try:
             with self._wlock:
-                n = sock.send(out[0]) if len(out) == 1 else sock.sendmsg(out[:IOV_MAX])
+                n = sock.send(buffers[0]) if len(buffers) == 1 else sock.sendmsg(buffers[:IOV_MAX])
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError as exc:  # EPIPE, ECONNRESET: the kernel is gone
             self._lose(f"connection error: {exc.strerror or exc}")
             return
-        if self._consume(n):
+        if self._out.consume(n):
             if self._writing:
                 self._writing = False
                 cast(asyncio.AbstractEventLoop, self._loop).remove_writer(self._fd)
@@ -437,41 +392,20 @@ class ZmtpCore(CoreBase):
             self._writing = True
             cast(asyncio.AbstractEventLoop, self._loop).add_writer(self._fd, self._on_writable)
 
-    def _consume(self, n: int) -> bool:
-        """n bytes were written; drop them from the queue. True when it is empty."""
-        written = self._written = self._written + n
-        out = self._out
-        if written == self._queued:
-            out.clear()
-            self._ends.clear()
-            return True
-        i = 0
-        while n:
-            k = len(out[i])
-            if n < k:
-                out[i] = memoryview(out[i])[n:]
-                break
-            n -= k
-            i += 1
-        del out[:i]
-        ends = self._ends
-        while ends and ends[0] <= written:
-            ends.popleft()
-        return False
-
     def _linger(self, sock: socket.socket, timeout: float) -> None:
         """Block up to timeout seconds to write what is queued (at close only)."""
         give_up = time.monotonic() + timeout
         out = self._out
         try:
             with self._wlock:
-                while out:
+                while out.buffers:
                     left = give_up - time.monotonic()
                     if left <= 0:
                         break
                     sock.settimeout(left)
-                    n = sock.send(out[0]) if len(out) == 1 else sock.sendmsg(out[:IOV_MAX])
-                    self._consume(n)
+                    buffers = out.buffers
+                    n = sock.send(buffers[0]) if len(buffers) == 1 else sock.sendmsg(buffers[:IOV_MAX])
+                    out.consume(n)
         except OSError:  # timed out, or the kernel is gone: nothing more to do
             pass
 
@@ -485,7 +419,7 @@ class ZmtpCore(CoreBase):
             sock = self._sock
             # Only between whole frames: nothing queued, no partial write pending.
             # A 9-byte PING is written whole or not at all by a Unix stream socket.
-            if sock is None or not self.connected or self._out or self._writing:
+            if sock is None or not self.connected or self._out.buffers or self._writing:
                 return
             try:
                 sock.send(self._ping)
