@@ -48,6 +48,7 @@ import zmq
 
 import porch
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
+from porch.process.core import stub_transport
 
 PY = sys.executable
 BODY = bytes(range(100))  # 100-byte request and response bodies
@@ -569,6 +570,8 @@ def report(r: dict[str, Side], s: Settings) -> None:
     print(f"kernel: 100-byte request/response, ipc loopback, medians of {s.rounds} rounds "
           f"({s.ping_pongs} ping-pongs, {s.pipelined} pipelined pairs, window {s.window}), "
           "sides alternated in every round")
+    print(f"  stubs (requesters, responders) on the {stub_transport(None, 'ipc://')} transport "
+          "($PORCH_STUB_TRANSPORT)")
     head = "".join(f"{t + ' kernel':>16}" for t in kernels)
     print(f"  {'':30}{head}{'raw zmq echo':>16}")
 

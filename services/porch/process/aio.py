@@ -15,7 +15,8 @@ Two transports carry the messages (the API and its behaviour are the same):
   empty, and every send looks for input that may not have signalled the fd.
 
 `connect(transport=...)` chooses, else $PORCH_STUB_TRANSPORT, else "zmtp"; an endpoint
-that is not ipc:// (the zmtp transport speaks to Unix sockets only) uses "libzmq".
+that is not ipc:// (the zmtp transport speaks to Unix sockets only) uses "libzmq"
+(`porch.process.core.stub_transport`, the blocking stub's choice too).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import zmq
 
 from porch.process.blocking import LOCAL_GRACE_S, _as_blob, _as_bytes
 from porch.process.core import (
+    TRANSPORTS,  # noqa: F401 - re-exported: the choice was made here first
     Core,
     CoreBase,
     Exited,
@@ -42,6 +44,7 @@ from porch.process.core import (
     expired,
     refused_error,
     resolve,
+    stub_transport,
 )
 from porch.process.message import (
     Blob,
@@ -57,21 +60,6 @@ from porch.wire import kernel_pb2
 log = logging.getLogger("porch.process")
 
 RequestHandler = Callable[[Message], None]
-
-ENV_TRANSPORT = "PORCH_STUB_TRANSPORT"
-TRANSPORTS = ("zmtp", "libzmq")
-DEFAULT_TRANSPORT = "zmtp"
-
-
-def stub_transport(requested: str | None, endpoint: str) -> str:
-    """The transport to use: the one asked for, else $PORCH_STUB_TRANSPORT, else the
-    default; "libzmq" for an endpoint the zmtp transport cannot reach (not ipc://)."""
-    name = requested or os.environ.get(ENV_TRANSPORT) or DEFAULT_TRANSPORT
-    if name not in TRANSPORTS:
-        raise ValueError(f"unknown stub transport {name!r} (choose from {', '.join(TRANSPORTS)})")
-    if name == "zmtp" and not endpoint.startswith("ipc://"):
-        return "libzmq"
-    return name
 
 
 class AsyncProcess:

@@ -9,6 +9,12 @@
 
 Messages that arrive while `send_and_await_response` waits are kept, in order, for the
 next `await_message`.
+
+Two transports carry the messages, with the same behaviour: "zmtp" (the default) speaks
+ZMTP on the kernel's Unix socket from the calls themselves
+(`porch.process.zmtp_blocking`), "libzmq" uses a libzmq DEALER (`Core`, read by
+`_LibzmqLink` here). `Process(transport=...)` chooses, else $PORCH_STUB_TRANSPORT
+(`porch.process.core.stub_transport`, as for the asyncio stub).
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ import os
 import select
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import zmq
 
-from porch.process.core import Core, Refused, Registered, Reply, expired, refused_error
+from porch.address import KERNEL
+from porch.process.core import Core, Incoming, Refused, Registered, Reply, expired, resolve, stub_transport
 from porch.process.message import (
     Blob,
+    KernelRefused,
     KernelUnreachable,
     Message,
     Offline,
@@ -32,6 +41,7 @@ from porch.process.message import (
     SendError,
     Timeout,
 )
+from porch.process.zmtp_blocking import BlockingZmtpCore
 from porch.wire import kernel_pb2
 
 log = logging.getLogger("porch.process")
@@ -52,12 +62,26 @@ def _as_blob(blob: Blob | bytes | str | None, mime: str | None) -> Blob | None:
     return Blob(_as_bytes(blob), mime)
 
 
+class _Link(Protocol):
+    """How the blocking API waits on a transport. Both call deliver(item) for every
+    item from the kernel, in order, and lost() when the connection ends."""
+
+    def check(self) -> None:
+        """Before a send: note a lost or new connection (its Register goes out first);
+        never waits."""
+
+    def pump(self, wait_ms: int) -> None:
+        """Take what arrived; if nothing has, wait up to wait_ms for something first."""
+
+
 class Process:
     """A connection to the node's kernel as one process id.
 
     process_id defaults to $PORCH_PROCESS; the kernel endpoint to $PORCH_KERNEL, else
     the home's socket ($PORCH_HOME or ~/.porch). Waits up to connect_timeout seconds for
     the kernel and raises KernelUnreachable, or KernelRefused (bad or duplicate id).
+    `transport`: "zmtp" or "libzmq" (see the module's docstring); `context` is libzmq's
+    only.
     """
 
     def __init__(
@@ -68,24 +92,29 @@ class Process:
         endpoint: str | None = None,
         connect_timeout: float = 30.0,
         context: zmq.Context[Any] | None = None,
+        transport: str | None = None,
     ) -> None:
-        self._core = Core.open(process_id, home, endpoint, context)
-        # Waiting is a poll(2) on the two sockets' notification fds. ZeroMQ's fds only
-        # say "look again": _pump always looks at a socket (EVENTS or a recv) after the
-        # last operation on it and before sleeping on its fd.
-        self._sock_fd = self._core.fd
-        self._monitor_fd = self._core.monitor_fd
-        self._fds = select.poll()
-        self._fds.register(self._sock_fd, select.POLLIN)
-        self._fds.register(self._monitor_fd, select.POLLIN)
-        self._monitor_fds = select.poll()
-        self._monitor_fds.register(self._monitor_fd, select.POLLIN)
+        pid, endpoint_ = resolve(process_id, home, endpoint)
         self._inbox: deque[Message | SendError] = deque()
         # Requests sent with expects_response whose outcome await_message reports.
         self._awaiting: dict[int, str] = {}
+        # The reply a call waits for (send_and_await_response, registry), once it is in.
+        self._wanted: int | None = None
+        self._found: Reply | None = None
         self._last_request: Message | None = None
         self._last_blob: Blob | None = None
-        self._refused: Refused | None = None
+        self._refused: KernelRefused | None = None
+        self._raise: KernelRefused | None = None  # a refusal, raised once the wait returns
+        self._core: Core | BlockingZmtpCore
+        self._link: _Link
+        if stub_transport(transport, endpoint_) == "libzmq":
+            core = Core(pid, endpoint_, context=context)
+            self._core = core
+            self._link = _LibzmqLink(core, self._deliver, self._lost)
+        else:
+            zcore = BlockingZmtpCore(pid, endpoint_)
+            self._core = self._link = zcore
+            zcore.attach(self._deliver, self._lost)
         self._wait_registered(connect_timeout)
 
     # ------------------------------------------------------------------ identity
@@ -98,6 +127,11 @@ class Process:
     @property
     def node(self) -> str:
         return self._core.node
+
+    @property
+    def transport(self) -> str:
+        """"zmtp" or "libzmq"."""
+        return "libzmq" if isinstance(self._core, Core) else "zmtp"
 
     def close(self) -> None:
         self._core.close()
@@ -154,18 +188,14 @@ class Process:
         env = self._core.new_request(target, _as_bytes(body), blob=blob_,
                                      timeout=timeout, metadata=metadata)
         self._core.send_envelope(env, blob_)
-        wanted = env.id
-        give_up = time.monotonic() + timeout + LOCAL_GRACE_S
-        while True:
-            for item in self._take(give_up, wanted):
-                if isinstance(item, Reply):
-                    if item.error is not None:
-                        raise item.error
-                    assert item.message is not None
-                    self._last_blob = item.message.blob
-                    return item.message
-            if time.monotonic() >= give_up:
-                raise Timeout(target, wanted, "no answer (kernel did not report either)")
+        reply = self._await_reply(env.id, time.monotonic() + timeout + LOCAL_GRACE_S)
+        if reply is None:
+            raise Timeout(target, env.id, "no answer (kernel did not report either)")
+        if reply.error is not None:
+            raise reply.error
+        assert reply.message is not None
+        self._last_blob = reply.message.blob
+        return reply.message
 
     def respond(
         self,
@@ -194,7 +224,7 @@ class Process:
         give_up = None if timeout is None else time.monotonic() + timeout
         while True:
             while not self._inbox:
-                self._take(give_up, None)
+                self._take(give_up)
                 if give_up is not None and time.monotonic() >= give_up and not self._inbox:
                     raise Timeout(self.our, 0, f"no message within {timeout} s")
             item = self._inbox.popleft()
@@ -215,11 +245,12 @@ class Process:
         """The kernel's registry and counters (what `porch status` shows)."""
         wanted = self._core.send_registry_query()
         give_up = time.monotonic() + timeout
-        while time.monotonic() < give_up:
-            for item in self._take(give_up, wanted):
-                if isinstance(item, Reply) and item.message is not None:
-                    return kernel_pb2.Registry.FromString(item.message.body)
-        raise Timeout("kernel:distro:sys", wanted, "no registry answer")
+        reply = self._await_reply(wanted, give_up)
+        if reply is not None and reply.message is not None:
+            return kernel_pb2.Registry.FromString(reply.message.body)
+        while time.monotonic() < give_up:  # lost the connection: no answer will come
+            self._take(give_up)
+        raise Timeout(KERNEL, wanted, "no registry answer")
 
     # ------------------------------------------------------------------ internals
 
@@ -227,14 +258,10 @@ class Process:
         give_up = time.monotonic() + connect_timeout
         warned = False
         while not self._core.registered:
-            # Looked at directly, not through its fd: the first event on a new pipe
-            # does not signal the fd.
-            if self._core.monitor_has_input():
-                self._on_monitor([], None)
-            self._pump(100)
+            self._link.pump(100)
             if self._refused is not None:
                 self.close()
-                raise refused_error(self._refused)
+                raise self._refused
             now = time.monotonic()
             if not warned and now > give_up - connect_timeout + 2:
                 log.warning("%s: waiting for the kernel at %s", self.our, self._core.endpoint)
@@ -246,54 +273,125 @@ class Process:
                     "(is the node running? `porch status`)"
                 )
 
-    def _take(self, give_up: float | None, wanted: int | None) -> list[Reply]:
-        """Wait (until give_up) for input; file everything; return replies to `wanted`."""
-        wait_ms = -1 if give_up is None else max(0, int((give_up - time.monotonic()) * 1000))
-        return self._pump(wait_ms if wait_ms >= 0 else 1000, wanted)
+    def _take(self, give_up: float | None) -> None:
+        """Wait (until give_up) for input and file it."""
+        wait_ms = 1000 if give_up is None else max(0, int((give_up - time.monotonic()) * 1000))
+        self._link.pump(wait_ms)
+        if self._raise is not None:
+            err, self._raise = self._raise, None
+            raise err
+
+    def _await_reply(self, wanted: int, give_up: float) -> Reply | None:
+        """Wait until give_up for the reply to request `wanted` (None: none came);
+        everything else that arrives meanwhile is filed."""
+        self._wanted = wanted
+        try:
+            while self._found is None:
+                self._take(give_up)
+                if self._found is None and time.monotonic() >= give_up:
+                    return None
+            return self._found
+        finally:
+            self._wanted = self._found = None
 
     def _check_connection(self) -> None:
         """Before a send: a (re)connection's Register must go out first, a lost
         connection must fail what waits. One poll(2) when nothing happened."""
-        if self._monitor_fds.poll(0) and self._core.monitor_has_input():
-            self._on_monitor([], None)
+        self._link.check()
+        if self._raise is not None:
+            err, self._raise = self._raise, None
+            raise err
 
-    def _pump(self, wait_ms: int, wanted: int | None = None) -> list[Reply]:
+    def _deliver(self, item: Incoming) -> bool:
+        """File one item from the kernel. True when it is the reply being waited for."""
+        if isinstance(item, Message):
+            self._inbox.append(item)
+        elif isinstance(item, Reply):
+            if item.id == self._wanted:
+                self._found = item
+                return True
+            if self._awaiting.pop(item.id, None) is not None:
+                self._inbox.append(item.error if item.error is not None else item.message)  # type: ignore[arg-type]
+            # else: late or unsolicited; dropped
+        elif isinstance(item, Refused):
+            self._refused = KernelRefused(item.code, item.detail)
+            log.error("%s: kernel refused: %s: %s", self.our, item.code, item.detail)
+            if self._core.registered or self._wanted is not None:
+                self._raise = self._refused
+        elif isinstance(item, Registered):
+            log.info("%s: registered with kernel (node %s)", self.our, item.node)
+        return False
+
+    def _lost(self) -> None:
+        """The connection to the kernel ended: what waits on it fails now."""
+        detail = "lost the connection to the kernel"
+        for id_, target in self._awaiting.items():
+            self._inbox.append(Offline(target, id_, detail))
+        self._awaiting.clear()
+        if self._wanted is not None and self._found is None:
+            self._found = Reply(self._wanted, None, Offline(KERNEL, self._wanted, detail))
+
+
+class _LibzmqLink:
+    """The blocking API's waits on a libzmq `Core` (transport "libzmq").
+
+    Waiting is a poll(2) on the two sockets' notification fds. ZeroMQ's fds only say
+    "look again": `pump` always looks at a socket (EVENTS or a recv) after the last
+    operation on it and before sleeping on its fd.
+    """
+
+    def __init__(self, core: Core, deliver: Callable[[Incoming], bool], lost: Callable[[], None]) -> None:
+        self._core = core
+        self._deliver = deliver
+        self._lost = lost
+        self._sock_fd = core.fd
+        self._monitor_fd = core.monitor_fd
+        self._fds = select.poll()
+        self._fds.register(self._sock_fd, select.POLLIN)
+        self._fds.register(self._monitor_fd, select.POLLIN)
+        self._monitor_fds = select.poll()
+        self._monitor_fds.register(self._monitor_fd, select.POLLIN)
+
+    def check(self) -> None:
+        if self._monitor_fds.poll(0) and self._core.monitor_has_input():
+            self._on_monitor()
+
+    def pump(self, wait_ms: int) -> None:
         """File what is waiting; if nothing is, wait up to wait_ms for input first.
 
-        Returns the replies to `wanted`, stopping at the first (the rest stays queued in
-        the socket, in order, for the next call). The monitor is looked at when the
-        socket has nothing: a lost connection leaves nothing to read, and a new one is
-        looked for before every send (_check_connection).
+        Stops at the reply being waited for (the rest stays queued in the socket, in
+        order, for the next call). The monitor is looked at when the socket has
+        nothing: a lost connection leaves nothing to read, and a new one is looked
+        for before every send (check).
         """
-        found: list[Reply] = []
-        if self._file(found, wanted, False) or wait_ms == 0:
-            return found
+        core = self._core
+        if not core.registered and core.monitor_has_input():
+            # Looked at directly, not through its fd: the first event on a new pipe
+            # does not signal the fd.
+            self._on_monitor()
+        if self._file(False) or wait_ms == 0:
+            return
         sock_ready = False
         for fd, _ in self._fds.poll(wait_ms):
             if fd == self._sock_fd:
                 sock_ready = True
-            elif self._core.monitor_has_input():
-                self._on_monitor(found, wanted)
+            elif core.monitor_has_input():
+                self._on_monitor()
         # A wakeup on the socket's fd almost always means a message: recv at once (a
         # stray one just gets EAGAIN).
-        self._file(found, wanted, sock_ready)
-        return found
+        self._file(sock_ready)
 
-    def _on_monitor(self, found: list[Reply], wanted: int | None) -> None:
+    def _on_monitor(self) -> None:
         _, down = self._core.take_monitor_events()
         if down:
-            self._fail_all("lost the connection to the kernel")
-            if wanted is not None:
-                found.append(Reply(wanted, None, Offline("kernel:distro:sys", wanted,
-                                                         "lost the connection to the kernel")))
+            self._lost()
 
-    def _file(self, found: list[Reply], wanted: int | None, ready: bool) -> bool:
-        """Read and file messages while there are any (`ready`: skip the first check).
-
-        Returns whether it read anything; it stops early at the reply to `wanted`.
+    def _file(self, ready: bool) -> bool:
+        """Read and deliver messages while there are any (`ready`: skip the first
+        check). Returns whether it read anything; it stops early at the reply waited for.
         """
         core = self._core
-        inbox = self._inbox
+        deliver = self._deliver
         progress = False
         while ready or core.has_input():
             ready = False
@@ -301,25 +399,6 @@ class Process:
             if item is False:
                 return progress
             progress = True
-            if isinstance(item, Message):
-                inbox.append(item)
-            elif isinstance(item, Reply):
-                if item.id == wanted:
-                    found.append(item)
-                    return True
-                if self._awaiting.pop(item.id, None) is not None:
-                    inbox.append(item.error if item.error is not None else item.message)  # type: ignore[arg-type]
-                # else: late or unsolicited; dropped
-            elif isinstance(item, Refused):
-                self._refused = item
-                log.error("%s: kernel refused: %s: %s", self.our, item.code, item.detail)
-                if core.registered or wanted is not None:
-                    raise refused_error(item)
-            elif isinstance(item, Registered):
-                log.info("%s: registered with kernel (node %s)", self.our, item.node)
+            if item is not None and deliver(item):
+                return True
         return progress
-
-    def _fail_all(self, detail: str) -> None:
-        for id_, target in self._awaiting.items():
-            self._inbox.append(Offline(target, id_, detail))
-        self._awaiting.clear()

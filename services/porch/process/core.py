@@ -4,15 +4,16 @@
 requests, builds envelopes (register, watch, requests, responses) and decodes what
 arrives, keeping the registration state. Two transports send and receive for it:
 
-- `Core` owns one ZeroMQ DEALER socket and a monitor on it (the blocking stub, and the
-  asyncio stub with transport "libzmq"). It (re)registers whenever a connection to the
-  kernel is established: that is how a process survives a kernel restart without
-  doing anything. It never waits; the blocking and asyncio layers decide how to wait.
-- `porch.process.zmtp_client.ZmtpCore` speaks ZMTP itself on the asyncio loop (the
-  asyncio stub's default).
+- `Core` owns one ZeroMQ DEALER socket and a monitor on it (either stub with transport
+  "libzmq"). It (re)registers whenever a connection to the kernel is established:
+  that is how a process survives a kernel restart without doing anything. It never
+  waits; the blocking and asyncio layers decide how to wait.
+- `porch.process.zmtp_client.ZmtpClient` speaks ZMTP itself on the kernel's Unix
+  socket, driven by the asyncio loop (`ZmtpCore`) or by the blocking calls
+  (`porch.process.zmtp_blocking.BlockingZmtpCore`): both stubs' default.
 
-Socket options follow DESIGN.md "Failure semantics": IMMEDIATE (nothing is queued while
-the kernel is away: a send fails at once instead), bounded high-water marks, LINGER 0,
+`Core`'s socket options follow DESIGN.md "Failure semantics": IMMEDIATE (nothing is queued while
+the kernel is away: a send fails at once instead), bounded high-water marks, a short LINGER,
 fast reconnects, and ZMTP heartbeats so a hung kernel is noticed.
 """
 
@@ -94,6 +95,23 @@ class Reply:
 
 
 Incoming = Message | Reply | Registered | Refused | Exited | None
+
+
+ENV_TRANSPORT = "PORCH_STUB_TRANSPORT"
+TRANSPORTS = ("zmtp", "libzmq")
+DEFAULT_TRANSPORT = "zmtp"
+
+
+def stub_transport(requested: str | None, endpoint: str) -> str:
+    """The transport a stub (blocking or asyncio) uses: the one asked for, else
+    $PORCH_STUB_TRANSPORT, else the default; "libzmq" for an endpoint the zmtp
+    transport cannot reach (not ipc://)."""
+    name = requested or os.environ.get(ENV_TRANSPORT) or DEFAULT_TRANSPORT
+    if name not in TRANSPORTS:
+        raise ValueError(f"unknown stub transport {name!r} (choose from {', '.join(TRANSPORTS)})")
+    if name == "zmtp" and not endpoint.startswith("ipc://"):
+        return "libzmq"
+    return name
 
 
 def resolve(process_id: str | None, home: str | os.PathLike[str] | None,
@@ -252,7 +270,10 @@ class CoreBase:
             if code == "NotRegistered":
                 # We raced a reconnection: register again; the message that was refused
                 # fails like any message sent while the kernel was away.
-                self._send_register()
+                try:
+                    self._send_register()
+                except Offline:
+                    pass  # the connection is going: the next one registers
                 return Reply(err.id, None, Offline(env.source, err.id, err.detail))
             if err.id:
                 # About one message of ours (e.g. undecodable): fail that request.
@@ -282,7 +303,8 @@ class Core(CoreBase):
         self._ctx = context or zmq.Context.instance()
         self.sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
         for opt, value in (
-            # Long enough for a response sent just before the process exits to leave;
+            # Long enough for a response sent just before the process exits to leave (the
+            # ZMTP transport's EXIT_LINGER_S);
             # IMMEDIATE keeps it from waiting for a kernel that is not there.
             (zmq.LINGER, 500),
             (zmq.IMMEDIATE, 1),

@@ -1,0 +1,398 @@
+"""The blocking stub (`porch.Process`) on its transports, against real kernels on both
+of theirs: the default "zmtp" (the stub's own calls speak ZMTP on the Unix socket) and
+the fallback "libzmq" (a libzmq DEALER) are held to the same behaviour, in the test
+process and in the user processes it starts; what only the zmtp transport does itself
+(heartbeats, its output bound, the flush at exit) is tested on its own at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+from test_stub_zmtp import CONFIG, ECHO, MUTE
+
+import porch
+from porch.kernel.router import TRANSPORTS as KERNEL_TRANSPORTS
+from porch.process import zmtp_client
+from porch.process.core import TRANSPORTS as STUB_TRANSPORTS
+from support.node import Node, wait_for, with_kernel_transport
+
+# Before answering a request, sends its requester a request of its own: the requester
+# must see that request first, then the answer (one connection keeps its order).
+RELAY = """
+    import porch
+    p = porch.Process()
+    while True:
+        m = p.await_message()
+        p.send_request(m.source, b"req:" + m.body)
+        p.respond(b"resp:" + m.body)
+"""
+MiB = 1024 * 1024
+
+
+@dataclass
+class Bed:
+    node: Node
+    transport: str  # the stubs' (this process's and the spawned ones')
+
+    def process(self, process_id: str, **kwargs: object) -> porch.Process:
+        proc = self.node.process(process_id, transport=self.transport, **kwargs)
+        assert proc.transport == self.transport
+        return proc
+
+    def spawn(self, process_id: str, source: str) -> None:
+        self.node.spawn(process_id, source, PORCH_STUB_TRANSPORT=self.transport)
+
+
+@contextmanager
+def running(kernel_transport: str, stub_transport: str | None = None) -> Iterator[Node]:
+    """A kernel, with an echo process and one that never answers (on stub_transport)."""
+    n = Node(with_kernel_transport(CONFIG, kernel_transport))
+    env = {} if stub_transport is None else {"PORCH_STUB_TRANSPORT": stub_transport}
+    try:
+        n.start("kernel")
+        n.spawn("echo:demo:sys", ECHO, **env)
+        n.spawn("mute:demo:sys", MUTE, **env)
+        n.wait_registered("echo:demo:sys", "mute:demo:sys")
+        yield n
+    finally:
+        n.close()
+
+
+@pytest.fixture(params=[(k, s) for k in KERNEL_TRANSPORTS for s in STUB_TRANSPORTS],
+                ids=lambda p: f"kernel-{p[0]}-stub-{p[1]}")
+def bed(request: pytest.FixtureRequest) -> Iterator[Bed]:
+    """Each kernel transport with each stub transport (this process's and its users')."""
+    kernel_transport, stub_transport = request.param
+    with running(kernel_transport, stub_transport) as n:
+        yield Bed(n, stub_transport)
+
+
+@pytest.fixture
+def znode() -> Iterator[Node]:
+    """The zmtp kernel and the default stub transport, for the zmtp transport's own tests."""
+    with running("zmtp") as n:
+        yield n
+
+
+def flows(proc: porch.Process) -> bool:
+    try:
+        return proc.send_and_await_response("echo:demo:sys", b"ok", timeout=1).body == b"echo:ok"
+    except porch.SendError:
+        return False
+
+
+# --------------------------------------------------------------------------- both stub transports
+
+
+def test_requests_responses_and_blobs_of_several_mib(bed: Bed) -> None:
+    a = bed.process("a:demo:sys")
+    assert a.node == "test.os"
+    reply = a.send_and_await_response("echo:demo:sys", b"hi", timeout=5)
+    assert (reply.body, reply.source, reply.is_response, reply.blob) == (b"echo:hi", "echo:demo:sys",
+                                                                          True, None)
+    big = os.urandom(6 * MiB + 17)
+    reply = a.send_and_await_response("echo:demo:sys", b"big", blob=big, mime="application/x-t",
+                                      timeout=30)
+    assert reply.blob == porch.Blob(big, "application/x-t")
+    assert a.get_blob() == reply.blob
+    # Every size class of blob, many requests in flight, answers in order.
+    sizes = [0, 1, 255, 256, 70_000, 300_000, 3 * MiB]
+    ids = [a.send_request("echo:demo:sys", str(i).encode(), blob=big[:sizes[i % 7]], expects_response=30)
+           for i in range(70)]
+    got = [a.await_message(timeout=30) for _ in ids]
+    assert [m.id for m in got] == ids
+    for i, m in enumerate(got):
+        assert m.body == f"echo:{i}".encode()
+        assert (m.blob.bytes if m.blob else b"") == big[:sizes[i % 7]]
+
+
+def test_await_message_keeps_the_order_of_requests_and_responses(bed: Bed) -> None:
+    """Requests to us and responses to our requests come out of await_message in the
+    order they arrived, also when they arrived during a send_and_await_response."""
+    bed.spawn("relay:demo:sys", RELAY)
+    bed.node.wait_registered("relay:demo:sys")
+    a = bed.process("a:demo:sys")
+    ids = [a.send_request("relay:demo:sys", str(i).encode(), expects_response=10) for i in range(20)]
+    # Its answer comes after the relay's request to us, and after all of the above.
+    assert a.send_and_await_response("relay:demo:sys", b"sync", timeout=10).body == b"resp:sync"
+    got = [a.await_message(timeout=10) for _ in range(41)]
+    expected: list[tuple[bool, bytes]] = []
+    for i in range(20):
+        expected += [(True, f"req:{i}".encode()), (False, f"resp:{i}".encode())]
+    expected.append((True, b"req:sync"))
+    assert [(m.is_request, m.body) for m in got] == expected
+    assert [m.id for m in got if not m.is_request] == ids
+    # The relay's requests can be answered like any other (fire and forget: nothing comes).
+    a.respond(b"thanks")
+    with pytest.raises(porch.Timeout):
+        a.await_message(timeout=0.3)
+
+
+def test_offline_timeout_and_no_capability(bed: Bed) -> None:
+    a = bed.process("a:demo:sys")
+    with pytest.raises(porch.Offline) as off:
+        a.send_and_await_response("nobody:demo:sys", b"x", timeout=30)
+    assert (off.value.target, off.value.delivered) == ("nobody:demo:sys", False)
+    with pytest.raises(porch.NoCapability):
+        a.send_and_await_response("vault:demo:sys", b"x", timeout=30)
+    with pytest.raises(porch.Timeout):
+        a.send_and_await_response("echo:demo:sys", b"sleep 1.5", timeout=0.3)
+    # The same three through await_message, for requests sent with expects_response.
+    a.send_request("nobody:demo:sys", b"x", expects_response=30)
+    with pytest.raises(porch.Offline):
+        a.await_message(timeout=10)
+    a.send_request("vault:demo:sys", b"x", expects_response=30)
+    with pytest.raises(porch.NoCapability):
+        a.await_message(timeout=10)
+    wait_for(lambda: flows(a), 15, what="the echo process to be back from its sleep")
+    a.send_request("echo:demo:sys", b"sleep 1.5", expects_response=0.3)
+    with pytest.raises(porch.Timeout):
+        a.await_message(timeout=10)
+    # The late answer is dropped, never delivered.
+    wait_for(lambda: flows(a), 15, what="the echo process to be back from its sleep")
+    with pytest.raises(porch.Timeout):
+        a.await_message(timeout=0.5)
+    assert "a:demo:sys" in {e.process_id for e in a.registry().entries}
+
+
+def test_kill_9_of_the_target_with_a_request_pending_is_offline_within_2_s(bed: Bed) -> None:
+    bed.spawn("victim:demo:sys", ECHO)
+    bed.node.wait_registered("victim:demo:sys")
+    a = bed.process("a:demo:sys")
+    a.send_request("victim:demo:sys", b"sleep 60", expects_response=30)
+    time.sleep(0.3)
+    bed.node.kill("victim:demo:sys")
+    started = time.monotonic()
+    with pytest.raises(porch.Offline) as err:
+        a.await_message(timeout=10)
+    assert time.monotonic() - started < 2.0
+    assert err.value.delivered
+
+
+def test_kernel_restart_re_registers_and_messages_flow(bed: Bed) -> None:
+    echo = bed.node.procs["echo:demo:sys"]
+    a = bed.process("a:demo:sys")
+    assert flows(a)
+    a.send_request("mute:demo:sys", b"x", expects_response=60)
+    time.sleep(0.2)
+    bed.node.stop("kernel")
+    with pytest.raises(porch.Offline):  # the pending one, at once
+        a.await_message(timeout=10)
+    with pytest.raises(porch.Offline):
+        a.send_and_await_response("echo:demo:sys", b"during", timeout=1)
+    with pytest.raises(porch.Offline):
+        a.send_request("echo:demo:sys", b"during")
+    bed.node.start("kernel")
+    wait_for(lambda: flows(a), 15, interval=0.2, what="messages to flow after the kernel restart")
+    assert echo.poll() is None, "the echo process must not have restarted"
+    assert {"a:demo:sys", "echo:demo:sys", "mute:demo:sys"} <= {e.process_id for e in a.registry().entries}
+
+
+def test_kernel_killed_during_send_and_await_response_is_offline_at_once(bed: Bed) -> None:
+    a = bed.process("a:demo:sys")
+    assert flows(a)
+    killer = threading.Timer(0.5, bed.node.kill, ("kernel",))
+    killer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(porch.Offline):
+            a.send_and_await_response("mute:demo:sys", b"x", timeout=60)
+    finally:
+        killer.join()
+    assert time.monotonic() - started < 10, "not at the deadline"
+
+
+def test_a_response_sent_just_before_exit_is_delivered(bed: Bed) -> None:
+    """The process answers (a blob larger than the socket buffers) and exits at once,
+    without close(): what it sent still leaves."""
+    bed.spawn("quitter:demo:sys", """
+        import porch
+        p = porch.Process()
+        m = p.await_message()
+        p.respond(b"bye", blob=bytes(range(256)) * (16 * 1024))   # 4 MiB
+    """)
+    bed.node.wait_registered("quitter:demo:sys")
+    a = bed.process("a:demo:sys")
+    reply = a.send_and_await_response("quitter:demo:sys", b"last words?", timeout=20)
+    assert reply.body == b"bye"
+    assert reply.blob is not None and reply.blob.bytes == bytes(range(256)) * (16 * 1024)
+    assert bed.node.procs["quitter:demo:sys"].wait(10) == 0
+
+
+def test_a_long_computation_keeps_the_registration(bed: Bed) -> None:
+    """The process computes for 8 s without calling the stub (the kernel drops a peer
+    silent for 5 s), right after sending a response too large for the socket buffers:
+    that response is delivered during the computation, and a request that waited for it
+    is answered after, by the same registration."""
+    bed.spawn("thinker:demo:sys", """
+        import time, porch
+        p = porch.Process()
+        m = p.await_message()
+        p.respond(b"big", blob=bytes(range(256)) * (24 * 1024))   # 6 MiB
+        time.sleep(8)                                              # no stub calls
+        m = p.await_message()
+        p.respond(b"done:" + m.body)
+        p.await_message()
+    """)
+    bed.node.wait_registered("thinker:demo:sys")
+    a = bed.process("a:demo:sys")
+    before = {e.process_id: e.os_pid for e in a.registry().entries}["thinker:demo:sys"]
+    first = a.send_request("thinker:demo:sys", b"1", expects_response=30)
+    second = a.send_request("thinker:demo:sys", b"2", expects_response=30)
+    big = a.await_message(timeout=7)  # before the computation ends
+    assert (big.id, big.body, big.blob.bytes if big.blob else None) == (
+        first, b"big", bytes(range(256)) * (24 * 1024))
+    done = a.await_message(timeout=20)
+    assert (done.id, done.body) == (second, b"done:2")
+    after = {e.process_id: e.os_pid for e in a.registry().entries}["thinker:demo:sys"]
+    assert after == before
+    log = bed.node.log("kernel")
+    assert log.count(" registered thinker:demo:sys") == 1 and "unregistered thinker" not in log
+    assert bed.node.procs["thinker:demo:sys"].poll() is None
+
+
+def test_close_unregisters_at_once(bed: Bed) -> None:
+    a = bed.process("a:demo:sys")
+    closer = bed.process("closer:demo:sys")
+    a.send_request("closer:demo:sys", b"x", expects_response=60)
+    assert closer.await_message(timeout=5).body == b"x"
+    closer.close()
+    with pytest.raises(porch.Offline) as err:
+        a.await_message(timeout=10)
+    assert err.value.delivered
+    assert "closer:demo:sys" not in {e.process_id for e in a.registry().entries}
+
+
+def test_connect_errors(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> None:
+    with pytest.raises(porch.KernelRefused) as err:
+        bed.process("mute:demo:sys")  # held by another OS process
+    assert err.value.code == "AlreadyRegistered"
+    nowhere = f"ipc://{tmp_path_factory.mktemp('nokernel')}/kernel.sock"
+    with pytest.raises(porch.KernelUnreachable,
+                       match=f"no kernel answered at {nowhere} within 0.5 s .is the node running"):
+        porch.Process("lonely:demo:sys", endpoint=nowhere, connect_timeout=0.5, transport=bed.transport)
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def test_the_argument_or_the_environment_chooses_the_transport(znode: Node,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PORCH_STUB_TRANSPORT", raising=False)
+    assert znode.process("d:demo:sys").transport == "zmtp", "the default"
+    assert znode.process("l:demo:sys", transport="libzmq").transport == "libzmq"
+    monkeypatch.setenv("PORCH_STUB_TRANSPORT", "libzmq")
+    env = znode.process("e:demo:sys")
+    assert env.transport == "libzmq"
+    assert znode.process("z:demo:sys", transport="zmtp").transport == "zmtp"
+    assert flows(env)
+    with pytest.raises(ValueError, match="unknown stub transport"):
+        porch.Process("x:demo:sys", home=znode.home.root, transport="carrier-pigeon")
+    # The processes a node starts read the variable too.
+    for transport in STUB_TRANSPORTS:
+        proc = znode.spawn(f"{transport}:demo:sys", "import porch\nprint(porch.Process().transport)\n",
+                           PORCH_STUB_TRANSPORT=transport)
+        assert proc.wait(15) == 0
+        assert znode.log(f"{transport}:demo:sys").strip() == transport
+
+
+# --------------------------------------------------------------------------- the zmtp transport's own
+
+
+def test_an_idle_process_answers_pings_and_keeps_its_registration(znode: Node) -> None:
+    """Waiting in await_message for longer than the heartbeat timeout, and idle
+    between calls for as long: nothing is dropped, the registration is the same."""
+    a = znode.process("a:demo:sys")
+    before = {e.process_id: e for e in a.registry().entries}["a:demo:sys"]
+    with pytest.raises(porch.Timeout):
+        a.await_message(timeout=6.5)
+    time.sleep(6.5)
+    assert flows(a)
+    after = {e.process_id: e for e in a.registry().entries}["a:demo:sys"]
+    assert after == before
+    log = znode.log("kernel")
+    assert "heartbeat" not in log and "unregistered a:demo:sys" not in log
+
+
+@contextmanager
+def stopped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """The process does not run (SIGSTOP) inside the block."""
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
+def test_a_hung_kernel_is_dropped_and_found_again(znode: Node) -> None:
+    """A kernel that stops answering (SIGSTOP) is dropped after the heartbeat timeout:
+    the request waiting for it fails Offline; once it runs again, messages flow."""
+    a = znode.process("a:demo:sys")
+    a.send_request("mute:demo:sys", b"x", expects_response=60)
+    time.sleep(0.3)
+    with stopped(znode.procs["kernel"]):
+        with pytest.raises(porch.Offline):
+            a.await_message(timeout=20)
+        with pytest.raises(porch.Offline):
+            a.send_request("echo:demo:sys", b"while hung")
+    wait_for(lambda: flows(a), 20, interval=0.2, what="messages to flow once the kernel runs again")
+
+
+def test_output_is_bounded_while_the_kernel_does_not_read(znode: Node) -> None:
+    """Like libzmq's SNDHWM: with the kernel not reading, sends fail Offline once
+    HIGH_WATER_MARK messages wait (nothing grows without bound); it recovers after."""
+    a = znode.process("a:demo:sys")
+
+    def queued() -> bool:
+        try:
+            a.send_request("nobody:demo:sys", b"x" * 200)
+        except porch.Offline:
+            return False
+        return True
+
+    limit = zmtp_client.HIGH_WATER_MARK
+    with stopped(znode.procs["kernel"]):
+        refused = next((n for n in range(50 * limit) if not queued()), None)
+    assert refused is not None and refused >= limit
+    wait_for(lambda: flows(a), 20, interval=0.2, what="messages to flow once the kernel reads again")
+
+
+def test_what_an_asyncio_loop_left_queued_leaves_while_it_does_not_run(znode: Node) -> None:
+    """The keepalive thread is shared by both stubs: an asyncio process that queues a
+    large message and then does not run its loop for longer than the heartbeat timeout
+    has the message delivered meanwhile, and keeps its registration."""
+    sink = znode.process("sink:demo:sys")
+    payload = bytes(range(256)) * (24 * 1024)  # 6 MiB: more than the socket buffers take
+    received: list[porch.Message] = []
+    got = threading.Event()
+
+    def receive() -> None:
+        received.append(sink.await_message(timeout=30))
+        got.set()
+
+    reader = threading.Thread(target=receive)
+    reader.start()
+    try:
+        with asyncio.Runner() as runner:  # the loop runs only inside runner.run
+            proc = runner.run(porch.AsyncProcess.connect("async:demo:sys", home=znode.home.root))
+            lost: list[str] = []
+            proc.on_disconnect(lambda: lost.append("connection"))
+            proc.send_request("sink:demo:sys", b"while away", blob=payload)
+            assert got.wait(7), "delivered while the loop did not run"
+            message = received[0]
+            assert (message.source, message.body) == ("async:demo:sys", b"while away")
+            assert message.blob is not None and message.blob.bytes == payload
+            assert runner.run(proc.request("echo:demo:sys", b"ok", timeout=5)).body == b"echo:ok"
+            assert lost == []
+            proc.close()
+    finally:
+        reader.join()
