@@ -803,3 +803,34 @@ def test_ws_sigterm_closes_connections_and_tells_openers_once(server: TestServer
         close_ws_connection(caller, 5)
     finally:
         n.close()
+
+
+def test_a_full_queue_fails_new_requests_at_once_and_drains(server: TestServer) -> None:
+    """Every worker busy and max_waiting_requests waiting: the next request fails at
+    once with ExecuteRequestFailed ("busy") instead of queueing without bound, and the
+    service takes requests again once the queue drains."""
+    n = Node(config("workers = 2\nmax_waiting_requests = 3\n"))
+    try:
+        n.start("kernel")
+        n.start("http-client")
+        caller = n.process("caller:demo:sys")
+        # Two running, three waiting (the waiting ones' deadlines pass in the queue).
+        slow = [send_request(caller, "GET", server.url("/delay/10"), timeout=2.0) for _ in range(5)]
+        started = time.monotonic()
+        err = error_of(caller, "GET", server.url("/hello"))
+        assert time.monotonic() - started < 1.0, "refused at once, not at the deadline"
+        assert err.kind == "ExecuteRequestFailed" and "http-client busy" in err.message
+        assert "max_waiting_requests" in n.log("http-client")
+        for _ in slow:
+            with pytest.raises(porch.Timeout):
+                caller.await_message(timeout=10)
+        wait_for(lambda: _answers(caller, server), 10, interval=0.2, what="the queue to drain")
+    finally:
+        n.close()
+
+
+def _answers(proc: porch.Process, server: TestServer) -> bool:
+    try:
+        return get(proc, server.url("/hello")).body == b"hello"
+    except HttpClientError:
+        return False

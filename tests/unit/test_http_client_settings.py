@@ -27,6 +27,7 @@ def test_values_from_porch_toml() -> None:
     ("max_respons_bytes = 1", "unknown setting(s) max_respons_bytes"),
     ("workers = 'many'", "expected int"),
     ("workers = 0", "workers must be at least 1"),
+    ("max_waiting_requests = 0", "max_waiting_requests must be at least 1"),
     ("max_redirects = -1", "max_redirects must be 0 or more"),
     ("default_timeout_s = 0", "default_timeout_s must be more than 0"),
     ("ws_send_queue_bytes = 0", "ws_send_queue_bytes must be at least 1"),

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,6 +60,12 @@ class HttpClientService:
             watchdog=self.watchdog,
         )
         self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="http-client-worker")
+        # Requests handed to the pool (on the loop) and taken up by a worker (under the
+        # lock: several workers): the difference is how many wait for a worker.
+        self._submitted = 0
+        self._taken = 0
+        self._taken_lock = threading.Lock()
+        self._busy_logged = 0.0
         self._undelivered = 0
         self._undelivered_logged = 0.0
         self.ws = WsClients(
@@ -96,7 +103,26 @@ class HttpClientService:
             if msg.expects_response:
                 self._respond(msg, results.failure(exc))
             return
+        waiting = self._submitted - self._taken
+        if waiting >= self.settings.max_waiting_requests:
+            self._busy(msg, outgoing, waiting)
+            return
+        self._submitted += 1
         self.pool.submit(self._work, msg, outgoing)
+
+    def _busy(self, msg: Message, req: Outgoing, waiting: int) -> None:
+        """Every worker busy and max_waiting_requests waiting: fail this one at once."""
+        now = time.monotonic()
+        if now - self._busy_logged >= 1.0:  # one line a second at most
+            self._busy_logged = now
+            log.warning("busy: refused request %d from %s to %s: %d workers busy, %d requests "
+                        "waiting (max_waiting_requests)", msg.id, msg.source, req.url,
+                        self.settings.workers, waiting)
+        if msg.expects_response:
+            self._respond(msg, results.failure(ClientFailure(
+                "ExecuteRequestFailed",
+                message=f"http-client busy: all {self.settings.workers} workers running requests and "
+                        f"{waiting} waiting (max_waiting_requests); try again later")))
 
     def _check(self, msg: Message, req: http_pb2.OutgoingHttpRequest) -> Outgoing:
         """Reference 6.2 steps 1-5, in Kinode's order, plus the node's policy."""
@@ -127,6 +153,8 @@ class HttpClientService:
 
     def _work(self, msg: Message, req: Outgoing) -> None:
         """In a worker thread: run the request, post the reply to the loop."""
+        with self._taken_lock:
+            self._taken += 1
         try:
             outcome: Fetched | ClientFailure = self.fetcher.fetch(req)
         except ClientFailure as exc:

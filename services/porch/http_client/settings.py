@@ -31,6 +31,10 @@ class HttpClientSettings:
     # answered or abandoned at its deadline, so this many slow remotes at once make new
     # requests wait in a queue (they are dropped unanswered if their deadline passes there).
     workers: int = 32
+    # Requests accepted while every worker is busy, waiting for one. Past this many the
+    # new request fails at once with ExecuteRequestFailed ("http-client busy") instead of
+    # piling up in memory (each waiting request holds its body). Kinode has no bound.
+    max_waiting_requests: int = 1024
     # Outgoing policy (see README "Outgoing policy"). Hosts: "example.com" (exact) or
     # "*.example.com" (any subdomain). Networks: CIDR ranges such as "10.0.0.0/8".
     # Empty allow lists allow everything; a non-empty one allows only what it names.
@@ -61,8 +65,8 @@ class HttpClientSettings:
     ws_send_queue_bytes: int = 4 * MIB
 
     def __post_init__(self) -> None:
-        for name in ("max_response_bytes", "workers", "max_ws_connections", "ws_max_message_bytes",
-                     "ws_send_queue_bytes"):
+        for name in ("max_response_bytes", "workers", "max_waiting_requests", "max_ws_connections",
+                     "ws_max_message_bytes", "ws_send_queue_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"[http_client] {name} must be at least 1")
         if self.max_redirects < 0:
