@@ -2,11 +2,13 @@
 
 Playwright's own browser download cannot reach its host from these machines, so the
 tests use /usr/bin/chromium (installed by .ci/run) and are skipped, with the reason,
-where it is missing.
+where it is missing, except under $PORCH_REQUIRE_BROWSER=1 (set by .ci/run): there a
+missing browser fails them, so CI cannot pass without the browser tests running.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -23,9 +25,18 @@ ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--
 def browser() -> Iterator[Any]:
     """Per module: Playwright's sync API keeps an event loop running in this thread while
     it is open, which would break every later test that calls asyncio.run()."""
+    required = os.environ.get("PORCH_REQUIRE_BROWSER") == "1"
     if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+        missing = "Debian's chromium is not installed (apt-get install chromium)"
+        if required:
+            pytest.fail(missing)
+        pytest.skip(missing)
+    try:
+        import playwright.sync_api as sync_api
+    except ImportError as exc:
+        if required:
+            pytest.fail(f"playwright is not installed: {exc}")
+        pytest.skip(f"playwright is not installed: {exc}")
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
