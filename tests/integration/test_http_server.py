@@ -487,17 +487,17 @@ def test_kill_9_mid_request_is_502_then_503_until_restarted(web: Web) -> None:
     results: dict[str, Any] = {}
 
     def slow() -> None:
-        started = time.monotonic()
         results["slow"] = web.get("/k1:pkg:pub.os/?do=sleep&s=30", timeout=20).status_code
-        results["took"] = time.monotonic() - started
+        results["answered"] = time.monotonic()
 
     t = threading.Thread(target=slow)
     t.start()
     time.sleep(0.5)
+    killed = time.monotonic()
     web.node.kill("k1:pkg:pub.os")
     t.join(10)
     assert results["slow"] == 502
-    assert results["took"] < 3.0
+    assert results["answered"] - killed < 2.0, "502 within 2 s of the kill"
     started = time.monotonic()
     assert web.get("/k1:pkg:pub.os/").status_code == 503
     assert time.monotonic() - started < 1.0
