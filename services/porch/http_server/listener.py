@@ -4,16 +4,21 @@ A raw `HTTPServerConnectionDelegate` rather than `tornado.web.Application`: ever
 (extension methods too) reaches the gateway, bodies are capped before they are read
 (413), and there is no per-request handler object on the hot path. WebSocket upgrades
 are handed, headers and all, to a Tornado Application that owns the WebSocket handlers.
+`Server` is Tornado's HTTPServer answering 431 to a request head over the limit.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import socket
+from asyncio import Future
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tornado import httputil
-from tornado.iostream import StreamClosedError
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
 from porch.http_server.exchange import Headers, HttpDate, reason
 
@@ -164,3 +169,101 @@ class _Exchange(httputil.HTTPMessageDelegate):
             stream.write(head.encode() + body).add_done_callback(lambda _: stream.close())
         except StreamClosedError:
             stream.close()
+
+
+# ---------------------------------------------------------------------- request heads
+
+
+class Server(HTTPServer):
+    """Tornado's HTTPServer, except that a request head larger than `max_header_size`
+    is answered 431 instead of a silent close (or, with bytes left unread, a reset)."""
+
+    def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
+        _HeadLimit(stream)
+        super().handle_stream(stream, address)
+
+
+_LINGER_S = 2.0  # how long a 431'd client may keep sending before it is reset
+_LINGER_BYTES = 1024 * 1024
+
+
+class _HeadLimit:
+    """Answers 431 on one connection when Tornado gives up on a request head.
+
+    Tornado reads each request head with `read_until_regex(..., max_bytes=limit)`; past
+    the limit the stream closes itself (UnsatisfiableReadError) and the client is left
+    with no status. We note when a head is being read, and take the socket over just
+    before the stream would close it: write the 431, stop writing, and read and discard
+    what the client still sends (bounded) so that closing does not reset the connection
+    before the client has read the answer. Other oversized reads (a chunk-size line)
+    keep Tornado's plain close.
+    """
+
+    __slots__ = ("close_fd", "head", "read_until_regex", "stream")
+
+    def __init__(self, stream: IOStream) -> None:
+        self.stream = stream
+        self.read_until_regex = stream.read_until_regex
+        self.close_fd = stream.close_fd
+        self.head: Awaitable[bytes] | None = None  # the pending (or last) head read
+        stream.read_until_regex = self._read_head  # type: ignore[method-assign]
+        stream.close_fd = self._close_fd  # type: ignore[method-assign]
+
+    def _read_head(self, regex: bytes, max_bytes: int | None = None) -> Awaitable[bytes]:
+        # The HTTP/1 server reads nothing but request heads with a regex. The read may
+        # fail (and close the stream) before it returns: `head` is unset meanwhile.
+        self.head = None
+        self.head = self.read_until_regex(regex, max_bytes)
+        return self.head
+
+    def _close_fd(self) -> None:
+        stream, head = self.stream, self.head
+        reading_head = head is None or not (isinstance(head, Future) and head.done())
+        sock = stream.socket
+        if sock is None or not reading_head or not isinstance(stream.error, UnsatisfiableReadError):
+            self.close_fd()
+            return
+        stream.socket = None  # type: ignore[assignment]
+        _Answer431(sock)
+
+
+class _Answer431:
+    """Write the 431 on a socket taken from its stream, then close it gracefully."""
+
+    BODY = b"request head (request line and headers) too large\n"
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.drained = 0
+        self.closed = False
+        head = (f"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+                f"Content-Length: {len(self.BODY)}\r\nConnection: close\r\n"
+                f"Date: {_DATE.now()}\r\n\r\n")
+        try:
+            sock.send(head.encode() + self.BODY)  # a few bytes into an empty send buffer
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        self.loop = IOLoop.current()
+        self.loop.add_handler(sock, self._drain, IOLoop.READ)
+        self.timer = self.loop.call_later(_LINGER_S, self._close)
+
+    def _drain(self, _fd: object, _events: int) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self.drained += len(data)
+        if not data or self.drained > _LINGER_BYTES:
+            self._close()
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_handler(self.sock)
+        self.loop.remove_timeout(self.timer)
+        self.sock.close()

@@ -26,12 +26,10 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tornado.httpserver import HTTPServer
-
 from porch.address import HTTP_SERVER
 from porch.http_server.auth import Auth
 from porch.http_server.gateway import Gateway
-from porch.http_server.listener import Listener
+from porch.http_server.listener import Listener, Server
 from porch.http_server.port import PortBusy, open_listener
 from porch.http_server.settings import HttpServerSettings
 from porch.http_server.state import BindingStore, NodeSecrets, generate_password
@@ -169,7 +167,7 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     gateway.on_ws_binding = hub.binding_changed
     gateway.status_extra["websockets"] = lambda: len(hub.channels)
     proc.on_request(gateway.on_message)
-    server = HTTPServer(
+    server = Server(
         Listener(gateway.dispatch, settings.max_body_bytes, upgrade=hub.application()),
         max_body_size=settings.max_body_bytes,
         max_header_size=settings.max_header_bytes,

@@ -22,12 +22,14 @@ class HttpServerSettings:
     request_timeout_s: float = 15.0
     # Request bodies larger than this get 413 before they are read.
     max_body_bytes: int = 16 * MiB
-    # Request line + headers larger than this close the connection.
+    # Request line + headers larger than this get 431, then the connection is closed.
     max_header_bytes: int = 64 * 1024
     # A connection that sends no (complete) request headers for this long is closed:
-    # slow-header clients cannot hold connections forever.
+    # slow-header clients cannot hold connections forever, and idle keep-alive
+    # connections are closed after it.
     idle_timeout_s: float = 60.0
-    # A request body that takes longer than this to arrive is abandoned.
+    # A request body that takes longer than this to arrive (in total, from the end of
+    # its head) is abandoned: the connection is closed without an answer.
     body_timeout_s: float = 60.0
     # Lifetime of the login cookie (Kinode: 26 weeks).
     session_days: float = 30.0
