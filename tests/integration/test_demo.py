@@ -1,4 +1,5 @@
-"""The README's run command: `porch up --demo` from the checkout serves the examples."""
+"""The README's run command: `porch up --demo` from the checkout serves the examples,
+and the README's `porch send echo:demo:sys hi` is answered."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from support.node import PY, free_port, service_env, wait_for
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_porch_up_demo_serves_hello_and_chat() -> None:
+def test_porch_up_demo_serves_hello_and_chat_and_echo_answers() -> None:
     home = Path(tempfile.mkdtemp(prefix="porch-demo-", dir="/tmp")) / "h"
     port = free_port()
     env = service_env(home, PORCH_PASSWORD="demo pass")
@@ -25,7 +26,8 @@ def test_porch_up_demo_serves_hello_and_chat() -> None:
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"Login at http://localhost:{port}" in up.stdout
         config = (home / "porch.toml").read_text()
-        assert 'id = "hello:hello:sys"' in config and 'id = "chat:chat:sys"' in config
+        for pid in ("hello:hello:sys", "chat:chat:sys", "echo:demo:sys"):
+            assert f'id = "{pid}"' in config
 
         def hello_up() -> bool:
             try:
@@ -48,6 +50,9 @@ def test_porch_up_demo_serves_hello_and_chat() -> None:
                  "the chat UI")
         assert "chat" in session.get(base + "/chat:chat:sys/", timeout=5).text
         assert session.get(base + "/chat:chat:sys/history", timeout=5).json() == []
+        sent = subprocess.run([PY, "-m", "porch.node.cli", "send", "echo:demo:sys", "hi", "--home", str(home)],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert (sent.returncode, sent.stdout.strip()) == (0, "echo: hi"), sent.stderr
     finally:
         subprocess.run([PY, "-m", "porch.node.cli", "down", "--home", str(home)], capture_output=True,
                        timeout=60, env=env)

@@ -25,6 +25,7 @@ DEMO_APPS = (
     # (process id, path below examples/, capabilities)
     ("hello:hello:sys", "hello/app.py", ("http-server:distro:sys",)),
     ("chat:chat:sys", "chat/app.py", ("http-server:distro:sys",)),
+    ("echo:demo:sys", "echo/app.py", ()),
 )
 
 
@@ -395,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="address the HTTP server listens on (default 0.0.0.0)")
     up.add_argument("--password", help="node password at first start (default: $PORCH_PASSWORD, "
                     "else asked, else generated and shown once)")
-    up.add_argument("--demo", action="store_true", help="add the example apps (hello, chat)")
+    up.add_argument("--demo", action="store_true", help="add the example apps (hello, chat, echo)")
     up.add_argument("--detach", "-d", action="store_true", help="run in the background")
     up.add_argument("--wait", type=float, default=60.0, help="seconds to wait for readiness")
     up.set_defaults(func=cmd_up)

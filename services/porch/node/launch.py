@@ -5,6 +5,11 @@ directory and environment come straight from the node config: nothing has to sur
 supervisord's limited quoting of `environment=` (values holding both kinds of quotes
 are impossible there), secrets in the environment never show in `ps`, and an edited
 command takes effect at the next `porch restart PROCESS` without re-rendering.
+
+The command runs under /bin/sh with the node's own Python environment first on PATH
+(the directory of the interpreter running porch, as an activated virtualenv would
+have it): `command = "python app.py"` then means the Python that has porch installed,
+also when the node was started by systemd or supervisord with a bare PATH.
 """
 
 from __future__ import annotations
@@ -15,6 +20,13 @@ import sys
 
 from porch.node.config import ConfigError, load
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
+
+
+def node_path(path: str) -> str:
+    """PATH with the directory of porch's interpreter first (once)."""
+    bin_dir = os.path.dirname(sys.executable)  # not resolved: a venv's python is a symlink
+    rest = [d for d in path.split(os.pathsep) if d and d != bin_dir]
+    return os.pathsep.join([bin_dir, *rest])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     env.update(spec.environment)
     env[ENV_HOME] = str(home.root)
     env[ENV_PROCESS] = spec.id
+    env["PATH"] = node_path(env.get("PATH", os.defpath))
     env.setdefault("PYTHONUNBUFFERED", "1")
     os.chdir(spec.directory or home.root)
     os.execve("/bin/sh", ["/bin/sh", "-c", "exec " + spec.command], env)
