@@ -21,7 +21,7 @@ import requests
 
 import porch
 from porch.wire import http_pb2
-from support.node import Node, free_port, wait_for
+from support.node import Node, free_port, non_loopback_ip, wait_for
 
 APP_SOURCE = (Path(__file__).parent.parent / "support" / "http_app.py").read_text()
 PASSWORD = "correct horse"
@@ -363,21 +363,10 @@ def test_33_local_only(web: Web) -> None:
     assert web.get("/a33:pkg:pub.os/l", headers={"X-Forwarded-For": "1.2.3.4"}).status_code == 403
     # authentication is checked first
     assert web.get("/a33:pkg:pub.os/al", headers={"X-Forwarded-For": "1.2.3.4"}).status_code == 401
-    remote_ip = _non_loopback_ip()
+    remote_ip = non_loopback_ip()
     if remote_ip:
         r = requests.get(f"http://{remote_ip}:{web.port}/a33:pkg:pub.os/l", timeout=10)
         assert r.status_code == 403
-
-
-def _non_loopback_ip() -> str | None:
-    """This machine's own non-loopback address (the server listens on 0.0.0.0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("10.255.255.255", 1))  # no packet is sent for UDP connect
-            ip = str(s.getsockname()[0])
-        except OSError:
-            return None
-    return None if ip.startswith("127.") else ip
 
 
 def test_34_to_36_secure_subdomain(web: Web) -> None:

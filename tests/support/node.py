@@ -69,6 +69,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def non_loopback_ip() -> str | None:
+    """This machine's own non-loopback IPv4 address, or None if it has none. The
+    http-server listens on 0.0.0.0, so a client bound to this address reaches it as a
+    non-local peer (for local_only, the RPC endpoint, extension WebSockets)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # no packet is sent for UDP connect
+            ip = str(s.getsockname()[0])
+        except OSError:
+            return None
+    return None if ip.startswith("127.") else ip
+
+
 def service_env(home: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PORCH_KERNEL", None)
