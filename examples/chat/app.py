@@ -6,7 +6,9 @@
     GET /chat:chat:sys/history     the last 100 messages as JSON
 
 Every message typed in one browser appears in every other. Run under a node
-(`porch up --demo`) or by hand: PORCH_PROCESS=chat:chat:sys python examples/chat/app.py
+(`porch up --demo`), or by hand: declare it in porch.toml without a `command` (the
+entry grants its capabilities), then
+    PORCH_HOME=<home> PORCH_PROCESS=chat:chat:sys python examples/chat/app.py
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ static UI.
     GET /hello:hello:sys/api/hello   public: "hello, <name>" (?name=...)
     GET /hello:hello:sys/api/me      needs the login cookie: what the server told us
 
-Run under a node (`porch up --demo`), or by hand next to one:
-    PORCH_PROCESS=hello:hello:sys python examples/hello/app.py
+Run under a node (`porch up --demo`), or by hand (e.g. in a debugger): declare it in
+the node's porch.toml without a `command` (the entry grants its capabilities), then
+    PORCH_HOME=<home> PORCH_PROCESS=hello:hello:sys python examples/hello/app.py
 """
 
 from __future__ import annotations
