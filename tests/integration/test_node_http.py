@@ -154,34 +154,90 @@ def test_app_killed_mid_request_502_then_503_until_supervisord_restarts_it(
     assert other.refused == 0 and set(other.statuses) == {200}, "the other app never noticed"
 
 
-def test_busy_8080_takes_the_next_free_port(tmp_path: Path) -> None:
-    held = []
-    for port in (8080, 8081):
-        s = socket.socket()
+def hold(port: int) -> socket.socket | None:
+    """A listening socket on port (as the node would bind it), or None if it is busy."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as port.py: TIME_WAIT is free
+    try:
+        s.bind(("0.0.0.0", port))
+        s.listen()
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+def bindable(port: int) -> bool:
+    s = hold(port)
+    if s is None:
+        return False
+    s.close()
+    return True
+
+
+def http_server_log(node: SupervisedNode) -> str:
+    path = node.home.logs_dir / "http-server.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def announced(node: SupervisedNode, port: int, log_from: int = 0) -> None:
+    """The port is where `porch up`, `porch status` and the http-server's own log (from
+    offset log_from: this run's part) say."""
+    url = f"http://localhost:{port}"
+    assert f"porch: Login at {url}" in node.up.stdout, node.up.stdout
+    assert f"http  {url}" in node.cli("status").stdout
+    wait_for(lambda: f"Login at {url}" in http_server_log(node)[log_from:], 10,
+             what=f"'Login at {url}' in the http-server's log")
+
+
+def test_busy_8080_takes_exactly_8081(tmp_path: Path) -> None:
+    held = hold(8080)  # None: something on this machine holds it, just as good
+    try:
+        if not bindable(8081):
+            pytest.skip("port 8081 is in use on this machine")
+        n = SupervisedNode(config(tmp_path))
         try:
-            s.bind(("0.0.0.0", port))
-            s.listen()
-            held.append(s)
-        except OSError:
-            s.close()  # already busy: just as good for this test
-    expected = None
-    for port in range(8082, 8999):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("0.0.0.0", port))
-                expected = port
-                break
-            except OSError:
-                continue
+            assert n.up.returncode == 0, n.up.stderr
+            chosen = int((n.home.state_dir / "port").read_text())
+            if chosen != 8081 and not bindable(8081):
+                pytest.skip(f"port 8081 was taken by another program meanwhile (the node took {chosen})")
+            assert chosen == 8081, "the first free port after the busy 8080"
+            announced(n, 8081)
+            wait_for(lambda: serving(8081), 30, 0.2, "the app's paths on 8081")
+        finally:
+            n.close()
+    finally:
+        if held is not None:
+            held.close()
+
+
+def test_chosen_port_is_remembered_across_down_and_up(tmp_path: Path) -> None:
+    """First start without --port: the first free port from 8080. We hold that one, so
+    the node takes a later one; after `porch down` we free ours, and `porch up` must
+    come back on the node's port rather than choose again (which would take ours)."""
+    ours = next((sock for sock in map(hold, range(8080, 8990)) if sock is not None), None)
+    if ours is None:
+        pytest.skip("no free port from 8080 to 8990 on this machine")
+    first_free = ours.getsockname()[1]
     n = SupervisedNode(config(tmp_path))
     try:
         assert n.up.returncode == 0, n.up.stderr
-        assert f"Login at http://localhost:{expected}" in n.up.stdout
-        assert (n.home.state_dir / "port").read_text().strip() == str(expected)
+        chosen = int((n.home.state_dir / "port").read_text())
+        assert chosen > first_free
+        announced(n, chosen)
+        wait_for(lambda: serving(chosen), 30, 0.2, "the app's paths")
+        down = n.cli("down")
+        assert down.returncode == 0, down.stderr
+        ours.close()
+        log_from = len(http_server_log(n))
+        n.up = n.cli("up", "--detach")
+        assert n.up.returncode == 0, n.up.stderr
+        assert int((n.home.state_dir / "port").read_text()) == chosen
+        announced(n, chosen, log_from)
+        wait_for(lambda: serving(chosen), 30, 0.2, "the app's paths on the remembered port")
     finally:
+        ours.close()
         n.close()
-        for s in held:
-            s.close()
 
 
 def test_busy_port_flag_is_a_clear_error(tmp_path: Path) -> None:
