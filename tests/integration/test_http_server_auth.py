@@ -232,10 +232,6 @@ def test_32_cookie_header_parsing(site: Site) -> None:
         assert site.get("/a32:pkg:pub.os/p", headers={"Cookie": header}).status_code == 401, header
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "listener.py: _Exchange.header() returns Tornado's comma-joined value for a repeated "
-    "header, not the last one as Exchange.header() promises; two Cookie headers become "
-    "'a=1,kinode-auth_...=<jwt>' and the token is not found"))
 def test_32_the_last_of_two_cookie_headers_wins(site: Site) -> None:
     """Kinode reads the last Cookie header (reference 2.2, 4.4)."""
     site.app("a32b:pkg:pub.os", [{"path": "/p", "authenticated": True}])
@@ -249,6 +245,24 @@ def test_32_the_last_of_two_cookie_headers_wins(site: Site) -> None:
         assert conn.getresponse().status == 200
     finally:
         conn.close()
+
+
+def test_32_the_last_of_two_cookie_headers_wins_for_websocket_upgrades_too(site: Site) -> None:
+    """The WebSocket upgrade reads the cookie as plain requests do: the last header."""
+    app = site.node.process("a32w:pkg:pub.os")
+    action = http_pb2.HttpServerAction()
+    action.web_socket_bind.path = "/ws"
+    action.web_socket_bind.authenticated = True
+    bind_action(app, action)
+    url = f"ws://127.0.0.1:{site.port}/a32w:pkg:pub.os/ws"
+    tok = site.token()
+    with connect(url, additional_headers=[("Cookie", "other=1"), ("Cookie", f"{COOKIE}={tok}")],
+                 open_timeout=10):
+        pass
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, additional_headers=[("Cookie", f"{COOKIE}={tok}"), ("Cookie", "other=1")],
+                open_timeout=10)
+    assert refused.value.response.status_code == 401
 
 
 # ---------------------------------------------------------------------------- 40, 50: remote peers

@@ -117,7 +117,10 @@ class _Exchange(httputil.HTTPMessageDelegate):
     # -- Exchange ------------------------------------------------------------------
 
     def header(self, name: str) -> str | None:
-        return self._headers.get(name)
+        # The last value: Tornado's get() joins repeated headers with commas, which
+        # would hide a cookie behind an earlier Cookie header (Kinode takes the last).
+        values = self._headers.get_list(name)
+        return values[-1] if values else None
 
     def header_items(self) -> list[tuple[str, str]]:
         return list(self._headers.get_all())

@@ -350,12 +350,12 @@ class PorchWebSocket(tornado.websocket.WebSocketHandler):
         if binding.authenticated:
             app_scope = None
             if binding.secure_subdomain is not None:
-                host = headers.get("Host", "").rsplit(":", 1)[0]
+                host = (last_header(headers, "Host") or "").rsplit(":", 1)[0]
                 if host.split(".", 1)[0] != binding.secure_subdomain:
                     self._refuse(403, "secure websocket must be opened on its subdomain")
                     return
                 app_scope = binding.app
-            if not hub.auth.authorized(headers.get("Cookie"), app_scope):
+            if not hub.auth.authorized(last_header(headers, "Cookie"), app_scope):
                 self._refuse(401, "authentication required")
                 return
         if binding.extension:
@@ -442,3 +442,9 @@ class PorchWebSocket(tornado.websocket.WebSocketHandler):
         if abort is not None:
             asyncio.get_running_loop().call_later(delay, abort)
 
+
+def last_header(headers: Any, name: str) -> str | None:
+    """The last value of a repeated request header, as for plain requests
+    (`Exchange.header`): Tornado's get() joins them with commas."""
+    values = headers.get_list(name)
+    return values[-1] if values else None
