@@ -527,3 +527,14 @@ def test_generated_password_shown_once_stored_as_argon2id_in_private_files() -> 
         assert argon2.PasswordHasher().verify(secrets_.password_path.read_text().strip(), "brand new pass")
     finally:
         n.close()
+
+
+def test_login_with_a_password_that_is_not_utf8_is_a_400_not_a_hang(site: Site) -> None:
+    """A JSON password with a lone surrogate ("\\ud800") cannot be encoded for argon2:
+    the login task used to die there and leave the client waiting for ever. It is a bad
+    request; a login handler failing in any other way answers 500, never nothing."""
+    r = site.post("/login", data=b'{"password": "\\ud800"}', headers={"Content-Type": "application/json"},
+                  timeout=5)
+    assert r.status_code == 400 and "UTF-8" in r.json()["error"]
+    assert site.post("/login", json={"password": PASSWORD}).status_code == 200
+    assert "Traceback" not in site.node.log("http-server")

@@ -115,7 +115,7 @@ class Gateway:
         if path == "/login":
             task = asyncio.ensure_future(self._login(ex))
             self._tasks.add(task)  # the loop keeps only weak references to tasks
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda t: self._task_done(ex, t))
             return
         if path == "/logout":
             self._logout(ex)
@@ -254,6 +254,17 @@ class Gateway:
             proto = "http"
         location = f"{proto}://{subdomain}.{host}{ex.path}" + (f"?{ex.query}" if ex.query else "")
         ex.respond(307, [("Location", location)], b"")
+
+    def _task_done(self, ex: Exchange, task: asyncio.Future[None]) -> None:
+        """A request answered by a task: one that failed still gets an answer (500),
+        as a synchronous handler's exception does in the listener, never a hang."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("error handling %s %s", ex.method, ex.path, exc_info=exc)
+            ex.respond(500, [TEXT], b"internal error\n")  # no-op if already answered
 
     async def _login(self, ex: Exchange) -> None:
         if ex.method == "GET":
@@ -427,6 +438,10 @@ def _login_fields(body: bytes, form: bool) -> tuple[str, str | None, str | None]
     password = fields.get("password")
     if not isinstance(password, str) or not password:
         raise ValueError("a non-empty password is required")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, from a JSON escape such as \ud800
+        raise ValueError("the password is not valid UTF-8") from None
     subdomain = fields.get("subdomain") or None
     if subdomain is not None and (not isinstance(subdomain, str) or not is_valid(subdomain)):
         raise ValueError("subdomain must be an app's process id")
