@@ -137,6 +137,8 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
+        # supervisord's socket has a login: no "running without any HTTP authentication"
+        assert "CRIT" not in out, out
         wait_for(lambda: not alive(sup_pid), 10, what="supervisord to exit")
         status = subprocess.run([PY, "-m", "porch.node.cli", "status", "--home", str(home)],
                                 capture_output=True, text=True, env=service_env(home))

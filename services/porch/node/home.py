@@ -3,9 +3,10 @@
 Layout (created by `porch up`, modes enforced every time):
 
     <home>/porch.toml      node config (node name, settings, user processes)
-    <home>/run/            0700: kernel.sock, supervisor.sock, supervisord.conf, pid files
+    <home>/run/            0700: kernel.sock, supervisor.sock, supervisord.conf (0600), pid files
     <home>/logs/           one log per service
-    <home>/state/          0700: chosen port, bindings, static content, secrets (0600)
+    <home>/state/          0700: chosen port, bindings, static content, secrets (0600),
+                           among them supervisor.secret (supervisord's socket login)
 
 The home defaults to $PORCH_HOME, else ~/.porch.
 """
@@ -76,6 +77,10 @@ class NodeHome:
     @property
     def supervisord_pid(self) -> Path:
         return self.run_dir / "supervisord.pid"
+
+    @property
+    def supervisor_secret(self) -> Path:
+        return self.state_dir / "supervisor.secret"
 
     def ensure(self) -> None:
         """Create the directories with their modes; refuse paths too long for sockets."""

@@ -6,10 +6,19 @@ become programs named "app-<id with : and . replaced>".
 
 The templates live in the package (porch/node/*.tmpl) rather than in deploy/ so that
 an installed wheel can render them; deploy/ keeps the systemd unit and a sample config.
+
+supervisord's socket asks for a login (user "porch", a random password generated once
+per home in state/supervisor.secret, 0600): the socket is already 0700 in a 0700
+directory, but without a login supervisord logs a CRIT line at every start, and the
+login is what its own supervisorctl expects. The rendered config holds it too, so it
+is written 0600.
 """
 
 from __future__ import annotations
 
+import os
+import pwd
+import secrets
 import shlex
 import sys
 import xmlrpc.client
@@ -82,8 +91,30 @@ def _env(environment: dict[str, str]) -> str:
     )
 
 
+SUPERVISOR_USER = "porch"
+
+
+def credentials(home: NodeHome, *, create: bool = False) -> tuple[str, str] | None:
+    """The login of the home's supervisord socket; made on first use when `create`."""
+    path = home.supervisor_secret
+    try:
+        return SUPERVISOR_USER, path.read_text().strip()
+    except FileNotFoundError:
+        if not create:
+            return None
+    secret = secrets.token_hex(24)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made meanwhile by another `porch`
+        return SUPERVISOR_USER, path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return SUPERVISOR_USER, secret
+
+
 def render(home: NodeHome, config: NodeConfig, *, foreground: bool,
-           extra_args: dict[str, list[str]] | None = None) -> str:
+           extra_args: dict[str, list[str]] | None = None,
+           login: tuple[str, str] | None = None) -> str:
     templates = resources.files("porch.node")
     head = Template(templates.joinpath("supervisord.conf.tmpl").read_text())
     program = Template(templates.joinpath("program.conf.tmpl").read_text())
@@ -94,8 +125,11 @@ def render(home: NodeHome, config: NodeConfig, *, foreground: bool,
         "conf": _escape(str(home.supervisord_conf)),
         "node": _escape(config.node),
     }
+    auth = f"username={_escape(login[0])}\npassword={_escape(login[1])}\n" if login else ""
+    # As root, supervisord logs a CRIT line at every start unless told which user to be.
+    user = f"user={_escape(pwd.getpwuid(0).pw_name)}\n" if os.geteuid() == 0 else ""
     text = head.substitute(common, nodaemon=str(foreground).lower(),
-                           silent=str(not foreground).lower())
+                           silent=str(not foreground).lower(), auth=auth, user=user)
     for prog in service_programs(home, extra_args) + user_programs(home, config):
         text += program.substitute(
             common,
@@ -111,9 +145,19 @@ def render(home: NodeHome, config: NodeConfig, *, foreground: bool,
 
 def write(home: NodeHome, config: NodeConfig, *, foreground: bool,
           extra_args: dict[str, list[str]] | None = None) -> Path:
-    home.supervisord_conf.write_text(render(home, config, foreground=foreground,
-                                            extra_args=extra_args))
+    """Render the config into run/supervisord.conf (0600: it holds the socket login)."""
+    text = render(home, config, foreground=foreground, extra_args=extra_args,
+                  login=credentials(home, create=True))
+    _write_private(home.supervisord_conf, text)
     return home.supervisord_conf
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def program_name(config: NodeConfig, name: str) -> str:
@@ -131,14 +175,21 @@ class Supervisor:
     """A thin client of supervisord's XML-RPC interface on the home's unix socket."""
 
     def __init__(self, home: NodeHome) -> None:
-        from supervisor.xmlrpc import SupervisorTransport
-
         self.home = home
-        transport = SupervisorTransport(None, None, f"unix://{home.supervisor_socket}")
-        self._proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        self._login: tuple[str, str] | None = None
+        self._proxy: xmlrpc.client.ServerProxy | None = None
 
     @property
     def rpc(self) -> Any:
+        # The login is read each time: `porch up` makes it after its first running() check.
+        login = credentials(self.home)
+        if self._proxy is None or login != self._login:
+            from supervisor.xmlrpc import SupervisorTransport
+
+            user, password = login or (None, None)
+            transport = SupervisorTransport(user, password, f"unix://{self.home.supervisor_socket}")
+            self._proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+            self._login = login
         return self._proxy.supervisor
 
     def running(self) -> bool:
