@@ -77,8 +77,10 @@ def test_porch_send_and_status_and_logs(sup: SupervisedNode) -> None:
     assert sent.stdout == "echo:from the terminal"
     status = sup.cli("status")
     assert status.returncode == 0
-    for name in ("kernel", "app-echo-demo-sys", "app-relay-demo-sys"):
-        assert name in status.stdout and "RUNNING" in status.stdout
+    rows = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()[2:]}
+    assert rows == {"kernel": "RUNNING", "http-server": "RUNNING", "http-client": "RUNNING",
+                    "echo:demo:sys": "RUNNING", "relay:demo:sys": "RUNNING"}, status.stdout
+    assert "app-" not in status.stdout, "process ids, not supervisord's program names"
     logs = sup.cli("logs", "kernel")
     assert "registered echo:demo:sys" in logs.stdout
     missing = sup.cli("send", "nobody:demo:sys", "x")
@@ -118,6 +120,21 @@ def test_up_refuses_a_second_node_in_the_same_home(sup: SupervisedNode) -> None:
     again = sup.cli("up", "--detach")
     assert again.returncode == 1
     assert "already running" in again.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly(sup: SupervisedNode) -> None:
+    """`porch status | head -1`: the reader leaves before porch writes."""
+    for args in (["status"], ["logs", "kernel", "-n", "1000"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            result = subprocess.run([PY, "-m", "porch.node.cli", *args, "--home", str(sup.home.root)],
+                                    stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+                                    env=service_env(sup.home.root))
+        finally:
+            os.close(write_end)
+        assert result.stderr == "", result.stderr
+        assert result.returncode == 128 + signal.SIGPIPE
 
 
 def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:

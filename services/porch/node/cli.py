@@ -1,8 +1,9 @@
 """The `porch` command: run a node and operate it.
 
     porch up [--home H] [--node N] [--port P] [--demo] [--detach]
-    porch status | down | restart SERVICE... | logs SERVICE [-f]
+    porch status | down | restart SERVICE... | logs SERVICE [-f] [-n N]
     porch send PROCESS BODY [--timeout S]
+    porch password [--password P | --generate]
     porch kernel | http-server | http-client      (the services themselves)
 """
 
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import xmlrpc.client
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -39,6 +41,39 @@ def _home_arg(parser: argparse.ArgumentParser) -> None:
 def _fail(message: str, code: int = 1) -> int:
     print(f"porch: {message}", file=sys.stderr)
     return code
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port a server can listen on."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {port}")
+    return port
+
+
+def count(text: str) -> int:
+    """argparse type: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """argparse type: a duration in seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
 
 
 def find_examples() -> Path | None:
@@ -91,7 +126,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if problem:
         return _fail(problem, 2)
     try:
-        setup_password(home, args)
+        setup_password(home, args, generate_unasked=True)
     except (ValueError, KeyboardInterrupt) as exc:
         return _fail(f"no password set: {exc}", 2)
     extra = service_args(args)
@@ -160,20 +195,29 @@ def check_port(home: NodeHome, config: node_config.NodeConfig, args: argparse.Na
     return None
 
 
-def setup_password(home: NodeHome, args: argparse.Namespace) -> None:
-    """First start only: --password, $PORCH_PASSWORD, a prompt, or generated and shown once."""
+def setup_password(home: NodeHome, args: argparse.Namespace, *, generate_unasked: bool) -> None:
+    """Set the node password unless it is set (or args.force): --password,
+    $PORCH_PASSWORD, else asked at a terminal (Enter generates one). With no terminal
+    one is generated only when generate_unasked (the first `porch up`) or
+    args.generate; it is shown once."""
     from porch.http_server.state import NodeSecrets, generate_password
 
     secrets_ = NodeSecrets(home.state_dir)
     if secrets_.has_password() and not getattr(args, "force", False):
         return
-    password = args.password or os.environ.get("PORCH_PASSWORD")
-    if not password and sys.stdin.isatty():
-        import getpass
+    password = None
+    if not getattr(args, "generate", False):
+        password = args.password or os.environ.get("PORCH_PASSWORD")
+        if not password and sys.stdin.isatty():
+            import getpass
 
-        password = getpass.getpass("Choose a password for the node (Enter to generate one): ")
-        if password and getpass.getpass("Repeat it: ") != password:
-            raise ValueError("the two passwords differ")
+            password = getpass.getpass("Choose a password for the node (Enter to generate one): ")
+            if password and getpass.getpass("Repeat it: ") != password:
+                raise ValueError("the two passwords differ")
+        elif not password and not generate_unasked:
+            raise ValueError("no password given and no terminal to ask for one: use "
+                             "--password or $PORCH_PASSWORD, or --generate to have one made "
+                             "and shown")
     generated = not password
     if not password:
         password = generate_password()
@@ -187,17 +231,24 @@ def cmd_password(args: argparse.Namespace) -> int:
     from porch.http_server.state import NodeSecrets
 
     home = NodeHome.resolve(args.home)
+    if not home.exists():
+        return _fail(f"no node home at {home.root} (no porch.toml there); "
+                     "`porch up` creates one, or give --home", 2)
     home.ensure()
     args.force = True
     try:
-        setup_password(home, args)
+        setup_password(home, args, generate_unasked=False)
     except (ValueError, KeyboardInterrupt) as exc:
         return _fail(f"password unchanged: {exc}", 2)
     NodeSecrets(home.state_dir).jwt_path.unlink(missing_ok=True)
     print("porch: password changed; every session is logged out")
     sup = supervise.Supervisor(home)
     if sup.running():
-        sup.restart("http-server")
+        try:
+            sup.restart("http-server")
+        except xmlrpc.client.Fault as exc:
+            return _fail(f"could not restart http-server: {exc.faultString}; "
+                         "`porch restart http-server` applies the new password")
         print("porch: restarted http-server")
     return 0
 
@@ -275,13 +326,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not sup.running():
         print(f"porch: no node is running in {home.root}")
         return 3
-    config = node_config.load(home.config_path)
+    try:
+        config: node_config.NodeConfig | None = node_config.load(home.config_path)
+    except node_config.ConfigError as exc:
+        print(f"porch: warning: {exc}", file=sys.stderr)
+        config = None
+    names = supervise.display_names(config) if config else {}
+    rows = [(names.get(i["name"], i["name"]), i["statename"], i["description"])
+            for i in sup.processes()]
     port = read_port(home)
-    print(f"node {config.node}  home {home.root}")
+    print(f"node {config.node if config else '?'}  home {home.root}")
     if port is not None:
         print(f"http  http://localhost:{port}")
-    for info in sup.processes():
-        print(f"  {info['name']:<32} {info['statename']:<9} {info['description']}")
+    width = max([len(r[0]) for r in rows] + [16])
+    for name, state, description in rows:
+        print(f"  {name:<{width}} {state:<9} {description}")
     return 0
 
 
@@ -295,27 +354,32 @@ def cmd_restart(args: argparse.Namespace) -> int:
         programs = [supervise.program_name(config, name) for name in args.services]
     except KeyError as exc:
         return _fail(str(exc.args[0]), 2)
+    names = supervise.display_names(config)
     for program in programs:
         sup.restart(program)
-        print(f"porch: restarted {program}")
+        print(f"porch: restarted {names.get(program, program)}")
     return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     home = NodeHome.resolve(args.home)
-    config = node_config.load(home.config_path)
+    try:
+        config = node_config.load(home.config_path)
+    except node_config.ConfigError:  # the logs are wanted most when things are broken
+        config = node_config.NodeConfig()
     try:
         program = supervise.program_name(config, args.service)
     except KeyError as exc:
-        if args.service != "supervisord":
+        if args.service == "supervisord" or (home.logs_dir / f"{args.service}.log").exists():
+            program = args.service
+        else:
             return _fail(str(exc.args[0]), 2)
-        program = "supervisord"
     path = home.logs_dir / f"{program}.log"
     if not path.exists():
         return _fail(f"no log yet at {path}")
     with path.open("rb") as f:
-        lines = f.readlines()[-args.lines:]
-        sys.stdout.buffer.writelines(lines)
+        lines = f.readlines()
+        sys.stdout.buffer.writelines(lines[len(lines) - args.lines:] if args.lines else [])
         sys.stdout.flush()
         if not args.follow:
             return 0
@@ -333,9 +397,19 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     from porch import PorchError, Process
+    from porch.address import InvalidProcessId, ProcessId
 
     home = NodeHome.resolve(args.home)
-    blob = Path(args.blob).read_bytes() if args.blob else None
+    try:
+        ProcessId.parse(args.process)
+    except InvalidProcessId as exc:
+        return _fail(f"invalid process id: {exc}", 2)
+    try:
+        blob = Path(args.blob).read_bytes() if args.blob else None
+    except OSError as exc:
+        return _fail(f"cannot read --blob {args.blob}: {exc.strerror or exc}", 2)
+    if not home.kernel_socket.exists():
+        return _fail(f"no node running at {home.root} (no {home.kernel_socket}); `porch up`", 3)
     try:
         with Process(f"terminal-{os.getpid()}:terminal:sys", home=home.root,
                      connect_timeout=args.connect_timeout) as proc:
@@ -377,12 +451,22 @@ SERVICE_MAINS = {
 }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("porch")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="porch",
         description="Run a porch node: a kernel, an HTTP server and an HTTP client "
         "for isolated Python processes, supervised by supervisord.",
     )
+    parser.add_argument("--version", action="version", version=f"porch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="create the node home if needed and run the node",
@@ -391,53 +475,76 @@ def build_parser() -> argparse.ArgumentParser:
                         "(Ctrl-C stops all) or detached.")
     _home_arg(up)
     up.add_argument("--node", help=f"node name, fixed at creation (default {node_config.DEFAULT_NODE})")
-    up.add_argument("--port", type=int, help="HTTP port; fails if busy (default: the node's "
-                    "remembered port, else the first free port from 8080)")
+    up.add_argument("--port", type=port_number, help="HTTP port (1-65535); fails if busy "
+                    "(default: the node's remembered port, else the first free port from 8080)")
     up.add_argument("--host", help="address the HTTP server listens on (default 0.0.0.0)")
     up.add_argument("--password", help="node password at first start (default: $PORCH_PASSWORD, "
                     "else asked, else generated and shown once)")
     up.add_argument("--demo", action="store_true", help="add the example apps (hello, chat, echo)")
     up.add_argument("--detach", "-d", action="store_true", help="run in the background")
-    up.add_argument("--wait", type=float, default=60.0, help="seconds to wait for readiness")
+    up.add_argument("--wait", type=seconds, default=60.0, metavar="S",
+                    help="seconds to wait for every service to run (default 60)")
     up.set_defaults(func=cmd_up)
 
-    password = sub.add_parser("password", help="change the node password (logs everyone out)")
+    password = sub.add_parser("password", help="change the node password (logs everyone out)",
+                              description="Change the node password; every session is logged "
+                              "out and a running http-server is restarted.")
     _home_arg(password)
-    password.add_argument("--password", help="the new password (default: $PORCH_PASSWORD, else asked)")
+    given = password.add_mutually_exclusive_group()
+    given.add_argument("--password", help="the new password (default: $PORCH_PASSWORD, else "
+                       "asked at a terminal)")
+    given.add_argument("--generate", action="store_true",
+                       help="generate a random password and print it once")
     password.set_defaults(func=cmd_password)
 
-    down = sub.add_parser("down", help="stop a running node")
+    down = sub.add_parser("down", help="stop a running node",
+                          description="Stop every service and process of the node, then "
+                          "supervisord (waits up to 30 s).")
     _home_arg(down)
     down.set_defaults(func=cmd_down)
 
-    status = sub.add_parser("status", help="show the node's services and port")
+    status = sub.add_parser("status", help="show the node's services and port",
+                            description="Show the node's name, HTTP address, and the state of "
+                            "every service and process (exit 3 when no node runs).")
     _home_arg(status)
     status.set_defaults(func=cmd_status)
 
     restart = sub.add_parser("restart", help="restart services alone (kernel, http-server, "
-                             "http-client, or a process id)")
+                             "http-client, or a process id)",
+                             description="Restart the named services or processes alone; the "
+                             "others keep running (processes re-register with a restarted "
+                             "kernel; http-server keeps its port open).")
     _home_arg(restart)
-    restart.add_argument("services", nargs="+", metavar="SERVICE")
+    restart.add_argument("services", nargs="+", metavar="SERVICE",
+                         help="kernel, http-server, http-client, or a process id from porch.toml")
     restart.set_defaults(func=cmd_restart)
 
-    logs = sub.add_parser("logs", help="print a service's log")
+    logs = sub.add_parser("logs", help="print a service's log",
+                          description="Print the end of a service's or process's log "
+                          "(<home>/logs/).")
     _home_arg(logs)
-    logs.add_argument("service", metavar="SERVICE")
-    logs.add_argument("-f", "--follow", action="store_true")
-    logs.add_argument("-n", "--lines", type=int, default=50)
+    logs.add_argument("service", metavar="SERVICE", help="kernel, http-server, http-client, "
+                      "supervisord, or a process id")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing what is appended (Ctrl-C stops)")
+    logs.add_argument("-n", "--lines", type=count, default=50, metavar="N",
+                      help="print the last N lines (default 50; 0: none, with -f only new ones)")
     logs.set_defaults(func=cmd_logs)
 
     send = sub.add_parser("send", help="send a request to a process and print its response",
                           description="Like Kinode's terminal `m`: send BODY to PROCESS "
                           "(name:package:publisher) as terminal-<pid>:terminal:sys.")
     _home_arg(send)
-    send.add_argument("process", metavar="PROCESS")
-    send.add_argument("body", metavar="BODY")
-    send.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    send.add_argument("process", metavar="PROCESS", help="the target's process id, "
+                      "name:package:publisher")
+    send.add_argument("body", metavar="BODY", help="the request body (text)")
+    send.add_argument("--timeout", type=seconds, default=5.0,
+                      help="seconds to wait for the response (default 5)")
     send.add_argument("--no-response", action="store_true", help="do not wait for a response")
     send.add_argument("--blob", help="file whose bytes travel as the blob")
     send.add_argument("--mime", help="mime type of the blob")
-    send.add_argument("--connect-timeout", type=float, default=5.0)
+    send.add_argument("--connect-timeout", type=seconds, default=5.0,
+                      help="seconds to wait for the kernel to accept the terminal (default 5)")
     send.set_defaults(func=cmd_send)
 
     for name in SERVICE_MAINS:
@@ -453,7 +560,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in SERVICE_MAINS:
         return SERVICE_MAINS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (`porch status | head -1`): stop quietly, as `cat` would.
+        # stdout is pointed at /dev/null so that the flush at exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return result
 
 

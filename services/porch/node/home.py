@@ -82,6 +82,10 @@ class NodeHome:
     def supervisor_secret(self) -> Path:
         return self.state_dir / "supervisor.secret"
 
+    def exists(self) -> bool:
+        """A home `porch up` made (or one prepared by hand): it has its porch.toml."""
+        return self.config_path.is_file()
+
     def ensure(self) -> None:
         """Create the directories with their modes; refuse paths too long for sockets."""
         self.root.mkdir(parents=True, exist_ok=True)

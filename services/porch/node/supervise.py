@@ -166,9 +166,20 @@ def program_name(config: NodeConfig, name: str) -> str:
         return name
     for spec in config.processes:
         if name in (spec.id, spec.program_name):
+            if not spec.command:
+                raise KeyError(f"{spec.id} has no command in porch.toml: the node does not run it")
             return spec.program_name
-    known = list(SERVICES) + [p.id for p in config.processes]
-    raise KeyError(f"unknown service {name!r}; known: {', '.join(known)}")
+    raise KeyError(f"unknown service {name!r}; known: {', '.join(known_names(config))}")
+
+
+def known_names(config: NodeConfig) -> list[str]:
+    """What `porch restart` and `porch logs` accept: the services and the process ids."""
+    return list(SERVICES) + [p.id for p in config.processes if p.command]
+
+
+def display_names(config: NodeConfig) -> dict[str, str]:
+    """Program name -> what people call it (the process id for user processes)."""
+    return {p.program_name: p.id for p in config.processes}
 
 
 class Supervisor:
