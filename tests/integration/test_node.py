@@ -137,6 +137,54 @@ def test_output_into_a_closed_pipe_ends_quietly(sup: SupervisedNode) -> None:
         assert result.returncode == 128 + signal.SIGPIPE
 
 
+def crashing_config(tmp_path: Path) -> str:
+    crash = tmp_path / "crash.py"
+    crash.write_text("import sys\nprint('boom: missing SETTING', flush=True)\nsys.exit(3)\n")
+    return f'node = "slow.os"\n[[process]]\nid = "crash:demo:sys"\ncommand = "{PY} {crash}"\n'
+
+
+def test_up_that_times_out_says_what_is_not_running_and_that_the_node_runs(tmp_path: Path) -> None:
+    n = SupervisedNode(crashing_config(tmp_path), "--wait", "3")
+    try:
+        assert n.up.returncode == 1, n.up.stdout + n.up.stderr
+        err = n.up.stderr
+        assert "not ready after 3 s" in err
+        assert "crash:demo:sys is BACKOFF" in err or "crash:demo:sys is STARTING" in err, err
+        assert "boom: missing SETTING" in err, "the last lines of its log"
+        assert "kernel is" not in err, "running services are not listed"
+        assert "left running" in err and "porch down" in err
+        assert n.cli("status").returncode == 0, "the node was left running"
+    finally:
+        n.close()
+
+
+def test_foreground_up_that_times_out_says_so_and_keeps_running(tmp_path: Path) -> None:
+    home = Path("/tmp") / f"porch-fgslow-{os.getpid()}"
+    home.mkdir()
+    (home / "porch.toml").write_text(crashing_config(tmp_path))
+    proc = subprocess.Popen([PY, "-m", "porch.node.cli", "up", "--home", str(home), "--wait", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=service_env(home, PORCH_PASSWORD="pw"), start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "keeps running" in line:
+                break
+        err = "".join(seen)
+        assert "not ready after 2 s" in err and "crash:demo:sys is" in err, err
+        assert "boom: missing SETTING" in err
+        assert "Ctrl-C" in err and "porch down" in err
+        assert proc.poll() is None, "the foreground node runs on"
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        subprocess.run(["rm", "-rf", str(home)])
+
+
 def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     home = Path("/tmp") / f"porch-fg-{os.getpid()}"
     home.mkdir()

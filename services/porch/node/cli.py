@@ -18,6 +18,7 @@ import time
 import xmlrpc.client
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from porch.node import config as node_config
 from porch.node import supervise
@@ -137,7 +138,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         rc = subprocess.call(cmd)
         if rc != 0:
             return _fail(f"supervisord failed to start (exit {rc}); see {home.logs_dir}")
-        return 0 if report_ready(home, sup, args.wait) else 1
+        return 0 if report_ready(home, sup, config, args.wait) else 1
     proc = subprocess.Popen(cmd)
 
     def forward(signum: int, _frame: object) -> None:
@@ -145,7 +146,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     try:
-        report_ready(home, sup, args.wait, alive=lambda: proc.poll() is None)
+        report_ready(home, sup, config, args.wait, alive=lambda: proc.poll() is None,
+                     foreground=True)
         return proc.wait()
     except KeyboardInterrupt:
         # The terminal sent SIGINT to supervisord too; it stops every program cleanly.
@@ -265,29 +267,71 @@ def service_args(args: argparse.Namespace) -> dict[str, list[str]]:
     return extra
 
 
-def report_ready(home: NodeHome, sup: supervise.Supervisor, wait: float,
-                 alive: Callable[[], bool] = lambda: True) -> bool:
-    """Wait until every autostart program runs; print the login URL. False on failure."""
+def report_ready(home: NodeHome, sup: supervise.Supervisor, config: node_config.NodeConfig,
+                 wait: float, alive: Callable[[], bool] = lambda: True,
+                 foreground: bool = False) -> bool:
+    """Wait until every autostart program runs; print the login URL. On failure or
+    timeout, say which programs are not running, why (their log's last lines), and
+    that the node is still up. False on failure."""
     give_up = time.monotonic() + wait
-    while time.monotonic() < give_up and alive():
+    infos: list[dict[str, Any]] = []
+    while alive():
         if sup.running():
             infos = sup.processes()
-            if infos and all(i["statename"] == "RUNNING" for i in infos
-                             if i["statename"] not in ("STOPPED",)):
+            # STOPPED: autostart = false; everything else must be running
+            if infos and all(i["statename"] in ("RUNNING", "STOPPED") for i in infos):
                 port = read_port(home)
-                if port is not None or "http-server" not in supervise.SERVICES:
-                    if port is not None:
-                        print(f"porch: Login at http://localhost:{port}", flush=True)
+                if port is not None:
+                    print(f"porch: Login at http://localhost:{port}", flush=True)
                     return True
             if any(i["statename"] == "FATAL" for i in infos):
-                bad = [i["name"] for i in infos if i["statename"] == "FATAL"]
-                print(f"porch: failed to start: {', '.join(bad)}; `porch logs {bad[0]}`",
-                      file=sys.stderr)
+                not_running(home, config, infos, "failed to start", foreground)
                 return False
+        if time.monotonic() >= give_up:
+            break
         time.sleep(0.2)
     if alive():
-        print(f"porch: the node is not ready after {wait:.0f} s; `porch status`", file=sys.stderr)
+        not_running(home, config, infos, f"the node is not ready after {wait:g} s", foreground)
     return False
+
+
+def not_running(home: NodeHome, config: node_config.NodeConfig, infos: list[dict[str, Any]],
+                headline: str, foreground: bool) -> None:
+    names = supervise.display_names(config)
+    out = [f"porch: {headline}:"]
+    waiting = [i for i in infos if i["statename"] not in ("RUNNING", "STOPPED")]
+    if not infos:
+        out.append("  supervisord is not answering yet; "
+                   f"see {home.logs_dir / 'supervisord.log'}")
+    elif not waiting:
+        out.append(f"  http-server runs but has not chosen its port yet ({home.state_dir / 'port'})")
+    for info in waiting:
+        name = names.get(info["name"], info["name"])
+        out.append(f"  {name} is {info['statename']}" + (f" ({info['description']})"
+                                                          if info.get("description") else ""))
+        tail = log_tail(home, info["name"], 5)
+        if tail:
+            out.append(f"    last lines of {home.logs_dir / (info['name'] + '.log')}:")
+            out.extend("    | " + line for line in tail)
+    logs = names.get(waiting[0]["name"], waiting[0]["name"]) if waiting else "supervisord"
+    if foreground:
+        out.append(f"porch: the node keeps running: `porch status` shows it, `porch logs {logs}` "
+                   "tells more, Ctrl-C here (or `porch down`) stops it")
+    else:
+        out.append(f"porch: the node was left running: `porch status` shows it, `porch logs "
+                   f"{logs}` tells more, `porch down --home {home.root}` stops it")
+    print("\n".join(out), file=sys.stderr, flush=True)
+
+
+def log_tail(home: NodeHome, program: str, lines: int) -> list[str]:
+    path = home.logs_dir / f"{program}.log"
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - 8192))
+            data = f.read()
+    except OSError:
+        return []
+    return [line.decode(errors="replace") for line in data.splitlines()[-lines:]]
 
 
 def read_port(home: NodeHome) -> int | None:
@@ -483,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--demo", action="store_true", help="add the example apps (hello, chat, echo)")
     up.add_argument("--detach", "-d", action="store_true", help="run in the background")
     up.add_argument("--wait", type=seconds, default=60.0, metavar="S",
-                    help="seconds to wait for every service to run (default 60)")
+                    help="seconds to wait for every service to run (default 60); the node "
+                    "is left running after it")
     up.set_defaults(func=cmd_up)
 
     password = sub.add_parser("password", help="change the node password (logs everyone out)",
