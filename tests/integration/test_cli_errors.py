@@ -47,6 +47,29 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, *fra
         assert fragment in result.stderr, (fragment, result.stderr)
 
 
+# ---------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize("table, line, fragments", [
+    ("http_server", "request_timeout = 5", ["[http_server]", "unknown setting(s) request_timeout"]),
+    ("http_server", 'request_timeout_s = "5"', ["[http_server].request_timeout_s", "expected float"]),
+    ("http_client", 'deny_networks = ["not-a-cidr"]', ["[http_client]", "deny_networks",
+                                                        "not-a-cidr"]),
+    ("http_client", "workers = 0", ["[http_client]", "workers must be at least 1"]),
+    ("kernel", "request_timeout = 5", ["[kernel]", "unknown setting(s) request_timeout"]),
+    ("kernel", 'transport = "tcp"', ["[kernel]", "transport must be"]),
+])
+def test_up_checks_every_services_settings_before_starting_anything(
+        home: Path, table: str, line: str, fragments: list[str]) -> None:
+    (home / "porch.toml").write_text(f'node = "cli.os"\n[{table}]\n{line}\n')
+    started = time.monotonic()
+    result = porch("up", "--detach", "--wait", "60", home=home, PORCH_PASSWORD="pw")
+    assert_clean_error(result, 2, str(home / "porch.toml"), *fragments)
+    assert time.monotonic() - started < 20, "refused at once, not after the readiness wait"
+    assert not (home / "run" / "supervisor.sock").exists(), "nothing was started"
+    assert not (home / "run" / "supervisord.pid").exists()
+
+
 # ---------------------------------------------------------------------------- arguments
 
 

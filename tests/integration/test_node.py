@@ -116,10 +116,19 @@ def test_kill_9_user_process_is_restarted_and_others_do_not_notice(sup: Supervis
     assert sup.pid_of("app-relay-demo-sys") == relay_pid
 
 
-def test_up_refuses_a_second_node_in_the_same_home(sup: SupervisedNode) -> None:
+def test_up_again_with_the_same_config_changes_nothing(sup: SupervisedNode) -> None:
+    client = sup.process("tester5:demo:sys")
+    wait_for(lambda: relay_works(sup, client), 20, 0.2, "the node to be up")
+    programs = ("kernel", "http-server", "http-client", "app-echo-demo-sys", "app-relay-demo-sys")
+    pids = {p: sup.pid_of(p) for p in programs}
     again = sup.cli("up", "--detach")
-    assert again.returncode == 1
-    assert "already running" in again.stderr
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing changed" in again.stdout and "Login at" in again.stdout
+    assert {p: sup.pid_of(p) for p in programs} == pids
+    # the port is the running node's: changing it takes a `porch down` first
+    moved = sup.cli("up", "--port", "1234")
+    assert moved.returncode == 2 and "apply when the node starts" in moved.stderr
+    assert {p: sup.pid_of(p) for p in programs} == pids
 
 
 def test_output_into_a_closed_pipe_ends_quietly(sup: SupervisedNode) -> None:
@@ -135,6 +144,76 @@ def test_output_into_a_closed_pipe_ends_quietly(sup: SupervisedNode) -> None:
             os.close(write_end)
         assert result.stderr == "", result.stderr
         assert result.returncode == 128 + signal.SIGPIPE
+
+
+def add_process(home: Path, pid: str, script: Path, *extra: str) -> None:
+    with (home / "porch.toml").open("a") as f:
+        f.write(f'[[process]]\nid = "{pid}"\ncommand = "{PY} {script}"\n' + "".join(
+            line + "\n" for line in extra))
+
+
+def test_up_on_a_running_node_applies_porch_toml(tmp_path: Path) -> None:
+    """Added processes start, removed ones stop, edited ones restart; the rest runs on.
+    A broken porch.toml is refused by `porch up` and `porch restart` alike."""
+    n = SupervisedNode(node_config(tmp_path))
+    try:
+        assert n.up.returncode == 0, n.up.stdout + n.up.stderr
+        client = n.process("tester:demo:sys")
+        wait_for(lambda: relay_works(n, client), 20, 0.2, "the node to be up")
+        relay_pid = n.pid_of("app-relay-demo-sys")
+        http_pids = (n.pid_of("http-server"), n.pid_of("http-client"))
+
+        add_process(n.home.root, "echo2:demo:sys", tmp_path / "echo.py",
+                    'capabilities = ["echo:demo:sys"]')
+        early = n.cli("restart", "echo2:demo:sys")
+        assert early.returncode == 2 and "Traceback" not in early.stderr
+        assert "not in the running node" in early.stderr and "porch up" in early.stderr
+        assert "echo2:demo:sys" in n.cli("status").stdout
+
+        applied = n.cli("up")
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert "added echo2:demo:sys" in applied.stdout
+        assert "restarted kernel" in applied.stdout, "the kernel learns the new grant"
+        assert n.pid_of("app-relay-demo-sys") == relay_pid
+        assert (n.pid_of("http-server"), n.pid_of("http-client")) == http_pids
+        assert n.cli("send", "echo2:demo:sys", "new").stdout == "echo:new"
+        restarted = n.cli("restart", "echo2:demo:sys")
+        assert restarted.returncode == 0 and "restarted echo2:demo:sys" in restarted.stdout
+
+        # remove echo (relay then gets Offline), and edit echo2's environment
+        text = (n.home.root / "porch.toml").read_text()
+        head, rest = text.split('[[process]]\nid = "echo:demo:sys"\n', 1)
+        rest = rest.split("[[process]]", 1)[1]
+        (n.home.root / "porch.toml").write_text(
+            head + "[[process]]" + rest.rstrip("\n") + '\nenvironment = { EDITED = "1" }\n')
+        echo2_pid = n.pid_of("app-echo2-demo-sys")
+        applied = n.cli("up", "--detach")
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert "removed echo:demo:sys" in applied.stdout
+        assert "restarted echo2:demo:sys" in applied.stdout
+        assert "kernel" not in applied.stdout, "no grant changed"
+        assert n.pid_of("app-echo2-demo-sys") != echo2_pid
+        assert n.pid_of("app-relay-demo-sys") == relay_pid
+        names = [line.split()[0] for line in n.cli("status").stdout.splitlines()[2:]]
+        assert sorted(names) == ["echo2:demo:sys", "http-client", "http-server", "kernel",
+                                 "relay:demo:sys"]
+        gone = n.cli("restart", "echo:demo:sys")
+        assert gone.returncode == 2 and "unknown service 'echo:demo:sys'" in gone.stderr
+        assert "known: kernel, http-server, http-client, relay:demo:sys, echo2:demo:sys" in gone.stderr
+
+        # a mistake in porch.toml: nothing is restarted or applied, the node runs on
+        good = (n.home.root / "porch.toml").read_text()
+        (n.home.root / "porch.toml").write_text(good + "[http_client]\nrequest_timeout = 5\n")
+        kernel_pid = n.pid_of("kernel")
+        refused = n.cli("restart", "kernel")
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert "[http_client]: unknown setting(s) request_timeout" in refused.stderr
+        assert "nothing restarted" in refused.stderr
+        again = n.cli("up")
+        assert again.returncode == 2 and "request_timeout" in again.stderr
+        assert n.pid_of("kernel") == kernel_pid
+    finally:
+        n.close()
 
 
 def crashing_config(tmp_path: Path) -> str:

@@ -1,6 +1,6 @@
 """The `porch` command: run a node and operate it.
 
-    porch up [--home H] [--node N] [--port P] [--demo] [--detach]
+    porch up [--home H] [--node N] [--port P] [--demo] [--detach]   (again: apply porch.toml)
     porch status | down | restart SERVICE... | logs SERVICE [-f] [-n N]
     porch send PROCESS BODY [--timeout S]
     porch password [--password P | --generate]
@@ -105,6 +105,23 @@ def demo_processes(existing: Sequence[str]) -> list[node_config.ProcessSpec]:
     return specs
 
 
+# ---------------------------------------------------------------------------- config
+
+
+def load_checked(home: NodeHome) -> node_config.NodeConfig:
+    """porch.toml with every service's settings checked as the service itself will check
+    them when it starts: a mistake fails the command (naming file, table and key)
+    instead of a service that supervisord restarts until it gives up."""
+    from porch.http_client.settings import load_settings as http_client_settings
+    from porch.http_server.settings import HttpServerSettings
+
+    config = node_config.load(home.config_path)  # node name, [kernel], [[process]]
+    where = str(home.config_path)
+    node_config.settings_from(config.http_server, HttpServerSettings, f"{where} [http_server]")
+    http_client_settings(config.http_client, f"{where} [http_client]")
+    return config
+
+
 # ---------------------------------------------------------------------------- up / down
 
 
@@ -116,13 +133,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _fail(str(exc), 2)
     try:
         prepare_config(home, args)
-        config = node_config.load(home.config_path)
+        config = load_checked(home)
     except (node_config.ConfigError, FileNotFoundError) as exc:
         return _fail(str(exc), 2)
     sup = supervise.Supervisor(home)
     if sup.running():
-        return _fail(f"a node is already running in {home.root}; "
-                     "`porch status`, `porch restart SERVICE` or `porch down`")
+        return apply_config(home, config, sup, args)
     problem = check_port(home, config, args)
     if problem:
         return _fail(problem, 2)
@@ -132,6 +148,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _fail(f"no password set: {exc}", 2)
     extra = service_args(args)
     conf = supervise.write(home, config, foreground=not args.detach, extra_args=extra)
+    supervise.Applied(not args.detach, extra, supervise.fingerprints(config)).write(home)
     cmd = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
     print(f"porch: node {config.node} in {home.root}")
     if args.detach:
@@ -179,6 +196,82 @@ def prepare_config(home: NodeHome, args: argparse.Namespace) -> None:
             with path.open("a") as f:
                 f.write("\n" + node_config.render(config.node, missing).split("\n\n", 3)[-1])
             print(f"porch: added the demo apps to {path}")
+
+
+def apply_config(home: NodeHome, config: node_config.NodeConfig, sup: supervise.Supervisor,
+                 args: argparse.Namespace) -> int:
+    """`porch up` on a running node: supervisord rereads its config (programs added to
+    porch.toml start, removed ones stop, changed ones are replaced), and the programs
+    whose part of porch.toml changed since they started are restarted. The rest keeps
+    running untouched."""
+    applied = supervise.Applied.read(home)
+    if applied is None:  # a node started by an older porch: assume no overrides
+        applied = supervise.Applied(False, service_args(args), {})
+    wanted = service_args(args).get("http-server")
+    if wanted is not None and wanted != applied.extra_args.get("http-server"):
+        return _fail("--port and --host apply when the node starts, and it is running: "
+                     f"`porch down --home {home.root}`, then `porch up` with them", 2)
+    print(f"porch: node {config.node} is running in {home.root}; applying {home.config_path}")
+    supervise.write(home, config, foreground=applied.foreground, extra_args=applied.extra_args)
+    fresh = supervise.fingerprints(config)
+    programs = dict(applied.programs)
+    rc = 0
+    restarted = []
+    if applied.programs.get("kernel") not in (None, fresh["kernel"]):
+        # first, so that added processes register under the new grants
+        try:
+            sup.restart("kernel")
+            restarted.append("kernel")
+            programs["kernel"] = fresh["kernel"]
+            print("porch: restarted kernel (its part of porch.toml changed)")
+        except xmlrpc.client.Fault as exc:
+            rc = _fail(f"could not restart kernel: {exc.faultString}; `porch logs kernel`")
+    try:
+        added, changed, removed = sup.update()
+    except xmlrpc.client.Fault as exc:
+        return _fail(f"supervisord could not apply the config: {exc.faultString}")
+    names = supervise.display_names(config)
+    for program in removed:
+        gone = applied.programs.get(program)
+        print(f"porch: removed {gone.get('id', program) if isinstance(gone, dict) else program}"
+              " (stopped)")
+    for program in changed:
+        print(f"porch: restarted {names.get(program, program)} (its program changed)")
+    for program in added:
+        print(f"porch: added {names.get(program, program)}")
+    for program in removed:
+        programs.pop(program, None)
+    replaced = set(added) | set(changed)
+    states = {i["name"]: i["statename"] for i in sup.processes()}
+    for program in sorted(fresh):
+        before = programs.get(program)
+        if program in replaced or before is None:  # just started, or not known: as is
+            programs[program] = fresh[program]
+            continue
+        if before == fresh[program] or program == "kernel":  # the kernel: done above
+            continue
+        if program not in supervise.SERVICES and states.get(program) in ("STOPPED", "STOPPING"):
+            programs[program] = fresh[program]  # reads it when someone starts it
+            continue
+        name = names.get(program, program)
+        try:
+            sup.restart(program)
+        except xmlrpc.client.Fault as exc:
+            rc = _fail(f"could not restart {name}: {exc.faultString}; `porch logs {name}`")
+            continue
+        programs[program] = fresh[program]
+        restarted.append(program)
+        print(f"porch: restarted {name} (its part of porch.toml changed)")
+        if program == "http-server":
+            was, now = before.get("settings", {}), fresh[program].get("settings", {})
+            if any(was.get(k) != now.get(k) for k in ("host", "port")):
+                print("porch: [http_server] host and port apply when the node starts: "
+                      "`porch down`, then `porch up`")
+    supervise.Applied(applied.foreground, applied.extra_args, programs).write(home)
+    if not (replaced or removed or restarted):
+        print("porch: nothing changed")
+    ready = report_ready(home, sup, config, args.wait)
+    return rc if ready else 1
 
 
 def check_port(home: NodeHome, config: node_config.NodeConfig, args: argparse.Namespace) -> str | None:
@@ -371,13 +464,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"porch: no node is running in {home.root}")
         return 3
     try:
-        config: node_config.NodeConfig | None = node_config.load(home.config_path)
+        config: node_config.NodeConfig | None = load_checked(home)
     except node_config.ConfigError as exc:
         print(f"porch: warning: {exc}", file=sys.stderr)
         config = None
     names = supervise.display_names(config) if config else {}
-    rows = [(names.get(i["name"], i["name"]), i["statename"], i["description"])
-            for i in sup.processes()]
+    infos = sup.processes()
+    rows = [(names.get(i["name"], i["name"]), i["statename"], i["description"]) for i in infos]
+    if config:
+        running = {i["name"] for i in infos}
+        rows += [(p.id, "-", "not in the running node: `porch up` applies porch.toml")
+                 for p in config.processes if p.command and p.program_name not in running]
     port = read_port(home)
     print(f"node {config.node if config else '?'}  home {home.root}")
     if port is not None:
@@ -390,19 +487,40 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_restart(args: argparse.Namespace) -> int:
     home = NodeHome.resolve(args.home)
-    config = node_config.load(home.config_path)
     sup = supervise.Supervisor(home)
     if not sup.running():
         return _fail(f"no node is running in {home.root}; `porch up`", 3)
+    try:
+        config = load_checked(home)
+    except node_config.ConfigError as exc:
+        return _fail(f"{exc}\nporch: nothing restarted: a service would not start with "
+                     "this porch.toml; fix it first", 2)
     try:
         programs = [supervise.program_name(config, name) for name in args.services]
     except KeyError as exc:
         return _fail(str(exc.args[0]), 2)
     names = supervise.display_names(config)
+    running = {i["name"] for i in sup.processes()}
     for program in programs:
-        sup.restart(program)
-        print(f"porch: restarted {names.get(program, program)}")
-    return 0
+        if program not in running:
+            return _fail(f"{names.get(program, program)} is in porch.toml but not in the running "
+                         "node (added since it started): `porch up` applies porch.toml", 2)
+    applied = supervise.Applied.read(home)
+    fresh = supervise.fingerprints(config)
+    rc = 0
+    for program in programs:
+        name = names.get(program, program)
+        try:
+            sup.restart(program)
+        except xmlrpc.client.Fault as exc:
+            rc = _fail(f"could not restart {name}: {exc.faultString}; `porch logs {name}`")
+            continue
+        print(f"porch: restarted {name}")
+        if applied is not None and program in fresh:
+            applied.programs[program] = fresh[program]
+    if applied is not None:
+        applied.write(home)
+    return rc
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -513,10 +631,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"porch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="create the node home if needed and run the node",
+    up = sub.add_parser("up", help="run the node (creating its home), or apply porch.toml "
+                        "to the running node",
                         description="Create the node home (config, state, logs) on first "
                         "use and run every service under supervisord, in the foreground "
-                        "(Ctrl-C stops all) or detached.")
+                        "(Ctrl-C stops all) or detached. porch.toml is checked first. On a "
+                        "running node, apply porch.toml instead: start added processes, "
+                        "stop removed ones, restart what an edit changed.")
     _home_arg(up)
     up.add_argument("--node", help=f"node name, fixed at creation (default {node_config.DEFAULT_NODE})")
     up.add_argument("--port", type=port_number, help="HTTP port (1-65535); fails if busy "
@@ -558,7 +679,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "http-client, or a process id)",
                              description="Restart the named services or processes alone; the "
                              "others keep running (processes re-register with a restarted "
-                             "kernel; http-server keeps its port open).")
+                             "kernel; http-server keeps its port open). Refused while "
+                             "porch.toml has a mistake.")
     _home_arg(restart)
     restart.add_argument("services", nargs="+", metavar="SERVICE",
                          help="kernel, http-server, http-client, or a process id from porch.toml")

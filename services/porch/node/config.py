@@ -105,7 +105,16 @@ def settings_from(section: dict[str, Any], cls: type[T], where: str) -> T:
     values: dict[str, Any] = {}
     for name, value in section.items():
         values[name] = _coerce(value, hints[name], f"{where}.{name}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        # The class checks values without knowing the file: "[kernel] transport must be
+        # ..." becomes "<file> [kernel]: transport must be ...".
+        message = str(exc)
+        table = where[where.find(" ["):].strip() if " [" in where else ""
+        if table and message.startswith(table):
+            message = message[len(table):].lstrip(" :")
+        raise ConfigError(f"{where}: {message}") from None
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -207,8 +216,10 @@ def _toml_value(value: Any) -> str:
 def render(node: str, processes: list[ProcessSpec]) -> str:
     """A fresh porch.toml (what `porch up` writes the first time)."""
     lines = [
-        "# porch node config. Edit, then `porch up` (or `porch restart <service>`).",
-        "# Settings and their defaults: README.md, section 'Configuration'.",
+        "# porch node config. After an edit, run `porch up` again: it checks this file, then",
+        "# starts the node, or on a running node starts added [[process]] entries, stops",
+        "# removed ones and restarts only what an edit changed. Settings and their",
+        "# defaults: README.md, section 'Configuration'.",
         f"node = {_toml_value(node)}",
         "",
         "[http_server]",

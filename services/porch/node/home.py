@@ -3,7 +3,8 @@
 Layout (created by `porch up`, modes enforced every time):
 
     <home>/porch.toml      node config (node name, settings, user processes)
-    <home>/run/            0700: kernel.sock, supervisor.sock, supervisord.conf (0600), pid files
+    <home>/run/            0700: kernel.sock, supervisor.sock, supervisord.conf (0600),
+                           applied.json (what the running node was given), pid files
     <home>/logs/           one log per service
     <home>/state/          0700: chosen port, bindings, static content, secrets (0600),
                            among them supervisor.secret (supervisord's socket login)
@@ -81,6 +82,10 @@ class NodeHome:
     @property
     def supervisor_secret(self) -> Path:
         return self.state_dir / "supervisor.secret"
+
+    @property
+    def applied_path(self) -> Path:
+        return self.run_dir / "applied.json"
 
     def exists(self) -> bool:
         """A home `porch up` made (or one prepared by hand): it has its porch.toml."""

@@ -12,10 +12,17 @@ per home in state/supervisor.secret, 0600): the socket is already 0700 in a 0700
 directory, but without a login supervisord logs a CRIT line at every start, and the
 login is what its own supervisorctl expects. The rendered config holds it too, so it
 is written 0600.
+
+`porch up` on a running node applies porch.toml: it re-renders the config, has
+supervisord reread it and add, remove or replace the programs that differ (its
+`supervisorctl update`), and restarts the services whose settings changed, which it
+knows from run/applied.json: for each program, the part of porch.toml it started with.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import pwd
 import secrets
@@ -160,6 +167,54 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# ---------------------------------------------------------------------------- applied config
+
+
+def fingerprints(config: NodeConfig) -> dict[str, Any]:
+    """For each program, the part of porch.toml it reads when it starts: when that part
+    differs from what the running program started with, `porch up` restarts it."""
+    prints: dict[str, Any] = {
+        # capabilities and `public` are the kernel's business, not the processes'
+        "kernel": {"node": config.node, "kernel": dataclasses.asdict(config.kernel),
+                   "grants": {k: sorted(v) for k, v in config.grants().items() if v},
+                   "private": sorted(config.private())},
+        "http-server": {"node": config.node, "settings": config.http_server},
+        "http-client": {"settings": config.http_client},
+    }
+    for spec in config.processes:
+        if spec.command:
+            prints[spec.program_name] = {"id": spec.id, "command": spec.command,
+                                         "directory": spec.directory,
+                                         "environment": spec.environment}
+    # through JSON, so that a fresh value compares equal to one read back from the file
+    result: dict[str, Any] = json.loads(json.dumps(prints, default=str, sort_keys=True))
+    return result
+
+
+@dataclass
+class Applied:
+    """run/applied.json: how the running supervisord was started and what each of its
+    programs read from porch.toml."""
+
+    foreground: bool
+    extra_args: dict[str, list[str]]
+    programs: dict[str, Any]
+
+    @classmethod
+    def read(cls, home: NodeHome) -> Applied | None:
+        try:
+            data = json.loads(home.applied_path.read_text())
+            return cls(bool(data["foreground"]), dict(data["extra_args"]), dict(data["programs"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, home: NodeHome) -> None:
+        _write_private(home.applied_path, json.dumps(dataclasses.asdict(self), indent=1) + "\n")
+
+
+# ---------------------------------------------------------------------------- names
+
+
 def program_name(config: NodeConfig, name: str) -> str:
     """Map what a user types (service name, process id, or program name) to a program."""
     if name in SERVICES:
@@ -224,6 +279,23 @@ class Supervisor:
         if info["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
             self.rpc.stopProcess(program, True)
         self.rpc.startProcess(program, True)
+
+    def update(self) -> tuple[list[str], list[str], list[str]]:
+        """supervisorctl's reread + update: supervisord rereads its config file, then
+        programs that appeared are added (and started if autostart), programs that
+        disappeared are stopped and removed, and changed ones are replaced. Returns the
+        program names (added, changed, removed)."""
+        [[added, changed, removed]] = self.rpc.reloadConfig()
+        for name in removed:
+            self.rpc.stopProcessGroup(name, True)
+            self.rpc.removeProcessGroup(name)
+        for name in changed:
+            self.rpc.stopProcessGroup(name, True)
+            self.rpc.removeProcessGroup(name)
+            self.rpc.addProcessGroup(name)
+        for name in added:
+            self.rpc.addProcessGroup(name)
+        return list(added), list(changed), list(removed)
 
     def shutdown(self) -> None:
         self.rpc.shutdown()
