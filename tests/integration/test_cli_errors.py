@@ -53,6 +53,8 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, *fra
 @pytest.mark.parametrize("table, line, fragments", [
     ("http_server", "request_timeout = 5", ["[http_server]", "unknown setting(s) request_timeout"]),
     ("http_server", 'request_timeout_s = "5"', ["[http_server].request_timeout_s", "expected float"]),
+    ("http_server", "request_timeout_s = -5", ["[http_server]", "request_timeout_s must be more than 0"]),
+    ("http_server", "max_body_bytes = 0", ["[http_server]", "max_body_bytes must be at least 1"]),
     ("http_client", 'deny_networks = ["not-a-cidr"]', ["[http_client]", "deny_networks",
                                                         "not-a-cidr"]),
     ("http_client", "workers = 0", ["[http_client]", "workers must be at least 1"]),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from porch.node.config import ConfigError
+
 MiB = 1024 * 1024
 
 
@@ -47,3 +49,18 @@ class HttpServerSettings:
     # Set when a TLS-terminating proxy is in front: cookies get the Secure attribute
     # and redirects use https.
     https: bool = False
+
+    def __post_init__(self) -> None:
+        """Values that would make the server misbehave are refused at load, with the
+        setting's name (porch up checks before starting anything)."""
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("[http_server] port must be 0 (choose) or 1-65535")
+        for name in ("max_body_bytes", "max_header_bytes", "login_attempts_per_minute",
+                     "max_websockets", "ws_max_message_bytes", "ws_send_queue_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"[http_server] {name} must be at least 1")
+        for name in ("request_timeout_s", "idle_timeout_s", "body_timeout_s", "session_days"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"[http_server] {name} must be more than 0")
+        if self.ws_ping_interval_s < 0:
+            raise ConfigError("[http_server] ws_ping_interval_s must be 0 (never) or more")
