@@ -197,6 +197,31 @@ def test_kernel_restart_re_registers_and_messages_flow(bed: Bed) -> None:
     assert {"a:demo:sys", "echo:demo:sys", "mute:demo:sys"} <= {e.process_id for e in a.registry().entries}
 
 
+def test_respond_while_the_kernel_is_away_drops_the_answer_and_does_not_raise(bed: Bed) -> None:
+    """A process answering in a loop must ride out a kernel restart: respond returns
+    False instead of raising (the requester was told Offline by its own side)."""
+    a = bed.process("a:demo:sys")
+    b = bed.process("b:demo:sys")
+    a.send_request("b:demo:sys", b"q", expects_response=30)
+    request = b.await_message(timeout=5)
+    bed.node.stop("kernel")
+    with pytest.raises(porch.Offline):
+        a.await_message(timeout=10)
+    assert b.respond(b"too late", to=request) is False
+    bed.node.start("kernel")
+    wait_for(lambda: flows(a), 15, interval=0.2, what="messages to flow after the kernel restart")
+
+    def b_registered() -> bool:  # b reconnects inside its own calls, as in an await loop
+        with pytest.raises(porch.Timeout):
+            b.await_message(timeout=0.2)
+        return "b:demo:sys" in {e.process_id for e in a.registry().entries}
+
+    wait_for(b_registered, 15, interval=0, what="b to re-register")
+    a.send_request("b:demo:sys", b"again", expects_response=10)
+    assert b.respond(b"in time", to=b.await_message(timeout=5)) is True
+    assert a.await_message(timeout=5).body == b"in time"
+
+
 def test_kernel_killed_during_send_and_await_response_is_offline_at_once(bed: Bed) -> None:
     a = bed.process("a:demo:sys")
     assert flows(a)

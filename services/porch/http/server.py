@@ -191,11 +191,12 @@ class HttpResponse:
 
 
 def send_response(proc: Process, status: int, headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
-                  body: bytes = b"", *, to: Message | None = None) -> None:
-    """Answer the HTTP request being handled (the last request, or `to`)."""
+                  body: bytes = b"", *, to: Message | None = None) -> bool:
+    """Answer the HTTP request being handled (the last request, or `to`); False when
+    the kernel was not reachable (the answer is dropped, see `Process.respond`)."""
     items = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
     resp = HttpResponse(status, items, body)
-    proc.respond(resp.to_proto(), blob=Blob(resp.content), to=to)
+    return proc.respond(resp.to_proto(), blob=Blob(resp.content), to=to)
 
 
 def get_mime_type(filename: str) -> str:
@@ -210,13 +211,21 @@ def _ws_type(name: str) -> int:
 
 
 def send_ws_push(proc: Process | AsyncProcess, channel_id: int, message_type: str,
-                 blob: bytes | Blob) -> None:
-    """Push one frame to a WebSocket this process owns (fire and forget, as process_lib)."""
+                 blob: bytes | Blob) -> bool:
+    """Push one frame to a WebSocket this process owns (fire and forget, as process_lib).
+
+    False when the kernel was not reachable (restarting, say): the frame is dropped,
+    not raised, so a process pushing in a loop rides out a kernel restart."""
     action = Action()
     action.web_socket_push.channel_id = channel_id
     action.web_socket_push.message_type = _ws_type(message_type)  # type: ignore[assignment]
-    proc.send_request(HTTP_SERVER, action.SerializeToString(),
-                      blob=blob if isinstance(blob, Blob) else Blob(blob))
+    try:
+        proc.send_request(HTTP_SERVER, action.SerializeToString(),
+                          blob=blob if isinstance(blob, Blob) else Blob(blob))
+    except Offline as exc:
+        log.info("%s: dropped a push to WebSocket %d: %s", proc.our, channel_id, exc.detail)
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- the server

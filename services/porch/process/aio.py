@@ -31,7 +31,7 @@ from typing import Any
 
 import zmq
 
-from porch.process.blocking import LOCAL_GRACE_S, _as_blob, _as_bytes
+from porch.process.blocking import LOCAL_GRACE_S, _as_blob, _as_bytes, respond_or_drop
 from porch.process.core import (
     TRANSPORTS,  # noqa: F401 - re-exported: the choice was made here first
     Core,
@@ -254,10 +254,12 @@ class AsyncProcess:
         blob: Blob | bytes | str | None = None,
         mime: str | None = None,
         metadata: str | None = None,
-    ) -> None:
-        self._core.send_response(to, _as_bytes(body), blob=_as_blob(blob, mime),
-                                 metadata=metadata)
+    ) -> bool:
+        """Answer `to`. False when the kernel was not reachable: the answer is dropped,
+        never raised (see `porch.Process.respond`)."""
+        sent = respond_or_drop(self._core, to, _as_bytes(body), _as_blob(blob, mime), metadata)
         self._after_send()
+        return sent
 
     async def registry(self, timeout: float = 5.0) -> kernel_pb2.Registry:
         id_ = self._core.send_registry_query()

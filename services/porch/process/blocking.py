@@ -30,7 +30,17 @@ from typing import Any, Protocol
 import zmq
 
 from porch.address import KERNEL
-from porch.process.core import Core, Incoming, Refused, Registered, Reply, expired, resolve, stub_transport
+from porch.process.core import (
+    Core,
+    CoreBase,
+    Incoming,
+    Refused,
+    Registered,
+    Reply,
+    expired,
+    resolve,
+    stub_transport,
+)
 from porch.process.message import (
     Blob,
     KernelRefused,
@@ -60,6 +70,18 @@ def _as_blob(blob: Blob | bytes | str | None, mime: str | None) -> Blob | None:
     if blob is None or isinstance(blob, Blob):
         return blob
     return Blob(_as_bytes(blob), mime)
+
+
+def respond_or_drop(core: CoreBase, request: Message, body: bytes, blob: Blob | None,
+                    metadata: str | None) -> bool:
+    """Send a Response; False (and a log line) when the kernel is not reachable."""
+    try:
+        core.send_response(request, body, blob=blob, metadata=metadata)
+    except Offline as exc:
+        log.info("%s: dropped the response to request %d from %s: %s", core.process_id, request.id,
+                 request.source, exc.detail)
+        return False
+    return True
 
 
 class _Link(Protocol):
@@ -205,13 +227,18 @@ class Process:
         mime: str | None = None,
         metadata: str | None = None,
         to: Message | None = None,
-    ) -> None:
-        """Answer `to`, by default the last Request await_message returned."""
+    ) -> bool:
+        """Answer `to`, by default the last Request await_message returned.
+
+        False when the kernel was not reachable (restarting, say): the answer is
+        dropped, never raised, since nobody could act on it: the requester has been
+        told Offline by its own side. A process answering in a loop thus rides out a
+        kernel restart like any other process.
+        """
         request = to or self._last_request
         if request is None or not request.is_request:
             raise PorchError("respond: no request to answer")
-        self._core.send_response(request, _as_bytes(body), blob=_as_blob(blob, mime),
-                                 metadata=metadata)
+        return respond_or_drop(self._core, request, _as_bytes(body), _as_blob(blob, mime), metadata)
 
     # ------------------------------------------------------------------ receiving
 
