@@ -11,12 +11,16 @@ back one service at a time:
   is still running), and afterwards every request is answered 200 again;
 - the http-client: the others carry on untouched;
 
+each by `porch restart` and by a crash (`kill -9`, supervisord brings it back),
+
 and in every case no other program restarts (supervisord's pids are the same).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -134,15 +138,22 @@ def echo(ws: ClientConnection, text: str) -> None:
     assert ws.recv(timeout=5) == text
 
 
-@pytest.mark.parametrize("service", ["kernel", "http-client"])
-def test_restarting_one_service_under_load(node: tuple[SupervisedNode, int], service: str) -> None:
+@pytest.mark.parametrize("service, how", [("kernel", "restart"), ("kernel", "kill -9"),
+                                          ("http-client", "restart"), ("http-client", "kill -9")])
+def test_restarting_one_service_under_load(node: tuple[SupervisedNode, int], service: str, how: str) -> None:
+    """`porch restart SERVICE`, or a crash (kill -9, supervisord restarts it)."""
     n, port = node
     before = pids(n)
     with connect(f"ws://127.0.0.1:{port}/wsa:web:sys/ws", open_timeout=10) as ws, Load(port) as load:
         echo(ws, "before")
         time.sleep(0.5)
-        result = n.cli("restart", service)
-        assert result.returncode == 0, result.stdout + result.stderr
+        if how == "restart":
+            result = n.cli("restart", service)
+            assert result.returncode == 0, result.stdout + result.stderr
+        else:
+            os.kill(before[service], signal.SIGKILL)
+            wait_for(lambda: n.pid_of(service) not in (0, before[service]), 20,
+                     what=f"supervisord to restart {service}")
         # Back to answering every request, and the same socket still echoes.
         wait_for(lambda: answers(port), 20, 0.1, f"the app to answer after restarting {service}")
         wait_for(lambda: _echoes_on(ws), 20, 0.2, "the open WebSocket to echo again")
