@@ -92,6 +92,8 @@ def test_restart_http_server_keeps_port_bindings_and_static_content(sup: tuple[S
     wait_for(lambda: serving(port), 30, 0.2, "the app's paths")
     status = node.cli("status")
     assert f"http://localhost:{port}" in status.stdout
+    (worker_before,) = children(node.pid_of("http-server"))
+    assert f"worker pid {worker_before}" in status.stdout
     with Hammer(port) as hammer:
         time.sleep(0.3)
         result = node.cli("restart", "http-server")
@@ -102,6 +104,12 @@ def test_restart_http_server_keeps_port_bindings_and_static_content(sup: tuple[S
     assert hammer.refused == 0, "the keeper holds the port: no connection may be refused"
     assert set(hammer.statuses) == {200}, hammer.statuses
     assert serving(port)
+    # The keeper keeps its pid; `porch status` shows the new worker beside it.
+    keeper = node.pid_of("http-server")
+    (worker,) = children(keeper)
+    line = next(x for x in node.cli("status").stdout.splitlines() if x.strip().startswith("http-server"))
+    assert f"pid {keeper}" in line and f"worker pid {worker}, uptime 0:00:0" in line, line
+    assert f"worker pid {worker_before}" not in line
 
 
 def test_worker_crash_is_restarted_on_the_same_port(sup: tuple[SupervisedNode, int]) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import porch
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
+from porch.node.procinfo import children  # noqa: F401 - the tests' helper too
 
 PY = sys.executable
 
@@ -46,21 +47,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def children(pid: int) -> list[int]:
-    """Pids whose parent is pid (from /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            out.append(int(entry.name))
-    return out
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from porch.node import config as node_config
-from porch.node import supervise
+from porch.node import procinfo, supervise
 from porch.node.home import NodeHome
 
 DEMO_APPS = (
@@ -470,7 +470,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         config = None
     names = supervise.display_names(config) if config else {}
     infos = sup.processes()
-    rows = [(names.get(i["name"], i["name"]), i["statename"], i["description"]) for i in infos]
+    rows = [(names.get(i["name"], i["name"]), i["statename"], _describe(i)) for i in infos]
     if config:
         running = {i["name"] for i in infos}
         rows += [(p.id, "-", "not in the running node: `porch up` applies porch.toml")
@@ -483,6 +483,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name, state, description in rows:
         print(f"  {name:<{width}} {state:<9} {description}")
     return 0
+
+
+def _describe(info: dict[str, Any]) -> str:
+    """supervisord's description; for the http-server, its worker too (the keeper's pid
+    stays the same across `porch restart http-server`, the worker's does not)."""
+    description = str(info["description"])
+    if info["name"] == "http-server" and info["statename"] == "RUNNING" and info.get("pid"):
+        for worker in procinfo.children(int(info["pid"])):
+            up = procinfo.uptime_s(worker)
+            if up is not None:
+                description += f"; worker pid {worker}, uptime {procinfo.hms(up)}"
+    return description
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
