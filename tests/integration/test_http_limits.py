@@ -292,3 +292,20 @@ def test_binding_without_timeout_gets_504_after_request_timeout_s(lim: Limits) -
     assert result["r"].status_code == 504, result["r"].text
     assert "rt:pkg:pub.os did not answer in time" in result["r"].text
     assert elapsed < 4.5, f"{elapsed:.1f} s"
+
+
+def test_rpc_wait_is_capped_at_request_timeout_s(lim: Limits) -> None:
+    """RPC asks for 30 s; the node's request_timeout_s (1 s here) caps the wait: 504."""
+    quiet = porch.Process("quiet:pkg:pub.os", home=lim.node.home.root, connect_timeout=10)
+    try:
+        started = time.monotonic()
+        r = requests.post(lim.base + "/rpc:distro:sys/message", timeout=20,
+                          json={"process": "quiet:pkg:pub.os", "body": "x", "expects_response": 30})
+        elapsed = time.monotonic() - started
+        assert r.status_code == 504 and "did not answer in time" in r.text, (r.status_code, r.text)
+        assert elapsed < 4.5, f"{elapsed:.1f} s"
+        # (It was delivered; its deadline has passed, so the stub drops it unseen.)
+        with pytest.raises(porch.Timeout):
+            quiet.await_message(timeout=0.5)
+    finally:
+        quiet.close()
