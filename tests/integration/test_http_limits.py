@@ -8,6 +8,8 @@ within a second or two; every test also checks that other clients are served mea
 from __future__ import annotations
 
 import json
+import os
+import resource
 import select
 import socket
 import threading
@@ -21,7 +23,7 @@ import requests
 
 import porch
 from porch.http.server import HttpBindingConfig, HttpServer
-from support.node import Node, children, free_port
+from support.node import Node, children, free_port, wait_for
 
 APP_SOURCE = (Path(__file__).parent.parent / "support" / "http_app.py").read_text()
 MAX_HEADER_BYTES = 4096
@@ -36,8 +38,8 @@ FAILS_FAST = 8.0
 
 
 class Limits:
-    def __init__(self) -> None:
-        self.node = Node(CONFIG)
+    def __init__(self, config: str = CONFIG) -> None:
+        self.node = Node(config)
         self.port = free_port()
         self.node.start("kernel")
         self.node.start("http-server", "--port", str(self.port), env={"PORCH_PASSWORD": "pw"})
@@ -309,3 +311,72 @@ def test_rpc_wait_is_capped_at_request_timeout_s(lim: Limits) -> None:
             quiet.await_message(timeout=0.5)
     finally:
         quiet.close()
+
+
+# ---------------------------------------------------------------------------- connections
+
+
+def small_node(extra: str = "") -> Limits:
+    """A node of its own (the module's node must keep its connections)."""
+    node = Limits('node = "conns.os"\n[http_server]\n' + extra
+                  + '[[process]]\nid = "hd:pkg:pub.os"\ncapabilities = ["http-server:distro:sys"]\n')
+    node.app("hd:pkg:pub.os", [{"path": "/"}])
+    return node
+
+
+def test_connections_past_max_connections_get_503_and_the_server_recovers() -> None:
+    lim = small_node("max_connections = 3\n")
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(3):
+            idle.append(lim.connect())  # accepted, waiting for a request head
+        wait_for(lambda: _refused_busy(lim), 10, 0.1, "a connection past the limit to be refused")
+        r = requests.get(lim.base + "/hd:pkg:pub.os/", timeout=10)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1", (r.status_code, r.text)
+        assert "max_connections (3) reached" in lim.node.log("http-server")
+        idle.pop().close()
+        wait_for(lambda: served(lim), 10, 0.1, "a request once a connection is free")
+        assert lim.worker(), "the worker is still running"
+    finally:
+        for s in idle:
+            s.close()
+        lim.node.close()
+
+
+def _refused_busy(lim: Limits) -> bool:
+    return requests.get(lim.base + "/hd:pkg:pub.os/", timeout=10).status_code == 503
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_out_of_file_descriptors_pauses_accepting_instead_of_spinning() -> None:
+    """With the worker's open-files limit lowered under it (prlimit), connections fill
+    it: accept() fails EMFILE. Tornado's own handler would spin on the readable
+    listening socket, logging each time; the worker must idle, log a little, and serve
+    again once descriptors are free."""
+    lim = small_node()
+    idle: list[socket.socket] = []
+    try:
+        assert served(lim)
+        (worker,) = lim.worker()
+        in_use = len(os.listdir(f"/proc/{worker}/fd"))
+        resource.prlimit(worker, resource.RLIMIT_NOFILE, (in_use + 4, in_use + 4))
+        for _ in range(12):  # more than the 4 left: the rest wait in the listen backlog
+            idle.append(lim.connect())
+        lim.node.wait_log("http-server", "cannot accept connections", 10)
+        before = _cpu_s(worker)
+        time.sleep(2.0)
+        spent = _cpu_s(worker) - before
+        assert spent < 0.5, f"the worker burnt {spent:.2f} s of CPU in 2 s: it spins"
+        assert lim.node.log("http-server").count("cannot accept connections") <= 4
+        for s in idle:
+            s.close()
+        idle.clear()
+        wait_for(lambda: served(lim), 15, 0.2, "requests to be served once descriptors are free")
+    finally:
+        for s in idle:
+            s.close()
+        lim.node.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 from asyncio import Future
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from tornado import httputil
@@ -20,6 +20,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
+from porch.http_server.accept import Acceptor
 from porch.http_server.exchange import Headers, HttpDate, reason
 
 log = logging.getLogger("porch.http_server")
@@ -179,7 +180,18 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
 class Server(HTTPServer):
     """Tornado's HTTPServer, except that a request head larger than `max_header_size`
-    is answered 431 instead of a silent close (or, with bytes left unread, a reset)."""
+    is answered 431 instead of a silent close (or, with bytes left unread, a reset), and
+    connections are accepted within `max_connections` (`porch.http_server.accept`)."""
+
+    max_connections = 10_000
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            acceptor = Acceptor(sock, self._handle_connection, lambda: len(self._connections),
+                                self.max_connections)
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = acceptor.stop
+            acceptor.start()
 
     def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
         _HeadLimit(stream)

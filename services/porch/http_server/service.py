@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from porch.address import HTTP_SERVER
+from porch.http_server.accept import raise_open_files_limit
 from porch.http_server.auth import Auth
 from porch.http_server.gateway import Gateway
 from porch.http_server.listener import Listener, Server
@@ -174,6 +175,12 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
         idle_connection_timeout=settings.idle_timeout_s,
         body_timeout=settings.body_timeout_s,
     )
+    server.max_connections = settings.max_connections
+    files = raise_open_files_limit()
+    if settings.max_connections + settings.max_websockets + 256 > files:
+        log.warning("max_connections (%d) + max_websockets (%d) do not fit in the open-files "
+                    "limit (%d): accepts will pause when it is reached (raise `ulimit -n`)",
+                    settings.max_connections, settings.max_websockets, files)
     server.add_sockets([sock])
     port = sock.getsockname()[1]
     log.info("serving http on %s:%d with %d binding(s)", settings.host, port, len(table.http) - 1)

@@ -37,6 +37,10 @@ class HttpServerSettings:
     session_days: float = 30.0
     # Login attempts per client address per minute before 429.
     login_attempts_per_minute: int = 10
+    # HTTP connections open at once (WebSockets count apart, max_websockets); past it
+    # a new connection is answered 503 (Retry-After: 1) and closed. The worker lifts its
+    # open-files limit to the hard limit at start; both maxima should fit in it.
+    max_connections: int = 10_000
     # Server-side WebSockets open at once, over all apps (Kinode: 128).
     max_websockets: int = 4096
     # Largest WebSocket message accepted from a client.
@@ -56,7 +60,7 @@ class HttpServerSettings:
         if not 0 <= self.port <= 65535:
             raise ConfigError("[http_server] port must be 0 (choose) or 1-65535")
         for name in ("max_body_bytes", "max_header_bytes", "login_attempts_per_minute",
-                     "max_websockets", "ws_max_message_bytes", "ws_send_queue_bytes"):
+                     "max_connections", "max_websockets", "ws_max_message_bytes", "ws_send_queue_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"[http_server] {name} must be at least 1")
         for name in ("request_timeout_s", "idle_timeout_s", "body_timeout_s", "session_days"):
