@@ -359,7 +359,8 @@ def test_33_local_only(web: Web) -> None:
     web.app("a33:pkg:pub.os", [{"path": "/l", "local_only": True},
                                {"path": "/al", "local_only": True, "authenticated": True}])
     assert echo(web.get("/a33:pkg:pub.os/l"))["bound_path"] == "/a33:pkg:pub.os/l"
-    # a proxy in front makes every peer look local: proxied requests are not local
+    # Kinode D9 fixed: a proxy in front makes every peer look local, so proxied
+    # requests (X-Forwarded-For, X-Real-IP, Forwarded) are not local
     assert web.get("/a33:pkg:pub.os/l", headers={"X-Forwarded-For": "1.2.3.4"}).status_code == 403
     # authentication is checked first
     assert web.get("/a33:pkg:pub.os/al", headers={"X-Forwarded-For": "1.2.3.4"}).status_code == 401
@@ -409,7 +410,8 @@ def test_37_to_39_login(web: Web) -> None:
     assert requests.post(web.url("/login"), data=b"x" * 17000, timeout=10).status_code == 413
     r = requests.post(web.url("/login?redirect=/x"), json={"password": PASSWORD}, timeout=10,
                       allow_redirects=False)
-    # DEVIATION: a relative Location (Kinode builds http://<Host>/x, from any Host).
+    # DEVIATION: a relative Location (Kinode builds http://<Host>/x, from any Host, and
+    # always with http: D3; a relative one keeps the scheme the browser used).
     assert (r.status_code, r.headers["location"]) == (303, "/x")
     r = requests.post(web.url("/login?redirect=//evil.example/"), json={"password": PASSWORD},
                       timeout=10, allow_redirects=False)
