@@ -25,10 +25,12 @@ class Static:
     body: bytes
     mime: str | None
     etag: str = field(default="")
+    sha256: str = field(default="")  # hex; names its file in the node's state (computed once)
 
     @classmethod
     def of(cls, body: bytes, mime: str | None) -> Static:
-        return cls(body, mime, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+        digest = hashlib.sha256(body).hexdigest()
+        return cls(body, mime, '"' + digest[:32] + '"', digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,36 +117,52 @@ class BindingTable:
         for _, b in self.http.items():
             if b.app == RPC_PROCESS:
                 continue
-            entry: dict[str, Any] = {
-                "path": b.path, "app": b.app, "authenticated": b.authenticated,
-                "local_only": b.local_only, "secure_subdomain": b.secure_subdomain,
-                "timeout_ms": b.timeout_ms,
-            }
-            if b.static is not None:
-                digest = hashlib.sha256(b.static.body).hexdigest()
-                blobs[digest] = b.static.body
-                entry["static"] = {"sha256": digest, "mime": b.static.mime}
+            entry, blob = http_entry(b)
+            if blob is not None:
+                blobs[blob[0]] = blob[1]
             http.append(entry)
-        ws = [
-            {"path": b.path, "app": b.app, "authenticated": b.authenticated,
-             "secure_subdomain": b.secure_subdomain, "extension": b.extension}
-            for _, b in self.ws.items()
-        ]
+        ws = [ws_entry(b) for _, b in self.ws.items()]
         return {"version": 1, "http": http, "ws": ws}, blobs
 
     @classmethod
     def from_data(cls, data: dict[str, Any], blobs: dict[str, bytes]) -> BindingTable:
         table = cls()
         for e in data.get("http", []):
-            static = None
-            if e.get("static"):
-                body = blobs.get(e["static"]["sha256"])
-                if body is None:
-                    continue  # content lost: better 404/fallback than wrong bytes
-                static = Static.of(body, e["static"]["mime"])
-            table.bind_http(HttpBinding(e["path"], e["app"], e["authenticated"], e["local_only"],
-                                        e["secure_subdomain"], static, e.get("timeout_ms", 0)))
+            table.apply_entry("http", e, blobs)
         for e in data.get("ws", []):
-            table.bind_ws(WsBinding(e["path"], e["app"], e["authenticated"],
-                                    e["secure_subdomain"], e["extension"]))
+            table.apply_entry("ws", e, blobs)
         return table
+
+    def apply_entry(self, kind: str, e: dict[str, Any], blobs: dict[str, bytes]) -> None:
+        """Put one saved entry ("http" or "ws") in the table, replacing its path's."""
+        if kind == "ws":
+            self.bind_ws(WsBinding(e["path"], e["app"], e["authenticated"], e["secure_subdomain"],
+                                   e["extension"]))
+            return
+        static = None
+        if e.get("static"):
+            body = blobs.get(e["static"]["sha256"])
+            if body is None:
+                return  # content lost: better 404/fallback than wrong bytes
+            static = Static.of(body, e["static"]["mime"])
+        self.bind_http(HttpBinding(e["path"], e["app"], e["authenticated"], e["local_only"],
+                                   e["secure_subdomain"], static, e.get("timeout_ms", 0)))
+
+
+def http_entry(b: HttpBinding) -> tuple[dict[str, Any], tuple[str, bytes] | None]:
+    """A binding as saved data, and its static content as (sha256, body) if it has any."""
+    entry: dict[str, Any] = {
+        "path": b.path, "app": b.app, "authenticated": b.authenticated,
+        "local_only": b.local_only, "secure_subdomain": b.secure_subdomain,
+        "timeout_ms": b.timeout_ms,
+    }
+    if b.static is None:
+        return entry, None
+    digest = b.static.sha256 or hashlib.sha256(b.static.body).hexdigest()
+    entry["static"] = {"sha256": digest, "mime": b.static.mime}
+    return entry, (digest, b.static.body)
+
+
+def ws_entry(b: WsBinding) -> dict[str, Any]:
+    return {"path": b.path, "app": b.app, "authenticated": b.authenticated,
+            "secure_subdomain": b.secure_subdomain, "extension": b.extension}

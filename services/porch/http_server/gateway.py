@@ -42,7 +42,7 @@ MAX_LOGIN_BODY = 16 * 1024
 # Local-only operational status (in-flight requests, bindings, sockets), under the
 # server's own process id so that no app can bind it.
 STATUS_PATH = "/http-server:distro:sys/status"
-Persist = Callable[[BindingTable], None]
+Persist = Callable[[BindingTable, str, str], None]  # (table, "http"|"ws", path)
 
 
 def _text(status: int, message: str) -> tuple[int, Headers, bytes]:
@@ -96,7 +96,10 @@ class Gateway:
                 raise actions.ActionError(http_pb2.HttpServerError.MalformedRequest,
                                           f"{which} is not supported")
             path = actions.apply_binding(self.table, msg.source, which, action, msg.blob)
-            self.persist(self.table)
+            try:
+                self.persist(self.table, "ws" if which.startswith("web_socket") else "http", path)
+            except OSError as exc:  # disk full, say: it serves now, but not after a restart
+                log.error("%s: %s %s applied but not saved: %s", msg.source, which, path or "/", exc)
             self._subdomains = self.table.secure_subdomains()
             if which.startswith("web_socket") and self.on_ws_binding is not None:
                 self.on_ws_binding(path)

@@ -160,7 +160,7 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     auth = Auth(config.node, secrets_.jwt_secret(), secrets_.password_hash(),
                 settings.session_days, settings.https)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="login")
-    gateway = Gateway(settings, config.node, table, auth, proc, store.save, executor)
+    gateway = Gateway(settings, config.node, table, auth, proc, store.record, executor)
     hub = WsHub(settings, table, auth, proc, home.state_dir)
     hub.announce_lost()
     gateway.extra_actions.update({"web_socket_push": hub.on_push, "web_socket_close": hub.on_close,
@@ -190,6 +190,10 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     loop.add_signal_handler(signal.SIGINT, stop.set)
     await stop.wait()
     server.stop()  # stop accepting; the keeper still holds the socket
+    try:
+        store.save(table)  # fold the journal into bindings.json: a stopped node's state is one file
+    except OSError as exc:
+        log.error("cannot save the bindings at stop (the journal keeps them): %s", exc)
     hub.close_all()  # clients reconnect to the next worker; owners get WebSocketClose
     await asyncio.sleep(0.2)
     proc.close()
