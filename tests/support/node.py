@@ -23,7 +23,7 @@ from typing import Any
 
 import porch
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
-from porch.node.procinfo import children  # noqa: F401 - the tests' helper too
+from porch.node.procinfo import children
 
 PY = sys.executable
 
@@ -39,6 +39,15 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > give_up:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan waiting for init to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def alive(pid: int) -> bool:
@@ -180,10 +189,16 @@ class Node:
     def close(self) -> None:
         for stub in self._stubs:
             stub.close()
+        # The http-server's worker outlives its keeper for a moment (it stops cleanly,
+        # saving its bindings): wait for it, or it writes into the home being removed.
+        workers = [c for proc in self.procs.values() if proc.poll() is None for c in children(proc.pid)]
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+        deadline = time.monotonic() + 10
+        while any(running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.02)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
