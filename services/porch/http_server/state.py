@@ -4,11 +4,14 @@ password hash and JWT secret. Writes are atomic (temp file + rename); secrets ar
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,9 @@ class BindingStore:
     files: 5.1 s, requests slowed meanwhile). The journal is folded into a new snapshot
     when it holds as many records as the table has entries (at least COMPACT_MIN), and
     at every start. A torn last line (a crash mid-append) is ignored.
+
+    Reads and writes hold an flock on bindings.lock: a worker stopping after its keeper
+    died may still be folding the journal while the next worker loads it.
     """
 
     COMPACT_MIN = 256
@@ -57,9 +63,23 @@ class BindingStore:
         self.static_dir.mkdir(mode=0o700, exist_ok=True)
         self._written: set[str] = set()  # content files known to be on disk
         self._records = 0  # lines in the journal
+        self._lock_path = state_dir / "bindings.lock"
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def save(self, table: BindingTable) -> None:
         """Write a whole snapshot and start an empty journal."""
+        with self._locked():
+            self._save(table)
+
+    def _save(self, table: BindingTable) -> None:
         data, blobs = table.to_data()
         for digest, body in blobs.items():
             self._write_blob(digest, body)
@@ -84,15 +104,16 @@ class BindingStore:
             if blob is not None:
                 self._write_blob(*blob)
             line = {"http": entry}
-        fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, json.dumps(line, separators=(",", ":")).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._records += 1
-        if self._records >= max(self.COMPACT_MIN, len(table.http) + len(table.ws)):
-            self.save(table)
+        with self._locked():
+            fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, json.dumps(line, separators=(",", ":")).encode() + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._records += 1
+            if self._records >= max(self.COMPACT_MIN, len(table.http) + len(table.ws)):
+                self._save(table)
 
     def _write_blob(self, digest: str, body: bytes) -> None:
         if digest in self._written:
@@ -104,6 +125,10 @@ class BindingStore:
 
     def load(self) -> BindingTable:
         """The snapshot with the journal replayed on it; then a fresh snapshot."""
+        with self._locked():
+            return self._load()
+
+    def _load(self) -> BindingTable:
         data: dict[str, Any] = {}
         if self.path.exists():
             try:
@@ -124,7 +149,7 @@ class BindingStore:
         for kind, e in changes:
             table.apply_entry(kind, e, blobs)
         if changes:
-            self.save(table)
+            self._save(table)
         live = {b.static.sha256 for _, b in table.http.items() if b.static is not None}
         for stale in self.static_dir.iterdir():
             if stale.name not in live and not stale.name.startswith("."):
