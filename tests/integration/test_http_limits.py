@@ -217,7 +217,7 @@ def test_endless_head_is_cut_off_while_others_are_served(lim: Limits) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_body_that_stops_arriving_is_dropped_after_body_timeout_s(lim: Limits) -> None:
+def test_body_that_stops_arriving_is_answered_408_after_body_timeout_s(lim: Limits) -> None:
     # The binding's owner is a stub here, to see that the half-body never reaches it.
     owner = lim.node.process("quiet:pkg:pub.os")
     HttpServer(owner).bind_http_path("/", HttpBindingConfig(authenticated=False))
@@ -229,14 +229,15 @@ def test_body_that_stops_arriving_is_dropped_after_body_timeout_s(lim: Limits) -
         closed = closed_by_server(s, 20)
     assert closed.after is not None, "the stalled body still holds its connection after 20 s"
     assert closed.after < FAILS_FAST
-    assert closed.received == b"", "dropped, not answered"
+    assert closed.received.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), closed.received
+    assert b"Connection: close" in closed.received
     with pytest.raises(porch.Timeout):
         owner.await_message(timeout=0.5)
     assert served(lim, "body:pkg:pub.os")
 
 
 @pytest.mark.timeout(60)
-def test_body_that_trickles_is_dropped_after_body_timeout_s(lim: Limits) -> None:
+def test_body_that_trickles_is_answered_408_after_body_timeout_s(lim: Limits) -> None:
     """The timeout bounds the whole body, not the pause between bytes."""
     with lim.connect() as s:
         s.sendall(b"POST /body:pkg:pub.os/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
@@ -252,6 +253,7 @@ def test_body_that_trickles_is_dropped_after_body_timeout_s(lim: Limits) -> None
     closed = result["closed"]
     assert closed.after is not None, "a byte every 0.1 s kept the body open for 20 s"
     assert closed.after < FAILS_FAST
+    assert closed.received.startswith(b"HTTP/1.1 408 "), closed.received
 
 
 # ---------------------------------------------------------------------------- idle_timeout_s

@@ -30,11 +30,17 @@ _DATE = HttpDate()
 
 
 class Listener(httputil.HTTPServerConnectionDelegate):
+    """`body_timeout_s`: a request body not complete this long after its head is
+    answered 408 and its connection closed (give Tornado's own body_timeout more: it
+    closes without an answer)."""
+
     def __init__(self, dispatch: Dispatch, max_body_bytes: int,
-                 upgrade: httputil.HTTPServerConnectionDelegate | None = None) -> None:
+                 upgrade: httputil.HTTPServerConnectionDelegate | None = None,
+                 body_timeout_s: float | None = None) -> None:
         self.dispatch = dispatch
         self.max_body_bytes = max_body_bytes
         self.upgrade = upgrade
+        self.body_timeout_s = body_timeout_s
 
     def start_request(self, server_conn: object,
                       request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
@@ -44,8 +50,8 @@ class Listener(httputil.HTTPServerConnectionDelegate):
 class _Exchange(httputil.HTTPMessageDelegate):
     """One request on one connection; implements gateway.exchange.Exchange."""
 
-    __slots__ = ("_chunks", "_close_cb", "_conn", "_handoff", "_headers", "_listener", "_server_conn",
-                 "_size", "body", "done", "method", "path", "peer_ip", "peer_port", "query")
+    __slots__ = ("_body_timer", "_chunks", "_close_cb", "_conn", "_handoff", "_headers", "_listener",
+                 "_server_conn", "_size", "body", "done", "method", "path", "peer_ip", "peer_port", "query")
 
     def __init__(self, listener: Listener, server_conn: object,
                  conn: httputil.HTTPConnection) -> None:
@@ -57,6 +63,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self._chunks: list[bytes] = []
         self._size = 0
         self._close_cb: Callable[[], None] | None = None
+        self._body_timer: object | None = None
         self.done = False
         self.body = b""
         address = getattr(getattr(conn, "context", None), "address", None)
@@ -83,17 +90,28 @@ class _Exchange(httputil.HTTPMessageDelegate):
         length = headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > self._listener.max_body_bytes:
             self._reject_too_large()
+            return
+        timeout = self._listener.body_timeout_s
+        if timeout and ((length is not None and length != "0")
+                        or "chunked" in headers.get("Transfer-Encoding", "").lower()):
+            self._body_timer = IOLoop.current().call_later(timeout, self._body_timed_out)
 
     def data_received(self, chunk: bytes) -> None:
         if self._handoff is not None:
             self._handoff.data_received(chunk)
             return
-        self._chunks.append(chunk)
+        if not self.done:  # done: answered already (408, 413), what follows is dropped
+            self._chunks.append(chunk)
 
     def finish(self) -> None:
         if self._handoff is not None:
             self._handoff.finish()
             return
+        if self.done:
+            return
+        if self._body_timer is not None:
+            IOLoop.current().remove_timeout(self._body_timer)
+            self._body_timer = None
         self.body = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
         self._chunks = []
         try:
@@ -108,7 +126,39 @@ class _Exchange(httputil.HTTPMessageDelegate):
             return
         self._client_gone()
 
+    def _body_timed_out(self) -> None:
+        """The body did not arrive in time: 408, then close (the app never sees it)."""
+        self._body_timer = None
+        stream = getattr(self._conn, "stream", None)
+        if self.done or stream is None or stream.closed():
+            return
+        self.done = True
+        log.info("request body from %s not complete after %.0f s (body_timeout_s): 408",
+                 self.peer_ip, self._listener.body_timeout_s)
+        body = b"request body not received in time\n"
+        head = (f"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                f"Content-Length: {len(body)}\r\nDate: {_DATE.now()}\r\n\r\n").encode()
+        try:
+            written = stream.write(head + body)
+        except StreamClosedError:
+            return
+
+        def linger(_: object) -> None:
+            # Half-close, and let Tornado read (and us drop) what the client still sends
+            # for a moment: closing at once, with its bytes unread, would reset the
+            # connection before the client has read the 408.
+            try:
+                stream.socket.shutdown(socket.SHUT_WR)
+            except (OSError, AttributeError):
+                pass
+            IOLoop.current().call_later(_LINGER_S, stream.close)
+
+        written.add_done_callback(linger)
+
     def _client_gone(self) -> None:
+        if self._body_timer is not None:
+            IOLoop.current().remove_timeout(self._body_timer)
+            self._body_timer = None
         if not self.done:
             self.done = True
             cb, self._close_cb = self._close_cb, None

@@ -169,11 +169,12 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     gateway.status_extra["websockets"] = lambda: len(hub.channels)
     proc.on_request(gateway.on_message)
     server = Server(
-        Listener(gateway.dispatch, settings.max_body_bytes, upgrade=hub.application()),
+        Listener(gateway.dispatch, settings.max_body_bytes, upgrade=hub.application(),
+                 body_timeout_s=settings.body_timeout_s),
         max_body_size=settings.max_body_bytes,
         max_header_size=settings.max_header_bytes,
         idle_connection_timeout=settings.idle_timeout_s,
-        body_timeout=settings.body_timeout_s,
+        body_timeout=settings.body_timeout_s + 5,  # a backstop: the Listener answers 408 first
     )
     server.max_connections = settings.max_connections
     files = raise_open_files_limit()

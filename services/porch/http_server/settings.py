@@ -31,7 +31,7 @@ class HttpServerSettings:
     # connections are closed after it.
     idle_timeout_s: float = 60.0
     # A request body that takes longer than this to arrive (in total, from the end of
-    # its head) is abandoned: the connection is closed without an answer.
+    # its head) is answered 408 and its connection closed; the app never sees it.
     body_timeout_s: float = 60.0
     # Lifetime of the login cookie (Kinode: 26 weeks).
     session_days: float = 30.0
