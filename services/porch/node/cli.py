@@ -44,37 +44,24 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def port_number(text: str) -> int:
-    """argparse type: a TCP port a server can listen on."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {port}")
-    return port
+def _argument(parse: Callable[[str], Any], ok: Callable[[Any], bool], rule: str) -> Callable[[str], Any]:
+    """An argparse type: `parse` the text, then require `ok`; else "<rule>, got <text>"."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{rule}, got {text!r}") from None
+        if not ok(value):  # `not ok` also refuses nan
+            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+        return value
+
+    return convert
 
 
-def count(text: str) -> int:
-    """argparse type: a whole number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def seconds(text: str) -> float:
-    """argparse type: a duration in seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
-    return value
+port_number = _argument(int, lambda p: 1 <= p <= 65535, "port must be 1-65535")
+count = _argument(int, lambda n: n >= 0, "must be 0 or more")
+seconds = _argument(float, lambda s: s >= 0, "must be 0 or more seconds")
 
 
 def find_examples() -> Path | None:
