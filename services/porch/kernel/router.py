@@ -46,7 +46,7 @@ import zmq
 from google.protobuf.message import DecodeError
 
 from porch.address import KERNEL, is_valid
-from porch.kernel.libzmq_transport import HIGH_WATER_MARK, LibzmqTransport
+from porch.kernel.libzmq_transport import LibzmqTransport
 from porch.kernel.pending import PendingTable
 from porch.kernel.policy import CapabilityPolicy
 from porch.kernel.transport import Conn, SendFailed, Transport, now_ms
@@ -68,8 +68,6 @@ DEFAULT_TIMEOUT_MS = 30_000
 # After a kernel (re)start, a watched process that is not registered yet may simply not
 # have re-registered: wait this long before saying it has exited.
 WATCH_GRACE_MS = 5_000
-__all__ = ["HIGH_WATER_MARK", "TRANSPORTS", "Kernel", "Peer", "install_signal_handlers",
-           "make_transport", "now_ms"]
 
 
 @dataclass(slots=True)

@@ -43,7 +43,7 @@ import time
 from typing import Any
 
 from porch.kernel.transport import FULL, UNREACHABLE, Conn, SendFailed, Sink, now_ms
-from porch.kernel.zmtp_codec import BIG_FRAME, IOV_MAX, OutQueue, ServerSession, ping
+from porch.kernel.zmtp_codec import IOV_MAX, OutQueue, ServerSession, ping, socket_path
 
 HIGH_WATER_MARK = 10_000  # messages queued to one peer (libzmq's SNDHWM)
 MAX_QUEUE_BYTES = 64 * 1024 * 1024  # bytes queued to one peer (libzmq has no such bound)
@@ -59,14 +59,6 @@ BACKLOG = 128
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
 _IN_OUT = select.EPOLLIN | select.EPOLLOUT
-
-
-def socket_path(endpoint: str) -> str:
-    """The filesystem path (or abstract name) of an ipc:// endpoint."""
-    if not endpoint.startswith("ipc://"):
-        raise ValueError(f"the zmtp transport serves ipc:// endpoints only, not {endpoint!r}")
-    path = endpoint.removeprefix("ipc://")
-    return "\0" + path[1:] if path.startswith("@") else path
 
 
 class Connection:
@@ -255,13 +247,15 @@ class ZmtpTransport:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                # EMFILE/ENFILE/ENOBUFS: stop accepting until the next tick rather than
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._note("accept", "zmtp: accept failed: %s", exc)
+                    return
+                # Out of descriptors: stop accepting until the next tick rather than
                 # spin on a listening socket that stays readable.
                 self._note("accept", "zmtp: accept failed (%s); pausing accepts for %d ms",
                            exc, self.heartbeat_ivl_ms)
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    epoll.unregister(lsock.fileno())
-                    self._accepting = False
+                epoll.unregister(lsock.fileno())
+                self._accepting = False
                 return
             sock.setblocking(False)
             try:
@@ -418,4 +412,4 @@ class ZmtpTransport:
         return c.ident.hex()
 
 
-__all__ = ["BIG_FRAME", "Connection", "ZmtpTransport", "socket_path"]
+__all__ = ["Connection", "ZmtpTransport", "socket_path"]

@@ -75,6 +75,15 @@ _U16 = struct.Struct(">H")
 Buffer = bytes | bytearray | memoryview
 
 
+def socket_path(endpoint: str) -> str:
+    """The filesystem path (or abstract name) of an ipc:// endpoint: what both ZMTP
+    ends (the kernel's server, the stubs' client) open."""
+    if not endpoint.startswith("ipc://"):
+        raise ValueError(f"ZMTP is spoken on ipc:// endpoints only, not {endpoint!r}")
+    path = endpoint.removeprefix("ipc://")
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
 class ProtocolError(Exception):
     """The peer broke ZMTP; the connection is to be closed. The text says how."""
 
@@ -297,11 +306,14 @@ class ServerSession:
                  "_frames", "_greeting", "_rest", "error", "max_frame", "out",
                  "peer_identity", "peer_socket_type", "ready")
 
+    SOCKET_TYPE = b"ROUTER"  # what our READY announces
+    PEERS = ROUTER_PEERS  # the socket types whose READY we accept
+
     def __init__(self, max_frame: int) -> None:
         self.max_frame = max_frame
         # Greeting and READY go out at once, without waiting for the peer's greeting: a
         # ZMTP 3 peer reads them in order after its own signature exchange.
-        self.out: list[bytes] = [greeting(), ready(b"ROUTER")]
+        self.out: list[bytes] = [greeting(), ready(self.SOCKET_TYPE)]
         self.ready = False  # the peer's READY was received and accepted
         self.error: str | None = None
         self.peer_socket_type = b""
@@ -469,10 +481,11 @@ class ServerSession:
         elif name == b"READY" and not self.ready:
             props = parse_properties(data)
             stype = props.get("socket-type", b"")
-            if stype not in ROUTER_PEERS:
+            if stype not in self.PEERS:
                 shown = stype.decode("ascii", "replace") or "(none)"
-                self.out.append(error(f"invalid socket type {shown} for a ROUTER"))
-                raise ProtocolError(f"socket type {shown} cannot talk to a ROUTER")
+                ours = self.SOCKET_TYPE.decode()
+                self.out.append(error(f"invalid socket type {shown} for a {ours}"))
+                raise ProtocolError(f"socket type {shown} cannot talk to a {ours}")
             self.peer_socket_type = stype
             self.peer_identity = props.get("identity", b"")
             self.ready = True
@@ -488,33 +501,13 @@ class ServerSession:
 class ClientSession(ServerSession):
     """The DEALER end of one ZMTP connection (the stub connecting to the kernel).
 
-    Framing, large-body reads, PING/PONG and ERROR are ServerSession's; only the
-    handshake differs: our greeting and READY announce a DEALER (they go out at once,
-    as soon as the connection is made), and the peer's READY must name a socket type a
-    DEALER talks to (the kernel is a ROUTER). `ready` turns true with the peer's READY:
-    from then on messages may be sent.
+    All of ServerSession but the handshake's socket types: our greeting and READY
+    announce a DEALER (they go out at once, as soon as the connection is made), and the
+    peer's READY must name a socket type a DEALER talks to (the kernel is a ROUTER).
+    `ready` turns true with the peer's READY: from then on messages may be sent.
     """
 
     __slots__ = ()
 
-    def __init__(self, max_frame: int) -> None:
-        super().__init__(max_frame)
-        self.out = [greeting(), ready(b"DEALER")]
-
-    def _command(self, body: Buffer) -> None:
-        if self.ready:
-            super()._command(body)
-            return
-        name, data = parse_command(body)
-        if name != b"READY":
-            super()._command(body)  # refused there: nothing but READY before the handshake
-            return
-        props = parse_properties(data)
-        stype = props.get("socket-type", b"")
-        if stype not in DEALER_PEERS:
-            shown = stype.decode("ascii", "replace") or "(none)"
-            self.out.append(error(f"invalid socket type {shown} for a DEALER"))
-            raise ProtocolError(f"socket type {shown} cannot talk to a DEALER")
-        self.peer_socket_type = stype
-        self.peer_identity = props.get("identity", b"")
-        self.ready = True
+    SOCKET_TYPE = b"DEALER"
+    PEERS = DEALER_PEERS

@@ -24,7 +24,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, Self, cast
+from typing import Any, Literal, cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -319,14 +319,6 @@ class Core(CoreBase):
             self.sock.setsockopt(opt, value)
         self.monitor: zmq.Socket[bytes] = self.sock.get_monitor_socket(MONITOR_EVENTS)
         self.sock.connect(endpoint)
-
-    @classmethod
-    def open(cls, process_id: str | None, home: str | os.PathLike[str] | None, endpoint: str | None,
-             context: zmq.Context[Any] | None = None) -> Self:
-        """The id from the argument or $PORCH_PROCESS; the endpoint from the argument,
-        $PORCH_KERNEL, or the home's socket (both stub APIs start here)."""
-        pid, endpoint_ = resolve(process_id, home, endpoint)
-        return cls(pid, endpoint_, context=context)
 
     @property
     def closed(self) -> bool:

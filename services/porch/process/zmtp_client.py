@@ -57,17 +57,16 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import os
 import select
 import socket
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Self, cast
+from typing import Any, cast
 
-from porch.kernel.zmtp_codec import IOV_MAX, ClientSession, OutQueue, frame_header, ping
-from porch.process.core import CoreBase, Incoming, resolve
+from porch.kernel.zmtp_codec import IOV_MAX, ClientSession, OutQueue, encode_message, ping, socket_path
+from porch.process.core import CoreBase, Incoming
 from porch.process.message import Blob, Offline
 from porch.wire import kernel_pb2
 
@@ -91,14 +90,6 @@ OFFLINE = "kernel not reachable (not running or not keeping up)"
 # The owner's handler of what arrives; its result is ignored here (the blocking stub's
 # libzmq reader uses it to stop at the reply it waits for).
 Deliver = Callable[[Incoming], object]
-
-
-def socket_path(endpoint: str) -> str:
-    """The filesystem path (or abstract name) of an ipc:// endpoint."""
-    if not endpoint.startswith("ipc://"):
-        raise ValueError(f"ZMTP stubs connect to ipc:// endpoints only, not {endpoint!r}")
-    path = endpoint.removeprefix("ipc://")
-    return "\0" + path[1:] if path.startswith("@") else path
 
 
 class ZmtpClient(CoreBase):
@@ -151,12 +142,6 @@ class ZmtpClient(CoreBase):
         self._wlock = threading.Lock()
         self._last_tick = time.monotonic()
         self._stop = threading.Event()
-
-    @classmethod
-    def open(cls, process_id: str | None, home: str | os.PathLike[str] | None,
-             endpoint: str | None) -> Self:
-        pid, endpoint_ = resolve(process_id, home, endpoint)
-        return cls(pid, endpoint_)
 
     @property
     def closed(self) -> bool:
@@ -211,7 +196,7 @@ class ZmtpClient(CoreBase):
         if sock is not None:
             if self.registered:
                 with self._wlock:
-                    self._out.push_raw(_frame(self.unregister_envelope()))
+                    self._out.push_raw(encode_message([self.unregister_envelope()]))
                 self._linger(sock, CLOSE_LINGER_S)
             self._drop_socket()
         self.connected = self.registered = False
@@ -594,10 +579,6 @@ def _keepalive(ref: weakref.ref[ZmtpClient], stop: threading.Event, ivl: float) 
             return
         busy = core._keepalive()
         del core
-
-
-def _frame(data: bytes) -> bytes:
-    return frame_header(len(data), False) + data
 
 
 def _ignore(item: Incoming) -> None:
