@@ -38,6 +38,7 @@ from porch.node.startup import start_service
 from porch.process.aio import AsyncProcess
 from porch.process.core import now_ms
 from porch.process.message import Blob, KernelRefused, KernelUnreachable, Message, PorchError
+from porch.throttle import Every
 from porch.wire import http_pb2
 
 log = logging.getLogger("porch.http_client")
@@ -65,9 +66,8 @@ class HttpClientService:
         self._submitted = 0
         self._taken = 0
         self._taken_lock = threading.Lock()
-        self._busy_logged = 0.0
-        self._undelivered = 0
-        self._undelivered_logged = 0.0
+        self._busy_log = Every()
+        self._undelivered_log = Every()
         self.ws = WsClients(
             self._respond,
             self._send,
@@ -112,12 +112,11 @@ class HttpClientService:
 
     def _busy(self, msg: Message, req: Outgoing, waiting: int) -> None:
         """Every worker busy and max_waiting_requests waiting: fail this one at once."""
-        now = time.monotonic()
-        if now - self._busy_logged >= 1.0:  # one line a second at most
-            self._busy_logged = now
-            log.warning("busy: refused request %d from %s to %s: %d workers busy, %d requests "
-                        "waiting (max_waiting_requests)", msg.id, msg.source, req.url,
-                        self.settings.workers, waiting)
+        refused = self._busy_log.due()
+        if refused:
+            log.warning("busy: refused %d request(s), the last %d from %s to %s: %d workers busy, "
+                        "%d requests waiting (max_waiting_requests)", refused, msg.id, msg.source,
+                        req.url, self.settings.workers, waiting)
         if msg.expects_response:
             self._respond(msg, results.failure(ClientFailure(
                 "ExecuteRequestFailed",
@@ -199,12 +198,10 @@ class HttpClientService:
             self.proc.send_request(target, body, blob=blob, id=id_)
             return True
         except PorchError as exc:  # the kernel is away, or its queue to us is full
-            self._undelivered += 1
-            now = time.monotonic()
-            if now - self._undelivered_logged >= 1.0:  # one line a second at most
+            undelivered = self._undelivered_log.due()
+            if undelivered:
                 log.warning("could not deliver %d WebSocket frame(s), the last to %s: %s",
-                            self._undelivered, target, exc)
-                self._undelivered, self._undelivered_logged = 0, now
+                            undelivered, target, exc)
             return False
 
     def _seconds_left(self, msg: Message) -> float:

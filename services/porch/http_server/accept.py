@@ -22,22 +22,20 @@ import errno
 import logging
 import resource
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
 from tornado.ioloop import IOLoop
+
+from porch.http_server.exchange import closing_response
+from porch.throttle import Every
 
 log = logging.getLogger("porch.http_server")
 
 PAUSE_S = 0.1  # out of descriptors: look at the listening socket again after this
 ACCEPTS_PER_WAKEUP = 128  # as Tornado: let other work run between bursts of clients
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-_BUSY_BODY = b"too many connections; try again\n"
-BUSY_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\n"
-    b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(_BUSY_BODY)
-) + _BUSY_BODY
+
 
 
 def raise_open_files_limit() -> int:
@@ -51,24 +49,6 @@ def raise_open_files_limit() -> int:
         except (ValueError, OSError):
             pass
     return soft
-
-
-class _Every:
-    """A log line once per `interval` at most, with the count of what it stands for."""
-
-    def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
-        self.last = 0.0
-        self.count = 0
-
-    def due(self) -> int:
-        """Count one event; the number since the last line when one is due, else 0."""
-        self.count += 1
-        now = time.monotonic()
-        if now - self.last < self.interval:
-            return 0
-        self.last, count, self.count = now, self.count, 0
-        return count
 
 
 class Acceptor:
@@ -85,8 +65,8 @@ class Acceptor:
         self.watching = False
         self.stopped = False
         self._pause: object | None = None
-        self._busy_log = _Every()
-        self._exhausted_log = _Every()
+        self._busy_log = Every()
+        self._exhausted_log = Every()
 
     def start(self) -> None:
         if not self.stopped and not self.watching:
@@ -129,7 +109,7 @@ class Acceptor:
         FIN (the client reads the 503), not a reset."""
         try:
             conn.setblocking(False)
-            conn.send(BUSY_RESPONSE)
+            conn.send(closing_response(503, "too many connections; try again", "Retry-After: 1\r\n"))
             conn.recv(65536)
         except OSError:
             pass

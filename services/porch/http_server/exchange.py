@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Protocol
+from typing import Any, Protocol
 
 Headers = list[tuple[str, str]]
 
@@ -57,6 +57,27 @@ class HttpDate:
             self._second = second
             self._value = formatdate(second, usegmt=True)
         return self._value
+
+
+DATE = HttpDate()  # the one the worker's responses use
+
+
+def closing_response(status: int, text: str, extra: str = "") -> bytes:
+    """A whole plain-text response written straight to a socket that is then closed
+    (413, 408, 431, 503 at accept: answers given outside a request's normal path).
+    `extra`: more header lines, each ending in CRLF."""
+    body = (text + "\n").encode()
+    return (f"HTTP/1.1 {status} {reason(status)}\r\nContent-Type: text/plain\r\n{extra}"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\nDate: {DATE.now()}\r\n\r\n"
+            ).encode() + body
+
+
+def last_value(headers: Any, name: str) -> str | None:
+    """The last value of a request header (Tornado's HTTPHeaders.get() would join
+    repeated ones with commas, hiding a cookie behind an earlier Cookie header; Kinode
+    takes the last)."""
+    values = headers.get_list(name)
+    return values[-1] if values else None
 
 
 TEXT = ("Content-Type", "text/plain; charset=utf-8")

@@ -96,12 +96,13 @@ class Gateway:
                 raise actions.ActionError(http_pb2.HttpServerError.MalformedRequest,
                                           f"{which} is not supported")
             path = actions.apply_binding(self.table, msg.source, which, action, msg.blob)
+            websocket = which.startswith("web_socket")
             try:
-                self.persist(self.table, "ws" if which.startswith("web_socket") else "http", path)
+                self.persist(self.table, "ws" if websocket else "http", path)
             except OSError as exc:  # disk full, say: it serves now, but not after a restart
                 log.error("%s: %s %s applied but not saved: %s", msg.source, which, path or "/", exc)
             self._subdomains = self.table.secure_subdomains()
-            if which.startswith("web_socket") and self.on_ws_binding is not None:
+            if websocket and self.on_ws_binding is not None:
                 self.on_ws_binding(path)
             log.info("%s: %s %s", msg.source, which, path or "/")
             if msg.expects_response:

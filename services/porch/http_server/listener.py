@@ -21,12 +21,11 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
 from porch.http_server.accept import Acceptor
-from porch.http_server.exchange import Headers, HttpDate, reason
+from porch.http_server.exchange import DATE, Headers, closing_response, last_value, reason
 
 log = logging.getLogger("porch.http_server")
 
 Dispatch = Callable[["_Exchange"], None]
-_DATE = HttpDate()
 
 
 class Listener(httputil.HTTPServerConnectionDelegate):
@@ -135,11 +134,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.done = True
         log.info("request body from %s not complete after %.0f s (body_timeout_s): 408",
                  self.peer_ip, self._listener.body_timeout_s)
-        body = b"request body not received in time\n"
-        head = (f"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                f"Content-Length: {len(body)}\r\nDate: {_DATE.now()}\r\n\r\n").encode()
         try:
-            written = stream.write(head + body)
+            written = stream.write(closing_response(408, "request body not received in time"))
         except StreamClosedError:
             return
 
@@ -168,10 +164,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
     # -- Exchange ------------------------------------------------------------------
 
     def header(self, name: str) -> str | None:
-        # The last value: Tornado's get() joins repeated headers with commas, which
-        # would hide a cookie behind an earlier Cookie header (Kinode takes the last).
-        values = self._headers.get_list(name)
-        return values[-1] if values else None
+        return last_value(self._headers, name)
 
     def header_items(self) -> list[tuple[str, str]]:
         return list(self._headers.get_all())
@@ -196,7 +189,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             out["Content-Length"] = str(len(body))
         else:
             body = b""
-        out["Date"] = _DATE.now()
+        out["Date"] = DATE.now()
         if self.method == "HEAD":
             body = b""
         try:
@@ -215,12 +208,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if detach is None:
             return
         stream = detach()
-        limit = self._listener.max_body_bytes
-        body = f"request body larger than {limit} bytes\n".encode()
-        head = (f"HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\nDate: {_DATE.now()}\r\n\r\n")
+        answer = closing_response(413, f"request body larger than {self._listener.max_body_bytes} bytes")
         try:
-            stream.write(head.encode() + body).add_done_callback(lambda _: stream.close())
+            stream.write(answer).add_done_callback(lambda _: stream.close())
         except StreamClosedError:
             stream.close()
 
@@ -295,17 +285,13 @@ class _HeadLimit:
 class _Answer431:
     """Write the 431 on a socket taken from its stream, then close it gracefully."""
 
-    BODY = b"request head (request line and headers) too large\n"
-
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.drained = 0
         self.closed = False
-        head = (f"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
-                f"Content-Length: {len(self.BODY)}\r\nConnection: close\r\n"
-                f"Date: {_DATE.now()}\r\n\r\n")
+        answer = closing_response(431, "request head (request line and headers) too large")
         try:
-            sock.send(head.encode() + self.BODY)  # a few bytes into an empty send buffer
+            sock.send(answer)  # a few bytes into an empty send buffer
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             sock.close()

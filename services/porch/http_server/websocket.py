@@ -29,12 +29,13 @@ import msgpack
 import tornado.web
 import tornado.websocket
 
+from porch.files import write_atomic
 from porch.http_server import actions
 from porch.http_server.auth import PROXY_HEADERS, Auth, is_local
 from porch.http_server.bindings import BindingTable, WsBinding
+from porch.http_server.exchange import last_value
 from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
-from porch.http_server.state import write_atomic
 from porch.process.aio import AsyncProcess
 from porch.process.message import Blob, Message, Offline
 from porch.wire import http_pb2
@@ -350,12 +351,12 @@ class PorchWebSocket(tornado.websocket.WebSocketHandler):
         if binding.authenticated:
             app_scope = None
             if binding.secure_subdomain is not None:
-                host = (last_header(headers, "Host") or "").rsplit(":", 1)[0]
+                host = (last_value(headers, "Host") or "").rsplit(":", 1)[0]
                 if host.split(".", 1)[0] != binding.secure_subdomain:
                     self._refuse(403, "secure websocket must be opened on its subdomain")
                     return
                 app_scope = binding.app
-            if not hub.auth.authorized(last_header(headers, "Cookie"), app_scope):
+            if not hub.auth.authorized(last_value(headers, "Cookie"), app_scope):
                 self._refuse(401, "authentication required")
                 return
         if binding.extension:
@@ -442,9 +443,3 @@ class PorchWebSocket(tornado.websocket.WebSocketHandler):
         if abort is not None:
             asyncio.get_running_loop().call_later(delay, abort)
 
-
-def last_header(headers: Any, name: str) -> str | None:
-    """The last value of a repeated request header, as for plain requests
-    (`Exchange.header`): Tornado's get() joins them with commas."""
-    values = headers.get_list(name)
-    return values[-1] if values else None

@@ -51,6 +51,8 @@ from porch.kernel.pending import PendingTable
 from porch.kernel.policy import CapabilityPolicy
 from porch.kernel.transport import Conn, SendFailed, Transport, now_ms
 from porch.kernel.zmtp import ZmtpTransport
+from porch.node.config import KERNEL_TRANSPORTS
+from porch.throttle import Every
 from porch.wire import PROTOCOL_VERSION, kernel_pb2
 
 log = logging.getLogger("porch.kernel")
@@ -60,7 +62,7 @@ parse_envelope = Envelope.FromString
 SendErrorKind = kernel_pb2.SendError.Kind
 ErrorCode = kernel_pb2.KernelError.Code
 
-TRANSPORTS = ("zmtp", "libzmq")
+TRANSPORTS = KERNEL_TRANSPORTS
 # A request's deadline is clamped to this far ahead: the pending table stays bounded.
 DEFAULT_MAX_TIMEOUT_MS = 3_600_000
 # Requests with expects_response but no deadline get this one.
@@ -96,13 +98,14 @@ class Counters:
     offline: int = 0
     late: int = 0
     spoofed: int = 0
-    _last_warn: dict[str, float] = field(default_factory=dict)
+    _throttles: dict[str, Every] = field(default_factory=dict)
 
     def warn(self, what: str, msg: str, *args: object) -> None:
         """Log at most once a second per kind: a flood must not flood the log."""
-        now = time.monotonic()
-        if now - self._last_warn.get(what, 0.0) >= 1.0:
-            self._last_warn[what] = now
+        throttle = self._throttles.get(what)
+        if throttle is None:
+            throttle = self._throttles[what] = Every()
+        if throttle.due():
             log.warning(msg, *args)
 
 

@@ -70,9 +70,12 @@ class KernelSettings:
     transport: str = "zmtp"
 
     def __post_init__(self) -> None:
-        if self.transport not in ("zmtp", "libzmq"):
+        if self.transport not in KERNEL_TRANSPORTS:
             raise ConfigError(f"[kernel] transport must be \"zmtp\" or \"libzmq\", "
                               f"got {self.transport!r}")
+
+
+KERNEL_TRANSPORTS = ("zmtp", "libzmq")  # `[kernel] transport` (porch.kernel.router)
 
 
 @dataclass(frozen=True)

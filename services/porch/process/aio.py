@@ -31,6 +31,7 @@ from typing import Any
 
 import zmq
 
+from porch.address import KERNEL
 from porch.process.blocking import LOCAL_GRACE_S, _as_blob, _as_bytes, respond_or_drop
 from porch.process.core import (
     TRANSPORTS,  # noqa: F401 - re-exported: the choice was made here first
@@ -80,7 +81,6 @@ class AsyncProcess:
         self._handler: RequestHandler | None = None
         self._drain_scheduled = False
         self._registered: asyncio.Future[None] = loop.create_future()
-        self._refused: KernelRefused | None = None
         self._on_reconnect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
         self._watches: dict[str, list[Callable[[str], None]]] = {}
@@ -264,7 +264,7 @@ class AsyncProcess:
     async def registry(self, timeout: float = 5.0) -> kernel_pb2.Registry:
         id_ = self._core.send_registry_query()
         fut: asyncio.Future[Message] = self._loop.create_future()
-        self._track(id_, fut, "kernel:distro:sys", timeout)
+        self._track(id_, fut, KERNEL, timeout)
         self._after_send()
         msg = await fut
         return kernel_pb2.Registry.FromString(msg.body)
@@ -319,7 +319,6 @@ class AsyncProcess:
             log.error("%s: %s", self.our, err)
             if not self._registered.done():
                 self._registered.set_exception(err)
-            self._refused = err
 
     def _on_lost(self) -> None:
         """The connection to the kernel ended: what waits on it fails now."""

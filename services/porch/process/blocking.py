@@ -38,6 +38,7 @@ from porch.process.core import (
     Registered,
     Reply,
     expired,
+    refused_error,
     resolve,
     stub_transport,
 )
@@ -52,6 +53,7 @@ from porch.process.message import (
     Timeout,
 )
 from porch.process.zmtp_blocking import BlockingZmtpCore
+from porch.throttle import Every
 from porch.wire import kernel_pb2
 
 log = logging.getLogger("porch.process")
@@ -78,10 +80,15 @@ def respond_or_drop(core: CoreBase, request: Message, body: bytes, blob: Blob | 
     try:
         core.send_response(request, body, blob=blob, metadata=metadata)
     except Offline as exc:
-        log.info("%s: dropped the response to request %d from %s: %s", core.process_id, request.id,
-                 request.source, exc.detail)
+        dropped = _dropped_responses.due()
+        if dropped:
+            log.info("%s: dropped %d response(s), the last to request %d from %s: %s",
+                     core.process_id, dropped, request.id, request.source, exc.detail)
         return False
     return True
+
+
+_dropped_responses = Every()  # while the kernel is away, every answer would log
 
 
 class _Link(Protocol):
@@ -271,13 +278,13 @@ class Process:
     def registry(self, timeout: float = 5.0) -> kernel_pb2.Registry:
         """The kernel's registry and counters (what `porch status` shows)."""
         wanted = self._core.send_registry_query()
-        give_up = time.monotonic() + timeout
-        reply = self._await_reply(wanted, give_up)
-        if reply is not None and reply.message is not None:
-            return kernel_pb2.Registry.FromString(reply.message.body)
-        while time.monotonic() < give_up:  # lost the connection: no answer will come
-            self._take(give_up)
-        raise Timeout(KERNEL, wanted, "no registry answer")
+        reply = self._await_reply(wanted, time.monotonic() + timeout)
+        if reply is None:
+            raise Timeout(KERNEL, wanted, "no registry answer")
+        if reply.error is not None:  # the connection was lost: Offline, as for requests
+            raise reply.error
+        assert reply.message is not None
+        return kernel_pb2.Registry.FromString(reply.message.body)
 
     # ------------------------------------------------------------------ internals
 
@@ -304,9 +311,7 @@ class Process:
         """Wait (until give_up) for input and file it."""
         wait_ms = 1000 if give_up is None else max(0, int((give_up - time.monotonic()) * 1000))
         self._link.pump(wait_ms)
-        if self._raise is not None:
-            err, self._raise = self._raise, None
-            raise err
+        self._raise_refusal()
 
     def _await_reply(self, wanted: int, give_up: float) -> Reply | None:
         """Wait until give_up for the reply to request `wanted` (None: none came);
@@ -325,6 +330,11 @@ class Process:
         """Before a send: a (re)connection's Register must go out first, a lost
         connection must fail what waits. One poll(2) when nothing happened."""
         self._link.check()
+        self._raise_refusal()
+
+    def _raise_refusal(self) -> None:
+        """A refusal that came in while registered (or waiting for a reply) is raised
+        once, from the call that saw it."""
         if self._raise is not None:
             err, self._raise = self._raise, None
             raise err
@@ -341,8 +351,8 @@ class Process:
                 self._inbox.append(item.error if item.error is not None else item.message)  # type: ignore[arg-type]
             # else: late or unsolicited; dropped
         elif isinstance(item, Refused):
-            self._refused = KernelRefused(item.code, item.detail)
-            log.error("%s: kernel refused: %s: %s", self.our, item.code, item.detail)
+            self._refused = refused_error(item)
+            log.error("%s: %s", self.our, self._refused)
             if self._core.registered or self._wanted is not None:
                 self._raise = self._refused
         elif isinstance(item, Registered):
