@@ -32,6 +32,7 @@ from porch.address import HTTP_SERVER
 from porch.process.aio import AsyncProcess
 from porch.process.blocking import Process
 from porch.process.message import Blob, Message, Offline, SendError
+from porch.throttle import Every
 from porch.wire import http_pb2
 
 log = logging.getLogger("porch.http")
@@ -210,6 +211,9 @@ def _ws_type(name: str) -> int:
     return int(http_pb2.WsMessageType.Value(name))
 
 
+_dropped_pushes = Every()
+
+
 def send_ws_push(proc: Process | AsyncProcess, channel_id: int, message_type: str,
                  blob: bytes | Blob) -> bool:
     """Push one frame to a WebSocket this process owns (fire and forget, as process_lib).
@@ -223,7 +227,10 @@ def send_ws_push(proc: Process | AsyncProcess, channel_id: int, message_type: st
         proc.send_request(HTTP_SERVER, action.SerializeToString(),
                           blob=blob if isinstance(blob, Blob) else Blob(blob))
     except Offline as exc:
-        log.info("%s: dropped a push to WebSocket %d: %s", proc.our, channel_id, exc.detail)
+        dropped = _dropped_pushes.due()  # a push loop would repeat it for every frame
+        if dropped:
+            log.info("%s: dropped %d WebSocket push(es), the last to %d: %s", proc.our, dropped,
+                     channel_id, exc.detail)
         return False
     return True
 
@@ -315,7 +322,13 @@ class _Bindings:
 
     proc: Process | AsyncProcess
 
-    def __init__(self) -> None:
+    def __init__(self, proc: Process | AsyncProcess, timeout: float, wait_for_server: float) -> None:
+        """`timeout`: how long each action may take. `wait_for_server`: how long an
+        action waits for an http-server that is not running yet (processes may start
+        before it, under honcho or after a node restart)."""
+        self.proc = proc
+        self.timeout = timeout
+        self.wait_for_server = wait_for_server
         self.http_paths: dict[str, HttpBindingConfig] = {}
         self.ws_paths: dict[str, WsBindingConfig] = {}
         self.ws_channels: dict[str, set[int]] = {}
@@ -391,20 +404,14 @@ class HttpServer(_Bindings):
     proc: Process
 
     def __init__(self, proc: Process, timeout: float = 5.0, wait_for_server: float = 30.0) -> None:
-        """`timeout`: how long each action may take. `wait_for_server`: how long an
-        action waits for an http-server that is not running yet (processes may start
-        before it, under honcho or after a node restart)."""
-        super().__init__()
-        self.proc = proc
-        self.timeout = timeout
-        self.wait_for_server = wait_for_server
+        super().__init__(proc, timeout, wait_for_server)
 
     def _respond(self, msg: Message, response: HttpResponse) -> None:
         self.proc.respond(response.to_proto(), blob=Blob(response.content), to=msg)
 
     def _act(self, action: http_pb2.HttpServerAction, blob: Blob | None = None) -> None:
         give_up = time.monotonic() + self.wait_for_server
-        delay = 0.05
+        delay = 0.0
         while True:
             try:
                 reply = self.proc.send_and_await_response(HTTP_SERVER, action.SerializeToString(),
@@ -503,17 +510,14 @@ class AsyncHttpServer(_Bindings):
     proc: AsyncProcess
 
     def __init__(self, proc: AsyncProcess, timeout: float = 5.0, wait_for_server: float = 30.0) -> None:
-        super().__init__()
-        self.proc = proc
-        self.timeout = timeout
-        self.wait_for_server = wait_for_server
+        super().__init__(proc, timeout, wait_for_server)
 
     def _respond(self, msg: Message, response: HttpResponse) -> None:
         self.proc.respond(msg, response.to_proto(), blob=Blob(response.content))
 
     async def _act(self, action: http_pb2.HttpServerAction, blob: Blob | None = None) -> None:
         give_up = time.monotonic() + self.wait_for_server
-        delay = 0.05
+        delay = 0.0
         while True:
             try:
                 reply = await self.proc.request(HTTP_SERVER, action.SerializeToString(),
@@ -562,13 +566,15 @@ class AsyncHttpServer(_Bindings):
 
 
 def _retry_delay(exc: SendError, delay: float, give_up: float, who: str) -> float:
-    """The wait before trying an action again, or raise: only an http-server that is not
+    """The wait before trying an action again after having waited `delay` (0 at the
+    first failure): 50 ms doubling to 1 s. Or raise: only an http-server that is not
     running yet (Offline, never delivered) is waited for, until give_up."""
     if not isinstance(exc, Offline):
         kind = "Timeout" if exc.kind == "Timeout" else "UnexpectedResponse"
         raise HttpServerError(kind, str(exc)) from exc
-    if exc.delivered or time.monotonic() + delay > give_up:
+    wait = min(delay * 2, 1.0) if delay else 0.05
+    if exc.delivered or time.monotonic() + wait > give_up:
         raise HttpServerError("UnexpectedResponse", str(exc)) from exc
-    if delay == 0.05:
+    if not delay:
         log.info("%s: waiting for the http-server to start", who)
-    return min(delay * 2, 1.0) if delay > 0.05 else 0.1
+    return wait

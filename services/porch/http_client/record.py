@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from porch.http_server.state import write_atomic
+from porch.files import write_atomic
 
 log = logging.getLogger("porch.http_client")
 

@@ -32,10 +32,10 @@ from porch.http_server.auth import Auth
 from porch.http_server.gateway import Gateway
 from porch.http_server.listener import Listener, Server
 from porch.http_server.port import PortBusy, open_listener
-from porch.http_server.settings import HttpServerSettings
+from porch.http_server.settings import HttpServerSettings, load_settings
 from porch.http_server.state import BindingStore, NodeSecrets, generate_password
 from porch.http_server.websocket import WsHub
-from porch.node.config import ConfigError, NodeConfig, settings_from
+from porch.node.config import ConfigError, NodeConfig
 from porch.node.home import NodeHome
 from porch.node.startup import start_service
 from porch.process.aio import AsyncProcess
@@ -44,13 +44,14 @@ from porch.process.message import PorchError
 log = logging.getLogger("porch.http_server")
 
 
-def load_settings(config: NodeConfig, args: argparse.Namespace) -> HttpServerSettings:
+def settings_with_overrides(config: NodeConfig, args: argparse.Namespace, where: str) -> HttpServerSettings:
+    """[http_server] with --port / --host applied over it."""
     section = dict(config.http_server)
     if args.port is not None:
         section["port"] = args.port
     if args.host:
         section["host"] = args.host
-    return settings_from(section, HttpServerSettings, "porch.toml [http_server]")
+    return load_settings(section, where)
 
 
 def ensure_password(home: NodeHome) -> None:
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     home, config = started
     try:
-        settings = load_settings(config, args)
+        settings = settings_with_overrides(config, args, f"{home.config_path} [http_server]")
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

@@ -6,8 +6,9 @@ Every limit DESIGN.md asks for is here, with a default a serious server would pi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from porch.node.config import ConfigError
+from porch.node.config import ConfigError, settings_from
 
 MiB = 1024 * 1024
 
@@ -68,3 +69,9 @@ class HttpServerSettings:
                 raise ConfigError(f"[http_server] {name} must be more than 0")
         if self.ws_ping_interval_s < 0:
             raise ConfigError("[http_server] ws_ping_interval_s must be 0 (never) or more")
+
+
+def load_settings(section: dict[str, Any], where: str = "porch.toml [http_server]") -> HttpServerSettings:
+    """The [http_server] table checked (names, types, ranges), as `porch up` and the
+    service itself load it."""
+    return settings_from(section, HttpServerSettings, where)

@@ -100,11 +100,11 @@ def load_checked(home: NodeHome) -> node_config.NodeConfig:
     them when it starts: a mistake fails the command (naming file, table and key)
     instead of a service that supervisord restarts until it gives up."""
     from porch.http_client.settings import load_settings as http_client_settings
-    from porch.http_server.settings import HttpServerSettings
+    from porch.http_server.settings import load_settings as http_server_settings
 
     config = node_config.load(home.config_path)  # node name, [kernel], [[process]]
     where = str(home.config_path)
-    node_config.settings_from(config.http_server, HttpServerSettings, f"{where} [http_server]")
+    http_server_settings(config.http_server, f"{where} [http_server]")
     http_client_settings(config.http_client, f"{where} [http_client]")
     return config
 
@@ -206,13 +206,11 @@ def apply_config(home: NodeHome, config: node_config.NodeConfig, sup: supervise.
     restarted = []
     if applied.programs.get("kernel") not in (None, fresh["kernel"]):
         # first, so that added processes register under the new grants
-        try:
-            sup.restart("kernel")
+        if _restart(sup, "kernel", "kernel", "its part of porch.toml changed"):
             restarted.append("kernel")
             programs["kernel"] = fresh["kernel"]
-            print("porch: restarted kernel (its part of porch.toml changed)")
-        except xmlrpc.client.Fault as exc:
-            rc = _fail(f"could not restart kernel: {exc.faultString}; `porch logs kernel`")
+        else:
+            rc = 1
     try:
         added, changed, removed = sup.update()
     except xmlrpc.client.Fault as exc:
@@ -240,15 +238,11 @@ def apply_config(home: NodeHome, config: node_config.NodeConfig, sup: supervise.
         if program not in supervise.SERVICES and states.get(program) in ("STOPPED", "STOPPING"):
             programs[program] = fresh[program]  # reads it when someone starts it
             continue
-        name = names.get(program, program)
-        try:
-            sup.restart(program)
-        except xmlrpc.client.Fault as exc:
-            rc = _fail(f"could not restart {name}: {exc.faultString}; `porch logs {name}`")
+        if not _restart(sup, program, names.get(program, program), "its part of porch.toml changed"):
+            rc = 1
             continue
         programs[program] = fresh[program]
         restarted.append(program)
-        print(f"porch: restarted {name} (its part of porch.toml changed)")
         if program == "http-server":
             was, now = before.get("settings", {}), fresh[program].get("settings", {})
             if any(was.get(k) != now.get(k) for k in ("host", "port")):
@@ -450,11 +444,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not sup.running():
         print(f"porch: no node is running in {home.root}")
         return 3
+    config: node_config.NodeConfig | None = None
     try:
-        config: node_config.NodeConfig | None = load_checked(home)
+        config = node_config.load(home.config_path)  # names and ids, even if a table is wrong
+        load_checked(home)
     except node_config.ConfigError as exc:
         print(f"porch: warning: {exc}", file=sys.stderr)
-        config = None
     names = supervise.display_names(config) if config else {}
     infos = sup.processes()
     rows = [(names.get(i["name"], i["name"]), i["statename"], _describe(i)) for i in infos]
@@ -508,18 +503,25 @@ def cmd_restart(args: argparse.Namespace) -> int:
     fresh = supervise.fingerprints(config)
     rc = 0
     for program in programs:
-        name = names.get(program, program)
-        try:
-            sup.restart(program)
-        except xmlrpc.client.Fault as exc:
-            rc = _fail(f"could not restart {name}: {exc.faultString}; `porch logs {name}`")
+        if not _restart(sup, program, names.get(program, program)):
+            rc = 1
             continue
-        print(f"porch: restarted {name}")
         if applied is not None and program in fresh:
             applied.programs[program] = fresh[program]
     if applied is not None:
         applied.write(home)
     return rc
+
+
+def _restart(sup: supervise.Supervisor, program: str, name: str, why: str = "") -> bool:
+    """Restart one program, saying so (and why), or why it could not be."""
+    try:
+        sup.restart(program)
+    except xmlrpc.client.Fault as exc:
+        _fail(f"could not restart {name}: {exc.faultString}; `porch logs {name}`")
+        return False
+    print(f"porch: restarted {name}" + (f" ({why})" if why else ""))
+    return True
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

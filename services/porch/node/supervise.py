@@ -35,6 +35,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from porch.files import write_atomic
 from porch.node.config import NodeConfig
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
 
@@ -155,16 +156,8 @@ def write(home: NodeHome, config: NodeConfig, *, foreground: bool,
     """Render the config into run/supervisord.conf (0600: it holds the socket login)."""
     text = render(home, config, foreground=foreground, extra_args=extra_args,
                   login=credentials(home, create=True))
-    _write_private(home.supervisord_conf, text)
+    write_atomic(home.supervisord_conf, text.encode())
     return home.supervisord_conf
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------- applied config
@@ -209,7 +202,7 @@ class Applied:
             return None
 
     def write(self, home: NodeHome) -> None:
-        _write_private(home.applied_path, json.dumps(dataclasses.asdict(self), indent=1) + "\n")
+        write_atomic(home.applied_path, (json.dumps(dataclasses.asdict(self), indent=1) + "\n").encode())
 
 
 # ---------------------------------------------------------------------------- names
@@ -286,14 +279,10 @@ class Supervisor:
         disappeared are stopped and removed, and changed ones are replaced. Returns the
         program names (added, changed, removed)."""
         [[added, changed, removed]] = self.rpc.reloadConfig()
-        for name in removed:
+        for name in [*removed, *changed]:
             self.rpc.stopProcessGroup(name, True)
             self.rpc.removeProcessGroup(name)
-        for name in changed:
-            self.rpc.stopProcessGroup(name, True)
-            self.rpc.removeProcessGroup(name)
-            self.rpc.addProcessGroup(name)
-        for name in added:
+        for name in [*changed, *added]:
             self.rpc.addProcessGroup(name)
         return list(added), list(changed), list(removed)
 
