@@ -169,7 +169,7 @@ def test_kill_9_of_the_target_with_a_request_pending_is_offline_within_2_s(bed: 
     bed.node.wait_registered("victim:demo:sys")
     a = bed.process("a:demo:sys")
     a.send_request("victim:demo:sys", b"sleep 60", expects_response=30)
-    time.sleep(0.3)
+    bed.node.wait_log("victim:demo:sys", "got sleep 60")
     bed.node.kill("victim:demo:sys")
     started = time.monotonic()
     with pytest.raises(porch.Offline) as err:

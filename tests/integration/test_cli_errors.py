@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import argon2
 import pytest
 
 from porch.node.home import NodeHome
@@ -125,6 +126,8 @@ def test_password_from_the_environment_needs_no_terminal(home: Path) -> None:
     result = porch("password", home=home, PORCH_PASSWORD="from env")
     assert result.returncode == 0, result.stderr
     assert "from env" not in result.stdout
+    stored = (home / "state" / "password.argon2").read_text().strip()
+    assert argon2.PasswordHasher().verify(stored, "from env"), "the environment's password is set"
 
 
 def test_password_for_a_mistyped_home_creates_nothing(tmp_path: Path) -> None:

@@ -268,9 +268,13 @@ def test_idle_keep_alive_connection_is_closed_after_idle_timeout_s(lim: Limits) 
     assert closed.after < FAILS_FAST
     # A real client's pooled connection notices and reconnects.
     with requests.Session() as session:
-        assert session.get(lim.base + "/idle:pkg:pub.os/", timeout=10).status_code == 200
+        first = session.get(lim.base + "/idle:pkg:pub.os/", timeout=10)
+        assert first.status_code == 200
         time.sleep(2.5)  # past idle_timeout_s: the server has closed the pooled connection
-        assert session.get(lim.base + "/idle:pkg:pub.os/", timeout=10).status_code == 200
+        second = session.get(lim.base + "/idle:pkg:pub.os/", timeout=10)
+        assert second.status_code == 200
+        assert second.json()["source_socket_addr"] != first.json()["source_socket_addr"], \
+            "a new connection: the pooled one was closed by the server"
 
 
 def test_idle_timeout_does_not_cut_a_request_its_app_is_still_answering(lim: Limits) -> None:
@@ -335,7 +339,7 @@ def test_connections_past_max_connections_get_503_and_the_server_recovers() -> N
         wait_for(lambda: _refused_busy(lim), 10, 0.1, "a connection past the limit to be refused")
         r = requests.get(lim.base + "/hd:pkg:pub.os/", timeout=10)
         assert r.status_code == 503 and r.headers["Retry-After"] == "1", (r.status_code, r.text)
-        assert "max_connections (3) reached" in lim.node.log("http-server")
+        lim.node.wait_log("http-server", "max_connections (3) reached", 5)
         idle.pop().close()
         wait_for(lambda: served(lim), 10, 0.1, "a request once a connection is free")
         assert lim.worker(), "the worker is still running"

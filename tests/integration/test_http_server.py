@@ -483,7 +483,7 @@ def test_kill_9_mid_request_is_502_then_503_until_restarted(web: Web) -> None:
 
     t = threading.Thread(target=slow)
     t.start()
-    time.sleep(0.5)
+    web.node.wait_log("k1:pkg:pub.os", "sleeping")  # the request is in the app
     killed = time.monotonic()
     web.node.kill("k1:pkg:pub.os")
     t.join(10)

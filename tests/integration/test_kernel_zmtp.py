@@ -132,6 +132,9 @@ def test_the_kernel_runs_on_zmtp(live: tuple[Node, porch.Process]) -> None:
     still_routes(client)
 
 
+_last_refusal = [0.0]  # the kernel logs one refusal a second: each case waits its turn
+
+
 @pytest.mark.parametrize("payload, why", [
     (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "not ZMTP"),
     (b"\xff" + bytes(8) + b"\x00", "not ZMTP"),
@@ -149,7 +152,9 @@ def test_the_kernel_runs_on_zmtp(live: tuple[Node, porch.Process]) -> None:
 def test_a_connection_breaking_the_protocol_is_closed_and_counted(
         live: tuple[Node, porch.Process], payload: bytes, why: str) -> None:
     node, client = live
+    time.sleep(max(0.0, _last_refusal[0] + 1.1 - time.monotonic()))
     before = client.registry().malformed
+    logged = len(node.log("kernel"))
     with connect_raw(node) as sock:
         sock.sendall(payload)
         got = read_until_closed(sock)
@@ -157,8 +162,11 @@ def test_a_connection_breaking_the_protocol_is_closed_and_counted(
     if b"PUB" in payload:
         assert z.error("invalid socket type PUB for a ROUTER") in got, "ERROR before closing"
     wait_for(lambda: client.registry().malformed > before, 5, what="the refusal to be counted")
+    _last_refusal[0] = time.monotonic()
     still_routes(client)
-    assert "closed connection" in node.log("kernel")
+    line = wait_for(lambda: next((x for x in node.log("kernel")[logged:].splitlines()
+                                  if "closed connection" in x), None), 5, what="the refusal's log line")
+    assert why in line, line
 
 
 def test_truncated_frame_then_eof_delivers_nothing(live: tuple[Node, porch.Process]) -> None:
@@ -312,6 +320,7 @@ def test_kill_9_gives_offline_even_when_a_forked_child_keeps_the_connection(znod
             os._exit(0)
         print("child", child, flush=True)
         p.await_message()
+        print("working", flush=True)
         time.sleep(60)
     """)
     znode.wait_registered("forker:demo:sys")
@@ -320,11 +329,12 @@ def test_kill_9_gives_offline_even_when_a_forked_child_keeps_the_connection(znod
     try:
         a = znode.process("a:demo:sys")
         a.send_request("forker:demo:sys", b"work", expects_response=30)
-        time.sleep(0.3)
+        znode.wait_log("forker:demo:sys", "working")
         victim.kill()
         started = time.monotonic()
-        with pytest.raises(porch.Offline):
+        with pytest.raises(porch.Offline) as err:
             a.await_message(timeout=10)
+        assert err.value.delivered, "it died with the request: the forked-child case itself"
         assert time.monotonic() - started < 2.0
         assert alive(child)
         znode.wait_log("kernel", f"unregistered forker:demo:sys (os pid {victim.pid}): process exited")

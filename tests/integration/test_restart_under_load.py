@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ import pytest
 import requests
 from websockets.sync.client import ClientConnection, connect
 
+from support.load import Load
 from support.node import PY, SupervisedNode, free_port, wait_for
 
 HTTP_APP = (Path(__file__).parent.parent / "support" / "http_app.py").read_text()
@@ -88,41 +88,6 @@ def ws_echoes(port: int) -> bool:
             return ws.recv(timeout=3) == "ping"
     except (OSError, TimeoutError, Exception):
         return False
-
-
-class Load:
-    """Two threads of GETs on the app's path; every outcome counted, nothing may hang."""
-
-    def __init__(self, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}/web:web:sys/dyn"
-        self.statuses: dict[int, int] = {}
-        self.errors: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(2)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
-
-    def _run(self) -> None:
-        session = requests.Session()
-        while not self._stop.is_set():
-            try:
-                status = session.get(self.url, timeout=10).status_code
-                with self._lock:
-                    self.statuses[status] = self.statuses.get(status, 0) + 1
-            except requests.RequestException as exc:  # refused, reset or timed out
-                with self._lock:
-                    self.errors.append(f"{type(exc).__name__}: {exc}")
-                session = requests.Session()
-            time.sleep(0.005)
 
 
 def pids(node: SupervisedNode) -> dict[str, int]:

@@ -28,6 +28,7 @@ ECHO = """
     while True:
         m = p.await_message()
         if m.body.startswith(b"sleep "):
+            print("got", m.body.decode(), flush=True)  # tests wait for this, not a guess
             time.sleep(float(m.body[6:]))
         p.respond(b"echo:" + m.body, blob=m.blob)
 """
@@ -198,9 +199,10 @@ def test_close_unregisters_at_once(knode: Node, transport: str) -> None:
     async def main(proc: porch.AsyncProcess) -> None:
         other = await porch.AsyncProcess.connect("closer:demo:sys", home=knode.home.root,
                                                  transport=transport)
-        other.on_request(lambda m: None)  # never answers
+        got = asyncio.Event()
+        other.on_request(lambda m: got.set())  # never answers
         pending = asyncio.ensure_future(proc.request("closer:demo:sys", b"x", timeout=60))
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(got.wait(), 10)  # delivered, then the close
         other.close()
         with pytest.raises(porch.Offline) as err:
             await asyncio.wait_for(pending, 10)

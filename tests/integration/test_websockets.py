@@ -367,7 +367,7 @@ def test_slow_reader_is_closed_while_ten_others_keep_full_speed(site: Site) -> N
                 assert result is not None and result.WhichOneof("result") == "ok"
             else:
                 push(app, ch, "Text", b"tick", expect=False)
-    assert slowest_ack < 1.0, f"a push to a fast socket waited {slowest_ack:.2f} s"
+    assert slowest_ack < 3.0, f"a push to a fast socket waited {slowest_ack:.2f} s"
     wait_for(lambda: min(received) >= 200, 10, what="every fast reader to get all 200 frames")
     # The slow one was closed for being slow (1008), its owner told, without holding
     # anyone up; the fast ones are all still open.

@@ -38,6 +38,7 @@ while True:
         query.setdefault(q.name, []).append(q.value)
     do = query.get("do", [""])[-1]
     if do == "sleep":
+        print("sleeping", flush=True)  # tests wait for this, not a guess
         time.sleep(float(query["s"][-1]))
     elif do == "exit":
         os._exit(1)

@@ -9,6 +9,7 @@ to ~100 bytes) and end only the processes they started.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -88,7 +89,7 @@ def service_env(home: Path, **extra: str) -> dict[str, str]:
 
 def with_kernel_transport(config: str, transport: str) -> str:
     """The node config with `[kernel] transport` set (unless it sets one itself)."""
-    if "transport" in config:
+    if re.search(r"^\s*transport\s*=", config, re.MULTILINE):
         return config
     line = f'transport = "{transport}"\n'
     if "[kernel]\n" in config:

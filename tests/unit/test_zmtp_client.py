@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from porch.kernel import zmtp_codec as z
 from porch.process.aio import stub_transport
 from porch.process.zmtp_client import socket_path
+from support.zmtp_stream import LARGE, as_bytes, feed_in_pieces
 
 MAX = 1 << 20
 # What the kernel says first (its ServerSession, or a libzmq ROUTER): greeting, READY.
@@ -22,10 +23,6 @@ def client() -> z.ClientSession:
     assert s.ready and s.error is None
     s.out.clear()
     return s
-
-
-def as_bytes(msgs: list[z.Message]) -> list[tuple[list[bytes], int]]:
-    return [([bytes(f) for f in frames], count) for frames, count in msgs]
 
 
 def pump(src: z.ServerSession | z.ClientSession, dst: z.ServerSession | z.ClientSession,
@@ -144,11 +141,6 @@ def test_server_to_client_and_back_through_both_sessions() -> None:
     assert c.out == [z.pong(b"s")]
 
 
-PATTERN = bytes(range(256)) * 300
-LARGE = st.builds(lambda n, k: PATTERN[k:k + n], st.integers(z.BIG_FRAME - 10, z.BIG_FRAME + 5000),
-                  st.integers(0, 255))
-
-
 @settings(max_examples=100, deadline=None)
 @given(
     messages=st.lists(st.lists(st.one_of(st.binary(max_size=300), LARGE), min_size=1, max_size=2),
@@ -159,19 +151,7 @@ def test_any_cutting_of_the_kernels_stream_gives_the_same_messages(
         messages: list[list[bytes]], cuts: list[int]) -> None:
     s = z.ClientSession(MAX)
     stream = ROUTER_HELLO + b"".join(z.encode_message(list(m)) for m in messages)
-    got: list[z.Message] = []
-    pos = 0
-    for cut in [*sorted({c for c in cuts if c < len(stream)}), len(stream)]:
-        while pos < cut:
-            buf = s.read_buffer()
-            if buf is None:
-                got += s.feed(stream[pos:cut])
-                pos = cut
-            else:
-                k = min(len(buf), cut - pos)
-                buf[:k] = stream[pos:pos + k]
-                pos += k
-                got += s.filled(k)
+    got = feed_in_pieces(s, stream, cuts)
     assert s.error is None
     assert as_bytes(got) == [(m, len(m)) for m in messages]
 
@@ -183,7 +163,9 @@ def test_random_bytes_never_raise(data: bytes, handshake: bool) -> None:
     if handshake:
         s.feed(ROUTER_HELLO)
     s.feed(data)
-    assert s.error is None or isinstance(s.error, str)
+    # Broken once, it says how, and accepts nothing more (not even a whole valid message).
+    assert s.error is None or (isinstance(s.error, str) and s.error
+                               and s.feed(ROUTER_HELLO + z.encode_message([b"x"])) == [])
 
 
 # --------------------------------------------------------------------------- the stub's side
