@@ -43,6 +43,8 @@ from porch.process.message import PorchError
 
 log = logging.getLogger("porch.http_server")
 
+DRAIN_S = 5.0  # at stop, how long requests in flight may still take (the keeper waits 10 s)
+
 
 def settings_with_overrides(config: NodeConfig, args: argparse.Namespace, where: str) -> HttpServerSettings:
     """[http_server] with --port / --host applied over it."""
@@ -192,6 +194,13 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     loop.add_signal_handler(signal.SIGINT, stop.set)
     await stop.wait()
     server.stop()  # stop accepting; the keeper still holds the socket
+    # Let the requests in flight be answered (a restart must not cut them), within
+    # DRAIN_S; the keeper waits longer than that before it kills us.
+    drain_until = loop.time() + DRAIN_S
+    while gateway.inflight and loop.time() < drain_until:
+        await asyncio.sleep(0.02)
+    if gateway.inflight:
+        log.warning("stopping with %d request(s) still in flight after %.0f s", gateway.inflight, DRAIN_S)
     try:
         store.save(table)  # fold the journal into bindings.json: a stopped node's state is one file
     except OSError as exc:
