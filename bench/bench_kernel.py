@@ -1,11 +1,9 @@
-"""Kernel benchmark: porch's two-hop path through the kernel, over both of the kernel's
-transports, beside a raw pyzmq echo.
+"""Kernel benchmark: porch's two-hop path through the kernel, beside a raw pyzmq echo.
 
 What runs (all on ipc:// in temporary node homes, each its own OS process):
-  - two real kernels (`python -m porch.kernel`), as a node runs them: one with
-    `[kernel] transport = "zmtp"` (it speaks ZMTP on its socket itself), one with
-    `transport = "libzmq"` (a pyzmq ROUTER);
-  - a responder user process per kernel: the blocking `await_message` / `respond` loop;
+  - a real kernel (`python -m porch.kernel`), as a node runs it (it speaks ZMTP on its
+    socket itself, `porch.link.server`);
+  - a responder user process: the blocking `await_message` / `respond` loop;
   - a raw echo server: a pyzmq ROUTER that sends every frame set straight back;
   - two do-nothing relays, the floors of each transport: a pyzmq ROUTER and a minimal
     Python ZMTP relay, each with an echo DEALER behind it (the kernel's topology);
@@ -48,7 +46,6 @@ import zmq
 
 import porch
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
-from porch.process.core import stub_transport
 
 PY = sys.executable
 BODY = bytes(range(100))  # 100-byte request and response bodies
@@ -102,7 +99,7 @@ RELAY_ECHO_SRC = """
 # itself on the Unix socket, in Python, with epoll, so no libzmq I/O thread and no
 # mailbox sit between the socket and the code. The DEALERs on both ends are ordinary
 # pyzmq. Minimal on purpose (no heartbeats, no partial-write handling, trusts its
-# peers): the experiment that led to porch.kernel.zmtp, kept as its lower bound.
+# peers): the experiment that led to porch.link.server, kept as its lower bound.
 ZMTP_RELAY_SRC = r"""
     import os, select, socket, struct, sys
     path = sys.argv[1]
@@ -225,7 +222,7 @@ class Settings:
 # --------------------------------------------------------------------------- processes
 
 
-TRANSPORTS = ("zmtp", "libzmq")
+TRANSPORTS = ("zmtp",)  # the kernel's transports (one since the libzmq kernel went)
 
 
 @dataclass
@@ -311,7 +308,7 @@ def testbed(keep: bool = False, kernel_path: str | None = None,
     try:
         for t, home in bed.homes.items():
             home.ensure()
-            home.config_path.write_text(f'node = "bench.os"\n[kernel]\ntransport = "{t}"\n')
+            home.config_path.write_text('node = "bench.os"\n')
             # --kernel-path runs another checkout's kernel (its services/ dir): an A/B of
             # a kernel change under the same stubs, on the same machine, minutes apart.
             extra = {"PYTHONPATH": kernel_path} if kernel_path else {}
@@ -570,8 +567,6 @@ def report(r: dict[str, Side], s: Settings) -> None:
     print(f"kernel: 100-byte request/response, ipc loopback, medians of {s.rounds} rounds "
           f"({s.ping_pongs} ping-pongs, {s.pipelined} pipelined pairs, window {s.window}), "
           "sides alternated in every round")
-    print(f"  stubs (requesters, responders) on the {stub_transport(None, 'ipc://')} transport "
-          "($PORCH_STUB_TRANSPORT)")
     head = "".join(f"{t + ' kernel':>16}" for t in kernels)
     print(f"  {'':30}{head}{'raw zmq echo':>16}")
 

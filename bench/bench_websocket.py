@@ -5,7 +5,7 @@
 Porch path: client -> http-server -> kernel -> echo process -> kernel -> http-server ->
 client, with the echo process written on the asyncio stub (AsyncHttpServer; it talks
 ZMTP to the kernel itself) and, as a second figure, on the blocking stub (HttpServer;
-both stubs speak ZMTP unless $PORCH_STUB_TRANSPORT=libzmq). Plain: client -> one
+both stubs speak ZMTP to the kernel). Plain: client -> one
 Tornado WebSocketHandler echoing. The same client (a
 separate Python process with 10 connections, each sending its next message as soon as
 the echo of the last arrives) drives all of them, alternating rounds; medians compared.

@@ -60,7 +60,7 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, *fra
                                                         "not-a-cidr"]),
     ("http_client", "workers = 0", ["[http_client]", "workers must be at least 1"]),
     ("kernel", "request_timeout = 5", ["[kernel]", "unknown setting(s) request_timeout"]),
-    ("kernel", 'transport = "tcp"', ["[kernel]", "transport must be"]),
+    ("kernel", 'max_request_timeout_s = 0', ["[kernel]", "max_request_timeout_s must be"]),
 ])
 def test_up_checks_every_services_settings_before_starting_anything(
         home: Path, table: str, line: str, fragments: list[str]) -> None:

@@ -1,5 +1,5 @@
-"""The kernel speaking ZMTP itself (`[kernel] transport = "zmtp"`), against real pyzmq
-peers and raw Unix-socket clients: garbage connections, heartbeats, a peer that stops
+"""The kernel's ZMTP server (`porch.link.server`), against real pyzmq (libzmq) peers and
+raw Unix-socket clients: garbage connections, heartbeats, a peer that stops
 reading, disconnects seen at once, large blobs."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import zmq
@@ -18,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import porch
-from porch.kernel import zmtp_codec as z
+from porch.link import codec as z
 from porch.wire import PROTOCOL_VERSION, kernel_pb2
 from support.node import Node, alive, wait_for
 
-CONFIG = 'node = "test.os"\n[kernel]\ntransport = "zmtp"\n'
+CONFIG = 'node = "test.os"\n'
 ECHO = """
     import porch
     p = porch.Process()
@@ -411,3 +412,26 @@ def test_many_processes_at_once(znode: Node) -> None:
             proc.close()
 
     assert asyncio.run(main()) == [b"echo:%d" % i for i in range(400)]
+
+
+# --------------------------------------------------------------------------- other languages
+
+
+def readme_example(marker: str) -> str:
+    """The code block that follows `<!-- readme-example: marker -->` in README.md."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    after = readme.split(f"<!-- readme-example: {marker} -->", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_pyzmq_process_registers_and_answers(znode: Node) -> None:
+    """A plain libzmq DEALER (pyzmq) with the README's 20 lines is a process like any
+    other: it registers, is found by name, answers requests, and its death is seen."""
+    proc = znode.spawn("reverse:demo:sys", readme_example("pyzmq-process"))
+    znode.wait_registered("reverse:demo:sys")
+    client = znode.process("client:demo:sys")
+    assert client.send_and_await_response("reverse:demo:sys", b"porch", timeout=5).body == b"hcrop"
+    proc.kill()
+    proc.wait(5)
+    with pytest.raises(porch.Offline):
+        client.send_and_await_response("reverse:demo:sys", b"again", timeout=5)

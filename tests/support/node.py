@@ -9,7 +9,6 @@ to ~100 bytes) and end only the processes they started.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
@@ -87,29 +86,13 @@ def service_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def with_kernel_transport(config: str, transport: str) -> str:
-    """The node config with `[kernel] transport` set (unless it sets one itself)."""
-    if re.search(r"^\s*transport\s*=", config, re.MULTILINE):
-        return config
-    line = f'transport = "{transport}"\n'
-    if "[kernel]\n" in config:
-        return config.replace("[kernel]\n", "[kernel]\n" + line, 1)
-    return config + "\n[kernel]\n" + line
-
-
 class Node:
     """Services of one node as plain subprocesses in a temporary home."""
-
-    # When set, every Node's config selects this kernel transport (a test module that
-    # reruns kernel tests on another transport sets it for its duration).
-    kernel_transport: str | None = None
 
     def __init__(self, config: str = 'node = "test.os"\n') -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="porch-", dir="/tmp"))
         self.home = NodeHome(self.dir / "h")
         self.home.ensure()
-        if self.kernel_transport is not None:
-            config = with_kernel_transport(config, self.kernel_transport)
         self.home.config_path.write_text(config)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._stubs: list[porch.Process] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from porch.kernel import zmtp_codec as z
+from porch.link import codec as z
 
 # Bodies over BIG_FRAME (read in place): drawn as a size and an offset, not byte by byte.
 PATTERN = bytes(range(256)) * 300
@@ -13,7 +13,7 @@ LARGE = st.builds(lambda n, k: PATTERN[k:k + n], st.integers(z.BIG_FRAME - 10, z
                   st.integers(0, 255))
 
 
-def feed_in_pieces(s: z.ServerSession, data: bytes, cuts: list[int]) -> list[z.Message]:
+def feed_in_pieces(s: z.Session, data: bytes, cuts: list[int]) -> list[z.Message]:
     """Feed data cut at `cuts`, reading large bodies in place as the transport does."""
     msgs: list[z.Message] = []
     pos = 0

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from porch.kernel import zmtp_codec as z
+from porch.link import codec as z
 from support.zmtp_stream import LARGE, as_bytes, feed_in_pieces
 
 MAX = 1 << 20
@@ -16,8 +16,8 @@ MAX = 1 << 20
 DEALER_HELLO = z.greeting() + z.ready(b"DEALER", {b"Identity": b""})
 
 
-def session(max_frame: int = MAX) -> z.ServerSession:
-    s = z.ServerSession(max_frame)
+def session(max_frame: int = MAX) -> z.Session:
+    s = z.Session(max_frame, z.ROUTER)
     assert s.feed(DEALER_HELLO) == []
     assert s.ready and s.error is None
     s.out.clear()
@@ -37,7 +37,7 @@ def test_greeting_layout() -> None:
 
 
 def test_session_sends_greeting_and_ready_router_at_once() -> None:
-    s = z.ServerSession(MAX)
+    s = z.Session(MAX, z.ROUTER)
     out = b"".join(s.out)
     assert out[:64] == z.greeting()
     name, data = z.parse_command(out[66:])
@@ -122,7 +122,7 @@ def test_body_larger_than_a_chunk_is_read_in_pieces() -> None:
 )
 def test_any_cutting_of_the_stream_gives_the_same_messages(
         messages: list[list[bytes]], cuts: list[int], pings: list[bytes]) -> None:
-    s = z.ServerSession(MAX)
+    s = z.Session(MAX, z.ROUTER)
     stream = DEALER_HELLO + b"".join(z.ping(50, c) for c in pings)
     stream += b"".join(z.encode_message(list(m)) for m in messages)
     msgs = feed_in_pieces(s, stream, [c for c in cuts if c < len(stream)])
@@ -144,14 +144,14 @@ def test_ping_gets_pong_with_its_context_and_pong_is_ignored() -> None:
 
 
 def test_identity_and_socket_type_are_recorded() -> None:
-    s = z.ServerSession(MAX)
+    s = z.Session(MAX, z.ROUTER)
     s.feed(z.greeting() + z.ready(b"DEALER", {b"Identity": b"me"}))
     assert (s.peer_socket_type, s.peer_identity) == (b"DEALER", b"me")
 
 
 @pytest.mark.parametrize("stype", [b"DEALER", b"REQ", b"ROUTER"])
 def test_router_peers_are_accepted(stype: bytes) -> None:
-    s = z.ServerSession(MAX)
+    s = z.Session(MAX, z.ROUTER)
     s.feed(z.greeting() + z.ready(stype))
     assert s.ready and s.error is None
 
@@ -159,8 +159,8 @@ def test_router_peers_are_accepted(stype: bytes) -> None:
 # --------------------------------------------------------------------------- refusals
 
 
-def refused(data: bytes, max_frame: int = MAX) -> z.ServerSession:
-    s = z.ServerSession(max_frame)
+def refused(data: bytes, max_frame: int = MAX) -> z.Session:
+    s = z.Session(max_frame, z.ROUTER)
     s.out.clear()
     s.feed(data)
     assert s.error is not None, "the session must refuse this"
@@ -219,7 +219,7 @@ def test_protocol_errors_after_the_handshake(tail: bytes, why: str) -> None:
 
 
 def test_messages_before_the_offence_still_come_out_and_nothing_after() -> None:
-    s = z.ServerSession(MAX)
+    s = z.Session(MAX, z.ROUTER)
     msgs = s.feed(DEALER_HELLO + z.encode_message([b"ok"]) + b"\xf0\x00" + z.encode_message([b"no"]))
     assert as_bytes(msgs) == [([b"ok"], 1)]
     assert s.error is not None
@@ -242,7 +242,7 @@ def test_declared_size_allocates_at_most_a_chunk_ahead() -> None:
 @settings(max_examples=500, deadline=None)
 @given(data=st.binary(max_size=400), handshake=st.booleans())
 def test_random_bytes_never_raise(data: bytes, handshake: bool) -> None:
-    s = z.ServerSession(4096)
+    s = z.Session(4096, z.ROUTER)
     if handshake:
         s.feed(DEALER_HELLO)
     s.feed(data)  # returns messages or sets error; never raises

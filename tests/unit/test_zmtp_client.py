@@ -7,25 +7,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from porch.kernel import zmtp_codec as z
-from porch.process.aio import stub_transport
-from porch.process.zmtp_client import socket_path
+from porch.link import codec as z
 from support.zmtp_stream import LARGE, as_bytes, feed_in_pieces
 
 MAX = 1 << 20
-# What the kernel says first (its ServerSession, or a libzmq ROUTER): greeting, READY.
+# What the kernel says first (its ROUTER session, or a libzmq ROUTER): greeting, READY.
 ROUTER_HELLO = z.greeting() + z.ready(b"ROUTER")
 
 
-def client() -> z.ClientSession:
-    s = z.ClientSession(MAX)
+def client() -> z.Session:
+    s = z.Session(MAX, z.DEALER)
     assert s.feed(ROUTER_HELLO) == []
     assert s.ready and s.error is None
     s.out.clear()
     return s
 
 
-def pump(src: z.ServerSession | z.ClientSession, dst: z.ServerSession | z.ClientSession,
+def pump(src: z.Session, dst: z.Session,
          extra: bytes = b"") -> list[z.Message]:
     """Hand what src has to say (and extra bytes) to dst; the messages dst gets."""
     data = b"".join(src.out) + extra
@@ -37,7 +35,7 @@ def pump(src: z.ServerSession | z.ClientSession, dst: z.ServerSession | z.Client
 
 
 def test_client_sends_greeting_and_ready_dealer_at_once() -> None:
-    s = z.ClientSession(MAX)
+    s = z.Session(MAX, z.DEALER)
     out = b"".join(s.out)
     assert out[:64] == z.greeting()
     assert out[32] == 0, "as-server is 0 for NULL"
@@ -48,8 +46,8 @@ def test_client_sends_greeting_and_ready_dealer_at_once() -> None:
 
 
 def test_client_and_server_sessions_complete_the_handshake_together() -> None:
-    server = z.ServerSession(MAX)
-    c = z.ClientSession(MAX)
+    server = z.Session(MAX, z.ROUTER)
+    c = z.Session(MAX, z.DEALER)
     assert pump(c, server) == [] and server.ready
     assert pump(server, c) == [] and c.ready
     assert server.peer_socket_type == b"DEALER" and c.peer_socket_type == b"ROUTER"
@@ -57,7 +55,7 @@ def test_client_and_server_sessions_complete_the_handshake_together() -> None:
 
 
 def test_the_handshake_may_arrive_byte_by_byte() -> None:
-    s = z.ClientSession(MAX)
+    s = z.Session(MAX, z.DEALER)
     data = ROUTER_HELLO + z.encode_message([b"env", b"blob"])
     msgs: list[z.Message] = []
     for i in range(len(data)):
@@ -67,7 +65,7 @@ def test_the_handshake_may_arrive_byte_by_byte() -> None:
 
 @pytest.mark.parametrize("stype", [b"ROUTER", b"DEALER", b"REP"])
 def test_dealer_peers_are_accepted(stype: bytes) -> None:
-    s = z.ClientSession(MAX)
+    s = z.Session(MAX, z.DEALER)
     s.feed(z.greeting() + z.ready(stype, {b"Identity": b"k"}))
     assert s.ready and s.error is None
     assert (s.peer_socket_type, s.peer_identity) == (stype, b"k")
@@ -75,7 +73,7 @@ def test_dealer_peers_are_accepted(stype: bytes) -> None:
 
 @pytest.mark.parametrize("stype", [b"REQ", b"PUB", b"SUB", b"PAIR", b""])
 def test_other_socket_types_are_refused_with_an_error_command(stype: bytes) -> None:
-    s = z.ClientSession(MAX)
+    s = z.Session(MAX, z.DEALER)
     s.out.clear()
     s.feed(z.greeting() + z.ready(stype))
     assert s.error is not None and "DEALER" in s.error
@@ -91,7 +89,7 @@ def test_other_socket_types_are_refused_with_an_error_command(stype: bytes) -> N
     (z.command(b"READY", b"\x05"), "malformed READY"),
 ])
 def test_bad_handshakes_are_refused(tail: bytes, why: str) -> None:
-    s = z.ClientSession(MAX)
+    s = z.Session(MAX, z.DEALER)
     s.feed(z.greeting() + tail)
     assert s.error is not None and why in s.error
 
@@ -102,7 +100,7 @@ def test_bad_handshakes_are_refused(tail: bytes, why: str) -> None:
     (z.greeting(mechanism=b"CURVE"), "mechanism CURVE"),
 ])
 def test_a_peer_that_is_not_a_zmtp_3_null_kernel_is_refused(greeting: bytes, why: str) -> None:
-    s = z.ClientSession(MAX)
+    s = z.Session(MAX, z.DEALER)
     s.feed(greeting)
     assert s.error is not None and why in s.error
 
@@ -131,7 +129,7 @@ def test_messages_come_out_as_their_frames_and_large_bodies_in_place() -> None:
 
 
 def test_server_to_client_and_back_through_both_sessions() -> None:
-    server, c = z.ServerSession(MAX), z.ClientSession(MAX)
+    server, c = z.Session(MAX, z.ROUTER), z.Session(MAX, z.DEALER)
     pump(c, server)
     pump(server, c)
     up = z.encode_message([b"register"]) + z.ping(50, b"c")
@@ -149,7 +147,7 @@ def test_server_to_client_and_back_through_both_sessions() -> None:
 )
 def test_any_cutting_of_the_kernels_stream_gives_the_same_messages(
         messages: list[list[bytes]], cuts: list[int]) -> None:
-    s = z.ClientSession(MAX)
+    s = z.Session(MAX, z.DEALER)
     stream = ROUTER_HELLO + b"".join(z.encode_message(list(m)) for m in messages)
     got = feed_in_pieces(s, stream, cuts)
     assert s.error is None
@@ -159,34 +157,10 @@ def test_any_cutting_of_the_kernels_stream_gives_the_same_messages(
 @settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=400), handshake=st.booleans())
 def test_random_bytes_never_raise(data: bytes, handshake: bool) -> None:
-    s = z.ClientSession(4096)
+    s = z.Session(4096, z.DEALER)
     if handshake:
         s.feed(ROUTER_HELLO)
     s.feed(data)
     # Broken once, it says how, and accepts nothing more (not even a whole valid message).
     assert s.error is None or (isinstance(s.error, str) and s.error
                                and s.feed(ROUTER_HELLO + z.encode_message([b"x"])) == [])
-
-
-# --------------------------------------------------------------------------- the stub's side
-
-
-def test_socket_path_of_ipc_endpoints() -> None:
-    assert socket_path("ipc:///tmp/n/run/kernel.sock") == "/tmp/n/run/kernel.sock"
-    assert socket_path("ipc://@porch-kernel") == "\0porch-kernel"
-    with pytest.raises(ValueError):
-        socket_path("tcp://127.0.0.1:5555")
-
-
-def test_transport_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PORCH_STUB_TRANSPORT", raising=False)
-    ipc = "ipc:///tmp/x/kernel.sock"
-    assert stub_transport(None, ipc) == "zmtp"
-    assert stub_transport("libzmq", ipc) == "libzmq"
-    monkeypatch.setenv("PORCH_STUB_TRANSPORT", "libzmq")
-    assert stub_transport(None, ipc) == "libzmq"
-    assert stub_transport("zmtp", ipc) == "zmtp", "the argument wins over the environment"
-    monkeypatch.setenv("PORCH_STUB_TRANSPORT", "zmtp")
-    assert stub_transport(None, "tcp://127.0.0.1:5555") == "libzmq", "zmtp reaches ipc:// only"
-    with pytest.raises(ValueError, match="unknown stub transport"):
-        stub_transport("carrier-pigeon", ipc)

@@ -36,10 +36,9 @@ from porch.node.config import ConfigError
 from porch.node.home import NodeHome
 from porch.node.startup import start_service
 from porch.process.aio import AsyncProcess
-from porch.process.core import now_ms
 from porch.process.message import Blob, KernelRefused, KernelUnreachable, Message, PorchError
 from porch.throttle import Every
-from porch.wire import http_pb2
+from porch.wire import http_pb2, now_ms
 
 log = logging.getLogger("porch.http_client")
 

@@ -12,23 +12,20 @@ For each frame set the kernel:
 Garbage never stops it: it is counted, logged (rate-limited), and answered with a
 KernelError to the connection it came from.
 
-The loop is a plain blocking epoll (DESIGN.md: a blocking loop used ~35% less CPU than
-zmq.asyncio; epoll on the ROUTER's fd makes fewer system calls than zmq.Poller).
+The loop is a plain blocking epoll (a blocking loop used ~35% less CPU than
+zmq.asyncio: docs/architecture.md).
 
-The socket side is a transport (`porch.kernel.transport`): a libzmq ROUTER, or the
-kernel speaking ZMTP itself on the same Unix socket (`[kernel] transport`). This module
-is the same for both; it names connections by the transport's opaque handles.
+The socket side is a transport (`porch.kernel.transport`, today the ZMTP server of
+`porch.link.server`); this module names connections by the transport's opaque handles.
 
 Liveness: at registration the kernel asks the OS which process is on the other end of
-the connection (SO_PEERCRED: on the message's source fd under libzmq, at accept under
-ZMTP) and watches it with a pidfd, which becomes readable the moment that process
-exits: a `kill -9` is noticed at once, without heartbeats that a busy process would
-miss. (ZeroMQ's ROUTER_NOTIFY would do this too, but it is a draft API that pyzmq's
-wheels do not enable.) A process that closes its connection on purpose sends
-Unregister first. Under ZMTP the kernel also sees the connection's EOF and drops the
-registration at once; the pidfd stays because a connection can outlive its process
-(a child forked without exec inherits the socket, so no EOF comes when the registered
-process dies) and it costs one fd per process.
+the connection (SO_PEERCRED, taken at accept) and watches it with a pidfd, which
+becomes readable the moment that process exits: a `kill -9` is noticed at once,
+without heartbeats that a busy process would miss. A process that closes its
+connection on purpose sends Unregister first. The kernel also sees the connection's
+EOF and drops the registration at once; the pidfd stays because a connection can
+outlive its process (a child forked without exec inherits the socket, so no EOF comes
+when the registered process dies) and it costs one fd per process.
 """
 
 from __future__ import annotations
@@ -42,16 +39,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import zmq
 from google.protobuf.message import DecodeError
 
 from porch.address import KERNEL, is_valid
-from porch.kernel.libzmq_transport import LibzmqTransport
 from porch.kernel.pending import PendingTable
 from porch.kernel.policy import CapabilityPolicy
 from porch.kernel.transport import Conn, SendFailed, Transport, now_ms
-from porch.kernel.zmtp import ZmtpTransport
-from porch.node.config import KERNEL_TRANSPORTS
+from porch.link.server import ZmtpServer
 from porch.throttle import Every
 from porch.wire import PROTOCOL_VERSION, kernel_pb2
 
@@ -62,7 +56,6 @@ parse_envelope = Envelope.FromString
 SendErrorKind = kernel_pb2.SendError.Kind
 ErrorCode = kernel_pb2.KernelError.Code
 
-TRANSPORTS = KERNEL_TRANSPORTS
 # A request's deadline is clamped to this far ahead: the pending table stays bounded.
 DEFAULT_MAX_TIMEOUT_MS = 3_600_000
 # Requests with expects_response but no deadline get this one.
@@ -79,14 +72,6 @@ class Peer:
     registered_at: float
     # The pid the OS reported for the connection (0 if it could not tell).
     verified_pid: int = 0
-
-
-def make_transport(name: str, endpoint: str, context: zmq.Context[Any] | None = None) -> Transport:
-    if name == "zmtp":
-        return ZmtpTransport(endpoint)
-    if name == "libzmq":
-        return LibzmqTransport(endpoint, context)
-    raise ValueError(f"unknown kernel transport {name!r}; known: {', '.join(TRANSPORTS)}")
 
 
 @dataclass
@@ -116,9 +101,8 @@ class Kernel:
         node: str,
         policy: CapabilityPolicy,
         *,
-        context: zmq.Context[Any] | None = None,
         max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
-        transport: str | Transport = "zmtp",
+        transport: Transport | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.node = node
@@ -137,8 +121,7 @@ class Kernel:
         # The transport's fds (while run() runs) and one pidfd per watched process.
         self._epoll = select.epoll()
         self._running = False
-        self.transport: Transport = (make_transport(transport, endpoint, context)
-                                     if isinstance(transport, str) else transport)
+        self.transport: Transport = transport if transport is not None else ZmtpServer(endpoint)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -165,8 +148,7 @@ class Kernel:
         One epoll set holds the transport's fds and the pidfds of registered processes.
         Each wakeup: the transport's events first (messages are what someone is waiting
         for), then deaths, then deadlines and the transport's timers; then the
-        transport flushes (under libzmq: drains again if anything was sent, since a
-        send may have taken the fd's signal for a message now waiting).
+        transport writes what all of that queued.
         """
         self._running = True
         transport = self.transport
@@ -180,12 +162,10 @@ class Kernel:
             while self._running:
                 ready = epoll.poll(wait / 1000)
                 more = on_events(ready)
-                sent = False
                 if pidfds:
                     for fd, _ in ready:
                         if fd in pidfds:
                             self._pid_exited(fd)
-                            sent = True
                 deadline = pending.next_deadline()
                 if self._watch_checks:
                     grace_end = self.started_ms + WATCH_GRACE_MS
@@ -197,13 +177,12 @@ class Kernel:
                     if now >= wake:
                         if deadline is not None and now >= deadline:
                             self.expire(now)
-                            sent = True
                             deadline = pending.next_deadline()
                         if tick is not None and now >= tick:
                             transport.on_timer(now)
                             tick = transport.next_timer()
                         wake = _earliest(deadline, tick)
-                more = transport.flush(sent) or more
+                more = transport.flush() or more
                 if more:
                     wait = 0
                 elif wake is None:
@@ -214,18 +193,6 @@ class Kernel:
             transport.detach()
 
     # ------------------------------------------------------------------ routing
-
-    def handle(self, frames: list[Any]) -> None:
-        """One incoming frame set: [identity, envelope] or [identity, envelope, blob].
-
-        Frames are zmq.Frame or plain bytes (tests); the transports call deliver().
-        """
-        n = len(frames)
-        ident = _bytes(frames[0])
-        if n not in (2, 3):
-            self.wrong_frame_count(ident, n - 1)
-            return
-        self.deliver(ident, frames[1], frames[2] if n == 3 else None)
 
     # ------------------------------------------------------------------ from the transport
 
@@ -247,7 +214,7 @@ class Kernel:
         # A fresh Envelope each time: re-parsing into one upb message leaks, its arena
         # keeps every parse's strings (measured: +190 MB per million messages).
         try:
-            env = parse_envelope(frame.bytes if type(frame) is zmq.Frame else frame)
+            env = parse_envelope(frame)
         except DecodeError:
             self._malformed(ident, 0, "frame is not a porch.v1.Envelope")
             return
@@ -262,7 +229,7 @@ class Kernel:
         kind = env.WhichOneof("message")
         peer = self.peers.get(ident)
         if kind == "control":
-            self._control(ident, peer, env, frame)
+            self._control(ident, peer, env)
             return
         if peer is None:
             self._kernel_error(ident, ErrorCode.NotRegistered, env.id,
@@ -412,12 +379,11 @@ class Kernel:
         log.info("unregistered %s (os pid %d): %s; %d pending request(s) failed Offline",
                  peer.process_id, peer.os_pid, why, len(failed))
 
-    def _control(self, ident: Conn, peer: Peer | None, env: kernel_pb2.Envelope,
-                 frame: Any) -> None:
+    def _control(self, ident: Conn, peer: Peer | None, env: kernel_pb2.Envelope) -> None:
         ctl = env.control
         which = ctl.WhichOneof("kind")
         if which == "register":
-            pid = self.transport.peer_pid(ident, frame)
+            pid = self.transport.peer_pid(ident)
             self._register(ident, peer, ctl.register, pid)
         elif which == "unregister":
             self._drop(ident, "closed its connection")
@@ -554,10 +520,6 @@ def _earliest(a: int | None, b: int | None) -> int | None:
     if a is None:
         return b
     return a if b is None or a <= b else b
-
-
-def _bytes(frame: Any) -> bytes:
-    return frame.bytes if isinstance(frame, zmq.Frame) else bytes(frame)
 
 
 def install_signal_handlers(kernel: Kernel) -> None:

@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         config.node,
         CapabilityPolicy(config.grants(), config.private()),
         max_timeout_ms=int(config.kernel.max_request_timeout_s * 1000),
-        transport=config.kernel.transport,
     )
     kernel.bind()
     install_signal_handlers(kernel)

@@ -63,19 +63,10 @@ class ProcessSpec:
 class KernelSettings:
     # Request deadlines further ahead are clamped to this (keeps the pending table bounded).
     max_request_timeout_s: float = 3600.0
-    # How the kernel serves its socket: "zmtp" (it speaks ZMTP 3.1 itself, in its own
-    # thread: no libzmq I/O thread between the socket and the router; bench/README.md
-    # "Kernel") or "libzmq" (a pyzmq ROUTER). The processes connecting to it cannot
-    # tell the difference.
-    transport: str = "zmtp"
 
     def __post_init__(self) -> None:
-        if self.transport not in KERNEL_TRANSPORTS:
-            raise ConfigError(f"[kernel] transport must be \"zmtp\" or \"libzmq\", "
-                              f"got {self.transport!r}")
-
-
-KERNEL_TRANSPORTS = ("zmtp", "libzmq")  # `[kernel] transport` (porch.kernel.router)
+        if not self.max_request_timeout_s > 0:
+            raise ConfigError("[kernel] max_request_timeout_s must be more than 0")
 
 
 @dataclass(frozen=True)
@@ -111,8 +102,8 @@ def settings_from(section: dict[str, Any], cls: type[T], where: str) -> T:
     try:
         return cls(**values)
     except ConfigError as exc:
-        # The class checks values without knowing the file: "[kernel] transport must be
-        # ..." becomes "<file> [kernel]: transport must be ...".
+        # The class checks values without knowing the file: "[kernel] max_request_timeout_s must be
+        # ..." becomes "<file> [kernel]: max_request_timeout_s must be ...".
         message = str(exc)
         table = where[where.find(" ["):].strip() if " [" in where else ""
         if table and message.startswith(table):

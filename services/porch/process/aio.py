@@ -1,22 +1,11 @@
-"""The asyncio stub API: many requests in flight at once, one socket.
+"""The asyncio stub API: many requests in flight at once, one connection.
 
     proc = await porch.AsyncProcess.connect("web:demo:sys")
     proc.on_request(handle)                      # or: msg = await proc.recv()
     reply = await proc.request("other:demo:sys", b"hi", timeout=5)
 
-Two transports carry the messages (the API and its behaviour are the same):
-
-- "zmtp" (the default): the loop itself speaks ZMTP to the kernel on the Unix socket
-  (`porch.process.zmtp_client`), with no libzmq I/O thread between the loop and the
-  socket; bench/README.md "Stubs" has the figures.
-- "libzmq": a libzmq DEALER (`porch.process.core.Core`, as the blocking stub), read
-  through its file descriptor (`loop.add_reader`), which DESIGN.md measured faster
-  than zmq.asyncio. ZeroMQ's FD is edge-triggered, so the reader always drains until
-  empty, and every send looks for input that may not have signalled the fd.
-
-`connect(transport=...)` chooses, else $PORCH_STUB_TRANSPORT, else "zmtp"; an endpoint
-that is not ipc:// (the zmtp transport speaks to Unix sockets only) uses "libzmq"
-(`porch.process.core.stub_transport`, the blocking stub's choice too).
+The loop itself speaks ZMTP to the kernel on the Unix socket
+(`porch.link.asyncio_dealer`), with no I/O thread between the loop and the socket.
 """
 
 from __future__ import annotations
@@ -27,26 +16,10 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from typing import Any
-
-import zmq
 
 from porch.address import KERNEL
+from porch.link.asyncio_dealer import AsyncioDealer
 from porch.process.blocking import LOCAL_GRACE_S, _as_blob, _as_bytes, respond_or_drop
-from porch.process.core import (
-    TRANSPORTS,  # noqa: F401 - re-exported: the choice was made here first
-    Core,
-    CoreBase,
-    Exited,
-    Incoming,
-    Refused,
-    Registered,
-    Reply,
-    expired,
-    refused_error,
-    resolve,
-    stub_transport,
-)
 from porch.process.message import (
     Blob,
     KernelRefused,
@@ -55,7 +28,17 @@ from porch.process.message import (
     Offline,
     Timeout,
 )
-from porch.process.zmtp_client import ZmtpCore
+from porch.process.session import (
+    Exited,
+    Incoming,
+    KernelSession,
+    Refused,
+    Registered,
+    Reply,
+    expired,
+    refused_error,
+    resolve,
+)
 from porch.wire import kernel_pb2
 
 log = logging.getLogger("porch.process")
@@ -66,7 +49,7 @@ RequestHandler = Callable[[Message], None]
 class AsyncProcess:
     """A process connected to the kernel, driven by the running asyncio loop."""
 
-    def __init__(self, core: CoreBase, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, core: KernelSession, loop: asyncio.AbstractEventLoop) -> None:
         self._core = core
         self._loop = loop
         self._futures: dict[int, asyncio.Future[Message]] = {}
@@ -79,23 +62,15 @@ class AsyncProcess:
         self._deadline_at = math.inf
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._handler: RequestHandler | None = None
-        self._drain_scheduled = False
         self._registered: asyncio.Future[None] = loop.create_future()
         self._on_reconnect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
         self._watches: dict[str, list[Callable[[str], None]]] = {}
-        # What a send must do after it: libzmq may hold input its fd did not signal.
-        self._after_send: Callable[[], None] = _nothing
-        self._zmq: Core | None = None
-        if isinstance(core, Core):
-            self._zmq = core
-            self._after_send = self._schedule_drain
-            loop.add_reader(core.fd, self._drain)
-            loop.add_reader(core.monitor_fd, self._on_monitor)
-        elif isinstance(core, ZmtpCore):
-            core.attach(loop, self._deliver, self._on_lost)
-        else:
-            raise TypeError(f"no asyncio transport for {type(core).__name__}")
+        link = core.link
+        if not isinstance(link, AsyncioDealer):
+            raise TypeError(f"AsyncProcess needs an AsyncioDealer, not {type(link).__name__}")
+        core.bind(self._deliver, self._on_lost)
+        link.start(loop, core)
 
     @classmethod
     async def connect(
@@ -105,28 +80,18 @@ class AsyncProcess:
         home: str | os.PathLike[str] | None = None,
         endpoint: str | None = None,
         connect_timeout: float = 30.0,
-        context: zmq.Context[Any] | None = None,
-        transport: str | None = None,
     ) -> AsyncProcess:
         """Connect as process_id and wait until registered (KernelUnreachable after
-        connect_timeout, KernelRefused for a bad or duplicate id). `transport`: "zmtp"
-        or "libzmq" (see the module's docstring); `context` is libzmq's only."""
+        connect_timeout, KernelRefused for a bad or duplicate id)."""
         pid, endpoint_ = resolve(process_id, home, endpoint)
-        core: CoreBase
-        if stub_transport(transport, endpoint_) == "libzmq":
-            core = Core(pid, endpoint_, context=context)
-        else:
-            core = ZmtpCore(pid, endpoint_)
-        self = cls(core, asyncio.get_running_loop())
-        if self._zmq is not None:
-            self._on_monitor()
-            self._drain()
+        link = AsyncioDealer(endpoint_, name=pid)
+        self = cls(KernelSession(pid, endpoint_, link), asyncio.get_running_loop())
         try:
             await asyncio.wait_for(asyncio.shield(self._registered), connect_timeout)
         except TimeoutError:
             self.close()
             raise KernelUnreachable(
-                f"no kernel answered at {core.endpoint} within {connect_timeout} s"
+                f"no kernel answered at {endpoint_} within {connect_timeout} s"
             ) from None
         except KernelRefused:
             self.close()
@@ -143,18 +108,10 @@ class AsyncProcess:
     def node(self) -> str:
         return self._core.node
 
-    @property
-    def transport(self) -> str:
-        """"zmtp" or "libzmq"."""
-        return "libzmq" if self._zmq is not None else "zmtp"
-
     def close(self) -> None:
         core = self._core
         if core.closed:
             return
-        if self._zmq is not None:
-            self._loop.remove_reader(self._zmq.fd)
-            self._loop.remove_reader(self._zmq.monitor_fd)
         self._fail_all("process closed its connection")
         core.close()
 
@@ -176,7 +133,6 @@ class AsyncProcess:
         if callbacks is None:
             callbacks = self._watches[process_id] = []
             self._core.send_watch(process_id)
-            self._after_send()
         callbacks.append(callback)
 
     # ------------------------------------------------------------------ sending
@@ -200,7 +156,6 @@ class AsyncProcess:
         env = self._core.new_request(target, _as_bytes(body), blob=blob_,
                                      metadata=metadata, rsvp=rsvp, id=id)
         self._core.send_envelope(env, blob_)
-        self._after_send()
         return env.id
 
     def request_future(
@@ -224,7 +179,6 @@ class AsyncProcess:
         fut: asyncio.Future[Message] = self._loop.create_future()
         id_ = env.id
         self._track(id_, fut, target, timeout + LOCAL_GRACE_S)
-        self._after_send()
         return id_, fut
 
     async def request(
@@ -257,15 +211,12 @@ class AsyncProcess:
     ) -> bool:
         """Answer `to`. False when the kernel was not reachable: the answer is dropped,
         never raised (see `porch.Process.respond`)."""
-        sent = respond_or_drop(self._core, to, _as_bytes(body), _as_blob(blob, mime), metadata)
-        self._after_send()
-        return sent
+        return respond_or_drop(self._core, to, _as_bytes(body), _as_blob(blob, mime), metadata)
 
     async def registry(self, timeout: float = 5.0) -> kernel_pb2.Registry:
         id_ = self._core.send_registry_query()
         fut: asyncio.Future[Message] = self._loop.create_future()
         self._track(id_, fut, KERNEL, timeout)
-        self._after_send()
         msg = await fut
         return kernel_pb2.Registry.FromString(msg.body)
 
@@ -279,7 +230,7 @@ class AsyncProcess:
                 return msg
 
     def _deliver(self, item: Incoming) -> None:
-        """One decoded item from the kernel, from either transport."""
+        """One decoded item from the kernel."""
         if isinstance(item, Reply):
             fut = self._futures.pop(item.id, None)
             if fut is None or fut.done():
@@ -326,42 +277,6 @@ class AsyncProcess:
         self._fail_all("lost the connection to the kernel")
         for cb in self._on_disconnect:
             cb()
-
-    # ------------------------------------------------------------------ libzmq transport
-
-    def _schedule_drain(self) -> None:
-        """After a send: ZeroMQ's fd may not signal input that arrived before the send,
-        so look (EVENTS) and drain soon only if something is there; anything arriving
-        later signals the fd."""
-        zmq_core = self._zmq
-        if self._drain_scheduled or zmq_core is None or zmq_core.sock.closed:
-            return
-        if zmq_core.has_input():
-            self._drain_scheduled = True
-            self._loop.call_soon(self._drain)
-
-    def _drain(self) -> None:
-        self._drain_scheduled = False
-        zmq_core = self._zmq
-        if zmq_core is None or zmq_core.sock.closed:
-            return
-        recv = zmq_core.recv_nowait
-        deliver = self._deliver
-        while True:
-            item = recv()
-            if item is False:
-                return
-            if item is not None:
-                deliver(item)
-
-    def _on_monitor(self) -> None:
-        zmq_core = self._zmq
-        if zmq_core is None or zmq_core.sock.closed:
-            return
-        _, down = zmq_core.take_monitor_events()
-        if down:
-            self._on_lost()
-        self._schedule_drain()
 
     def _track(self, id_: int, fut: asyncio.Future[Message], target: str, timeout: float) -> None:
         """Wait for the answer to id_ until timeout seconds from now, then fail Timeout."""
@@ -411,6 +326,3 @@ class AsyncProcess:
             self._deadline_timer = None
         self._deadline_at = math.inf
 
-
-def _nothing() -> None:
-    pass

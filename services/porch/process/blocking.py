@@ -8,40 +8,19 @@
             proc.respond(msg.body)                  # answers the last request received
 
 Messages that arrive while `send_and_await_response` waits are kept, in order, for the
-next `await_message`.
-
-Two transports carry the messages, with the same behaviour: "zmtp" (the default) speaks
-ZMTP on the kernel's Unix socket from the calls themselves
-(`porch.process.zmtp_blocking`), "libzmq" uses a libzmq DEALER (`Core`, read by
-`_LibzmqLink` here). `Process(transport=...)` chooses, else $PORCH_STUB_TRANSPORT
-(`porch.process.core.stub_transport`, as for the asyncio stub).
+next `await_message`. The calls themselves speak ZMTP on the kernel's Unix socket
+(`porch.link.blocking_dealer`): there is no loop and no I/O thread.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import select
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Protocol
-
-import zmq
 
 from porch.address import KERNEL
-from porch.process.core import (
-    Core,
-    CoreBase,
-    Incoming,
-    Refused,
-    Registered,
-    Reply,
-    expired,
-    refused_error,
-    resolve,
-    stub_transport,
-)
+from porch.link.blocking_dealer import BlockingDealer
 from porch.process.message import (
     Blob,
     KernelRefused,
@@ -52,7 +31,16 @@ from porch.process.message import (
     SendError,
     Timeout,
 )
-from porch.process.zmtp_blocking import BlockingZmtpCore
+from porch.process.session import (
+    Incoming,
+    KernelSession,
+    Refused,
+    Registered,
+    Reply,
+    expired,
+    refused_error,
+    resolve,
+)
 from porch.throttle import Every
 from porch.wire import kernel_pb2
 
@@ -74,7 +62,7 @@ def _as_blob(blob: Blob | bytes | str | None, mime: str | None) -> Blob | None:
     return Blob(_as_bytes(blob), mime)
 
 
-def respond_or_drop(core: CoreBase, request: Message, body: bytes, blob: Blob | None,
+def respond_or_drop(core: KernelSession, request: Message, body: bytes, blob: Blob | None,
                     metadata: str | None) -> bool:
     """Send a Response; False (and a log line) when the kernel is not reachable."""
     try:
@@ -91,26 +79,12 @@ def respond_or_drop(core: CoreBase, request: Message, body: bytes, blob: Blob | 
 _dropped_responses = Every()  # while the kernel is away, every answer would log
 
 
-class _Link(Protocol):
-    """How the blocking API waits on a transport. Both call deliver(item) for every
-    item from the kernel, in order, and lost() when the connection ends."""
-
-    def check(self) -> None:
-        """Before a send: note a lost or new connection (its Register goes out first);
-        never waits."""
-
-    def pump(self, wait_ms: int) -> None:
-        """Take what arrived; if nothing has, wait up to wait_ms for something first."""
-
-
 class Process:
     """A connection to the node's kernel as one process id.
 
     process_id defaults to $PORCH_PROCESS; the kernel endpoint to $PORCH_KERNEL, else
     the home's socket ($PORCH_HOME or ~/.porch). Waits up to connect_timeout seconds for
     the kernel and raises KernelUnreachable, or KernelRefused (bad or duplicate id).
-    `transport`: "zmtp" or "libzmq" (see the module's docstring); `context` is libzmq's
-    only.
     """
 
     def __init__(
@@ -120,8 +94,6 @@ class Process:
         home: str | os.PathLike[str] | None = None,
         endpoint: str | None = None,
         connect_timeout: float = 30.0,
-        context: zmq.Context[Any] | None = None,
-        transport: str | None = None,
     ) -> None:
         pid, endpoint_ = resolve(process_id, home, endpoint)
         self._inbox: deque[Message | SendError] = deque()
@@ -134,16 +106,10 @@ class Process:
         self._last_blob: Blob | None = None
         self._refused: KernelRefused | None = None
         self._raise: KernelRefused | None = None  # a refusal, raised once the wait returns
-        self._core: Core | BlockingZmtpCore
-        self._link: _Link
-        if stub_transport(transport, endpoint_) == "libzmq":
-            core = Core(pid, endpoint_, context=context)
-            self._core = core
-            self._link = _LibzmqLink(core, self._deliver, self._lost)
-        else:
-            zcore = BlockingZmtpCore(pid, endpoint_)
-            self._core = self._link = zcore
-            zcore.attach(self._deliver, self._lost)
+        self._link = BlockingDealer(endpoint_, name=pid)
+        self._core = KernelSession(pid, endpoint_, self._link)
+        self._core.bind(self._deliver, self._lost)
+        self._link.start(self._core)
         self._wait_registered(connect_timeout)
 
     # ------------------------------------------------------------------ identity
@@ -156,11 +122,6 @@ class Process:
     @property
     def node(self) -> str:
         return self._core.node
-
-    @property
-    def transport(self) -> str:
-        """"zmtp" or "libzmq"."""
-        return "libzmq" if isinstance(self._core, Core) else "zmtp"
 
     def close(self) -> None:
         self._core.close()
@@ -367,75 +328,3 @@ class Process:
         self._awaiting.clear()
         if self._wanted is not None and self._found is None:
             self._found = Reply(self._wanted, None, Offline(KERNEL, self._wanted, detail))
-
-
-class _LibzmqLink:
-    """The blocking API's waits on a libzmq `Core` (transport "libzmq").
-
-    Waiting is a poll(2) on the two sockets' notification fds. ZeroMQ's fds only say
-    "look again": `pump` always looks at a socket (EVENTS or a recv) after the last
-    operation on it and before sleeping on its fd.
-    """
-
-    def __init__(self, core: Core, deliver: Callable[[Incoming], bool], lost: Callable[[], None]) -> None:
-        self._core = core
-        self._deliver = deliver
-        self._lost = lost
-        self._sock_fd = core.fd
-        self._monitor_fd = core.monitor_fd
-        self._fds = select.poll()
-        self._fds.register(self._sock_fd, select.POLLIN)
-        self._fds.register(self._monitor_fd, select.POLLIN)
-        self._monitor_fds = select.poll()
-        self._monitor_fds.register(self._monitor_fd, select.POLLIN)
-
-    def check(self) -> None:
-        if self._monitor_fds.poll(0) and self._core.monitor_has_input():
-            self._on_monitor()
-
-    def pump(self, wait_ms: int) -> None:
-        """File what is waiting; if nothing is, wait up to wait_ms for input first.
-
-        Stops at the reply being waited for (the rest stays queued in the socket, in
-        order, for the next call). The monitor is looked at when the socket has
-        nothing: a lost connection leaves nothing to read, and a new one is looked
-        for before every send (check).
-        """
-        core = self._core
-        if not core.registered and core.monitor_has_input():
-            # Looked at directly, not through its fd: the first event on a new pipe
-            # does not signal the fd.
-            self._on_monitor()
-        if self._file(False) or wait_ms == 0:
-            return
-        sock_ready = False
-        for fd, _ in self._fds.poll(wait_ms):
-            if fd == self._sock_fd:
-                sock_ready = True
-            elif core.monitor_has_input():
-                self._on_monitor()
-        # A wakeup on the socket's fd almost always means a message: recv at once (a
-        # stray one just gets EAGAIN).
-        self._file(sock_ready)
-
-    def _on_monitor(self) -> None:
-        _, down = self._core.take_monitor_events()
-        if down:
-            self._lost()
-
-    def _file(self, ready: bool) -> bool:
-        """Read and deliver messages while there are any (`ready`: skip the first
-        check). Returns whether it read anything; it stops early at the reply waited for.
-        """
-        core = self._core
-        deliver = self._deliver
-        progress = False
-        while ready or core.has_input():
-            ready = False
-            item = core.recv_nowait()
-            if item is False:
-                return progress
-            progress = True
-            if item is not None and deliver(item):
-                return True
-        return progress

@@ -7,6 +7,7 @@ No sockets here. `kernel_pb2` holds the envelope and kernel control messages,
 from __future__ import annotations
 
 import logging
+import time
 
 from google.protobuf.internal import api_implementation
 
@@ -15,7 +16,13 @@ from porch.wire import http_pb2, kernel_pb2
 # Covers the whole porch.v1 schema set; bump together with the package name in proto/.
 PROTOCOL_VERSION = 1
 
-__all__ = ["PROTOCOL_VERSION", "check_backend", "http_pb2", "kernel_pb2", "protobuf_backend"]
+__all__ = ["PROTOCOL_VERSION", "check_backend", "http_pb2", "kernel_pb2", "now_ms", "protobuf_backend"]
+
+
+def now_ms() -> int:
+    """The wire's clock: deadlines travel as absolute Unix milliseconds (every process
+    of a node shares the host clock), so the kernel and the stubs read this one."""
+    return int(time.time() * 1000)
 
 
 def protobuf_backend() -> str:

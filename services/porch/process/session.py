@@ -1,20 +1,12 @@
-"""The connection to the kernel that both stub APIs (blocking and asyncio) share.
+"""One process's session with the kernel: what both stub APIs (blocking and asyncio)
+share, over the link (`porch.link.dealer.Dealer`) that carries its bytes.
 
-`CoreBase` is the part that does not depend on how bytes reach the kernel: it numbers
-requests, builds envelopes (register, watch, requests, responses) and decodes what
-arrives, keeping the registration state. Two transports send and receive for it:
-
-- `Core` owns one ZeroMQ DEALER socket and a monitor on it (either stub with transport
-  "libzmq"). It (re)registers whenever a connection to the kernel is established:
-  that is how a process survives a kernel restart without doing anything. It never
-  waits; the blocking and asyncio layers decide how to wait.
-- `porch.process.zmtp_client.ZmtpClient` speaks ZMTP itself on the kernel's Unix
-  socket, driven by the asyncio loop (`ZmtpCore`) or by the blocking calls
-  (`porch.process.zmtp_blocking.BlockingZmtpCore`): both stubs' default.
-
-`Core`'s socket options follow DESIGN.md "Failure semantics": IMMEDIATE (nothing is queued while
-the kernel is away: a send fails at once instead), bounded high-water marks, a short LINGER,
-fast reconnects, and ZMTP heartbeats so a hung kernel is noticed.
+`KernelSession` numbers requests, builds envelopes (register, watch, requests,
+responses) and decodes what arrives into `Incoming` items, keeping the registration
+state. It is the dealer's handler: on every new connection its Register goes out
+first (that is how a process survives a kernel restart without doing anything), every
+message is decoded and handed to the API's `deliver`, and a lost connection is told to
+the API's `lost`. It never waits; the blocking and asyncio layers decide how to wait.
 """
 
 from __future__ import annotations
@@ -22,14 +14,11 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
-
-import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from porch.address import KERNEL, validate
+from porch.link.dealer import Dealer
 from porch.node.home import ENV_PROCESS, kernel_endpoint
 from porch.process.message import (
     SEND_ERRORS,
@@ -40,22 +29,10 @@ from porch.process.message import (
     PorchError,
     SendError,
 )
-from porch.wire import PROTOCOL_VERSION, kernel_pb2
+from porch.wire import PROTOCOL_VERSION, kernel_pb2, now_ms
 
 Envelope = kernel_pb2.Envelope
-
-# Outgoing and incoming queues are bounded: a process that stops reading must not make
-# the kernel (or itself) grow without limit.
-HIGH_WATER_MARK = 10_000
-# Plain ints on the hot path: pyzmq's enums build a new enum object per `|` or `&`.
-NOBLOCK = int(zmq.NOBLOCK)
-EVENTS = int(zmq.EVENTS)
-POLLIN = int(zmq.POLLIN)
-MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+OFFLINE = "kernel not reachable (not running or not keeping up)"
 
 
 def expired(msg: Message) -> bool:
@@ -95,62 +72,74 @@ class Reply:
 
 
 Incoming = Message | Reply | Registered | Refused | Exited | None
-
-
-ENV_TRANSPORT = "PORCH_STUB_TRANSPORT"
-TRANSPORTS = ("zmtp", "libzmq")
-DEFAULT_TRANSPORT = "zmtp"
-
-
-def stub_transport(requested: str | None, endpoint: str) -> str:
-    """The transport a stub (blocking or asyncio) uses: the one asked for, else
-    $PORCH_STUB_TRANSPORT, else the default; "libzmq" for an endpoint the zmtp
-    transport cannot reach (not ipc://)."""
-    name = requested or os.environ.get(ENV_TRANSPORT) or DEFAULT_TRANSPORT
-    if name not in TRANSPORTS:
-        raise ValueError(f"unknown stub transport {name!r} (choose from {', '.join(TRANSPORTS)})")
-    if name == "zmtp" and not endpoint.startswith("ipc://"):
-        return "libzmq"
-    return name
+Deliver = Callable[[Incoming], object]
 
 
 def resolve(process_id: str | None, home: str | os.PathLike[str] | None,
             endpoint: str | None) -> tuple[str, str]:
     """The id from the argument or $PORCH_PROCESS; the endpoint from the argument,
-    $PORCH_KERNEL, or the home's socket (every transport starts here)."""
+    $PORCH_KERNEL, or the home's socket."""
     pid = process_id or os.environ.get(ENV_PROCESS)
     if not pid:
         raise PorchError("no process id: pass one or set $" + ENV_PROCESS)
     return pid, endpoint or kernel_endpoint(home)
 
 
-class CoreBase:
-    """One process's session with the kernel, whatever carries its bytes: request ids,
-    envelopes built and decoded, registration state. A transport subclasses it and
-    implements `send_envelope` (and calls `_send_register` once connected)."""
+class KernelSession:
+    """One process's session with the kernel over `link`: request ids, envelopes built
+    and decoded, registration state. `start(deliver, lost)` starts the link."""
 
-    def __init__(self, process_id: str, endpoint: str) -> None:
+    def __init__(self, process_id: str, endpoint: str, link: Dealer) -> None:
         self.process_id = validate(process_id)
         self.endpoint = endpoint
+        self.link = link
         self.node = ""
         self.kernel_boot_id = ""
-        self.connected = False
         self.registered = False
         # Ids are unique per requester; a random start keeps a restarted process from
         # reusing the ids of its previous life while those may still be pending.
         self._ids = itertools.count(random.getrandbits(62) + 1)
+        self._deliver: Deliver = _ignore
+        self._lost: Callable[[], None] = _nothing
+
+    @property
+    def connected(self) -> bool:
+        return self.link.connected
 
     @property
     def closed(self) -> bool:
-        raise NotImplementedError
+        return self.link.closed
+
+    def bind(self, deliver: Deliver, lost: Callable[[], None]) -> None:
+        """Where decoded items go and who hears of a lost connection (before the link
+        starts)."""
+        self._deliver = deliver
+        self._lost = lost
 
     def send_envelope(self, env: kernel_pb2.Envelope, blob: Blob | None) -> None:
         """Send without blocking; a kernel that is away or full is an Offline error."""
-        raise NotImplementedError
+        if not self.link.send(env.SerializeToString(), None if blob is None else blob.bytes):
+            raise Offline(env.target, env.id, OFFLINE)
 
     def close(self) -> None:
         """Unregister (so the kernel fails what is pending on us at once) and close."""
-        raise NotImplementedError
+        self.link.close(self.unregister_envelope() if self.registered else None)
+        self.registered = False
+
+    # ------------------------------------------------------------------ the link's handler
+
+    def on_connected(self) -> None:
+        self.registered = False
+        self._send_register()
+
+    def on_message(self, frames: list[bytes]) -> None:
+        item = self.decode(frames)
+        if item is not None:
+            self._deliver(item)
+
+    def on_lost(self) -> None:
+        self.registered = False
+        self._lost()
 
     # ------------------------------------------------------------------ control
 
@@ -288,133 +277,13 @@ class CoreBase:
         return None
 
 
-class Core(CoreBase):
-    """One process's connection to the kernel over a libzmq DEALER. Not thread-safe
-    (ZeroMQ sockets never are)."""
-
-    def __init__(
-        self,
-        process_id: str,
-        endpoint: str,
-        *,
-        context: zmq.Context[Any] | None = None,
-    ) -> None:
-        super().__init__(process_id, endpoint)
-        self._ctx = context or zmq.Context.instance()
-        self.sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
-        for opt, value in (
-            # Long enough for a response sent just before the process exits to leave (the
-            # ZMTP transport's EXIT_LINGER_S);
-            # IMMEDIATE keeps it from waiting for a kernel that is not there.
-            (zmq.LINGER, 500),
-            (zmq.IMMEDIATE, 1),
-            (zmq.SNDHWM, HIGH_WATER_MARK),
-            (zmq.RCVHWM, HIGH_WATER_MARK),
-            (zmq.RECONNECT_IVL, 100),
-            (zmq.RECONNECT_IVL_MAX, 1000),
-            (zmq.HEARTBEAT_IVL, 1000),
-            (zmq.HEARTBEAT_TIMEOUT, 5000),
-            (zmq.HEARTBEAT_TTL, 5000),
-        ):
-            self.sock.setsockopt(opt, value)
-        self.monitor: zmq.Socket[bytes] = self.sock.get_monitor_socket(MONITOR_EVENTS)
-        self.sock.connect(endpoint)
-
-    @property
-    def closed(self) -> bool:
-        return bool(self.sock.closed)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def close(self) -> None:
-        """Unregister (so the kernel fails what is pending on us at once) and close."""
-        if self.sock.closed:
-            return
-        linger = 200 if self.registered else 0
-        if self.registered:
-            try:
-                self.sock.send(self.unregister_envelope(), zmq.NOBLOCK)
-            except zmq.ZMQError:
-                linger = 0
-        try:
-            self.sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self.monitor.close(0)
-        self.sock.close(linger)
-        self.registered = False
-
-    def take_monitor_events(self) -> tuple[bool, bool]:
-        """Drain the monitor. Returns (connected_now, disconnected_now).
-
-        On a new connection the Register goes out before anything else, so the kernel
-        sees it first (ZeroMQ keeps the order of one pipe).
-        """
-        up = down = False
-        while True:
-            try:
-                frames = self.monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            event = parse_monitor_message(frames)["event"]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                up = True
-                self.connected = True
-                self.registered = False
-                self._send_register()
-            elif event == zmq.EVENT_DISCONNECTED:
-                down = True
-                self.connected = False
-                self.registered = False
-        return up, down
-
-    # ------------------------------------------------------------------ sending
-
-    def send_envelope(self, env: kernel_pb2.Envelope, blob: Blob | None) -> None:
-        """Send without blocking; a kernel that is away or full is an Offline error."""
-        data = env.SerializeToString()
-        try:
-            if blob is None:
-                self.sock.send(data, zmq.NOBLOCK)
-            else:
-                self.sock.send_multipart((data, blob.bytes), zmq.NOBLOCK)
-        except zmq.Again:
-            raise Offline(env.target, env.id, "kernel not reachable (not running or not keeping up)") from None
-
-    # ------------------------------------------------------------------ receiving
-
-    def has_input(self) -> bool:
-        """A message is waiting (and the fd's signal, if any, has been consumed)."""
-        return bool(cast(int, self.sock.get(EVENTS)) & POLLIN)
-
-    def monitor_has_input(self) -> bool:
-        return bool(cast(int, self.monitor.get(EVENTS)) & POLLIN)
-
-    @property
-    def fd(self) -> int:
-        """The socket's edge-triggered notification fd (for loop.add_reader)."""
-        return cast(int, self.sock.getsockopt(zmq.FD))
-
-    @property
-    def monitor_fd(self) -> int:
-        return cast(int, self.monitor.getsockopt(zmq.FD))
-
-    def recv_nowait(self) -> Incoming | Literal[False]:
-        """Read one message. False when nothing is waiting; None when the frames were
-        consumed but there is nothing for the caller (an expired request, junk)."""
-        # Frame by frame: recv_multipart costs ~1 µs more (an RCVMORE getsockopt per
-        # frame, enum flags). Frame.more says whether a blob follows.
-        recv = self.sock.recv
-        try:
-            frame = recv(NOBLOCK, copy=False)
-        except zmq.Again:
-            return False
-        frames = [frame.bytes]
-        while frame.more:
-            frame = recv(NOBLOCK, copy=False)
-            frames.append(frame.bytes)
-        return self.decode(frames)
-
-
 def refused_error(refused: Refused) -> KernelRefused:
     return KernelRefused(refused.code, refused.detail)
+
+
+def _ignore(item: Incoming) -> None:
+    pass
+
+
+def _nothing() -> None:
+    pass

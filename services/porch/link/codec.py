@@ -1,8 +1,8 @@
-"""ZMTP 3.1 framing for one connection, server side (the kernel) and client side (the
-asyncio stub): pure bytes in, events out.
+"""ZMTP 3.1 framing for one connection, either end: pure bytes in, messages out.
 
-No sockets and no clock here (the epoll I/O is `porch.kernel.zmtp`), so every rule of
-the protocol can be unit-tested with plain bytes. What this speaks, and nothing more
+No sockets and no clock here (the I/O is `porch.link.server` for the kernel's end and
+`porch.link.dealer` for a process's end), so every rule of the protocol can be
+unit-tested with plain bytes. What this speaks, and nothing more
 (https://rfc.zeromq.org/spec/37/):
 
 - the 64-byte greeting: signature, version 3.x, mechanism NULL, as-server 0. A peer
@@ -27,9 +27,9 @@ with recv_into straight into its own buffer and forwarded from there (no copy of
 ever made when it is at most `CHUNK` bytes; larger ones are read in CHUNK pieces and
 joined once).
 
-`ClientSession` is the DEALER end of a connection (the asyncio stub's transport,
-`porch.process.zmtp_client`): the same framing, commands and large-body reads; only the
-handshake differs (it announces DEALER and accepts a peer a DEALER talks to).
+A `Session` plays one `Role`: `ROUTER` (the kernel's end: it announces ROUTER and
+accepts DEALER, REQ and ROUTER peers) or `DEALER` (a process's end: it announces DEALER
+and accepts a peer a DEALER talks to). Only the handshake differs between them.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 # Greeting: signature %xFF 8*%x00 %x7F, version 3.1, mechanism (20 octets, NUL padded),
@@ -56,6 +57,19 @@ RESERVED = 0xF8
 ROUTER_PEERS = frozenset({b"DEALER", b"REQ", b"ROUTER"})
 # Socket types a DEALER may talk to (28 REQREP).
 DEALER_PEERS = frozenset({b"ROUTER", b"DEALER", b"REP"})
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """One end's socket type (what its READY announces) and the socket types whose
+    READY it accepts."""
+
+    socket_type: bytes
+    peers: frozenset[bytes]
+
+
+ROUTER = Role(b"ROUTER", ROUTER_PEERS)  # the kernel's end
+DEALER = Role(b"DEALER", DEALER_PEERS)  # a process's end
 
 # The kernel reads [envelope] or [envelope, blob]: keep that much of a message.
 KEEP_FRAMES = 2
@@ -111,7 +125,7 @@ class OutQueue:
     """What one end has still to write: messages framed on the way in (a small one
     joined into one buffer, a large blob kept as its own), partial writes taken off on
     the way out; `buffers` is ready for sendmsg. Bounded like libzmq's high-water mark,
-    in messages and in bytes. Shared by the kernel's and the asyncio stub's ZMTP ends."""
+    in messages and in bytes. Shared by both ends (`porch.link.server`, `porch.link.dealer`)."""
 
     __slots__ = ("buffers", "ends", "high_water_mark", "max_bytes", "queued", "written")
 
@@ -292,8 +306,8 @@ def parse_command(body: Buffer) -> tuple[bytes, bytes]:
 Message = tuple[list[Buffer], int]
 
 
-class ServerSession:
-    """The ROUTER end of one ZMTP connection, after accept, as a state machine.
+class Session:
+    """One end of one ZMTP connection (`role`: ROUTER or DEALER), as a state machine.
 
     `feed(data)` takes the bytes read and returns the complete messages in them; the
     bytes to send back (our greeting and READY at first, PONGs, an ERROR) accumulate
@@ -304,16 +318,14 @@ class ServerSession:
 
     __slots__ = ("_big", "_big_flags", "_big_got", "_big_pieces", "_big_size", "_count",
                  "_frames", "_greeting", "_rest", "error", "max_frame", "out",
-                 "peer_identity", "peer_socket_type", "ready")
+                 "peer_identity", "peer_socket_type", "ready", "role")
 
-    SOCKET_TYPE = b"ROUTER"  # what our READY announces
-    PEERS = ROUTER_PEERS  # the socket types whose READY we accept
-
-    def __init__(self, max_frame: int) -> None:
+    def __init__(self, max_frame: int, role: Role) -> None:
         self.max_frame = max_frame
+        self.role = role
         # Greeting and READY go out at once, without waiting for the peer's greeting: a
         # ZMTP 3 peer reads them in order after its own signature exchange.
-        self.out: list[bytes] = [greeting(), ready(self.SOCKET_TYPE)]
+        self.out: list[bytes] = [greeting(), ready(role.socket_type)]
         self.ready = False  # the peer's READY was received and accepted
         self.error: str | None = None
         self.peer_socket_type = b""
@@ -481,9 +493,9 @@ class ServerSession:
         elif name == b"READY" and not self.ready:
             props = parse_properties(data)
             stype = props.get("socket-type", b"")
-            if stype not in self.PEERS:
+            if stype not in self.role.peers:
                 shown = stype.decode("ascii", "replace") or "(none)"
-                ours = self.SOCKET_TYPE.decode()
+                ours = self.role.socket_type.decode()
                 self.out.append(error(f"invalid socket type {shown} for a {ours}"))
                 raise ProtocolError(f"socket type {shown} cannot talk to a {ours}")
             self.peer_socket_type = stype
@@ -497,17 +509,3 @@ class ServerSession:
             when = "after" if self.ready else "before"
             raise ProtocolError(f"unexpected command {shown!r} {when} the handshake")
 
-
-class ClientSession(ServerSession):
-    """The DEALER end of one ZMTP connection (the stub connecting to the kernel).
-
-    All of ServerSession but the handshake's socket types: our greeting and READY
-    announce a DEALER (they go out at once, as soon as the connection is made), and the
-    peer's READY must name a socket type a DEALER talks to (the kernel is a ROUTER).
-    `ready` turns true with the peer's READY: from then on messages may be sent.
-    """
-
-    __slots__ = ()
-
-    SOCKET_TYPE = b"DEALER"
-    PEERS = DEALER_PEERS

@@ -1,8 +1,7 @@
-"""The blocking stub's connection to the kernel, speaking ZMTP itself (`porch.Process`'s
-default transport).
+"""The blocking driver of a `porch.link.dealer.Dealer`, for `porch.Process`.
 
-The state machine is `porch.process.zmtp_client.ZmtpClient`'s, shared with the asyncio
-stub; this drives it from the blocking calls themselves. There is no loop and no I/O
+The state machine is `Dealer`'s, shared with the asyncio driver; this drives it from
+the blocking calls themselves. There is no loop and no I/O
 thread: `pump(wait_ms)` is one poll(2) on the socket (bounded by the next heartbeat
 and, while disconnected, the next reconnection attempt), then whatever is due: read
 and deliver what arrived, write what the socket had no room for, heartbeat,
@@ -13,8 +12,8 @@ is left queued) while it computes instead.
 
 Sends are written at once (a response leaves when `respond` returns, not at the next
 call), except what the socket has no room for, which the next call (or the keepalive
-thread, if the process is away) writes. A write that finds the kernel gone raises
-Offline, after lost() has failed what waited.
+thread, if the process is away) writes. A write that finds the kernel gone fails
+(`send` returns False), after lost() has failed what waited.
 """
 
 from __future__ import annotations
@@ -22,29 +21,28 @@ from __future__ import annotations
 import math
 import select
 import time
-from collections.abc import Callable
 from typing import Any
 
-from porch.process.zmtp_client import Deliver, ZmtpClient
+from porch.link.dealer import Dealer, Handler
 
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 _POLLIN_OUT = select.POLLIN | select.POLLOUT
 
 
-class BlockingZmtpCore(ZmtpClient):
-    """One process's connection to the kernel as a ZMTP DEALER, driven by the caller's
-    thread (`pump`, `check`). `attach(deliver, lost)` starts it (see ZmtpClient)."""
+class BlockingDealer(Dealer):
+    """A `Dealer` driven by the caller's thread (`pump`, `check`); `start(handler)`
+    begins."""
 
-    def __init__(self, process_id: str, endpoint: str, **settings: Any) -> None:
-        super().__init__(process_id, endpoint, **settings)
+    def __init__(self, endpoint: str, **settings: Any) -> None:
+        super().__init__(endpoint, **settings)
         self._poll = select.poll()
         self._next_tick = math.inf
         self._retry_at = math.inf
 
-    def attach(self, deliver: Deliver, lost: Callable[[], None]) -> None:
+    def start(self, handler: Handler) -> None:
         self._next_tick = time.monotonic() + self.heartbeat_ivl_s
-        self._start(deliver, lost)
+        self._start(handler)
 
     def check(self) -> None:
         """Before a send: take what arrived (a lost connection fails what waits, a new

@@ -1,60 +1,55 @@
-"""The stubs' connection to the kernel, speaking ZMTP 3.1 themselves (no libzmq).
+"""A process's end of the link: a ZMTP 3.1 DEALER on the kernel's Unix socket.
 
-The kernel's socket is a Unix stream socket (libzmq's ipc://), and its peers speak
-ZMTP 3.1 on it whether the kernel runs on its own ZMTP transport or on a libzmq
-ROUTER. `ZmtpClient` is a DEALER speaking that protocol on a non-blocking socket,
-with the pure codec of `porch.kernel.zmtp_codec` (`ClientSession`, `OutQueue`): the
-connection's whole state machine (connect, handshake and Register, reconnect with
-backoff, reads and decoding, the bounded output and its writes, heartbeats, close,
-the keepalive thread). Two drivers decide when it runs:
+`Dealer` is the connection's whole state machine, bytes only: connect, handshake,
+reconnect with backoff, reads and decoding into frames, the bounded output and its
+writes, heartbeats, close, the keepalive thread. It knows frames, not envelopes: the
+process's session with the kernel (`porch.process.session.KernelSession`) is its
+`Handler`, told when a connection is ready (it sends its Register first), given every
+message, and told when an established connection is lost. Two drivers decide when it
+runs:
 
-- `ZmtpCore` (here): the asyncio loop reads and writes it (`add_reader`), the asyncio
-  stub's default transport;
-- `porch.process.zmtp_blocking.BlockingZmtpCore`: a poll(2) in the blocking stub's
-  calls, `porch.Process`'s default transport.
+- `porch.link.asyncio_dealer.AsyncioDealer`: the asyncio loop reads and writes it
+  (`add_reader`), for `porch.AsyncProcess`;
+- `porch.link.blocking_dealer.BlockingDealer`: a poll(2) in the blocking stub's calls,
+  for `porch.Process`.
 
-A libzmq DEALER hands every message to its I/O thread and back (an eventfd write and
-a wake-up each way), which is what this removes: bench/README.md "Stubs" has the
-figures.
+Speaking ZMTP in the process itself removes what a libzmq DEALER costs: every message
+handed to its I/O thread and back (an eventfd write and a wake-up each way);
+docs/architecture.md has the figures. What it keeps of libzmq's DEALER options:
 
-What it keeps from the libzmq DEALER that `Core` configures:
 - IMMEDIATE: nothing is sent, or queued, unless the handshake with a kernel is done;
-  a send while disconnected raises Offline at once.
+  a send while disconnected fails at once (the session raises Offline).
 - SNDHWM: the output not yet taken by the socket is bounded (HIGH_WATER_MARK
-  messages, MAX_QUEUE_BYTES bytes, like the kernel's own peer queues); a send past it
-  raises Offline.
-- Heartbeats: a PING (TTL 5 s) every second; the kernel's PINGs get PONGs; a kernel
-  that sends nothing for HEARTBEAT_TIMEOUT_S (it PINGs every second) is dropped as hung.
-- Reconnection with backoff (RECONNECT_IVL_S doubling to RECONNECT_IVL_MAX_S); every
-  new connection sends Register first.
-- close(): Unregister, and up to CLOSE_LINGER_S to flush (libzmq's linger); at exit
-  (atexit, or a core collected unclosed), up to EXIT_LINGER_S for what is still
-  unwritten (the blocking stub's LINGER was 500 ms): a response sent just before the
-  process exits still leaves.
+  messages, MAX_QUEUE_BYTES bytes); a send past it fails.
+- Heartbeats: a PING (TTL the heartbeat timeout) every heartbeat interval; the
+  kernel's PINGs get PONGs; a kernel that sends nothing for the heartbeat timeout (it
+  PINGs every interval) is dropped as hung.
+- Reconnection with backoff (RECONNECT_IVL_S doubling to RECONNECT_IVL_MAX_S).
+- close(goodbye): a last message (the session's Unregister), and up to CLOSE_LINGER_S
+  to flush (libzmq's linger); at exit (atexit, or a dealer collected unclosed), up to
+  EXIT_LINGER_S for what is still unwritten: a response sent just before the process
+  exits still leaves.
 
-What differs: a disconnect is seen at the EOF itself (no monitor socket). Everything
-runs on the owner's thread (the loop's, or the blocking caller's), but for one thing:
-the kernel drops a peer it hears nothing from for 5 s, and a libzmq I/O thread kept
-talking to it, and kept writing what was sent, while the owner did not run (a loop
-blocked by a long computation or not running between `run_until_complete` calls; a
-blocking process computing for minutes between two calls). So a keepalive thread,
-asleep on the message path, wakes once a second and, only when the owner has not run
-its heartbeat for two intervals, writes for it under the write lock: the rest of what
-the owner left queued if anything is (a large response, say), else a PING (only
-between whole frames: nothing is queued then). What arrives meanwhile waits in the
-socket and the kernel's queue for the owner, as it waited in libzmq's. Every write,
-and every change to the output queue, happens under that lock.
+A disconnect is seen at the EOF itself. Everything runs on the owner's thread (the
+loop's, or the blocking caller's), but for one thing: the kernel drops a peer it hears
+nothing from for the heartbeat timeout, and the owner may not run for that long (a
+loop blocked by a long computation; a blocking process computing for minutes between
+two calls). So a keepalive thread, asleep on the message path, wakes once an interval
+and, only when the owner has not run its heartbeat for two intervals, writes for it
+under the write lock: the rest of what the owner left queued if anything is (a large
+response, say), else a PING (only between whole frames: nothing is queued then). What
+arrives meanwhile waits in the socket and the kernel's queue for the owner. Every
+write, and every change to the output queue, happens under that lock.
 
 Output is coalesced: a send appends to the queue; the asyncio driver writes the queue
 once per loop iteration (`call_soon`), the blocking one at once; both write at the end
 of a read what the read made them send (PONGs, Register). Blobs are written from
 their own buffers (scatter-gather), and large incoming bodies are read straight into
-their own buffer (`ClientSession.read_buffer`).
+their own buffer (`Session.read_buffer`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import logging
 import select
@@ -62,17 +57,13 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Protocol
 
-from porch.kernel.zmtp_codec import IOV_MAX, ClientSession, OutQueue, encode_message, ping, socket_path
-from porch.process.core import CoreBase, Incoming
-from porch.process.message import Blob, Offline
-from porch.wire import kernel_pb2
+from porch.link.codec import DEALER, IOV_MAX, OutQueue, Session, encode_message, ping, socket_path
 
-log = logging.getLogger("porch.process")
+log = logging.getLogger("porch.link")
 
-HIGH_WATER_MARK = 10_000  # messages not yet written (libzmq's SNDHWM in Core)
+HIGH_WATER_MARK = 10_000  # messages not yet written (libzmq's SNDHWM)
 MAX_QUEUE_BYTES = 256 * 1024 * 1024  # bytes not yet written (libzmq had no such bound)
 MAX_FRAME = 1 << 30  # the kernel's MAXMSGSIZE: it sends nothing larger
 HEARTBEAT_IVL_S = 1.0
@@ -84,48 +75,55 @@ EXIT_LINGER_S = 0.5
 READ_SIZE = 65536
 # Reads per wake-up before the owner gets a turn (a large blob is read in many).
 READS_PER_WAKEUP = 64
-OFFLINE = "kernel not reachable (not running or not keeping up)"
 
 
-# The owner's handler of what arrives; its result is ignored here (the blocking stub's
-# libzmq reader uses it to stop at the reply it waits for).
-Deliver = Callable[[Incoming], object]
+class Handler(Protocol):
+    """What the dealer tells its owner (the process's session with the kernel)."""
+
+    def on_connected(self) -> None:
+        """A connection's handshake is done; send what must go first (Register)."""
+
+    def on_message(self, frames: list[bytes]) -> None:
+        """One message from the kernel: [envelope] or [envelope, blob]."""
+
+    def on_lost(self) -> None:
+        """An established connection ended (not called when an attempt fails)."""
 
 
-class ZmtpClient(CoreBase):
+class Dealer:
     """One process's connection to the kernel as a ZMTP DEALER, whatever drives it.
 
-    A driver starts it with `_start(deliver, lost)`: from then on it connects (and
-    reconnects) by itself, calls deliver(item) for everything decoded, in order, and
-    lost() when an established connection ends (not when a connection attempt fails).
-    The driver implements the hooks (`_watch` ... `_stop_timers`), calls
-    `_on_readable` and `_write` when the socket is ready, `_heartbeat` every
-    heartbeat interval, and `_connect` when `_retry_after` says.
+    `start(handler)` (from a driver) begins: from then on it connects (and reconnects)
+    by itself and reports to the handler. A driver implements the hooks (`_watch` ...
+    `_stop_timers`), calls `_on_readable` and `_write` when the socket is ready,
+    `_heartbeat` every heartbeat interval, and `_connect` when `_retry_after` says.
+    `name` (the process id) names it in logs.
     """
 
     def __init__(
         self,
-        process_id: str,
         endpoint: str,
         *,
+        name: str = "",
         high_water_mark: int = HIGH_WATER_MARK,
         max_queue_bytes: int = MAX_QUEUE_BYTES,
         heartbeat_ivl_s: float = HEARTBEAT_IVL_S,
         heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
     ) -> None:
-        super().__init__(process_id, endpoint)
+        self.endpoint = endpoint
+        self.name = name or "dealer"
         self.path = socket_path(endpoint)
+        self.connected = False
         self.high_water_mark = high_water_mark
         self.max_queue_bytes = max_queue_bytes
         self.heartbeat_ivl_s = heartbeat_ivl_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._ping = ping(min(0xFFFF, int(heartbeat_timeout_s * 10)))
-        self._deliver: Deliver = _ignore
-        self._lost: Callable[[], None] = _nothing
+        self._handler: Handler = _NO_HANDLER
         self._closed = False
         self._sock: socket.socket | None = None
         self._fd = -1
-        self._session: ClientSession | None = None
+        self._session: Session | None = None
         self._out = OutQueue(self.high_water_mark, self.max_queue_bytes)
         self._writing = False  # the socket took less than was queued: the driver waits for room
         self._flush_due = False  # output queued, a flush scheduled (or at the read's end)
@@ -175,18 +173,17 @@ class ZmtpClient(CoreBase):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _start(self, deliver: Deliver, lost: Callable[[], None]) -> None:
-        self._deliver = deliver
-        self._lost = lost
+    def _start(self, handler: Handler) -> None:
+        self._handler = handler
         self._last_tick = time.monotonic()
         _LIVE.add(self)
         threading.Thread(target=_keepalive, args=(weakref.ref(self), self._stop, self.heartbeat_ivl_s),
-                         name=f"porch-keepalive {self.process_id}", daemon=True).start()
+                         name=f"porch-keepalive {self.name}", daemon=True).start()
         self._connect()
 
-    def close(self) -> None:
-        """Unregister (so the kernel fails what is pending on us at once), give the
-        output up to CLOSE_LINGER_S to leave, and close. Never calls lost()."""
+    def close(self, goodbye: bytes | None = None) -> None:
+        """Send `goodbye` (a last one-frame message, if connected), give the output up
+        to CLOSE_LINGER_S to leave, and close. Never calls lost()."""
         if self._closed:
             return
         self._closed = True
@@ -194,12 +191,12 @@ class ZmtpClient(CoreBase):
         self._stop_timers()
         sock = self._sock
         if sock is not None:
-            if self.registered:
+            if goodbye is not None and self.connected:
                 with self._wlock:
-                    self._out.push_raw(encode_message([self.unregister_envelope()]))
+                    self._out.push_raw(encode_message([goodbye]))
                 self._linger(sock, CLOSE_LINGER_S)
             self._drop_socket()
-        self.connected = self.registered = False
+        self.connected = False
 
     def __del__(self) -> None:
         # Collected unclosed (the process dropped it, or is exiting): what it sent still
@@ -229,7 +226,7 @@ class ZmtpClient(CoreBase):
             return
         self._sock = sock
         self._fd = sock.fileno()
-        session = self._session = ClientSession(MAX_FRAME)
+        session = self._session = Session(MAX_FRAME, DEALER)
         self._rx = self._rx_seen = 0
         self._silent_s = 0.0
         self._watch()
@@ -242,7 +239,7 @@ class ZmtpClient(CoreBase):
         """A connection attempt failed or a connection ended: try again after the
         backoff (100 ms, doubling to 1 s, like libzmq's RECONNECT_IVL(_MAX))."""
         if why != self._last_failure:
-            log.debug("%s: %s", self.process_id, why)
+            log.debug("%s: %s", self.name, why)
             self._last_failure = why
         if self._closed:
             return
@@ -270,14 +267,14 @@ class ZmtpClient(CoreBase):
             return
         was_connected = self.connected
         self._drop_socket()
-        self.connected = self.registered = False
+        self.connected = False
         if was_connected:
-            log.info("%s: connection to the kernel ended: %s", self.process_id, why)
+            log.info("%s: connection to the kernel ended: %s", self.name, why)
             self._last_failure = ""
             try:
-                self._lost()
+                self._handler.on_lost()
             except Exception:
-                log.exception("%s: disconnect handling failed", self.process_id)
+                log.exception("%s: disconnect handling failed", self.name)
         self._failed(why)
 
     def _heartbeat(self) -> None:
@@ -334,10 +331,14 @@ class ZmtpClient(CoreBase):
                     session.out.clear()
                 if not self.connected and session.ready:
                     self.connected = True
-                    self.registered = False
                     self._backoff = RECONNECT_IVL_S
                     self._last_failure = ""
-                    self._send_register()  # before anything else goes out
+                    try:
+                        self._handler.on_connected()  # its Register goes out before anything else
+                    except Exception:
+                        log.exception("%s: connection handling failed", self.name)
+                    if self._sock is not sock:
+                        return
                 if msgs:
                     self._dispatch(msgs)
                     if self._sock is not sock:  # closed or lost meanwhile
@@ -353,41 +354,36 @@ class ZmtpClient(CoreBase):
                 self._flush()
 
     def _dispatch(self, msgs: list[tuple[list[Any], int]]) -> None:
-        decode = self.decode
-        deliver = self._deliver
+        received = self._handler.on_message
         for frames, count in msgs:
             if count > 2:
-                log.warning("%s: dropped a message of %d frames", self.process_id, count)
+                log.warning("%s: dropped a message of %d frames", self.name, count)
                 continue
             head = frames[0]
             if type(head) is not bytes:
                 frames[0] = bytes(head)
             if count == 2 and type(frames[1]) is not bytes:
                 frames[1] = bytes(frames[1])  # a large body read in place: one copy
-            item = decode(frames)
-            if item is None:
-                continue
             try:
-                deliver(item)
+                received(frames)
             except Exception:
-                log.exception("%s: handling an incoming message failed", self.process_id)
+                log.exception("%s: handling an incoming message failed", self.name)
             if self._sock is None:
                 return
 
     # ------------------------------------------------------------------ writing
 
-    def send_envelope(self, env: kernel_pb2.Envelope, blob: Blob | None) -> None:
-        """Queue (and write, or have written) without blocking; no kernel, or too much
-        unwritten, is Offline."""
+    def send(self, frame: bytes, blob: bytes | None = None) -> bool:
+        """Queue [frame] or [frame, blob] (and write it, or have it written) without
+        blocking. False when it cannot go: no connection, or too much unwritten."""
         if self.connected:
-            data = env.SerializeToString()
             with self._wlock:
-                queued = self._out.push(data, None if blob is None else blob.bytes)
+                queued = self._out.push(frame, blob)
             if queued:
                 self._flush_soon()
                 if self.connected:  # a write may have found the kernel gone
-                    return
-        raise Offline(env.target, env.id, OFFLINE)
+                    return True
+        return False
 
     def _queue_raw(self, data: bytes) -> None:
         """Protocol output (greeting, READY, PING, PONG, Unregister): outside the bound."""
@@ -488,102 +484,42 @@ class ZmtpClient(CoreBase):
         return True
 
 
-class ZmtpCore(ZmtpClient):
-    """One process's connection to the kernel, as a ZMTP DEALER on the asyncio loop.
-
-    `attach(loop, deliver, lost)` starts it (see ZmtpClient).
-    """
-
-    def __init__(self, process_id: str, endpoint: str, **settings: Any) -> None:
-        super().__init__(process_id, endpoint, **settings)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tick_handle: asyncio.TimerHandle | None = None
-        self._retry_handle: asyncio.TimerHandle | None = None
-
-    def attach(self, loop: asyncio.AbstractEventLoop, deliver: Deliver,
-               lost: Callable[[], None]) -> None:
-        self._loop = loop
-        self._tick_handle = loop.call_later(self.heartbeat_ivl_s, self._tick)
-        self._start(deliver, lost)
-
-    def _tick(self) -> None:
-        assert self._loop is not None
-        self._tick_handle = self._loop.call_later(self.heartbeat_ivl_s, self._tick)
-        self._heartbeat()
-
-    def _retry(self) -> None:
-        self._retry_handle = None
-        self._connect()
-
-    # ------------------------------------------------------------------ hooks
-
-    def _watch(self) -> None:
-        cast(asyncio.AbstractEventLoop, self._loop).add_reader(self._fd, self._on_readable)
-
-    def _unwatch(self) -> None:
-        loop = cast(asyncio.AbstractEventLoop, self._loop)
-        loop.remove_reader(self._fd)
-        if self._writing:
-            loop.remove_writer(self._fd)
-
-    def _want_writable(self, on: bool) -> None:
-        loop = cast(asyncio.AbstractEventLoop, self._loop)
-        if on:
-            loop.add_writer(self._fd, self._on_writable)
-        else:
-            loop.remove_writer(self._fd)
-
-    def _on_writable(self) -> None:
-        if self._sock is not None:
-            self._write()
-
-    def _flush_soon(self) -> None:
-        if not self._flush_due and not self._writing:
-            self._flush_due = True
-            if not self._reading:
-                cast(asyncio.AbstractEventLoop, self._loop).call_soon(self._flush)
-
-    def _retry_after(self, delay: float) -> None:
-        if self._loop is not None:
-            self._retry_handle = self._loop.call_later(delay, self._retry)
-
-    def _stop_timers(self) -> None:
-        for handle in (self._tick_handle, self._retry_handle):
-            if handle is not None:
-                handle.cancel()
-        self._tick_handle = self._retry_handle = None
-
-
 # Every started ZMTP connection, for the flush at exit.
-_LIVE: weakref.WeakSet[ZmtpClient] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Dealer] = weakref.WeakSet()
 
 
 @atexit.register
 def _flush_at_exit() -> None:
     """What a process sent just before it exits still leaves (up to EXIT_LINGER_S
     per connection), as libzmq's LINGER let it."""
-    for core in list(_LIVE):
+    for dealer in list(_LIVE):
         try:
-            core._flush_before_exit()
+            dealer._flush_before_exit()
         except Exception:  # exiting: nothing to report to
             pass
 
 
-def _keepalive(ref: weakref.ref[ZmtpClient], stop: threading.Event, ivl: float) -> None:
-    """The keepalive thread (see the module's docstring). It holds the core weakly: a
-    core nobody references any more is collected (its socket closed) as before."""
+def _keepalive(ref: weakref.ref[Dealer], stop: threading.Event, ivl: float) -> None:
+    """The keepalive thread (see the module's docstring). It holds the dealer weakly: a
+    dealer nobody references any more is collected (its socket closed)."""
     busy = False
     while not (stop.is_set() if busy else stop.wait(ivl)):
-        core = ref()
-        if core is None:
+        dealer = ref()
+        if dealer is None:
             return
-        busy = core._keepalive()
-        del core
+        busy = dealer._keepalive()
+        del dealer
 
 
-def _ignore(item: Incoming) -> None:
-    pass
+class _NoHandler:
+    def on_connected(self) -> None:
+        pass
+
+    def on_message(self, frames: list[bytes]) -> None:
+        pass
+
+    def on_lost(self) -> None:
+        pass
 
 
-def _nothing() -> None:
-    pass
+_NO_HANDLER = _NoHandler()

@@ -1,8 +1,6 @@
-"""The blocking stub (`porch.Process`) on its transports, against real kernels on both
-of theirs: the default "zmtp" (the stub's own calls speak ZMTP on the Unix socket) and
-the fallback "libzmq" (a libzmq DEALER) are held to the same behaviour, in the test
-process and in the user processes it starts; what only the zmtp transport does itself
-(heartbeats, its output bound, the flush at exit) is tested on its own at the end."""
+"""The blocking stub (`porch.Process`, its own calls speaking ZMTP on the Unix socket)
+against a real kernel, in the test process and in the user processes it starts:
+requests, order, errors, restarts, the flush at exit, heartbeats, its output bound."""
 
 from __future__ import annotations
 
@@ -17,13 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
-from test_stub_zmtp import CONFIG, ECHO, MUTE
+from test_async_stub import CONFIG, ECHO, MUTE
 
 import porch
-from porch.kernel.router import TRANSPORTS as KERNEL_TRANSPORTS
-from porch.process import zmtp_client
-from porch.process.core import TRANSPORTS as STUB_TRANSPORTS
-from support.node import Node, wait_for, with_kernel_transport
+from porch.link import dealer
+from support.node import Node, wait_for
 
 # Before answering a request, sends its requester a request of its own: the requester
 # must see that request first, then the answer (one connection keeps its order).
@@ -41,45 +37,37 @@ MiB = 1024 * 1024
 @dataclass
 class Bed:
     node: Node
-    transport: str  # the stubs' (this process's and the spawned ones')
 
     def process(self, process_id: str, **kwargs: object) -> porch.Process:
-        proc = self.node.process(process_id, transport=self.transport, **kwargs)
-        assert proc.transport == self.transport
-        return proc
+        return self.node.process(process_id, **kwargs)
 
     def spawn(self, process_id: str, source: str) -> None:
-        self.node.spawn(process_id, source, PORCH_STUB_TRANSPORT=self.transport)
+        self.node.spawn(process_id, source)
 
 
 @contextmanager
-def running(kernel_transport: str, stub_transport: str | None = None) -> Iterator[Node]:
-    """A kernel, with an echo process and one that never answers (on stub_transport)."""
-    n = Node(with_kernel_transport(CONFIG, kernel_transport))
-    env = {} if stub_transport is None else {"PORCH_STUB_TRANSPORT": stub_transport}
+def running() -> Iterator[Node]:
+    """A kernel, with an echo process and one that never answers."""
+    n = Node(CONFIG)
     try:
         n.start("kernel")
-        n.spawn("echo:demo:sys", ECHO, **env)
-        n.spawn("mute:demo:sys", MUTE, **env)
+        n.spawn("echo:demo:sys", ECHO)
+        n.spawn("mute:demo:sys", MUTE)
         n.wait_registered("echo:demo:sys", "mute:demo:sys")
         yield n
     finally:
         n.close()
 
 
-@pytest.fixture(params=[(k, s) for k in KERNEL_TRANSPORTS for s in STUB_TRANSPORTS],
-                ids=lambda p: f"kernel-{p[0]}-stub-{p[1]}")
-def bed(request: pytest.FixtureRequest) -> Iterator[Bed]:
-    """Each kernel transport with each stub transport (this process's and its users')."""
-    kernel_transport, stub_transport = request.param
-    with running(kernel_transport, stub_transport) as n:
-        yield Bed(n, stub_transport)
+@pytest.fixture
+def bed() -> Iterator[Bed]:
+    with running() as n:
+        yield Bed(n)
 
 
 @pytest.fixture
 def znode() -> Iterator[Node]:
-    """The zmtp kernel and the default stub transport, for the zmtp transport's own tests."""
-    with running("zmtp") as n:
+    with running() as n:
         yield n
 
 
@@ -90,7 +78,7 @@ def flows(proc: porch.Process) -> bool:
         return False
 
 
-# --------------------------------------------------------------------------- both stub transports
+# --------------------------------------------------------------------------- messages and failures
 
 
 def test_requests_responses_and_blobs_of_several_mib(bed: Bed) -> None:
@@ -304,33 +292,10 @@ def test_connect_errors(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> N
     nowhere = f"ipc://{tmp_path_factory.mktemp('nokernel')}/kernel.sock"
     with pytest.raises(porch.KernelUnreachable,
                        match=f"no kernel answered at {nowhere} within 0.5 s .is the node running"):
-        porch.Process("lonely:demo:sys", endpoint=nowhere, connect_timeout=0.5, transport=bed.transport)
+        porch.Process("lonely:demo:sys", endpoint=nowhere, connect_timeout=0.5)
 
 
-# --------------------------------------------------------------------------- choosing
-
-
-def test_the_argument_or_the_environment_chooses_the_transport(znode: Node,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PORCH_STUB_TRANSPORT", raising=False)
-    assert znode.process("d:demo:sys").transport == "zmtp", "the default"
-    assert znode.process("l:demo:sys", transport="libzmq").transport == "libzmq"
-    monkeypatch.setenv("PORCH_STUB_TRANSPORT", "libzmq")
-    env = znode.process("e:demo:sys")
-    assert env.transport == "libzmq"
-    assert znode.process("z:demo:sys", transport="zmtp").transport == "zmtp"
-    assert flows(env)
-    with pytest.raises(ValueError, match="unknown stub transport"):
-        porch.Process("x:demo:sys", home=znode.home.root, transport="carrier-pigeon")
-    # The processes a node starts read the variable too.
-    for transport in STUB_TRANSPORTS:
-        proc = znode.spawn(f"{transport}:demo:sys", "import porch\nprint(porch.Process().transport)\n",
-                           PORCH_STUB_TRANSPORT=transport)
-        assert proc.wait(15) == 0
-        assert znode.log(f"{transport}:demo:sys").strip() == transport
-
-
-# --------------------------------------------------------------------------- the zmtp transport's own
+# --------------------------------------------------------------------------- heartbeats and bounds
 
 
 def test_an_idle_process_answers_pings_and_keeps_its_registration(znode: Node) -> None:
@@ -384,7 +349,7 @@ def test_output_is_bounded_while_the_kernel_does_not_read(znode: Node) -> None:
             return False
         return True
 
-    limit = zmtp_client.HIGH_WATER_MARK
+    limit = dealer.HIGH_WATER_MARK
     with stopped(znode.procs["kernel"]):
         refused = next((n for n in range(50 * limit) if not queued()), None)
     assert refused is not None and refused >= limit

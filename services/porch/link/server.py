@@ -1,25 +1,23 @@
-"""The kernel's transport speaking ZMTP itself (`[kernel] transport = "zmtp"`).
+"""The kernel's end of the link: a ZMTP 3.1 ROUTER on the node's Unix socket.
 
-A ROUTER-side ZMTP 3.1 server on the kernel's Unix socket (libzmq's ipc:// transport
-is a Unix stream socket, so the stubs' DEALERs connect to it unchanged). It runs in
-the kernel's one thread, on the kernel's epoll: a message is read by the thread that
-routes it and written by the same thread, with no libzmq I/O thread or mailbox in
-between. bench/README.md "Kernel" has the figures that motivate it.
+It runs in the kernel's one thread, on the kernel's epoll: a message is read by the
+thread that routes it and written by the same thread, with no libzmq I/O thread or
+mailbox in between (docs/architecture.md has the figures that chose it). Any ZeroMQ
+DEALER connects to it unchanged: libzmq's ipc:// transport is a Unix stream socket.
 
-What it keeps from the libzmq ROUTER it replaces:
+What it keeps from the libzmq ROUTER that the kernel once used:
 - ROUTER_MANDATORY + SNDHWM: each peer has a bounded output queue (HIGH_WATER_MARK
   messages, MAX_QUEUE_BYTES bytes). A send to a peer whose queue is full, or whose
-  connection is gone, fails (SendFailed), and the core answers Offline as before.
-- Heartbeats: every HEARTBEAT_IVL_MS a PING (TTL HEARTBEAT_TIMEOUT_MS) goes to every
-  peer; a peer that sends nothing for HEARTBEAT_TIMEOUT_MS (a live libzmq peer always
-  answers PINGs, and the stubs PING us) is disconnected. The stubs' PINGs get PONGs.
+  connection is gone, fails (SendFailed), and the kernel answers Offline.
+- Heartbeats: every heartbeat interval a PING (TTL the heartbeat timeout) goes to
+  every peer; a peer that sends nothing for the timeout (a live libzmq peer always
+  answers PINGs, and porch's dealers PING us) is disconnected. PINGs get PONGs.
 - MAXMSGSIZE: a frame over MAX_FRAME closes its connection.
 
 What it adds, because it holds the connections itself:
 - The peer's pid comes from SO_PEERCRED once, at accept.
-- EOF on a connection is a disconnect the core hears at once (the libzmq ROUTER kept
-  that to itself): the registration is dropped and its pending requests fail Offline
-  without waiting for the pidfd.
+- EOF on a connection is a disconnect the kernel hears at once: the registration is
+  dropped and its pending requests fail Offline without waiting for the pidfd.
 - Garbage on a raw connection (not ZMTP, a bad greeting, another mechanism or socket
   type, a malformed or oversized frame, no handshake within HANDSHAKE_TIMEOUT_MS)
   closes that connection, is counted as malformed and logged (rate-limited).
@@ -29,6 +27,9 @@ epoll_wait's events are written with one send/sendmsg per peer (scatter-gather:
 blobs are never joined to their headers), and what the socket does not take stays
 queued, with EPOLLOUT armed, until it does. Socket closes are deferred likewise, so
 no fd number is reused while an epoll_wait's events are still being handled.
+
+Bytes only: the server knows frames, not envelopes. What it reads goes to a `Sink`
+(the kernel's router); the kernel names a connection by its `Connection` object.
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ import select
 import socket
 import struct
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from porch.kernel.transport import FULL, UNREACHABLE, Conn, SendFailed, Sink, now_ms
-from porch.kernel.zmtp_codec import IOV_MAX, OutQueue, ServerSession, ping, socket_path
+from porch.link.codec import IOV_MAX, ROUTER, OutQueue, Session, ping, socket_path
+from porch.wire import now_ms
 
 HIGH_WATER_MARK = 10_000  # messages queued to one peer (libzmq's SNDHWM)
 MAX_QUEUE_BYTES = 64 * 1024 * 1024  # bytes queued to one peer (libzmq has no such bound)
@@ -55,6 +56,36 @@ HEARTBEAT_TIMEOUT_MS = 5000
 HANDSHAKE_TIMEOUT_MS = 10_000
 READ_SIZE = 65536
 BACKLOG = 128
+
+# Why a send failed, worded as ZeroMQ words them (ROUTER_MANDATORY, the high-water
+# mark), so Offline details read as they always did.
+UNREACHABLE = "Host unreachable"
+FULL = "Resource temporarily unavailable"
+
+
+class SendFailed(Exception):
+    """The peer cannot take the message now: gone (its connection closed), or its
+    bounded queue is full. The text is the reason (UNREACHABLE, FULL)."""
+
+
+class Sink(Protocol):
+    """Who hears what the server reads (the kernel's router)."""
+
+    def deliver(self, conn: Any, frame: Any, blob: Any) -> None:
+        """A message [envelope] (blob None) or [envelope, blob] from conn."""
+
+    def wrong_frame_count(self, conn: Any, count: int) -> None:
+        """A message of `count` frames (neither 1 nor 2) from conn."""
+
+    def disconnected(self, conn: Any) -> None:
+        """conn is gone (EOF, error, heartbeat timeout); it will never be seen again."""
+
+    def refused_connection(self, who: str, reason: str) -> None:
+        """A connection was closed for breaking the protocol (count it, log it)."""
+
+    def note(self, what: str, msg: str, *args: object) -> None:
+        """A rate-limited warning."""
+
 
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
@@ -73,7 +104,7 @@ class Connection:
         self.fd = sock.fileno()
         self.pid = pid
         self.ident = ident
-        self.session = ServerSession(max_frame)
+        self.session = Session(max_frame, ROUTER)
         self.closed = False
         self.out = OutQueue(high_water_mark, max_queue_bytes)
         # EPOLLOUT armed (the socket took less than was queued). A connection with
@@ -89,7 +120,9 @@ class Connection:
         return f"<zmtp connection {self.ident.hex()} os pid {self.pid}>"
 
 
-class ZmtpTransport:
+class ZmtpServer:
+    """Implements the kernel's transport seam (`porch.kernel.transport.Transport`)."""
+
     name = "zmtp"
 
     def __init__(
@@ -198,7 +231,7 @@ class ZmtpTransport:
             self._close_deferred()
         return False
 
-    def flush(self, sent: bool) -> bool:
+    def flush(self) -> bool:
         if self._dirty:
             self._flush_dirty()
         if self._closing:
@@ -233,7 +266,7 @@ class ZmtpTransport:
                 continue
             if not conn.writing:  # a peer with a backlog is not reading PINGs either
                 self._queue_raw(conn, self._ping)
-        self.flush(True)
+        self.flush()
 
     # ------------------------------------------------------------------ accept / close
 
@@ -352,8 +385,8 @@ class ZmtpTransport:
 
     # ------------------------------------------------------------------ writing
 
-    def send(self, conn: Conn, frame: Any, blob: Any) -> None:
-        c: Connection = conn  # type: ignore[assignment]
+    def send(self, conn: Any, frame: Any, blob: Any) -> None:
+        c: Connection = conn
         if c.closed:
             raise SendFailed(UNREACHABLE)
         out = c.out
@@ -403,13 +436,10 @@ class ZmtpTransport:
 
     # ------------------------------------------------------------------ for the core
 
-    def peer_pid(self, conn: Conn, frame: Any) -> int:
-        c: Connection = conn  # type: ignore[assignment]
+    def peer_pid(self, conn: Any) -> int:
+        c: Connection = conn
         return c.pid
 
-    def describe(self, conn: Conn) -> str:
-        c: Connection = conn  # type: ignore[assignment]
+    def describe(self, conn: Any) -> str:
+        c: Connection = conn
         return c.ident.hex()
-
-
-__all__ = ["Connection", "ZmtpTransport", "socket_path"]

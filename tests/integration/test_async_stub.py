@@ -1,7 +1,5 @@
-"""The asyncio stub (`porch.AsyncProcess`) on its transports, against real kernels on
-both of theirs: the default "zmtp" (the loop speaks ZMTP on the Unix socket) and the
-fallback "libzmq" (a libzmq DEALER) are held to the same behaviour, and what only the
-zmtp transport does itself (heartbeats, its output bound) is tested on its own."""
+"""The asyncio stub (`porch.AsyncProcess`, the loop speaking ZMTP on the Unix socket)
+against a real kernel: requests, errors, restarts, heartbeats, its output bound."""
 
 from __future__ import annotations
 
@@ -15,10 +13,8 @@ from typing import TypeVar
 import pytest
 
 import porch
-from porch.kernel.router import TRANSPORTS as KERNEL_TRANSPORTS
-from porch.process import zmtp_client
-from porch.process.aio import TRANSPORTS as STUB_TRANSPORTS
-from support.node import Node, with_kernel_transport
+from porch.link import dealer
+from support.node import Node
 
 T = TypeVar("T")
 
@@ -42,11 +38,10 @@ CONFIG = ('node = "test.os"\n[[process]]\nid = "vault:demo:sys"\ncommand = "true
           'public = false\n')
 
 
-@pytest.fixture(params=KERNEL_TRANSPORTS)
-def knode(request: pytest.FixtureRequest) -> Iterator[Node]:
-    """A running kernel on each kernel transport, with an echo process and one that
-    never answers."""
-    n = Node(with_kernel_transport(CONFIG, request.param))
+@pytest.fixture
+def knode() -> Iterator[Node]:
+    """A running kernel with an echo process and one that never answers."""
+    n = Node(CONFIG)
     n.start("kernel")
     n.spawn("echo:demo:sys", ECHO)
     n.spawn("mute:demo:sys", MUTE)
@@ -58,13 +53,12 @@ def knode(request: pytest.FixtureRequest) -> Iterator[Node]:
 
 
 def run(node: Node, main: Callable[[porch.AsyncProcess], Awaitable[T]], *,
-        transport: str = "zmtp", process_id: str = "async:demo:sys") -> T:
+        process_id: str = "async:demo:sys") -> T:
     """Connect an AsyncProcess to node's kernel, run main(proc) (bounded), close it."""
     async def outer() -> T:
         proc = await porch.AsyncProcess.connect(process_id, home=node.home.root,
-                                                connect_timeout=10, transport=transport)
+                                                connect_timeout=10)
         try:
-            assert proc.transport == transport
             return await asyncio.wait_for(main(proc), 60)
         finally:
             proc.close()
@@ -88,11 +82,10 @@ async def flows(proc: porch.AsyncProcess) -> bool:
         return False
 
 
-# --------------------------------------------------------------------------- both stub transports
+# --------------------------------------------------------------------------- messages and failures
 
 
-@pytest.mark.parametrize("transport", STUB_TRANSPORTS)
-def test_requests_responses_blobs_and_errors(knode: Node, transport: str) -> None:
+def test_requests_responses_blobs_and_errors(knode: Node) -> None:
     big = os.urandom(5 * 1024 * 1024 + 17)
 
     async def main(proc: porch.AsyncProcess) -> None:
@@ -122,17 +115,15 @@ def test_requests_responses_blobs_and_errors(knode: Node, transport: str) -> Non
         registry = await proc.registry()
         assert "async:demo:sys" in {e.process_id for e in registry.entries}
 
-    run(knode, main, transport=transport)
+    run(knode, main)
 
 
-@pytest.mark.parametrize("transport", STUB_TRANSPORTS)
-def test_an_asyncio_server_answers_blocking_and_asyncio_clients(knode: Node, transport: str) -> None:
+def test_an_asyncio_server_answers_blocking_and_asyncio_clients(knode: Node) -> None:
     big = os.urandom(3 * 1024 * 1024)
 
     async def main(server: porch.AsyncProcess) -> None:
         server.on_request(lambda m: server.respond(m, b"re:" + m.body, blob=m.blob))
-        client = await porch.AsyncProcess.connect("aclient:demo:sys", home=knode.home.root,
-                                                  transport=transport)
+        client = await porch.AsyncProcess.connect("aclient:demo:sys", home=knode.home.root)
         try:
             reply = await client.request("async:demo:sys", b"q", blob=big, timeout=20)
             assert (reply.body, reply.blob) == (b"re:q", porch.Blob(big))
@@ -149,11 +140,10 @@ def test_an_asyncio_server_answers_blocking_and_asyncio_clients(knode: Node, tra
         reply = await asyncio.to_thread(blocking.send_and_await_response, "async:demo:sys", b"b")
         assert reply.body == b"re:b"
 
-    run(knode, main, transport=transport)
+    run(knode, main)
 
 
-@pytest.mark.parametrize("transport", STUB_TRANSPORTS)
-def test_kernel_restart_re_registers_and_keeps_watches(knode: Node, transport: str) -> None:
+def test_kernel_restart_re_registers_and_keeps_watches(knode: Node) -> None:
     """The process lives through a kernel restart: pending requests fail Offline at
     once, callbacks tell it, it registers again, its watch is sent again, messages flow."""
     async def main(proc: porch.AsyncProcess) -> None:
@@ -177,11 +167,10 @@ def test_kernel_restart_re_registers_and_keeps_watches(knode: Node, transport: s
         knode.procs["echo:demo:sys"].kill()
         assert await asyncio.wait_for(exited.get(), 15) == "echo:demo:sys"
 
-    run(knode, main, transport=transport)
+    run(knode, main)
 
 
-@pytest.mark.parametrize("transport", STUB_TRANSPORTS)
-def test_kill_9_of_the_kernel_fails_pending_requests_at_once(knode: Node, transport: str) -> None:
+def test_kill_9_of_the_kernel_fails_pending_requests_at_once(knode: Node) -> None:
     async def main(proc: porch.AsyncProcess) -> None:
         pending = [asyncio.ensure_future(proc.request("mute:demo:sys", b"x", timeout=60))
                    for _ in range(3)]
@@ -191,14 +180,12 @@ def test_kill_9_of_the_kernel_fails_pending_requests_at_once(knode: Node, transp
             with pytest.raises(porch.Offline):
                 await asyncio.wait_for(fut, 10)
 
-    run(knode, main, transport=transport)
+    run(knode, main)
 
 
-@pytest.mark.parametrize("transport", STUB_TRANSPORTS)
-def test_close_unregisters_at_once(knode: Node, transport: str) -> None:
+def test_close_unregisters_at_once(knode: Node) -> None:
     async def main(proc: porch.AsyncProcess) -> None:
-        other = await porch.AsyncProcess.connect("closer:demo:sys", home=knode.home.root,
-                                                 transport=transport)
+        other = await porch.AsyncProcess.connect("closer:demo:sys", home=knode.home.root)
         got = asyncio.Event()
         other.on_request(lambda m: got.set())  # never answers
         pending = asyncio.ensure_future(proc.request("closer:demo:sys", b"x", timeout=60))
@@ -210,42 +197,24 @@ def test_close_unregisters_at_once(knode: Node, transport: str) -> None:
         names = {e.process_id for e in (await proc.registry()).entries}
         assert "closer:demo:sys" not in names
 
-    run(knode, main, transport=transport)
+    run(knode, main)
 
 
-@pytest.mark.parametrize("transport", STUB_TRANSPORTS)
-def test_connect_errors(knode: Node, transport: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_connect_errors(knode: Node, tmp_path_factory: pytest.TempPathFactory) -> None:
     async def duplicate() -> None:
         # Held by another OS process (the same one would take its registration over).
         with pytest.raises(porch.KernelRefused) as err:
-            await porch.AsyncProcess.connect("mute:demo:sys", home=knode.home.root,
-                                             transport=transport, connect_timeout=10)
+            await porch.AsyncProcess.connect("mute:demo:sys", home=knode.home.root, connect_timeout=10)
         assert err.value.code == "AlreadyRegistered"
 
     asyncio.run(duplicate())
     nowhere = f"ipc://{tmp_path_factory.mktemp('nokernel')}/kernel.sock"
     with pytest.raises(porch.KernelUnreachable, match=f"no kernel answered at {nowhere} within 0.5 s"):
         asyncio.run(porch.AsyncProcess.connect("lonely:demo:sys", endpoint=nowhere,
-                                               connect_timeout=0.5, transport=transport))
+                                               connect_timeout=0.5))
 
 
-def test_the_environment_chooses_the_transport(knode: Node, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def main() -> tuple[str, str]:
-        monkeypatch.setenv("PORCH_STUB_TRANSPORT", "libzmq")
-        a = await porch.AsyncProcess.connect("env1:demo:sys", home=knode.home.root)
-        monkeypatch.delenv("PORCH_STUB_TRANSPORT")
-        b = await porch.AsyncProcess.connect("env2:demo:sys", home=knode.home.root)
-        try:
-            assert await flows(a) and await flows(b)
-            return a.transport, b.transport
-        finally:
-            a.close()
-            b.close()
-
-    assert asyncio.run(main()) == ("libzmq", "zmtp")
-
-
-# --------------------------------------------------------------------------- the zmtp transport's own
+# --------------------------------------------------------------------------- heartbeats and bounds
 
 
 def test_kernel_pings_are_answered_across_a_long_idle(knode: Node) -> None:
@@ -320,12 +289,12 @@ def test_output_is_bounded_while_the_kernel_does_not_read(knode: Node) -> None:
         try:
             sent = 0
             with pytest.raises(porch.Offline):
-                while sent < 50 * zmtp_client.HIGH_WATER_MARK:
+                while sent < 50 * dealer.HIGH_WATER_MARK:
                     proc.send_request("nobody:demo:sys", body)
                     sent += 1
                     if sent % 1000 == 0:
                         await asyncio.sleep(0)  # let the loop write what the socket takes
-            assert sent >= zmtp_client.HIGH_WATER_MARK
+            assert sent >= dealer.HIGH_WATER_MARK
         finally:
             kernel.send_signal(signal.SIGCONT)
         await until(lambda: flows(proc), "messages to flow once the kernel reads again")
