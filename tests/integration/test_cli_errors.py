@@ -33,7 +33,7 @@ def home() -> Iterator[Path]:
 
 def porch(*args: str, home: Path | None = None, timeout: float = 60,
           **env: str) -> subprocess.CompletedProcess[str]:
-    full = [PY, "-m", "porch.node.cli", *args] + (["--home", str(home)] if home else [])
+    full = [PY, "-m", "porch.cli", *args] + (["--home", str(home)] if home else [])
     environment = service_env(home or Path("/nonexistent"), **env)
     environment.pop("PORCH_PASSWORD", None)
     environment.update(env)
@@ -181,7 +181,7 @@ def test_help_describes_commands_arguments_and_defaults() -> None:
 
 
 def test_supervisord_config_holds_a_per_home_login_in_private_files(tmp_path: Path) -> None:
-    from porch.node import supervise
+    from porch.cli import supervise
     from porch.node.config import parse
 
     homes = [NodeHome(tmp_path / name) for name in ("a", "b")]

@@ -19,7 +19,7 @@ def test_porch_up_demo_serves_hello_and_chat_and_echo_answers() -> None:
     home = Path(tempfile.mkdtemp(prefix="porch-demo-", dir="/tmp")) / "h"
     port = free_port()
     env = service_env(home, PORCH_PASSWORD="demo pass")
-    up = subprocess.run([PY, "-m", "porch.node.cli", "up", "--demo", "--detach", "--home", str(home),
+    up = subprocess.run([PY, "-m", "porch.cli", "up", "--demo", "--detach", "--home", str(home),
                          "--port", str(port)], capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -50,10 +50,10 @@ def test_porch_up_demo_serves_hello_and_chat_and_echo_answers() -> None:
                  "the chat UI")
         assert "chat" in session.get(base + "/chat:chat:sys/", timeout=5).text
         assert session.get(base + "/chat:chat:sys/history", timeout=5).json() == []
-        sent = subprocess.run([PY, "-m", "porch.node.cli", "send", "echo:demo:sys", "hi", "--home", str(home)],
+        sent = subprocess.run([PY, "-m", "porch.cli", "send", "echo:demo:sys", "hi", "--home", str(home)],
                               capture_output=True, text=True, timeout=60, env=env)
         assert (sent.returncode, sent.stdout.strip()) == (0, "echo: hi"), sent.stderr
     finally:
-        subprocess.run([PY, "-m", "porch.node.cli", "down", "--home", str(home)], capture_output=True,
+        subprocess.run([PY, "-m", "porch.cli", "down", "--home", str(home)], capture_output=True,
                        timeout=60, env=env)
         shutil.rmtree(home.parent, ignore_errors=True)

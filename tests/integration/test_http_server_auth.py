@@ -446,7 +446,7 @@ class UpNode:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = service_env(self.home.root)
         env.pop("PORCH_PASSWORD", None)
-        return subprocess.run([PY, "-m", "porch.node.cli", *args, "--home", str(self.home.root)],
+        return subprocess.run([PY, "-m", "porch.cli", *args, "--home", str(self.home.root)],
                               capture_output=True, text=True, timeout=90, env=env,
                               stdin=subprocess.DEVNULL)
 

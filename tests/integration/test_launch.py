@@ -16,7 +16,7 @@ BARE_PATH = "/usr/bin:/bin"  # no virtualenv on it: a bare `python` would not im
 
 
 def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PY, "-m", "porch.node.cli", *args, "--home", str(home)], capture_output=True,
+    return subprocess.run([PY, "-m", "porch.cli", *args, "--home", str(home)], capture_output=True,
                           text=True, timeout=timeout, env=service_env(home, PATH=BARE_PATH))
 
 

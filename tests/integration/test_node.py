@@ -137,7 +137,7 @@ def test_output_into_a_closed_pipe_ends_quietly(sup: SupervisedNode) -> None:
         read_end, write_end = os.pipe()
         os.close(read_end)
         try:
-            result = subprocess.run([PY, "-m", "porch.node.cli", *args, "--home", str(sup.home.root)],
+            result = subprocess.run([PY, "-m", "porch.cli", *args, "--home", str(sup.home.root)],
                                     stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
                                     env=service_env(sup.home.root))
         finally:
@@ -241,7 +241,7 @@ def test_foreground_up_that_times_out_says_so_and_keeps_running(tmp_path: Path) 
     home = Path("/tmp") / f"porch-fgslow-{os.getpid()}"
     home.mkdir()
     (home / "porch.toml").write_text(crashing_config(tmp_path))
-    proc = subprocess.Popen([PY, "-m", "porch.node.cli", "up", "--home", str(home), "--wait", "2"],
+    proc = subprocess.Popen([PY, "-m", "porch.cli", "up", "--home", str(home), "--wait", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=service_env(home, PORCH_PASSWORD="pw"), start_new_session=True)
     try:
@@ -268,7 +268,7 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     home = Path("/tmp") / f"porch-fg-{os.getpid()}"
     home.mkdir()
     (home / "porch.toml").write_text(node_config(tmp_path))
-    proc = subprocess.Popen([PY, "-m", "porch.node.cli", "up", "--home", str(home)],
+    proc = subprocess.Popen([PY, "-m", "porch.cli", "up", "--home", str(home)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=service_env(home), start_new_session=True)
     try:
@@ -284,7 +284,7 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         # supervisord's socket has a login: no "running without any HTTP authentication"
         assert "CRIT" not in out, out
         wait_for(lambda: not alive(sup_pid), 10, what="supervisord to exit")
-        status = subprocess.run([PY, "-m", "porch.node.cli", "status", "--home", str(home)],
+        status = subprocess.run([PY, "-m", "porch.cli", "status", "--home", str(home)],
                                 capture_output=True, text=True, env=service_env(home))
         assert status.returncode == 3
     finally:
@@ -295,10 +295,10 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
 
 
 def test_help_explains_the_commands() -> None:
-    out = subprocess.run([sys.executable, "-m", "porch.node.cli", "--help"],
+    out = subprocess.run([sys.executable, "-m", "porch.cli", "--help"],
                          capture_output=True, text=True).stdout
     for word in ("up", "down", "status", "restart", "logs", "send"):
         assert word in out
-    up = subprocess.run([sys.executable, "-m", "porch.node.cli", "up", "--help"],
+    up = subprocess.run([sys.executable, "-m", "porch.cli", "up", "--help"],
                         capture_output=True, text=True).stdout
     assert "--port" in up and "8080" in up and "--home" in up

@@ -91,8 +91,8 @@ def ws_echoes(port: int) -> bool:
 
 
 def pids(node: SupervisedNode) -> dict[str, int]:
+    from porch.cli.supervise import program_name
     from porch.node.config import load
-    from porch.node.supervise import program_name
 
     config = load(node.home.config_path)
     return {name: node.pid_of(program_name(config, name)) for name in PROGRAMS}

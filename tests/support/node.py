@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import porch
+from porch.cli.procinfo import children
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
-from porch.node.procinfo import children
 
 PY = sys.executable
 
@@ -187,7 +187,7 @@ class Node:
 
 
 def porch_cli(*args: str, home: Path, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PY, "-m", "porch.node.cli", *args, "--home", str(home)],
+    return subprocess.run([PY, "-m", "porch.cli", *args, "--home", str(home)],
                           capture_output=True, text=True, timeout=timeout,
                           env=service_env(home), **kw)
 
@@ -213,7 +213,7 @@ class SupervisedNode:
         return proc
 
     def pid_of(self, program: str) -> int:
-        from porch.node.supervise import Supervisor
+        from porch.cli.supervise import Supervisor
 
         info = Supervisor(self.home).rpc.getProcessInfo(program)
         return int(info["pid"])

@@ -1,9 +1,9 @@
 import configparser
 from pathlib import Path
 
+from porch.cli.supervise import program_name, render
 from porch.node.config import parse
 from porch.node.home import NodeHome
-from porch.node.supervise import program_name, render
 
 
 def test_rendered_config_has_one_program_per_service_and_process(tmp_path: Path) -> None:
@@ -17,7 +17,7 @@ def test_rendered_config_has_one_program_per_service_and_process(tmp_path: Path)
     assert programs[0] == "kernel"
     assert "app-hello-hello-sys" in programs
     app = parser["program:app-hello-hello-sys"]
-    assert app["command"].endswith("-m porch.node.launch --home " + str(home.root) + " hello:hello:sys")
+    assert app["command"].endswith("-m porch.cli.launch --home " + str(home.root) + " hello:hello:sys")
     assert 'PORCH_PROCESS="hello:hello:sys"' in app["environment"]
     assert "GREETING" not in app["environment"], "user environment stays out of supervisord's parser"
     assert parser["program:kernel"]["command"].endswith(f"-m porch.kernel --home {home.root}")
@@ -44,7 +44,7 @@ def test_launch_runs_the_command_with_its_environment(tmp_path: Path) -> None:
         f'command = "{sys.executable} {script}"\n'
         f'directory = "{tmp_path}"\n'
         "environment = { TRICKY = \"it's \\\"quoted\\\", 100% and , commas\" }\n")
-    out = subprocess.run([sys.executable, "-m", "porch.node.launch", "--home", str(home.root), "env:demo:sys"],
+    out = subprocess.run([sys.executable, "-m", "porch.cli.launch", "--home", str(home.root), "env:demo:sys"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"it's \"quoted\", 100% and , commas env:demo:sys {tmp_path}"

@@ -1,1 +1,1 @@
-"""The node: home directory, config, supervision, and the `porch` command."""
+"""The ground every service stands on: the node home, its config, service start-up and logs."""

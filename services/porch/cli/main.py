@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from porch.cli import procinfo, supervise
 from porch.node import config as node_config
-from porch.node import procinfo, supervise
 from porch.node.home import NodeHome
 
 DEMO_APPS = (

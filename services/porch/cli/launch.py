@@ -1,4 +1,4 @@
-"""`python -m porch.node.launch --home H PROCESS_ID`: start a user process from porch.toml.
+"""`python -m porch.cli.launch --home H PROCESS_ID`: start a user process from porch.toml.
 
 supervisord runs this instead of the process's command, so that the command, working
 directory and environment come straight from the node config: nothing has to survive
@@ -30,7 +30,7 @@ def node_path(path: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m porch.node.launch")
+    parser = argparse.ArgumentParser(prog="python -m porch.cli.launch")
     parser.add_argument("--home", required=True)
     parser.add_argument("process_id")
     args = parser.parse_args(argv)

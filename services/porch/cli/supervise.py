@@ -4,7 +4,7 @@ Every service is its own [program], so `porch restart http-server` (or
 `supervisorctl restart http-server`) restarts it alone. User processes from porch.toml
 become programs named "app-<id with : and . replaced>".
 
-The templates live in the package (porch/node/*.tmpl) rather than in deploy/ so that
+The templates live in the package (porch/cli/*.tmpl) rather than in deploy/ so that
 an installed wheel can render them; deploy/ keeps the systemd unit and a sample config.
 
 supervisord's socket asks for a login (user "porch", a random password generated once
@@ -71,12 +71,12 @@ def service_programs(home: NodeHome, extra_args: dict[str, list[str]] | None = N
 
 
 def user_programs(home: NodeHome, config: NodeConfig) -> list[Program]:
-    """One program per process with a command; porch.node.launch reads the command,
+    """One program per process with a command; porch.cli.launch reads the command,
     directory and environment from porch.toml when it starts."""
     return [
         Program(
             spec.program_name,
-            [sys.executable, "-m", "porch.node.launch", "--home", str(home.root), spec.id],
+            [sys.executable, "-m", "porch.cli.launch", "--home", str(home.root), spec.id],
             priority=30,
             environment={ENV_HOME: str(home.root), ENV_PROCESS: spec.id},
             directory=spec.directory,
@@ -123,7 +123,7 @@ def credentials(home: NodeHome, *, create: bool = False) -> tuple[str, str] | No
 def render(home: NodeHome, config: NodeConfig, *, foreground: bool,
            extra_args: dict[str, list[str]] | None = None,
            login: tuple[str, str] | None = None) -> str:
-    templates = resources.files("porch.node")
+    templates = resources.files("porch.cli")
     head = Template(templates.joinpath("supervisord.conf.tmpl").read_text())
     program = Template(templates.joinpath("program.conf.tmpl").read_text())
     common = {
