@@ -1,8 +1,14 @@
 """Process ids: "name:package:publisher", parsed and validated.
 
-"Kimap-safe" (reference section 1.4): process and package names match ^[a-z0-9-]+$, the
-publisher matches ^[a-z0-9.-]+$. The kernel refuses to register anything else, so every
-id seen on the wire is kimap-safe.
+"Kimap-safe" (Kinode's rule): process and package names match ^[a-z0-9-]+$, the
+publisher matches ^[a-z0-9.-]+$. porch also bounds them: a name or package of at most
+MAX_NAME characters, a publisher (a domain name) of at most MAX_PUBLISHER, so an id
+cannot be made to fill memory, logs or headers. The kernel refuses to register anything
+else, so every id seen on the wire obeys both rules.
+
+The package distro:sys is reserved for the node's own services (the kernel,
+http-server, http-client and the RPC endpoint's identity): only a process holding the
+node's service token may register an id in it (`porch.node.service_token`).
 """
 
 from __future__ import annotations
@@ -10,13 +16,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_NAME = re.compile(r"[a-z0-9-]+")
-_PUBLISHER = re.compile(r"[a-z0-9.-]+")
+MAX_NAME = 64
+MAX_PUBLISHER = 253
+_NAME = re.compile(rf"[a-z0-9-]{{1,{MAX_NAME}}}")
+_PUBLISHER = re.compile(rf"[a-z0-9.-]{{1,{MAX_PUBLISHER}}}")
 
 KERNEL = "kernel:distro:sys"
 HTTP_SERVER = "http-server:distro:sys"
 HTTP_CLIENT = "http-client:distro:sys"
+RPC = "rpc:distro:sys"
 HOMEPAGE = "homepage:homepage:sys"
+RESERVED_PACKAGE = "distro:sys"
 
 
 class InvalidProcessId(ValueError):
@@ -33,16 +43,20 @@ class ProcessId:
     def parse(cls, text: str) -> ProcessId:
         parts = text.split(":")
         if len(parts) != 3:
+            shown = text if len(text) <= 100 else text[:100] + "..."
             raise InvalidProcessId(
-                f"process id {text!r} must be name:package:publisher (three parts)"
+                f"process id {shown!r} must be name:package:publisher (three parts)"
             )
         process, package, publisher = parts
+        shown = text if len(text) <= 100 else text[:100] + "..."
         if not _NAME.fullmatch(process) or not _NAME.fullmatch(package):
             raise InvalidProcessId(
-                f"process id {text!r}: name and package must match [a-z0-9-]+"
+                f"process id {shown!r}: name and package must match [a-z0-9-]+, "
+                f"at most {MAX_NAME} characters each"
             )
         if not _PUBLISHER.fullmatch(publisher):
-            raise InvalidProcessId(f"process id {text!r}: publisher must match [a-z0-9.-]+")
+            raise InvalidProcessId(f"process id {shown!r}: publisher must match [a-z0-9.-]+, "
+                                   f"at most {MAX_PUBLISHER} characters")
         return cls(process, package, publisher)
 
     @property
@@ -66,3 +80,8 @@ def is_valid(text: str) -> bool:
     except InvalidProcessId:
         return False
     return True
+
+
+def is_reserved(text: str) -> bool:
+    """An id in the package reserved for the node's services (distro:sys)."""
+    return text.endswith(":" + RESERVED_PACKAGE) and text.count(":") == 2

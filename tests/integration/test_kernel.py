@@ -97,7 +97,7 @@ def test_no_answer_before_deadline_is_timeout_and_late_answer_is_dropped(node: N
 def test_capability_needed_for_http_server(node: Node) -> None:
     """http-server:distro:sys is not public: without a grant the request never arrives."""
     # Something registered as http-server so that only the capability can stop delivery.
-    fake_server = node.process("http-server:distro:sys")
+    fake_server = node.service_process("http-server:distro:sys")
     a = node.process("a:demo:sys")
     with pytest.raises(porch.NoCapability):
         a.send_and_await_response("http-server:distro:sys", b"bind please", timeout=2)
@@ -111,7 +111,7 @@ def test_granted_capability_lets_the_message_through() -> None:
              'capabilities = ["http-server:distro:sys"]\n')
     try:
         n.start("kernel")
-        server = n.process("http-server:distro:sys")
+        server = n.service_process("http-server:distro:sys")
         b = n.process("b:demo:sys")
         b.send_request("http-server:distro:sys", b"hello")
         msg = server.await_message(timeout=5)

@@ -24,6 +24,7 @@ from typing import Any
 import porch
 from porch.cli.procinfo import children
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
+from porch.node.service_token import ENV_SERVICE_TOKEN
 
 PY = sys.executable
 
@@ -80,6 +81,7 @@ def non_loopback_ip() -> str | None:
 def service_env(home: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PORCH_KERNEL", None)
+    env.pop(ENV_SERVICE_TOKEN, None)  # the services read the home's; user processes get none
     env[ENV_HOME] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
@@ -158,6 +160,19 @@ class Node:
         proc = porch.Process(process_id, home=self.home.root, **kwargs)
         self._stubs.append(proc)
         return proc
+
+    def service_process(self, process_id: str) -> porch.Process:
+        """A stub holding the node's service token, as the services the node starts do:
+        the only way to register a reserved id (distro:sys)."""
+        saved = os.environ.get(ENV_SERVICE_TOKEN)
+        os.environ[ENV_SERVICE_TOKEN] = self.home.service_token.read_text().strip()
+        try:
+            return self.process(process_id)
+        finally:
+            if saved is None:
+                del os.environ[ENV_SERVICE_TOKEN]
+            else:
+                os.environ[ENV_SERVICE_TOKEN] = saved
 
     def registered(self) -> set[str]:
         probe = self.process(f"probe-{os.getpid()}-{len(self._stubs)}:test:sys")

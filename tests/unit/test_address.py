@@ -24,3 +24,28 @@ def test_unsafe_ids_are_refused(text: str) -> None:
 
 def test_package_id() -> None:
     assert ProcessId.parse("chess:chess:template.os").package_id == "chess:template.os"
+
+
+def test_each_part_is_bounded() -> None:
+    """Issue 9 item 13: a 100 KB id never registers; the bounds are exact."""
+    from porch.address import MAX_NAME, MAX_PUBLISHER, is_valid
+
+    assert is_valid(f"{'a' * MAX_NAME}:{'b' * MAX_NAME}:{'c' * MAX_PUBLISHER}")
+    assert not is_valid(f"{'a' * (MAX_NAME + 1)}:b:c")
+    assert not is_valid(f"a:{'b' * (MAX_NAME + 1)}:c")
+    assert not is_valid(f"a:b:{'c' * (MAX_PUBLISHER + 1)}")
+    assert not is_valid("x" * 100_000 + ":demo:sys")
+    with pytest.raises(InvalidProcessId) as err:
+        ProcessId.parse("x" * 100_000 + ":demo:sys")
+    assert len(str(err.value)) < 300, "the error does not carry the whole id"
+
+
+def test_reserved_ids_are_the_distro_sys_package() -> None:
+    from porch.address import is_reserved
+
+    for text in ("http-server:distro:sys", "http-client:distro:sys", "rpc:distro:sys",
+                 "anything:distro:sys", "kernel:distro:sys"):
+        assert is_reserved(text), text
+    for text in ("hello:hello:sys", "distro:sys:x", "a:distro:sysx", "a:xdistro:sys",
+                 "a:b:distro:sys"):
+        assert not is_reserved(text), text

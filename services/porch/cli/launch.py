@@ -20,6 +20,7 @@ import sys
 
 from porch.node.config import ConfigError, load
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
+from porch.node.service_token import ENV_SERVICE_TOKEN
 
 
 def node_path(path: str) -> str:
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"porch launch: {args.process_id} has no command in {home.config_path}", file=sys.stderr)
         return 2
     env = dict(os.environ)
+    env.pop(ENV_SERVICE_TOKEN, None)  # a user process never gets the services' token
     env.update(spec.environment)
     env[ENV_HOME] = str(home.root)
     env[ENV_PROCESS] = spec.id

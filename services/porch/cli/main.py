@@ -22,6 +22,7 @@ from typing import Any
 
 from porch.cli import procinfo, supervise
 from porch.node import config as node_config
+from porch.node import service_token
 from porch.node.home import NodeHome
 
 DEMO_APPS = (
@@ -134,6 +135,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (ValueError, KeyboardInterrupt) as exc:
         return _fail(f"no password set: {exc}", 2)
     extra = service_args(args)
+    service_token.renew(home)  # this start's: only the services it starts read it
     conf = supervise.write(home, config, foreground=not args.detach, extra_args=extra)
     supervise.Applied(not args.detach, extra, supervise.fingerprints(config)).write(home)
     cmd = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]

@@ -10,17 +10,22 @@ The model (reference section 0.3, simplified on purpose):
   http-server a capability, and silently drops requests when they forget (its HTTP
   clients then wait 15 s for a 408); porch removes that trap.
 - Responses need no capability: the kernel only delivers one that answers a request it
-  saw going the other way.
+  saw going the other way, from the connection that request was delivered to.
+- `rsvp` (send the answer elsewhere) is a system service's privilege, for a process it
+  may message: anyone else could aim answers, Timeouts and Offlines at a stranger
+  (`porch.kernel.router`).
+- rpc:distro:sys, the identity of the http-server's RPC endpoint, is an ordinary
+  sender (its grants come from porch.toml) and is never public.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from porch.address import HTTP_CLIENT, HTTP_SERVER, KERNEL
+from porch.address import HTTP_CLIENT, HTTP_SERVER, KERNEL, RPC
 
 SYSTEM_SENDERS = frozenset({HTTP_SERVER, HTTP_CLIENT})
-NEVER_PUBLIC = frozenset({HTTP_SERVER, HTTP_CLIENT, KERNEL})
+NEVER_PUBLIC = frozenset({HTTP_SERVER, HTTP_CLIENT, KERNEL, RPC})
 
 
 class CapabilityPolicy:

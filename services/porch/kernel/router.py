@@ -30,6 +30,7 @@ when the registered process dies) and it costs one fd per process.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import select
@@ -41,9 +42,9 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from porch.address import KERNEL, is_valid
+from porch.address import KERNEL, MAX_NAME, MAX_PUBLISHER, is_reserved, is_valid
 from porch.kernel.pending import PendingTable
-from porch.kernel.policy import CapabilityPolicy
+from porch.kernel.policy import SYSTEM_SENDERS, CapabilityPolicy
 from porch.kernel.transport import Conn, SendFailed, Transport, now_ms
 from porch.link.server import ZmtpServer
 from porch.throttle import Every
@@ -103,11 +104,14 @@ class Kernel:
         *,
         max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
         transport: Transport | None = None,
+        service_token: str = "",
     ) -> None:
         self.endpoint = endpoint
         self.node = node
         self.policy = policy
         self.max_timeout_ms = max_timeout_ms
+        # Required to register a reserved id (porch.node.service_token); "" refuses them all.
+        self.service_token = service_token
         self.boot_id = uuid.uuid4().hex[:12]
         self.counters = Counters()
         self.peers: dict[Conn, Peer] = {}  # connection -> registered peer
@@ -244,28 +248,48 @@ class Kernel:
             env.source = source
             frame = env.SerializeToString()
         if kind == "request":
-            self._route_request(source, env, frame, blob)
+            self._route_request(ident, source, env, frame, blob)
         elif kind == "response":
-            self._route_response(source, env, frame, blob)
+            self._route_response(ident, env, frame, blob)
         else:
             self._malformed(ident, env.id, f"processes may not send {kind!r} messages")
 
-    def _route_request(self, source: str, env: kernel_pb2.Envelope, frame: Any, blob: Any) -> None:
+    def _route_request(self, ident: Conn, source: str, env: kernel_pb2.Envelope, frame: Any,
+                       blob: Any) -> None:
         target = env.target
         req = env.request
-        reply_to = env.rsvp or source
         expects = req.expects_response
+        requester = ident
+        if env.rsvp and env.rsvp != source:
+            # Where the answer goes is part of what a sender claims: only a system service
+            # (acting for someone who passed the checks already) may name another process,
+            # and only one it may message. Anyone else could aim answers, Timeouts and
+            # Offlines at a stranger.
+            rsvp = env.rsvp
+            if source not in SYSTEM_SENDERS or not self.policy.allows(source, rsvp):
+                self.counters.refused += 1
+                self.counters.warn("rsvp", "%s may not have answers sent to %s", source, rsvp)
+                self._send_error(ident, env.id, target, SendErrorKind.NoCapability,
+                                 f"{source} may not have answers sent to {rsvp} (rsvp)")
+                return
+            rident = self.idents.get(rsvp)
+            if rident is None:
+                self.counters.offline += 1
+                self._send_error(ident, env.id, target, SendErrorKind.Offline,
+                                 f"no process {rsvp} is running to receive the answer (rsvp)")
+                return
+            requester = rident
         if not self.policy.allows(source, target):
             self.counters.refused += 1
             self.counters.warn("cap", "%s has no capability to message %s", source, target)
-            self._send_error(reply_to, env.id, target, SendErrorKind.NoCapability,
+            self._send_error(requester, env.id, target, SendErrorKind.NoCapability,
                              f"{source} has no capability to message {target}")
             return
         tident = self.idents.get(target)
         if tident is None:
             self.counters.offline += 1
             if expects:
-                self._send_error(reply_to, env.id, target, SendErrorKind.Offline,
+                self._send_error(requester, env.id, target, SendErrorKind.Offline,
                                  f"no process {target} is running")
             return
         if expects:
@@ -274,29 +298,29 @@ class Kernel:
             deadline = min(deadline, now + self.max_timeout_ms)
             if deadline <= now:
                 self.counters.timeouts += 1
-                self._send_error(reply_to, env.id, target, SendErrorKind.Timeout,
+                self._send_error(requester, env.id, target, SendErrorKind.Timeout,
                                  "deadline passed before delivery")
                 return
-            self.pending.add((reply_to, env.id), target, deadline)
+            if not self.pending.add(requester, env.id, tident, target, deadline):
+                self._malformed(ident, env.id, f"request id {env.id} is already pending; "
+                                "ids must be unique among a requester's requests")
+                return
         try:
             self.transport.send(tident, frame, blob)
         except SendFailed as exc:
-            # Gone (EHOSTUNREACH under ROUTER_MANDATORY) or its queue is full.
+            # Gone, or its queue is full.
             self.counters.offline += 1
             if expects:
-                self.pending.answer((reply_to, env.id), target)
-                self._send_error(reply_to, env.id, target, SendErrorKind.Offline,
+                self.pending.answer(requester, env.id, tident)
+                self._send_error(requester, env.id, target, SendErrorKind.Offline,
                                  f"{target} is not accepting messages ({exc})")
             return
         self.counters.routed += 1
 
-    def _route_response(self, source: str, env: kernel_pb2.Envelope, frame: Any, blob: Any) -> None:
-        target = env.target
-        if not self.pending.answer((target, env.id), source):
-            self.counters.late += 1  # late (after Timeout/Offline) or never asked for
-            return
-        tident = self.idents.get(target)
-        if tident is None:
+    def _route_response(self, ident: Conn, env: kernel_pb2.Envelope, frame: Any, blob: Any) -> None:
+        tident = self.idents.get(env.target)
+        if tident is None or not self.pending.answer(tident, env.id, ident):
+            self.counters.late += 1  # late (after Timeout/Offline), never asked for, or not ours
             return
         try:
             self.transport.send(tident, frame, blob)
@@ -313,10 +337,10 @@ class Kernel:
                     self._send_exited(watcher, watched)
                 else:
                     self.watchers.setdefault(watched, set()).add(watcher)
-        for (reply_to, id_), responder in self.pending.expire(now):
+        for waiting in self.pending.expire(now):
             self.counters.timeouts += 1
-            self._send_error(reply_to, id_, responder, SendErrorKind.Timeout,
-                             f"{responder} did not answer before the deadline")
+            self._send_error(waiting.requester, waiting.id, waiting.target, SendErrorKind.Timeout,
+                             f"{waiting.target} did not answer before the deadline")
 
     # ------------------------------------------------------------------ connections
 
@@ -368,12 +392,13 @@ class Kernel:
             del self.idents[peer.process_id]
         if peer.verified_pid:
             self._unwatch(peer.verified_pid, ident)
-        failed = self.pending.responder_gone(peer.process_id)
-        for reply_to, id_ in failed:
+        failed = self.pending.responder_gone(ident)
+        for waiting in failed:
             self.counters.offline += 1
-            self._send_error(reply_to, id_, peer.process_id, SendErrorKind.Offline,
-                             f"{peer.process_id} went away with the request pending",
+            self._send_error(waiting.requester, waiting.id, waiting.target, SendErrorKind.Offline,
+                             f"{waiting.target} went away with the request pending",
                              delivered=True)
+        self.pending.requester_gone(ident)
         for watcher in self.watchers.pop(peer.process_id, ()):
             self._send_exited(watcher, peer.process_id)
         log.info("unregistered %s (os pid %d): %s; %d pending request(s) failed Offline",
@@ -418,11 +443,21 @@ class Kernel:
         pid = reg.process_id
         if not is_valid(pid) or pid == KERNEL:
             self.counters.refused += 1
+            shown = pid if len(pid) <= 100 else f"{pid[:100]}... ({len(pid)} characters)"
             self._kernel_error(ident, ErrorCode.InvalidProcessId, 0,
-                               f"{pid!r} is not a valid process id: name:package:publisher, "
-                               "name and package [a-z0-9-]+, publisher [a-z0-9.-]+ "
-                               "(kernel:distro:sys is reserved)")
-            log.warning("refused registration of %r: invalid process id", pid)
+                               f"{shown!r} is not a valid process id: name:package:publisher, "
+                               f"name and package [a-z0-9-]{{1,{MAX_NAME}}}, publisher "
+                               f"[a-z0-9.-]{{1,{MAX_PUBLISHER}}} (kernel:distro:sys is reserved)")
+            self.counters.warn("invalid-id", "refused registration of %r: invalid process id", shown)
+            return
+        if is_reserved(pid) and not (self.service_token and hmac.compare_digest(
+                reg.service_token.encode(), self.service_token.encode())):
+            self.counters.refused += 1
+            self._kernel_error(ident, ErrorCode.ReservedProcessId, 0,
+                               f"{pid} is reserved for the node's services (distro:sys): "
+                               "registering it takes the node's service token")
+            self.counters.warn("reserved", "refused registration of %s by os pid %d: "
+                               "no valid service token", pid, verified_pid or reg.os_pid)
             return
         if peer is not None and peer.process_id != pid:
             self.counters.refused += 1
@@ -484,18 +519,19 @@ class Kernel:
         except SendFailed:
             pass  # gone or not reading; nothing is queued for absent peers
 
-    def _send_error(self, to: str, id_: int, target: str, kind: int, detail: str,
+    def _send_error(self, to: Conn, id_: int, target: str, kind: int, detail: str,
                     delivered: bool = False) -> None:
-        ident = self.idents.get(to)
-        if ident is None:
+        """A SendError about request id_ (for target) to the connection that waits."""
+        peer = self.peers.get(to)
+        if peer is None:
             return
-        env = Envelope(version=PROTOCOL_VERSION, id=id_, source=target, target=to)
+        env = Envelope(version=PROTOCOL_VERSION, id=id_, source=target, target=peer.process_id)
         err = env.send_error
         err.kind = kind  # type: ignore[assignment]
         err.target = target
         err.detail = detail
         err.delivered = delivered
-        self._send(ident, env)
+        self._send(to, env)
 
     def _kernel_error(self, ident: Conn, code: int, id_: int, detail: str) -> None:
         env = Envelope(version=PROTOCOL_VERSION, id=id_, source=KERNEL)

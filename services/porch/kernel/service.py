@@ -9,6 +9,7 @@ from typing import IO
 
 from porch.kernel.policy import CapabilityPolicy
 from porch.kernel.router import Kernel, install_signal_handlers
+from porch.node import service_token
 from porch.node.home import NodeHome
 from porch.node.startup import start_service
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         config.node,
         CapabilityPolicy(config.grants(), config.private()),
         max_timeout_ms=int(config.kernel.max_request_timeout_s * 1000),
+        service_token=service_token.read_or_create(home),
     )
     kernel.bind()
     install_signal_handlers(kernel)

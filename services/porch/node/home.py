@@ -4,7 +4,8 @@ Layout (created by `porch up`, modes enforced every time):
 
     <home>/porch.toml      node config (node name, settings, user processes)
     <home>/run/            0700: kernel.sock, supervisor.sock, supervisord.conf (0600),
-                           applied.json (what the running node was given), pid files
+                           applied.json (what the running node was given), pid files,
+                           service.token (0600, new at every start: see service_token)
     <home>/logs/           one log per service
     <home>/state/          0700: chosen port, bindings, static content, secrets (0600),
                            among them supervisor.secret (supervisord's socket login)
@@ -82,6 +83,10 @@ class NodeHome:
     @property
     def supervisor_secret(self) -> Path:
         return self.state_dir / "supervisor.secret"
+
+    @property
+    def service_token(self) -> Path:
+        return self.run_dir / "service.token"
 
     @property
     def applied_path(self) -> Path:

@@ -1,5 +1,6 @@
 """What every service does first: log to stdout, check the protobuf backend, open the
-node home and read its config, turning a bad home or config into one clear log line."""
+node home and read its config, turning a bad home or config into one clear log line,
+and take the node's service token (so its stub may register a reserved id)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from porch.node.config import ConfigError, NodeConfig, load
 from porch.node.home import NodeHome
 from porch.node.logs import setup_logging
+from porch.node.service_token import export
 from porch.wire import check_backend
 
 
@@ -19,7 +21,9 @@ def start_service(name: str, home_arg: str | None) -> tuple[NodeHome, NodeConfig
     home = NodeHome.resolve(home_arg)
     try:
         home.ensure()
-        return home, load(home.config_path)
+        config = load(home.config_path)
     except (ConfigError, ValueError) as exc:
         log.error("%s", exc)
         return None
+    export(home)
+    return home, config

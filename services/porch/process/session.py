@@ -17,9 +17,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from porch.address import KERNEL, validate
+from porch.address import KERNEL, is_reserved, validate
 from porch.link.dealer import Dealer
 from porch.node.home import ENV_PROCESS, kernel_endpoint
+from porch.node.service_token import ENV_SERVICE_TOKEN
 from porch.process.message import (
     SEND_ERRORS,
     Blob,
@@ -145,8 +146,11 @@ class KernelSession:
 
     def _send_register(self) -> None:
         env = Envelope(version=PROTOCOL_VERSION, source=self.process_id, target=KERNEL)
-        env.control.register.process_id = self.process_id
-        env.control.register.os_pid = os.getpid()
+        reg = env.control.register
+        reg.process_id = self.process_id
+        reg.os_pid = os.getpid()
+        if is_reserved(self.process_id):  # only a node's service has the token
+            reg.service_token = os.environ.get(ENV_SERVICE_TOKEN, "")
         self.send_envelope(env, None)
 
     def unregister_envelope(self) -> bytes:

@@ -110,12 +110,14 @@ class Unregister(_message.Message):
     def __init__(self) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("process_id", "os_pid")
+    __slots__ = ("process_id", "os_pid", "service_token")
     PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
     OS_PID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     process_id: str
     os_pid: int
-    def __init__(self, process_id: _Optional[str] = ..., os_pid: _Optional[int] = ...) -> None: ...
+    service_token: str
+    def __init__(self, process_id: _Optional[str] = ..., os_pid: _Optional[int] = ..., service_token: _Optional[str] = ...) -> None: ...
 
 class Registered(_message.Message):
     __slots__ = ("process_id", "node", "kernel_boot_id")
@@ -137,12 +139,14 @@ class KernelError(_message.Message):
         NotRegistered: _ClassVar[KernelError.Code]
         InvalidProcessId: _ClassVar[KernelError.Code]
         AlreadyRegistered: _ClassVar[KernelError.Code]
+        ReservedProcessId: _ClassVar[KernelError.Code]
     CODE_UNSPECIFIED: KernelError.Code
     Malformed: KernelError.Code
     VersionMismatch: KernelError.Code
     NotRegistered: KernelError.Code
     InvalidProcessId: KernelError.Code
     AlreadyRegistered: KernelError.Code
+    ReservedProcessId: KernelError.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
