@@ -116,8 +116,20 @@ class AsyncProcess:
         core.close()
 
     def on_request(self, handler: RequestHandler | None) -> None:
-        """Call handler(msg) in the loop for every incoming Request (instead of recv())."""
+        """Call handler(msg) in the loop for every incoming Request (instead of recv()).
+
+        Requests that arrived before it was set (a restarted app is sent requests the
+        moment it registers, while it is still binding its paths) go to the handler
+        first, in order, on the loop's next turn: none is left in a queue nobody reads."""
         self._handler = handler
+        if handler is not None and not self._queue.empty():
+            self._loop.call_soon(self._hand_over_queued)
+
+    def _hand_over_queued(self) -> None:
+        while self._handler is not None and not self._queue.empty():
+            msg = self._queue.get_nowait()
+            if not expired(msg):
+                self._call_handler(msg)
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Called after every re-registration (a kernel restart, say)."""
@@ -241,13 +253,9 @@ class AsyncProcess:
                 assert item.message is not None
                 fut.set_result(item.message)
         elif isinstance(item, Message):
-            if self._handler is not None:
-                try:
-                    self._handler(item)
-                except Exception:
-                    log.exception("%s: request handler failed on message %d from %s",
-                                  self.our, item.id, item.source)
-            else:
+            if self._handler is not None and self._queue.empty():
+                self._call_handler(item)
+            else:  # no handler yet, or queued ones are still to be handed over first
                 self._queue.put_nowait(item)
         elif isinstance(item, Registered):
             first = not self._registered.done()
@@ -270,6 +278,14 @@ class AsyncProcess:
             log.error("%s: %s", self.our, err)
             if not self._registered.done():
                 self._registered.set_exception(err)
+
+    def _call_handler(self, msg: Message) -> None:
+        assert self._handler is not None
+        try:
+            self._handler(msg)
+        except Exception:
+            log.exception("%s: request handler failed on message %d from %s",
+                          self.our, msg.id, msg.source)
 
     def _on_lost(self) -> None:
         """The connection to the kernel ended: what waits on it fails now."""
