@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+import porch
 from support.node import Node, free_port, wait_for
 
 # An asyncio app written in the README's order: connect, bind, then set the handler.
@@ -91,3 +92,41 @@ def test_item2_an_async_app_restarted_under_load_answers_what_arrived_while_it_r
     assert set(outcomes) <= {200, 502, 503}, outcomes
     assert outcomes[200] > 0
     assert slowest[0] < 10, f"a request waited {slowest[0]:.1f} s: left in a queue ({outcomes})"
+
+
+BIG = """
+    import porch
+    p = porch.Process()
+    while True:
+        m = p.await_message()
+        p.respond(b"big", blob=bytes(int(m.body)))
+"""
+
+
+def test_item1_answers_too_large_for_the_requesters_queue_fail_at_once_not_at_the_deadline(
+        node: Node) -> None:
+    """Three 40 MiB answers to a requester that is not reading: the kernel's queue to it
+    (64 MiB) cannot take them all. Each request is answered, with the answer or with a
+    typed error saying so, long before its 60 s deadline; nothing vanishes."""
+    node.spawn("big:demo:sys", BIG)
+    node.wait_registered("big:demo:sys")
+    asker = node.process("asker:demo:sys")
+    size = 40 * 1024 * 1024
+    ids = [asker.send_request("big:demo:sys", str(size).encode(), expects_response=60)
+           for _ in range(3)]
+    time.sleep(3)  # not reading: the answers pile up in the kernel's queue to us
+    started = time.monotonic()
+    answered, undeliverable = 0, 0
+    for _ in ids:
+        try:
+            msg = asker.await_message(timeout=20)
+            assert msg.blob is not None and len(msg.blob.bytes) == size
+            answered += 1
+        except porch.Offline as exc:
+            assert exc.delivered and "could not be delivered" in str(exc), exc
+            undeliverable += 1
+    assert answered + undeliverable == 3
+    assert answered >= 1
+    assert time.monotonic() - started < 15, "nothing waited for its deadline"
+    if undeliverable:
+        assert "could not be delivered" in node.log("kernel")

@@ -84,6 +84,7 @@ class Counters:
     offline: int = 0
     late: int = 0
     spoofed: int = 0
+    undeliverable: int = 0
     _throttles: dict[str, Every] = field(default_factory=dict)
 
     def warn(self, what: str, msg: str, *args: object) -> None:
@@ -310,6 +311,8 @@ class Kernel:
         except SendFailed as exc:
             # Gone, or its queue is full.
             self.counters.offline += 1
+            self.counters.warn("full", "a request from %s to %s could not be delivered: %s",
+                               source, target, exc)
             if expects:
                 self.pending.answer(requester, env.id, tident)
                 self._send_error(requester, env.id, target, SendErrorKind.Offline,
@@ -318,14 +321,24 @@ class Kernel:
         self.counters.routed += 1
 
     def _route_response(self, ident: Conn, env: kernel_pb2.Envelope, frame: Any, blob: Any) -> None:
-        tident = self.idents.get(env.target)
+        target = env.target
+        tident = self.idents.get(target)
         if tident is None or not self.pending.answer(tident, env.id, ident):
             self.counters.late += 1  # late (after Timeout/Offline), never asked for, or not ours
             return
         try:
             self.transport.send(tident, frame, blob)
-        except SendFailed:
-            self.counters.offline += 1
+        except SendFailed as exc:
+            # The requester's queue cannot take it (too much unread): the requester is
+            # told at once, never left to wait for its deadline.
+            self.counters.undeliverable += 1
+            source = self.peers[ident].process_id
+            size = len(frame) + (len(blob) if blob is not None else 0)
+            log.warning("the answer of %s to %s (request %d, %d bytes) could not be delivered: %s",
+                        source, target, env.id, size, exc)
+            self._send_error(tident, env.id, source, SendErrorKind.Offline,
+                             f"the answer of {source} ({size} bytes) could not be delivered: "
+                             f"{target} has too much unread ({exc})", delivered=True, pending=True)
             return
         self.counters.routed += 1
 
@@ -340,7 +353,7 @@ class Kernel:
         for waiting in self.pending.expire(now):
             self.counters.timeouts += 1
             self._send_error(waiting.requester, waiting.id, waiting.target, SendErrorKind.Timeout,
-                             f"{waiting.target} did not answer before the deadline")
+                             f"{waiting.target} did not answer before the deadline", pending=True)
 
     # ------------------------------------------------------------------ connections
 
@@ -397,7 +410,7 @@ class Kernel:
             self.counters.offline += 1
             self._send_error(waiting.requester, waiting.id, waiting.target, SendErrorKind.Offline,
                              f"{waiting.target} went away with the request pending",
-                             delivered=True)
+                             delivered=True, pending=True)
         self.pending.requester_gone(ident)
         for watcher in self.watchers.pop(peer.process_id, ()):
             self._send_exited(watcher, peer.process_id)
@@ -513,15 +526,20 @@ class Kernel:
 
     # ------------------------------------------------------------------ replies
 
-    def _send(self, ident: Conn, env: kernel_pb2.Envelope) -> None:
+    def _send(self, ident: Conn, env: kernel_pb2.Envelope, bounded: bool = True) -> None:
         try:
-            self.transport.send(ident, env.SerializeToString(), None)
+            self.transport.send(ident, env.SerializeToString(), None, bounded=bounded)
         except SendFailed:
             pass  # gone or not reading; nothing is queued for absent peers
 
     def _send_error(self, to: Conn, id_: int, target: str, kind: int, detail: str,
-                    delivered: bool = False) -> None:
-        """A SendError about request id_ (for target) to the connection that waits."""
+                    delivered: bool = False, pending: bool = False) -> None:
+        """A SendError about request id_ (for target) to the connection that waits.
+
+        `pending`: the end of a tracked request (Timeout, a death, an answer that could
+        not be delivered), which its requester must hear even past its queue's bound:
+        one small message per request it made. Refusals of what a sender just sent stay
+        bounded: a peer that floods without reading cannot grow the kernel."""
         peer = self.peers.get(to)
         if peer is None:
             return
@@ -531,7 +549,7 @@ class Kernel:
         err.target = target
         err.detail = detail
         err.delivered = delivered
-        self._send(to, env)
+        self._send(to, env, bounded=not pending)
 
     def _kernel_error(self, ident: Conn, code: int, id_: int, detail: str) -> None:
         env = Envelope(version=PROTOCOL_VERSION, id=id_, source=KERNEL)

@@ -51,8 +51,10 @@ class Transport(Protocol):
 
     def on_timer(self, now: int) -> None: ...
 
-    def send(self, conn: Any, frame: Any, blob: Any) -> None:
-        """Queue [frame] or [frame, blob] to conn, all or nothing; raises SendFailed."""
+    def send(self, conn: Any, frame: Any, blob: Any, bounded: bool = True) -> None:
+        """Queue [frame] or [frame, blob] to conn, all or nothing; raises SendFailed
+        (gone, or its queue is full). `bounded=False`: past the queue's bounds (the
+        kernel's own small answers, which must not be lost to a full queue)."""
 
     def peer_pid(self, conn: Any) -> int:
         """The OS pid at the other end of conn, 0 if unknown."""

@@ -141,15 +141,17 @@ class OutQueue:
     def empty(self) -> bool:
         return self.queued == self.written
 
-    def push(self, frame: Buffer, blob: Buffer | None) -> bool:
+    def push(self, frame: Buffer, blob: Buffer | None, force: bool = False) -> bool:
         """Queue the message [frame] or [frame, blob]; False (nothing queued) when the
-        queue is full. An empty queue always takes one message, however large."""
+        queue is full. An empty queue always takes one message, however large; `force`
+        takes it whatever the queue holds (the kernel's own small answers: the error
+        that says a message could not be delivered must itself be delivered)."""
         buffers = self.buffers
         flen = len(frame)
         if blob is None:
             size = flen + (2 if flen < 256 else 9)
-            if buffers and (len(self.ends) >= self.high_water_mark
-                            or self.queued - self.written + size > self.max_bytes):
+            if buffers and not force and (len(self.ends) >= self.high_water_mark
+                                          or self.queued - self.written + size > self.max_bytes):
                 return False
             if flen < 256:
                 buffers.append(_SHORT_LAST[flen] + frame)
@@ -161,8 +163,8 @@ class OutQueue:
         else:
             blen = len(blob)
             size = flen + blen + (2 if flen < 256 else 9) + (2 if blen < 256 else 9)
-            if buffers and (len(self.ends) >= self.high_water_mark
-                            or self.queued - self.written + size > self.max_bytes):
+            if buffers and not force and (len(self.ends) >= self.high_water_mark
+                                          or self.queued - self.written + size > self.max_bytes):
                 return False
             head = (_SHORT_MORE[flen] if flen < 256 else frame_header(flen, True)) + frame
             if size < JOIN_BELOW:

@@ -385,13 +385,13 @@ class ZmtpServer:
 
     # ------------------------------------------------------------------ writing
 
-    def send(self, conn: Any, frame: Any, blob: Any) -> None:
+    def send(self, conn: Any, frame: Any, blob: Any, bounded: bool = True) -> None:
         c: Connection = conn
         if c.closed:
             raise SendFailed(UNREACHABLE)
         out = c.out
         was_empty = out.empty
-        if not out.push(frame, blob):
+        if not out.push(frame, blob, force=not bounded):
             raise SendFailed(FULL)
         if was_empty:  # not on the dirty list nor writing yet
             self._dirty.append(c)
