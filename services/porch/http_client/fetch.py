@@ -7,7 +7,8 @@ keep-alive connections) sends each hop, and this module follows redirects itself
 checking each new host against the node's policy.
 
 Unlike Kinode, the caller's deadline bounds the request (connect, send, headers and
-body: see `watchdog`), the body is read in chunks up to `max_response_bytes`, and the
+body: see `watchdog`), the body is read in chunks up to `max_response_bytes` (a large
+one into a memfd, within the service's in-flight budget: see `body`), and the
 body is never decompressed (Kinode's reqwest is built without compression either, so
 `Content-Encoding` describes the bytes the caller gets).
 """
@@ -34,6 +35,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import connection as u3connection
 
+from porch.http_client.body import Body, BodyCollector, InflightBudget
 from porch.http_client.headers import response_headers
 from porch.http_client.policy import OutgoingPolicy
 from porch.http_client.results import ClientFailure
@@ -72,7 +74,7 @@ class Outgoing:
 class Fetched:
     status: int
     headers: list[tuple[str, str]]
-    body: bytes
+    body: Body  # bytes or a memfd, holding the in-flight budget until released
 
 
 # ---------------------------------------------------------------- connections
@@ -167,9 +169,11 @@ class Fetcher:
     """Runs one outgoing request to completion on the calling (worker) thread."""
 
     def __init__(self, policy: OutgoingPolicy, *, max_response_bytes: int, max_redirects: int,
-                 pool_maxsize: int, env_proxies: bool, watchdog: Watchdog) -> None:
+                 pool_maxsize: int, env_proxies: bool, watchdog: Watchdog,
+                 budget: InflightBudget | None = None) -> None:
         self.policy = policy
         self.max_response_bytes = max_response_bytes
+        self.budget = budget or InflightBudget(1 << 62)
         self.max_redirects = max_redirects
         self.adapter = PorchAdapter(policy, pool_maxsize)
         self.watchdog = watchdog
@@ -266,22 +270,27 @@ class Fetcher:
             raise ClientFailure("ResponseTooLarge", url=url,
                                 message=f"Content-Length {declared} is over the node's cap of {cap} bytes")
         raw = resp.raw
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in raw.stream(CHUNK, decode_content=False):
-            size += len(chunk)
-            if size > cap:
-                resp.close()
-                raise ClientFailure("ResponseTooLarge", url=url,
-                                    message=f"body is over the node's cap of {cap} bytes")
-            chunks.append(chunk)
-            if deadline.expired:
-                break
-        if deadline.expired:  # the watchdog cut the body short: never return it as whole
+        body = BodyCollector(self.budget)
+        try:
+            for chunk in raw.stream(CHUNK, decode_content=False):
+                if body.size + len(chunk) > cap:
+                    raise ClientFailure("ResponseTooLarge", url=url,
+                                        message=f"body is over the node's cap of {cap} bytes")
+                if not body.add(chunk):
+                    raise ClientFailure(
+                        "ExecuteRequestFailed", url=url,
+                        message=f"http-client busy: {self.budget.used} bytes of response bodies "
+                        f"in flight, the node's max_inflight_bytes is {self.budget.limit}")
+                if deadline.expired:
+                    break
+            if deadline.expired:  # the watchdog cut the body short: never return it as whole
+                raise ClientFailure("Timeout", url=url, message=f"{deadline.why} while reading the body")
+        except BaseException:
             resp.close()
-            raise ClientFailure("Timeout", url=url, message=f"{deadline.why} while reading the body")
+            body.discard()
+            raise
         headers = response_headers(raw.headers.items())
-        return Fetched(resp.status_code, headers, b"".join(chunks))
+        return Fetched(resp.status_code, headers, body.finish())
 
     def _classify(self, exc: Exception, deadline: Deadline, url: str) -> ClientFailure:
         if deadline.denied is not None:

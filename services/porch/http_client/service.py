@@ -24,6 +24,7 @@ from pathlib import Path
 
 from porch.address import HTTP_CLIENT
 from porch.http_client import results
+from porch.http_client.body import Body, InflightBudget
 from porch.http_client.fetch import Fetched, Fetcher, Outgoing, monotonic_deadline
 from porch.http_client.headers import request_headers
 from porch.http_client.record import FILE_NAME, WsRecord
@@ -32,6 +33,7 @@ from porch.http_client.settings import HttpClientSettings, load_settings
 from porch.http_client.validate import parse_absolute_url, valid_method, valid_version
 from porch.http_client.watchdog import Watchdog
 from porch.http_client.websockets import WsClients
+from porch.link.fds import BlobFile
 from porch.node.config import ConfigError
 from porch.node.home import NodeHome
 from porch.node.startup import start_service
@@ -58,6 +60,7 @@ class HttpClientService:
             pool_maxsize=settings.workers,
             env_proxies=settings.env_proxies,
             watchdog=self.watchdog,
+            budget=InflightBudget(settings.inflight_limit),
         )
         self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="http-client-worker")
         # Requests handed to the pool (on the loop) and taken up by a worker (under the
@@ -168,28 +171,45 @@ class HttpClientService:
                 # The kernel answers the caller SendError Timeout at this same deadline;
                 # replying too would give the caller one of two answers, by a race.
                 return
-            body, blob = results.failure(outcome), None
+            body, fetched = results.failure(outcome), None
         else:
+            fetched = outcome.body
             if not msg.expects_response:
+                fetched.release()
                 return  # fire and forget: Kinode's reply would be dropped anyway
-            body, blob = results.http_ok(outcome.status, outcome.headers), Blob(outcome.body)
+            body = results.http_ok(outcome.status, outcome.headers)
         if msg.deadline_ms and now_ms() > msg.deadline_ms:
+            if fetched is not None:
+                fetched.release()
             return  # the kernel has told the caller Timeout; it would drop this
         try:
-            self.loop.call_soon_threadsafe(self._respond_blob, msg, body, blob)
-        except RuntimeError:
-            pass  # the loop is closed: the service is stopping
+            self.loop.call_soon_threadsafe(self._respond_body, msg, body, fetched)
+        except RuntimeError:  # the loop is closed: the service is stopping
+            if fetched is not None:
+                fetched.release()
 
     # ------------------------------------------------------------------ sending
 
     def _respond(self, msg: Message, body: bytes) -> None:
         self._respond_blob(msg, body, None)
 
-    def _respond_blob(self, msg: Message, body: bytes, blob: Blob | None) -> None:
+    def _respond_blob(self, msg: Message, body: bytes, blob: Blob | BlobFile | None) -> None:
         try:
             self.proc.respond(msg, body, blob=blob)
         except PorchError as exc:  # the kernel is away: the caller gets Offline from it
             log.info("could not answer request %d from %s: %s", msg.id, msg.source, exc)
+
+    def _respond_body(self, msg: Message, body: bytes, fetched: Body | None) -> None:
+        """The answer to a fetch; its body's budget is released once it is handed over."""
+        try:
+            if fetched is None:
+                self._respond_blob(msg, body, None)
+            else:
+                data = fetched.data
+                self._respond_blob(msg, body, Blob(data) if isinstance(data, bytes) else data)
+        finally:
+            if fetched is not None:
+                fetched.release()
 
     def _send(self, target: str, body: bytes, blob: Blob | None, id_: int) -> bool:
         """A Request to an opener (a frame, a close); False if the kernel did not take it."""

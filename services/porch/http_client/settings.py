@@ -17,10 +17,16 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class HttpClientSettings:
-    # Largest response body accepted, in bytes. The body travels whole as one blob through
-    # the kernel, so it must fit in memory three times over; past the cap the caller gets
-    # ResponseTooLarge. (Kinode has no cap.)
+    # Largest response body accepted, in bytes; past it the caller gets ResponseTooLarge.
+    # (Kinode has no cap.) A body of 1 MiB or more is written into a memfd as it arrives
+    # and handed to the caller as a descriptor: it never travels through the kernel.
     max_response_bytes: int = 64 * MIB
+    # Bytes of response bodies held at once, every request together (read and not yet
+    # handed to their callers). A body whose next piece would pass it fails with
+    # ExecuteRequestFailed ("http-client busy"): the node's memory does not grow with the
+    # number of large downloads. At least max_response_bytes, so one body always fits;
+    # 0 = four times max_response_bytes (256 MiB with the defaults).
+    max_inflight_bytes: int = 0
     # Redirects followed per request (reqwest's default, so Kinode's); one more fails the
     # request with ExecuteRequestFailed. 0 returns redirects to the caller as answers.
     max_redirects: int = 10
@@ -69,6 +75,9 @@ class HttpClientSettings:
                      "ws_max_message_bytes", "ws_send_queue_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"[http_client] {name} must be at least 1")
+        if self.max_inflight_bytes and self.max_inflight_bytes < self.max_response_bytes:
+            raise ConfigError("[http_client] max_inflight_bytes must be 0 (four times "
+                              "max_response_bytes) or at least max_response_bytes")
         if self.max_redirects < 0:
             raise ConfigError("[http_client] max_redirects must be 0 or more")
         if not self.default_timeout_s > 0:
@@ -77,6 +86,10 @@ class HttpClientSettings:
             self.policy()
         except PolicyError as exc:
             raise ConfigError(f"[http_client] {exc}") from None
+
+    @property
+    def inflight_limit(self) -> int:
+        return self.max_inflight_bytes or 4 * self.max_response_bytes
 
     def policy(self) -> OutgoingPolicy:
         return OutgoingPolicy(

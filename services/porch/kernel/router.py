@@ -46,6 +46,7 @@ from porch.address import KERNEL, MAX_NAME, MAX_PUBLISHER, is_reserved, is_valid
 from porch.kernel.pending import PendingTable
 from porch.kernel.policy import SYSTEM_SENDERS, CapabilityPolicy
 from porch.kernel.transport import Conn, SendFailed, Transport, now_ms
+from porch.link.fds import BadBlobFd, check_blob_fd, read_blob_fd
 from porch.link.server import ZmtpServer
 from porch.throttle import Every
 from porch.wire import PROTOCOL_VERSION, kernel_pb2
@@ -64,6 +65,24 @@ DEFAULT_TIMEOUT_MS = 30_000
 # After a kernel (re)start, a watched process that is not registered yet may simply not
 # have re-registered: wait this long before saying it has exited.
 WATCH_GRACE_MS = 5_000
+
+
+class FdBlob:
+    """A blob that came as a descriptor (`porch.link.fds`), on its way through."""
+
+    __slots__ = ("fd", "size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 @dataclass(slots=True)
@@ -231,6 +250,18 @@ class Kernel:
             self.counters.warn("version", "protocol v%d message from %s refused",
                                env.version, self._who(ident))
             return
+        if env.blob_fd:
+            fd_blob = self._take_fd_blob(ident, env, blob)
+            if fd_blob is None:
+                return
+            try:
+                self._route(ident, env, frame, fd_blob)
+            finally:
+                fd_blob.close()  # unless handed over to the target's queue
+            return
+        self._route(ident, env, frame, blob)
+
+    def _route(self, ident: Conn, env: kernel_pb2.Envelope, frame: Any, blob: Any) -> None:
         kind = env.WhichOneof("message")
         peer = self.peers.get(ident)
         if kind == "control":
@@ -254,6 +285,45 @@ class Kernel:
             self._route_response(ident, env, frame, blob)
         else:
             self._malformed(ident, env.id, f"processes may not send {kind!r} messages")
+
+    def _take_fd_blob(self, ident: Conn, env: kernel_pb2.Envelope, blob: Any) -> FdBlob | None:
+        """The descriptor that came with a blob_fd message, checked (a sealed regular
+        file of the announced size: nothing else is passed on); None after refusing."""
+        fd = self.transport.take_fd(ident)
+        problem = ""
+        if fd < 0:
+            problem = "blob_fd is set but no descriptor came with the message"
+        elif blob is not None:
+            problem = "a message has a blob frame or a blob descriptor, not both"
+        else:
+            try:
+                check_blob_fd(fd, env.blob_size)
+            except (BadBlobFd, OSError) as exc:
+                problem = f"blob descriptor refused: {exc}"
+        if problem:
+            if fd >= 0:
+                os.close(fd)
+            self._malformed(ident, env.id, problem)
+            return None
+        return FdBlob(fd, env.blob_size)
+
+    def _forward(self, conn: Conn, frame: Any, blob: Any) -> None:
+        """Queue a message to conn (raises SendFailed). A blob descriptor is handed to
+        a peer that takes them, else (a libzmq peer) read and sent as a frame."""
+        if type(blob) is not FdBlob:
+            self.transport.send(conn, frame, blob)
+        elif self.transport.takes_fds(conn):
+            self.transport.send(conn, frame, None, fd=blob.fd)
+            blob.fd = -1  # the queue owns it now
+        else:
+            try:
+                data = read_blob_fd(blob.fd, blob.size)
+            except (BadBlobFd, OSError) as exc:
+                raise SendFailed(f"cannot read the blob: {exc}") from None
+            env = parse_envelope(frame)
+            env.blob_fd = False
+            env.ClearField("blob_size")
+            self.transport.send(conn, env.SerializeToString(), data)
 
     def _route_request(self, ident: Conn, source: str, env: kernel_pb2.Envelope, frame: Any,
                        blob: Any) -> None:
@@ -307,7 +377,7 @@ class Kernel:
                                 "ids must be unique among a requester's requests")
                 return
         try:
-            self.transport.send(tident, frame, blob)
+            self._forward(tident, frame, blob)
         except SendFailed as exc:
             # Gone, or its queue is full.
             self.counters.offline += 1
@@ -327,7 +397,7 @@ class Kernel:
             self.counters.late += 1  # late (after Timeout/Offline), never asked for, or not ours
             return
         try:
-            self.transport.send(tident, frame, blob)
+            self._forward(tident, frame, blob)
         except SendFailed as exc:
             # The requester's queue cannot take it (too much unread): the requester is
             # told at once, never left to wait for its deadline.

@@ -51,10 +51,19 @@ class Transport(Protocol):
 
     def on_timer(self, now: int) -> None: ...
 
-    def send(self, conn: Any, frame: Any, blob: Any, bounded: bool = True) -> None:
+    def send(self, conn: Any, frame: Any, blob: Any, bounded: bool = True, fd: int = -1) -> None:
         """Queue [frame] or [frame, blob] to conn, all or nothing; raises SendFailed
         (gone, or its queue is full). `bounded=False`: past the queue's bounds (the
-        kernel's own small answers, which must not be lost to a full queue)."""
+        kernel's own small answers, which must not be lost to a full queue). `fd`: a
+        blob descriptor to pass with the message (only to a peer that `takes_fds`);
+        the transport owns it once send returned."""
+
+    def take_fd(self, conn: Any) -> int:
+        """The next blob descriptor conn sent (its message says blob_fd), or -1; the
+        caller owns it."""
+
+    def takes_fds(self, conn: Any) -> bool:
+        """Whether conn's peer takes blobs as descriptors (porch.link.fds)."""
 
     def peer_pid(self, conn: Any) -> int:
         """The OS pid at the other end of conn, 0 if unknown."""

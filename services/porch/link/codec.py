@@ -117,6 +117,8 @@ def frame_header(size: int, more: bool) -> bytes:
 
 
 IOV_MAX = 1024  # buffers per sendmsg
+# File descriptors one queue may hold (each is an open file of the process holding it).
+MAX_QUEUED_FDS = 256
 # Messages up to this size are joined into one buffer: cheaper than an iovec per part.
 JOIN_BELOW = 16 * 1024
 
@@ -127,13 +129,17 @@ class OutQueue:
     the way out; `buffers` is ready for sendmsg. Bounded like libzmq's high-water mark,
     in messages and in bytes. Shared by both ends (`porch.link.server`, `porch.link.dealer`)."""
 
-    __slots__ = ("buffers", "ends", "high_water_mark", "max_bytes", "queued", "written")
+    __slots__ = ("buffers", "ends", "fds", "high_water_mark", "max_bytes", "queued", "written")
 
     def __init__(self, high_water_mark: int, max_bytes: int) -> None:
         self.buffers: list[Any] = []
         self.queued = 0  # bytes ever queued
         self.written = 0  # bytes ever written
         self.ends: deque[int] = deque()  # cumulative end offset of each message still queued
+        # File descriptors that travel with messages (a large blob in a memfd,
+        # `porch.link.fds`): (offset where the message starts, fd), in order. The queue
+        # owns them until they are sent; `clear` hands back the unsent ones to close.
+        self.fds: deque[tuple[int, int]] = deque()
         self.high_water_mark = high_water_mark
         self.max_bytes = max_bytes
 
@@ -141,17 +147,24 @@ class OutQueue:
     def empty(self) -> bool:
         return self.queued == self.written
 
-    def push(self, frame: Buffer, blob: Buffer | None, force: bool = False) -> bool:
+    def push(self, frame: Buffer, blob: Buffer | None, force: bool = False, fd: int = -1) -> bool:
         """Queue the message [frame] or [frame, blob]; False (nothing queued) when the
         queue is full. An empty queue always takes one message, however large; `force`
         takes it whatever the queue holds (the kernel's own small answers: the error
-        that says a message could not be delivered must itself be delivered)."""
+        that says a message could not be delivered must itself be delivered). `fd`
+        (>= 0) travels with the message; the queue owns it once it returned True."""
         buffers = self.buffers
         flen = len(frame)
+        if fd >= 0:
+            if buffers and not force and len(self.fds) >= MAX_QUEUED_FDS:
+                return False
+            self.fds.append((self.queued, fd))
         if blob is None:
             size = flen + (2 if flen < 256 else 9)
             if buffers and not force and (len(self.ends) >= self.high_water_mark
                                           or self.queued - self.written + size > self.max_bytes):
+                if fd >= 0:
+                    self.fds.pop()
                 return False
             if flen < 256:
                 buffers.append(_SHORT_LAST[flen] + frame)
@@ -165,6 +178,8 @@ class OutQueue:
             size = flen + blen + (2 if flen < 256 else 9) + (2 if blen < 256 else 9)
             if buffers and not force and (len(self.ends) >= self.high_water_mark
                                           or self.queued - self.written + size > self.max_bytes):
+                if fd >= 0:
+                    self.fds.pop()
                 return False
             head = (_SHORT_MORE[flen] if flen < 256 else frame_header(flen, True)) + frame
             if size < JOIN_BELOW:
@@ -205,10 +220,27 @@ class OutQueue:
             ends.popleft()
         return False
 
-    def clear(self) -> None:
+    def fds_within(self, length: int) -> int:
+        """How many queued fds belong to messages that start in the next `length`
+        bytes to write (they go with that write: early is fine, late is not)."""
+        limit = self.written + length
+        k = 0
+        for start, _ in self.fds:
+            if start >= limit:
+                break
+            k += 1
+        return k
+
+    def take_fds(self, k: int) -> list[int]:
+        """The first k queued fds, no longer the queue's (sent, or to be closed)."""
+        return [self.fds.popleft()[1] for _ in range(k)]
+
+    def clear(self) -> list[int]:
+        """Drop everything; the fds that were never sent, for the caller to close."""
         self.buffers = []
         self.queued = self.written = 0
         self.ends.clear()
+        return self.take_fds(len(self.fds))
 
 
 def encode_message(frames: list[Buffer]) -> bytes:
@@ -320,14 +352,16 @@ class Session:
 
     __slots__ = ("_big", "_big_flags", "_big_got", "_big_pieces", "_big_size", "_count",
                  "_frames", "_greeting", "_rest", "error", "max_frame", "out",
-                 "peer_identity", "peer_socket_type", "ready", "role")
+                 "peer_identity", "peer_properties", "peer_socket_type", "ready", "role")
 
-    def __init__(self, max_frame: int, role: Role) -> None:
+    def __init__(self, max_frame: int, role: Role, properties: Mapping[bytes, bytes] | None = None) -> None:
         self.max_frame = max_frame
         self.role = role
-        # Greeting and READY go out at once, without waiting for the peer's greeting: a
-        # ZMTP 3 peer reads them in order after its own signature exchange.
-        self.out: list[bytes] = [greeting(), ready(role.socket_type)]
+        # Greeting and READY (with our metadata `properties`) go out at once, without
+        # waiting for the peer's greeting: a ZMTP 3 peer reads them in order after its
+        # own signature exchange.
+        self.out: list[bytes] = [greeting(), ready(role.socket_type, properties)]
+        self.peer_properties: dict[str, bytes] = {}  # the peer's READY metadata, names lower-cased
         self.ready = False  # the peer's READY was received and accepted
         self.error: str | None = None
         self.peer_socket_type = b""
@@ -502,6 +536,7 @@ class Session:
                 raise ProtocolError(f"socket type {shown} cannot talk to a {ours}")
             self.peer_socket_type = stype
             self.peer_identity = props.get("identity", b"")
+            self.peer_properties = props
             self.ready = True
         elif name == b"ERROR":
             reason = data[1:1 + data[0]].decode("utf-8", "replace") if data else ""

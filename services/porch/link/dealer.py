@@ -57,9 +57,11 @@ import socket
 import threading
 import time
 import weakref
+from collections import deque
 from typing import Any, Protocol
 
-from porch.link.codec import DEALER, IOV_MAX, OutQueue, Session, encode_message, ping, socket_path
+from porch.link.codec import DEALER, OutQueue, Session, encode_message, ping, socket_path
+from porch.link.fds import ANCILLARY_SIZE, FD_PROPERTY, BadBlobFd, close_all, received_fds, write_out
 
 log = logging.getLogger("porch.link")
 
@@ -125,6 +127,8 @@ class Dealer:
         self._fd = -1
         self._session: Session | None = None
         self._out = OutQueue(self.high_water_mark, self.max_queue_bytes)
+        # Descriptors from the kernel waiting for their message (`take_fd`), in order.
+        self._fds_in: deque[int] = deque()
         self._writing = False  # the socket took less than was queued: the driver waits for room
         self._flush_due = False  # output queued, a flush scheduled (or at the read's end)
         self._reading = False
@@ -226,7 +230,7 @@ class Dealer:
             return
         self._sock = sock
         self._fd = sock.fileno()
-        session = self._session = Session(MAX_FRAME, DEALER)
+        session = self._session = Session(MAX_FRAME, DEALER, {FD_PROPERTY: b"1"})
         self._rx = self._rx_seen = 0
         self._silent_s = 0.0
         self._watch()
@@ -255,7 +259,9 @@ class Dealer:
         with self._wlock:
             sock.close()
             self._sock = None
-            self._out.clear()
+            close_all(self._out.clear())
+        close_all(self._fds_in)
+        self._fds_in.clear()
         self._fd = -1
         self._session = None
         self._writing = False
@@ -306,25 +312,26 @@ class Dealer:
                 buf = session.read_buffer()
                 try:
                     if buf is None:
-                        data = sock.recv(READ_SIZE)
+                        data, anc, flags, _ = sock.recvmsg(READ_SIZE, ANCILLARY_SIZE)
                         n = len(data)
-                        if not n:
-                            self._lose("the kernel closed the connection")
-                            return
-                        msgs = session.feed(data)
                         more = n == READ_SIZE
                     else:
-                        n = sock.recv_into(buf)
-                        if not n:
-                            self._lose("the kernel closed the connection")
-                            return
-                        msgs = session.filled(n)
+                        n, anc, flags, _ = sock.recvmsg_into([buf], ANCILLARY_SIZE)
                         more = n == len(buf)
+                    if anc or flags & socket.MSG_CTRUNC:
+                        self._fds_in.extend(received_fds(anc, flags))
                 except (BlockingIOError, InterruptedError):
                     break
+                except BadBlobFd as exc:
+                    self._lose(f"descriptors lost: {exc}")
+                    return
                 except OSError as exc:  # ECONNRESET and the like: the kernel is gone
                     self._lose(f"connection error: {exc.strerror or exc}")
                     return
+                if not n:
+                    self._lose("the kernel closed the connection")
+                    return
+                msgs = session.feed(data) if buf is None else session.filled(n)
                 self._rx += 1
                 if session.out:  # PONGs (an ERROR before a close)
                     self._queue_raw(b"".join(session.out))
@@ -373,17 +380,24 @@ class Dealer:
 
     # ------------------------------------------------------------------ writing
 
-    def send(self, frame: bytes, blob: bytes | None = None) -> bool:
+    def send(self, frame: bytes, blob: bytes | None = None, fd: int = -1) -> bool:
         """Queue [frame] or [frame, blob] (and write it, or have it written) without
-        blocking. False when it cannot go: no connection, or too much unwritten."""
+        blocking. False when it cannot go: no connection, or too much unwritten.
+        `fd` (a blob as a descriptor, `porch.link.fds`) travels with the message; the
+        dealer owns it once this returns True."""
         if self.connected:
             with self._wlock:
-                queued = self._out.push(frame, blob)
+                queued = self._out.push(frame, blob, fd=fd)
             if queued:
                 self._flush_soon()
                 if self.connected:  # a write may have found the kernel gone
                     return True
         return False
+
+    def take_fd(self) -> int:
+        """The next descriptor the kernel sent (for the message that says it has one),
+        or -1 if none came: the caller owns it."""
+        return self._fds_in.popleft() if self._fds_in else -1
 
     def _queue_raw(self, data: bytes) -> None:
         """Protocol output (greeting, READY, PING, PONG, Unregister): outside the bound."""
@@ -403,12 +417,8 @@ class Dealer:
         out = self._out
         try:
             with self._wlock:
-                buffers = out.buffers
-                if buffers:
-                    n = sock.send(buffers[0]) if len(buffers) == 1 else sock.sendmsg(buffers[:IOV_MAX])
-                    done = out.consume(n)
-                else:  # the keepalive thread wrote it
-                    done = True
+                # Nothing queued: the keepalive thread wrote it.
+                done = out.consume(write_out(sock, out)) if out.buffers else True
         except (BlockingIOError, InterruptedError):
             done = False
         except OSError as exc:  # EPIPE, ECONNRESET: the kernel is gone
@@ -436,9 +446,7 @@ class Dealer:
                 if left <= 0:
                     break
                 sock.settimeout(left)
-                buffers = out.buffers
-                n = sock.send(buffers[0]) if len(buffers) == 1 else sock.sendmsg(buffers[:IOV_MAX])
-                out.consume(n)
+                out.consume(write_out(sock, out))
         except OSError:  # timed out, or the kernel is gone: nothing more to do
             pass
         finally:
@@ -468,8 +476,7 @@ class Dealer:
                     # by a Unix stream socket.
                     sock.send(self._ping)
                     return False
-                n = sock.send(buffers[0]) if len(buffers) == 1 else sock.sendmsg(buffers[:IOV_MAX])
-                if out.consume(n):
+                if out.consume(write_out(sock, out)):
                     return False
             except (BlockingIOError, InterruptedError):
                 pass

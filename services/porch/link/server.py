@@ -41,9 +41,11 @@ import select
 import socket
 import struct
 import time
+from collections import deque
 from typing import Any, Protocol
 
-from porch.link.codec import IOV_MAX, ROUTER, OutQueue, Session, ping, socket_path
+from porch.link.codec import MAX_QUEUED_FDS, ROUTER, OutQueue, Session, ping, socket_path
+from porch.link.fds import ANCILLARY_SIZE, FD_PROPERTY, BadBlobFd, close_all, received_fds, write_out
 from porch.wire import now_ms
 
 HIGH_WATER_MARK = 10_000  # messages queued to one peer (libzmq's SNDHWM)
@@ -95,8 +97,8 @@ _IN_OUT = select.EPOLLIN | select.EPOLLOUT
 class Connection:
     """One accepted peer. The routing core holds it as the peer's handle."""
 
-    __slots__ = ("age_ms", "closed", "fd", "ident", "out", "pid", "rx", "rx_seen", "session",
-                 "silent_ms", "sock", "writing")
+    __slots__ = ("age_ms", "closed", "fd", "fds_in", "ident", "out", "pid", "rx", "rx_seen",
+                 "session", "silent_ms", "sock", "takes_fds", "writing")
 
     def __init__(self, sock: socket.socket, pid: int, ident: bytes, max_frame: int,
                  high_water_mark: int, max_queue_bytes: int) -> None:
@@ -107,6 +109,10 @@ class Connection:
         self.session = Session(max_frame, ROUTER)
         self.closed = False
         self.out = OutQueue(high_water_mark, max_queue_bytes)
+        # Descriptors received (large blobs, `porch.link.fds`) waiting for their message,
+        # in order; read with recvmsg only once the peer's READY said it sends them.
+        self.fds_in: deque[int] = deque()
+        self.takes_fds = False
         # EPOLLOUT armed (the socket took less than was queued). A connection with
         # output queued is either writing or on the transport's dirty list.
         self.writing = False
@@ -312,7 +318,9 @@ class ZmtpServer:
         del self.conns[conn.fd]
         if self._epoll is not None:
             self._epoll.unregister(conn.fd)
-        conn.out.clear()
+        close_all(conn.out.clear())
+        close_all(conn.fds_in)
+        conn.fds_in.clear()
         self._closing.append(conn.sock)
         if conn.session.ready and self._sink is not None:
             self._sink.disconnected(conn)
@@ -326,7 +334,7 @@ class ZmtpServer:
             self._queue_session_output(conn)
         if conn.out.buffers:
             try:
-                conn.sock.sendmsg(conn.out.buffers[:IOV_MAX])
+                write_out(conn.sock, conn.out)
             except OSError:
                 pass
         if self._sink is not None:
@@ -347,27 +355,37 @@ class ZmtpServer:
     def _read(self, conn: Connection) -> None:
         session = conn.session
         buf = session.read_buffer()
+        sock = conn.sock
         try:
-            if buf is None:
-                data = conn.sock.recv(READ_SIZE)
-                if not data:
-                    self._close(conn)
-                    return
-                msgs = session.feed(data)
+            if conn.takes_fds:
+                if buf is None:
+                    data, anc, flags, _ = sock.recvmsg(READ_SIZE, ANCILLARY_SIZE)
+                    n = len(data)
+                else:
+                    n, anc, flags, _ = sock.recvmsg_into([buf], ANCILLARY_SIZE)
+                if anc or flags & socket.MSG_CTRUNC:
+                    self._take_fds(conn, anc, flags)
+                    if conn.closed:
+                        return
+            elif buf is None:
+                data = sock.recv(READ_SIZE)
+                n = len(data)
             else:
-                n = conn.sock.recv_into(buf)
-                if not n:
-                    self._close(conn)
-                    return
-                msgs = session.filled(n)
+                n = sock.recv_into(buf)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:  # ECONNRESET and the like: the peer is gone
             self._close(conn)
             return
+        if not n:
+            self._close(conn)
+            return
+        msgs = session.feed(data) if buf is None else session.filled(n)
         conn.rx += 1
         if session.out:
             self._queue_session_output(conn)
+        if not conn.takes_fds and session.ready:
+            conn.takes_fds = session.peer_properties.get(FD_PROPERTY.decode().lower()) == b"1"
         if msgs:
             sink = self._sink
             assert sink is not None
@@ -383,15 +401,35 @@ class ZmtpServer:
         if session.error is not None:
             self._refuse(conn, session.error)
 
+    def _take_fds(self, conn: Connection, anc: list[tuple[int, int, bytes]], flags: int) -> None:
+        try:
+            fds = received_fds(anc, flags)
+        except BadBlobFd as exc:
+            self._refuse(conn, str(exc))
+            return
+        conn.fds_in.extend(fds)
+        if len(conn.fds_in) > MAX_QUEUED_FDS:
+            self._refuse(conn, f"more than {MAX_QUEUED_FDS} descriptors sent ahead of their messages")
+
+    def take_fd(self, conn: Any) -> int:
+        """The next descriptor conn sent (for the message that says it has one), or -1."""
+        c: Connection = conn
+        return c.fds_in.popleft() if c.fds_in else -1
+
+    def takes_fds(self, conn: Any) -> bool:
+        """Whether conn's peer said (READY) it takes blobs as descriptors."""
+        c: Connection = conn
+        return c.takes_fds
+
     # ------------------------------------------------------------------ writing
 
-    def send(self, conn: Any, frame: Any, blob: Any, bounded: bool = True) -> None:
+    def send(self, conn: Any, frame: Any, blob: Any, bounded: bool = True, fd: int = -1) -> None:
         c: Connection = conn
         if c.closed:
             raise SendFailed(UNREACHABLE)
         out = c.out
         was_empty = out.empty
-        if not out.push(frame, blob, force=not bounded):
+        if not out.push(frame, blob, force=not bounded, fd=fd):
             raise SendFailed(FULL)
         if was_empty:  # not on the dirty list nor writing yet
             self._dirty.append(c)
@@ -415,10 +453,8 @@ class ZmtpServer:
                 self._write(conn)
 
     def _write(self, conn: Connection) -> None:
-        buffers = conn.out.buffers
         try:
-            n = (conn.sock.send(buffers[0]) if len(buffers) == 1
-                 else conn.sock.sendmsg(buffers[:IOV_MAX]))
+            n = write_out(conn.sock, conn.out)
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError:  # EPIPE, ECONNRESET: the peer is gone

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from porch.address import KERNEL
 from porch.link.asyncio_dealer import AsyncioDealer
+from porch.link.fds import BlobFile
 from porch.process.blocking import LOCAL_GRACE_S, _as_blob, _as_bytes, respond_or_drop
 from porch.process.message import (
     Blob,
@@ -154,7 +155,7 @@ class AsyncProcess:
         target: str,
         body: bytes | str = b"",
         *,
-        blob: Blob | bytes | str | None = None,
+        blob: Blob | BlobFile | bytes | str | None = None,
         mime: str | None = None,
         metadata: str | None = None,
         rsvp: str | None = None,
@@ -176,7 +177,7 @@ class AsyncProcess:
         body: bytes,
         *,
         timeout: float,
-        blob: Blob | None = None,
+        blob: Blob | BlobFile | None = None,
         metadata: str | None = None,
     ) -> tuple[int, asyncio.Future[Message]]:
         """Send a Request expecting a Response; return its id and a future for it.
@@ -199,7 +200,7 @@ class AsyncProcess:
         body: bytes | str = b"",
         *,
         timeout: float = 5.0,
-        blob: Blob | bytes | str | None = None,
+        blob: Blob | BlobFile | bytes | str | None = None,
         mime: str | None = None,
         metadata: str | None = None,
     ) -> Message:
@@ -217,7 +218,7 @@ class AsyncProcess:
         to: Message,
         body: bytes | str = b"",
         *,
-        blob: Blob | bytes | str | None = None,
+        blob: Blob | BlobFile | bytes | str | None = None,
         mime: str | None = None,
         metadata: str | None = None,
     ) -> bool:

@@ -21,6 +21,7 @@ from collections import deque
 
 from porch.address import KERNEL
 from porch.link.blocking_dealer import BlockingDealer
+from porch.link.fds import BlobFile
 from porch.process.message import (
     Blob,
     KernelRefused,
@@ -56,13 +57,13 @@ def _as_bytes(body: bytes | str) -> bytes:
     return body.encode() if isinstance(body, str) else bytes(body)
 
 
-def _as_blob(blob: Blob | bytes | str | None, mime: str | None) -> Blob | None:
-    if blob is None or isinstance(blob, Blob):
+def _as_blob(blob: Blob | BlobFile | bytes | str | None, mime: str | None) -> Blob | BlobFile | None:
+    if blob is None or isinstance(blob, Blob | BlobFile):
         return blob
     return Blob(_as_bytes(blob), mime)
 
 
-def respond_or_drop(core: KernelSession, request: Message, body: bytes, blob: Blob | None,
+def respond_or_drop(core: KernelSession, request: Message, body: bytes, blob: Blob | BlobFile | None,
                     metadata: str | None) -> bool:
     """Send a Response; False (and a log line) when the kernel is not reachable."""
     try:
@@ -139,7 +140,7 @@ class Process:
         target: str,
         body: bytes | str = b"",
         *,
-        blob: Blob | bytes | str | None = None,
+        blob: Blob | BlobFile | bytes | str | None = None,
         mime: str | None = None,
         expects_response: float | None = None,
         metadata: str | None = None,
@@ -167,7 +168,7 @@ class Process:
         body: bytes | str = b"",
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
-        blob: Blob | bytes | str | None = None,
+        blob: Blob | BlobFile | bytes | str | None = None,
         mime: str | None = None,
         metadata: str | None = None,
     ) -> Message:
@@ -191,7 +192,7 @@ class Process:
         self,
         body: bytes | str = b"",
         *,
-        blob: Blob | bytes | str | None = None,
+        blob: Blob | BlobFile | bytes | str | None = None,
         mime: str | None = None,
         metadata: str | None = None,
         to: Message | None = None,

@@ -12,6 +12,7 @@ the API's `lost`. It never waits; the blocking and asyncio layers decide how to 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import random
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from porch.address import KERNEL, is_reserved, validate
 from porch.link.dealer import Dealer
+from porch.link.fds import FD_BLOB_MIN, BadBlobFd, BlobFile, memfd_blob, read_blob_fd
 from porch.node.home import ENV_PROCESS, kernel_endpoint
 from porch.node.service_token import ENV_SERVICE_TOKEN
 from porch.process.message import (
@@ -32,6 +34,7 @@ from porch.process.message import (
 )
 from porch.wire import PROTOCOL_VERSION, kernel_pb2, now_ms
 
+log = logging.getLogger("porch.process")
 Envelope = kernel_pb2.Envelope
 OFFLINE = "kernel not reachable (not running or not keeping up)"
 
@@ -117,10 +120,29 @@ class KernelSession:
         self._deliver = deliver
         self._lost = lost
 
-    def send_envelope(self, env: kernel_pb2.Envelope, blob: Blob | None) -> None:
-        """Send without blocking; a kernel that is away or full is an Offline error."""
-        if not self.link.send(env.SerializeToString(), None if blob is None else blob.bytes):
+    def send_envelope(self, env: kernel_pb2.Envelope, blob: Blob | BlobFile | None) -> None:
+        """Send without blocking; a kernel that is away or full is an Offline error.
+
+        A blob of FD_BLOB_MIN bytes or more (and a BlobFile, always) goes as a sealed
+        memfd beside the message, not through the kernel's queues (porch.link.fds)."""
+        if blob is None:
+            sent = self.link.send(env.SerializeToString())
+        elif isinstance(blob, BlobFile):
+            sent = self._send_fd(env, blob.detach(), blob.size)
+        elif len(blob.bytes) >= FD_BLOB_MIN:
+            sent = self._send_fd(env, memfd_blob(blob.bytes), len(blob.bytes))
+        else:
+            sent = self.link.send(env.SerializeToString(), blob.bytes)
+        if not sent:
             raise Offline(env.target, env.id, OFFLINE)
+
+    def _send_fd(self, env: kernel_pb2.Envelope, fd: int, size: int) -> bool:
+        env.blob_fd = True
+        env.blob_size = size
+        if self.link.send(env.SerializeToString(), None, fd):
+            return True
+        os.close(fd)
+        return False
 
     def close(self) -> None:
         """Unregister (so the kernel fails what is pending on us at once) and close."""
@@ -177,7 +199,7 @@ class KernelSession:
         target: str,
         body: bytes,
         *,
-        blob: Blob | None = None,
+        blob: Blob | BlobFile | None = None,
         timeout: float | None = None,
         metadata: str | None = None,
         rsvp: str | None = None,
@@ -203,7 +225,7 @@ class KernelSession:
         to: Message,
         body: bytes,
         *,
-        blob: Blob | None = None,
+        blob: Blob | BlobFile | None = None,
         metadata: str | None = None,
     ) -> None:
         env = Envelope(version=PROTOCOL_VERSION, id=to.id,
@@ -224,8 +246,13 @@ class KernelSession:
             env.ParseFromString(frames[0])
         except Exception:  # DecodeError; the kernel never sends junk, but be safe
             return None
-        blob = Blob(frames[1], env.blob_mime if env.HasField("blob_mime") else None) \
-            if len(frames) > 1 else None
+        mime = env.blob_mime if env.HasField("blob_mime") else None
+        if env.blob_fd:
+            blob = self._read_fd_blob(env, mime)
+            if blob is None:
+                return None
+        else:
+            blob = Blob(frames[1], mime) if len(frames) > 1 else None
         kind = env.WhichOneof("message")
         if kind == "request":
             req = env.request
@@ -248,6 +275,21 @@ class KernelSession:
         if kind == "control":
             return self._decode_control(env)
         return None
+
+    def _read_fd_blob(self, env: kernel_pb2.Envelope, mime: str | None) -> Blob | None:
+        fd = self.link.take_fd()
+        if fd < 0:
+            log.error("%s: message %d from %s announced a blob descriptor that never came",
+                      self.process_id, env.id, env.source)
+            return None
+        try:
+            return Blob(read_blob_fd(fd, env.blob_size), mime)
+        except (BadBlobFd, OSError) as exc:
+            log.error("%s: blob of message %d from %s refused: %s", self.process_id, env.id,
+                      env.source, exc)
+            return None
+        finally:
+            os.close(fd)
 
     def _decode_control(self, env: kernel_pb2.Envelope) -> Incoming:
         ctl = env.control

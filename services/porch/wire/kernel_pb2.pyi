@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("version", "id", "source", "target", "rsvp", "request", "response", "send_error", "control", "blob_mime")
+    __slots__ = ("version", "id", "source", "target", "rsvp", "request", "response", "send_error", "control", "blob_mime", "blob_fd", "blob_size")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,8 @@ class Envelope(_message.Message):
     SEND_ERROR_FIELD_NUMBER: _ClassVar[int]
     CONTROL_FIELD_NUMBER: _ClassVar[int]
     BLOB_MIME_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FD_FIELD_NUMBER: _ClassVar[int]
+    BLOB_SIZE_FIELD_NUMBER: _ClassVar[int]
     version: int
     id: int
     source: str
@@ -29,7 +31,9 @@ class Envelope(_message.Message):
     send_error: SendError
     control: Control
     blob_mime: str
-    def __init__(self, version: _Optional[int] = ..., id: _Optional[int] = ..., source: _Optional[str] = ..., target: _Optional[str] = ..., rsvp: _Optional[str] = ..., request: _Optional[_Union[Request, _Mapping]] = ..., response: _Optional[_Union[Response, _Mapping]] = ..., send_error: _Optional[_Union[SendError, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., blob_mime: _Optional[str] = ...) -> None: ...
+    blob_fd: bool
+    blob_size: int
+    def __init__(self, version: _Optional[int] = ..., id: _Optional[int] = ..., source: _Optional[str] = ..., target: _Optional[str] = ..., rsvp: _Optional[str] = ..., request: _Optional[_Union[Request, _Mapping]] = ..., response: _Optional[_Union[Response, _Mapping]] = ..., send_error: _Optional[_Union[SendError, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., blob_mime: _Optional[str] = ..., blob_fd: _Optional[bool] = ..., blob_size: _Optional[int] = ...) -> None: ...
 
 class Request(_message.Message):
     __slots__ = ("expects_response", "deadline_ms", "body", "metadata")
