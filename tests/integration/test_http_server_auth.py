@@ -313,6 +313,7 @@ def test_50_extension_websocket_refused_from_a_non_loopback_peer(site: Site, rem
     for path, extension in (("/ext", True), ("/plain", False)):
         action = http_pb2.HttpServerAction()
         action.web_socket_bind.path = path
+        action.web_socket_bind.authenticated = False
         action.web_socket_bind.extension = extension
         bind_action(app, action)
     url = f"ws://{remote_ip}:{site.port}/a50r:pkg:pub.os"
