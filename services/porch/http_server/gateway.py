@@ -2,12 +2,13 @@
 reach it, and how the owning process's reply becomes the HTTP response.
 
 Order of checks per request (reference section 2.5, with DESIGN.md's deviations):
-login/logout pages; route (with the app-root fallback) or 404; tombstone 404; secure
-subdomain (401 / 307 / login) or a subdomain host serving another package (403);
+login/logout pages (on a secure subdomain's host: that subdomain's apps only); route
+(with the app-root fallback) or 404; tombstone 404; a subdomain host serving anything
+but its package's secure paths (403); secure subdomain (401 / 307 / login);
 authentication (login page for browsers, 401 for API clients); local_only (403);
-static content for GET; the RPC endpoint; else forward to the owning process and map
-its reply: no such process 503 at once, no answer by the deadline 504, died with the
-request or answered garbage 502.
+static content for GET; the RPC endpoint; else forward to the owning process (without
+the node's login cookies) and map its reply: no such process 503 at once, no answer by
+the deadline 504, died with the request or answered garbage 502.
 
 The forward path is callback-based (no coroutine per request): it is the hot path.
 """
