@@ -196,7 +196,7 @@ def test_secure_subdomain_redirect_is_safe(site: Site) -> None:
     assert status == 307
     assert headers["location"] == f"http://rpkg-pub-os.localhost:{site.port}/r3:rpkg:pub.os/caf%C3%A9?q=%E2%82%AC"
     status, headers, _ = raw_get(site.port, "/r3:rpkg:pub.os/sec", {"Host": "localhost@evil.example"})
-    assert status == 400 and "location" not in headers
+    assert status >= 400 and "location" not in headers, (status, headers)
 
 
 # ---------------------------------------------------------------------------- item 4: routing
@@ -214,7 +214,7 @@ def test_a_hostile_path_does_not_stall_the_server(site: Site) -> None:
 
     def attack() -> None:
         for path in hostile:
-            status, _, _ = raw_get(site.port, path, {"Host": "x"})
+            status, _, _ = raw_get(site.port, path, {"Host": f"127.0.0.1:{site.port}"})
             answers.append(status)
 
     attacker = threading.Thread(target=attack)
