@@ -31,15 +31,15 @@ def test_concurrent_attempts_cannot_all_slip_under_the_limit() -> None:
 def test_the_purge_never_drops_an_active_clients_failures() -> None:
     """Past max_keys, idle clients are forgotten; a client whose failures still count
     is not, however many addresses come and go."""
-    rl = RateLimiter(2, 60, max_keys=100)
-    for i in range(300):
+    rl = RateLimiter(2, 60)  # the default max_keys: 10 000
+    for i in range(9_999):
         rl.begin(f"10.0.{i // 256}.{i % 256}", 0.0)  # idle once t > 60
-    rl.begin("victim", 65.0)
+    rl.begin("victim", 65.0)  # the 10 000th key
     rl.begin("victim", 66.0)
-    for i in range(300):  # new addresses: purges run among them
+    for i in range(1000):  # new addresses past 10 000 keys: a purge runs
         rl.begin(f"10.1.{i // 256}.{i % 256}", 70.0 + i * 0.01)
-    assert len(rl) < 300 + 300, "idle clients were forgotten"
-    assert rl.begin("victim", 72.0) > 0, "the victim's failures still count"
+    assert len(rl) == 1 + 1000, "the idle clients were forgotten, the victim was not"
+    assert rl.begin("victim", 72.0) > 0, "its failures still count"
 
 
 def test_purge_is_not_run_on_every_attempt() -> None:
