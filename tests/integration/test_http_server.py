@@ -103,6 +103,7 @@ def test_02_bind_without_expects_response_gets_no_ack(web: Web) -> None:
     proc = web.node.process("a02:pkg:pub.os")
     action = http_pb2.HttpServerAction()
     action.bind.path = "/quiet"
+    action.bind.authenticated = False  # unset would mean authenticated (issue 9 item 9)
     proc.send_request("http-server:distro:sys", action.SerializeToString())
     with pytest.raises(porch.Timeout):
         proc.await_message(timeout=0.5)
@@ -210,6 +211,7 @@ def test_14_unbind_gives_404_without_fallback(web: Web) -> None:
         bind = http_pb2.HttpServerAction()
         bind.bind.path = path
         bind.bind.cache = True
+        bind.bind.authenticated = False
         assert web.action(proc, bind, blob=b"here").WhichOneof("result") == "ok"
     assert web.get("/a14c:pkg:pub.os/gone").text == "here"
     unbind = http_pb2.HttpServerAction()

@@ -179,10 +179,12 @@ def test_31_expired_or_wrong_user_tokens_signed_with_the_node_secret(site: Site)
     site.app("a31:pkg:pub.os", [{"path": "/p", "authenticated": True}])
     secret = NodeSecrets(site.node.home.state_dir).jwt_path.read_bytes()
     now = int(time.time())
+    # A live session's id (a login's), so that only the claims under test are wrong.
+    sid = jwt.decode(site.token(), options={"verify_signature": False})["sid"]
 
     def token(**claims: Any) -> str:
-        return jwt.encode({"username": NODE, "subdomain": None, "expiration": now + 3600, **claims},
-                          secret, algorithm="HS256")
+        return jwt.encode({"username": NODE, "subdomain": None, "expiration": now + 3600, "sid": sid,
+                           **claims}, secret, algorithm="HS256")
 
     # The secret is the real one: a token we sign with good claims is accepted.
     ok = site.get("/a31:pkg:pub.os/p", cookies={COOKIE: token()})
@@ -313,6 +315,7 @@ def test_50_extension_websocket_refused_from_a_non_loopback_peer(site: Site, rem
     for path, extension in (("/ext", True), ("/plain", False)):
         action = http_pb2.HttpServerAction()
         action.web_socket_bind.path = path
+        action.web_socket_bind.authenticated = False
         action.web_socket_bind.extension = extension
         bind_action(app, action)
     url = f"ws://{remote_ip}:{site.port}/a50r:pkg:pub.os"

@@ -76,3 +76,32 @@ def test_response_mapping() -> None:
     assert reply(1000, [], None)[0] == 502
     garbage = Message(1, "a:b:c", "x", False, b"\xff\xff\xff")
     assert http_response(garbage)[0] == 502
+
+
+@pytest.mark.parametrize("variant", ["bind", "web_socket_bind"])
+def test_a_bind_that_omits_authenticated_needs_login(variant: str) -> None:
+    """issue 9 item 9: protobuf reads an unset bool as false, so a producer that forgot
+    `authenticated` bound a PUBLIC path. Unset now means authenticated; only an explicit
+    false is public."""
+    table = BindingTable()
+    for path, value in (("/unset", None), ("/public", False), ("/private", True)):
+        a = http_pb2.HttpServerAction()
+        getattr(a, variant).path = path
+        if value is not None:
+            getattr(a, variant).authenticated = value
+        actions.apply_binding(table, "app:pkg:pub.os", variant, a, None)
+    routes = table.ws if variant == "web_socket_bind" else table.http
+    flags = {p: routes.get("/app:pkg:pub.os" + p).authenticated  # type: ignore[union-attr]
+             for p in ("/unset", "/public", "/private")}
+    assert flags == {"/unset": True, "/public": False, "/private": True}
+
+
+def test_the_stub_always_says_what_it_means() -> None:
+    """The Python helpers set the field, false included (it is present on the wire)."""
+    from porch.http.server import HttpBindingConfig, WsBindingConfig, bind_action, ws_bind_action
+
+    public = bind_action("/p", HttpBindingConfig(authenticated=False))
+    assert public.bind.HasField("authenticated") and not public.bind.authenticated
+    ws = ws_bind_action("/w", WsBindingConfig(authenticated=False))
+    assert ws.web_socket_bind.HasField("authenticated") and not ws.web_socket_bind.authenticated
+    assert bind_action("/d", HttpBindingConfig()).bind.authenticated

@@ -305,7 +305,11 @@ def setup_password(home: NodeHome, args: argparse.Namespace, *, generate_unasked
 
 
 def cmd_password(args: argparse.Namespace) -> int:
-    """Change the node password; everyone is logged out (the JWT secret changes)."""
+    """Change the node password; everyone is logged out: every session is ended (in the
+    server's database, at once) and the JWT secret changes."""
+    import sqlite3
+
+    from porch.http_server.sessions import open_sessions
     from porch.http_server.state import NodeSecrets
 
     home = NodeHome.resolve(args.home)
@@ -319,7 +323,18 @@ def cmd_password(args: argparse.Namespace) -> int:
     except (ValueError, KeyboardInterrupt) as exc:
         return _fail(f"password unchanged: {exc}", 2)
     NodeSecrets(home.state_dir).jwt_path.unlink(missing_ok=True)
-    print("porch: password changed; every session is logged out")
+    try:
+        sessions = open_sessions(home.state_dir)
+        try:
+            sessions.revoke_all()
+        finally:
+            sessions.close()
+        print("porch: password changed; every session is logged out")
+        ended = True
+    except sqlite3.Error as exc:
+        # The restart below still logs everyone out: the new JWT secret.
+        _fail(f"password changed, but the sessions could not be ended: {exc}")
+        ended = False
     sup = supervise.Supervisor(home)
     if sup.running():
         try:
@@ -328,7 +343,7 @@ def cmd_password(args: argparse.Namespace) -> int:
             return _fail(f"could not restart http-server: {exc.faultString}; "
                          "`porch restart http-server` applies the new password")
         print("porch: restarted http-server")
-    return 0
+    return 0 if ended else 1
 
 
 def service_args(args: argparse.Namespace) -> dict[str, list[str]]:

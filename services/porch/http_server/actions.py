@@ -58,7 +58,7 @@ def apply_binding(table: BindingTable, source: str, which: str,
     if which == "bind":
         b = action.bind
         path = format_path(source, b.path)
-        table.bind_http(HttpBinding(path, source, b.authenticated, b.local_only, None,
+        table.bind_http(HttpBinding(path, source, _authenticated(b), b.local_only, None,
                                     _static(b.cache, blob), b.timeout_ms))
     elif which == "secure_bind":
         sb = action.secure_bind
@@ -71,7 +71,7 @@ def apply_binding(table: BindingTable, source: str, which: str,
     elif which == "web_socket_bind":
         w = action.web_socket_bind
         path = format_path(source, w.path)
-        table.bind_ws(WsBinding(path, source, w.authenticated, None, w.extension))
+        table.bind_ws(WsBinding(path, source, _authenticated(w), None, w.extension))
     elif which == "web_socket_secure_bind":
         ws = action.web_socket_secure_bind
         path = format_path(source, ws.path)
@@ -82,6 +82,12 @@ def apply_binding(table: BindingTable, source: str, which: str,
     else:
         raise ActionError(ErrorKind.MalformedRequest, f"{which} is not a binding action")
     return path
+
+
+def _authenticated(bind: Action.Bind | Action.WebSocketBind) -> bool:
+    """Fail closed: a bind that does not say `authenticated` gets a path that needs
+    login (only an explicit false makes it public)."""
+    return bind.authenticated if bind.HasField("authenticated") else True
 
 
 def _static(cache: bool, blob: Blob | None) -> Static | None:

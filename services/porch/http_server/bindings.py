@@ -92,10 +92,14 @@ class BindingTable:
         match = self.ws.recognize(path)  # no fallback for WebSockets
         return (match.value, match.params) if match is not None else None
 
-    def secure_subdomains(self) -> set[str]:
-        subs = {b.secure_subdomain for _, b in self.http.items() if b.app and b.secure_subdomain}
-        subs |= {b.secure_subdomain for _, b in self.ws.items() if b.app and b.secure_subdomain}
-        return {s for s in subs if s}
+    def secure_subdomains(self) -> dict[str, set[str]]:
+        """Each secure subdomain in use -> the apps (process ids) with bindings on it."""
+        subs: dict[str, set[str]] = {}
+        for table in (self.http, self.ws):
+            for _, b in table.items():
+                if b.app and b.secure_subdomain:
+                    subs.setdefault(b.secure_subdomain, set()).add(b.app)
+        return subs
 
     def apps(self) -> dict[str, str]:
         """app process id -> the path to link to (its root binding if it has one)."""

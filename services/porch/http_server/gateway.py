@@ -2,12 +2,13 @@
 reach it, and how the owning process's reply becomes the HTTP response.
 
 Order of checks per request (reference section 2.5, with DESIGN.md's deviations):
-login/logout pages; route (with the app-root fallback) or 404; tombstone 404; secure
-subdomain (401 / 307 / login) or a subdomain host serving another package (403);
+login/logout pages (on a secure subdomain's host: that subdomain's apps only); route
+(with the app-root fallback) or 404; tombstone 404; a subdomain host serving anything
+but its package's secure paths (403); secure subdomain (401 / 307 / login);
 authentication (login page for browsers, 401 for API clients); local_only (403);
-static content for GET; the RPC endpoint; else forward to the owning process and map
-its reply: no such process 503 at once, no answer by the deadline 504, died with the
-request or answered garbage 502.
+static content for GET; the RPC endpoint; else forward to the owning process (without
+the node's login cookies) and map its reply: no such process 503 at once, no answer by
+the deadline 504, died with the request or answered garbage 502.
 
 The forward path is callback-based (no coroutine per request): it is the hot path.
 """
@@ -18,16 +19,31 @@ import asyncio
 import json
 import logging
 import re
+import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from urllib.parse import parse_qs, parse_qsl
 
 from porch.address import HOMEPAGE, is_valid
 from porch.http_server import actions, pages
-from porch.http_server.auth import PROXY_HEADERS, Auth, RateLimiter, is_local, safe_redirect, wants_html
+from porch.http_server.auth import (
+    PROXY_HEADERS,
+    Auth,
+    cookie_name,
+    cross_site,
+    find_cookie,
+    is_local,
+    request_target,
+    safe_redirect,
+    strip_auth_cookies,
+    subdomain_location,
+    wants_html,
+)
 from porch.http_server.bindings import RPC_PROCESS, BindingTable, Resolved
 from porch.http_server.exchange import HTML, JSON, TEXT, Exchange, Headers
 from porch.http_server.paths import normalize
+from porch.http_server.ratelimit import RateLimiter, client_address, rate_key
 from porch.http_server.rpc import RpcCall, parse_rpc, rpc_reply_body
 from porch.http_server.settings import HttpServerSettings
 from porch.process.aio import AsyncProcess
@@ -68,6 +84,7 @@ class Gateway:
         self.persist = persist
         self.executor = executor
         self.login_limiter = RateLimiter(settings.login_attempts_per_minute)
+        self._trusted_proxies = settings.trusted_networks()
         self.default_timeout = settings.request_timeout_s
         self._subdomains = table.secure_subdomains()
         self.inflight = 0
@@ -116,20 +133,27 @@ class Gateway:
 
     def dispatch(self, ex: Exchange) -> None:
         path = normalize(ex.path)
+        host = ex.header("Host") or "localhost"
+        hostname = _hostname(host)
+        label = hostname.split(".", 1)[0]
+        # A secure subdomain's own host (issue 9 item 7): it serves that package's
+        # secure paths and its own login and logout, nothing of the main node's, and
+        # never issues or accepts the node's main cookie.
+        subdomain = label if "." in hostname and label in self._subdomains else None
         if path == "/login":
-            task = asyncio.ensure_future(self._login(ex))
+            task = asyncio.ensure_future(self._login(ex, subdomain))
             self._tasks.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(lambda t: self._task_done(ex, t))
             return
         if path == "/logout":
-            self._logout(ex)
+            self._logout(ex, subdomain)
             return
-        if path == STATUS_PATH:
+        if path == STATUS_PATH and subdomain is None:
             self._status(ex)
             return
         resolved = self.table.resolve_http(path)
         if resolved is None:
-            if path == "" and self.table.http.get("") is None:
+            if path == "" and self.table.http.get("") is None and subdomain is None:
                 self._homepage(ex)
             else:
                 ex.respond(404, [], b"")
@@ -138,9 +162,10 @@ class Gateway:
         if binding.app is None:
             ex.respond(404, [], b"")
             return
-        host = ex.header("Host") or "localhost"
-        hostname = _hostname(host)
-        label = hostname.split(".", 1)[0]
+        if subdomain is not None and binding.secure_subdomain != subdomain:
+            # A secure subdomain origin serves only its own package (Kinode's D8 fix).
+            ex.respond(*_text(403, "secure subdomain can only serve its associated package"))
+            return
         if binding.secure_subdomain is not None:
             if label == "":
                 ex.respond(*_text(401, "attempted to access secure subdomain without host"))
@@ -151,14 +176,9 @@ class Gateway:
             if not self.auth.authorized(ex.header("Cookie"), binding.app):
                 self._unauthorized(ex, binding.app)
                 return
-        else:
-            if "." in hostname and label in self._subdomains:
-                # A secure subdomain origin serves only its own package (Kinode's D8 fix).
-                ex.respond(*_text(403, "secure subdomain can only serve its associated package"))
-                return
-            if binding.authenticated and not self.auth.authorized(ex.header("Cookie")):
-                self._unauthorized(ex, None)
-                return
+        elif binding.authenticated and not self.auth.authorized(ex.header("Cookie")):
+            self._unauthorized(ex, None)
+            return
         if binding.local_only and not self._local(ex):
             ex.respond(403, [], b"")
             return
@@ -194,7 +214,13 @@ class Gateway:
             incoming.source_socket_addr = f"{ex.peer_ip}:{ex.peer_port}"
         add_header = incoming.headers.add
         for name, value in ex.header_items():
-            add_header(name=name.lower(), value=value)
+            lname = name.lower()
+            if lname == "cookie":  # the node's login is not the app's to see (issue 9 item 7)
+                kept = strip_auth_cookies(value, self.node, app)
+                if kept is None:
+                    continue
+                value = kept
+            add_header(name=lname, value=value)
         if resolved.params:
             incoming.url_params.update(resolved.params)
         if ex.query:
@@ -245,7 +271,9 @@ class Gateway:
 
     def _unauthorized(self, ex: Exchange, subdomain_app: str | None) -> None:
         if wants_html(ex.header("Accept")):
-            target = ex.path + ("?" + ex.query if ex.query else "")
+            # Back to this page after login, if it is a safe target ("//evil.example"
+            # reaches the root binding through the fallback: not one).
+            target = safe_redirect(request_target(ex.path, ex.query)) or ""
             page = pages.login_page(self.node, target, subdomain_app or "")
             ex.respond(200, [HTML, ("Cache-Control", "no-store")], page)
         else:
@@ -256,7 +284,10 @@ class Gateway:
         proto = (ex.header("X-Forwarded-Proto") or ("https" if self.settings.https else "http")).lower()
         if proto not in ("http", "https"):
             proto = "http"
-        location = f"{proto}://{subdomain}.{host}{ex.path}" + (f"?{ex.query}" if ex.query else "")
+        location = subdomain_location(proto, subdomain, host, request_target(ex.path, ex.query))
+        if location is None:
+            ex.respond(*_text(400, "no secure subdomain redirect for this Host and path"))
+            return
         ex.respond(307, [("Location", location)], b"")
 
     def _task_done(self, ex: Exchange, task: asyncio.Future[None]) -> None:
@@ -270,19 +301,24 @@ class Gateway:
             log.error("error handling %s %s", ex.method, ex.path, exc_info=exc)
             ex.respond(500, [TEXT], b"internal error\n")  # no-op if already answered
 
-    async def _login(self, ex: Exchange) -> None:
+    def _client(self, ex: Exchange) -> str:
+        """The login client's address: the peer, or whom a trusted proxy forwards."""
+        if not self._trusted_proxies:
+            return ex.peer_ip or "?"
+        forwarded = [value for name, value in ex.header_items() if name.lower() == "x-forwarded-for"]
+        return client_address(ex.peer_ip, forwarded, ex.header("X-Real-Ip"), self._trusted_proxies)
+
+    async def _login(self, ex: Exchange, host_subdomain: str | None) -> None:
+        """GET: the login page. POST: check the password; on a secure subdomain's host,
+        log in to one of that subdomain's apps only (issue 9 item 7)."""
+        host_apps = self._subdomains.get(host_subdomain, set()) if host_subdomain else None
         if ex.method == "GET":
             back = safe_redirect(_query_value(ex.query, "redirect")) or ""
-            ex.respond(200, [HTML, ("Cache-Control", "no-store")], pages.login_page(self.node, back))
+            app = _host_app(host_apps, None, back) if host_apps is not None else ""
+            ex.respond(200, [HTML, ("Cache-Control", "no-store")], pages.login_page(self.node, back, app or ""))
             return
         if ex.method != "POST":
             ex.respond(405, [TEXT, ("Allow", "GET, POST")], b"use GET or POST\n")
-            return
-        client = ex.peer_ip or "?"
-        allowed, retry = self.login_limiter.allow(client)
-        if not allowed:
-            log.warning("login rate limit hit by %s", client)
-            ex.respond(429, [TEXT, ("Retry-After", str(int(retry) + 1))], b"too many login attempts\n")
             return
         if len(ex.body) > MAX_LOGIN_BODY:
             ex.respond(*_text(413, "login body too large"))
@@ -294,6 +330,20 @@ class Gateway:
             ex.respond(400, [JSON], json.dumps({"error": str(exc)}).encode())
             return
         redirect = safe_redirect(asked_redirect or _query_value(ex.query, "redirect"))
+        if host_apps is not None:
+            subdomain = _host_app(host_apps, subdomain, redirect)
+            if subdomain is None:
+                message = f"this host logs in only to {', '.join(sorted(host_apps))} (say which in subdomain)"
+                ex.respond(400, [JSON], json.dumps({"error": message}).encode())
+                return
+        client = self._client(ex)
+        key = rate_key(client)
+        started = time.monotonic()
+        wait = self.login_limiter.begin(key, started)
+        if wait:
+            log.warning("login rate limit hit by %s", client)
+            ex.respond(429, [TEXT, ("Retry-After", str(int(wait) + 1))], b"too many failed login attempts\n")
+            return
         loop = asyncio.get_running_loop()
         good = await loop.run_in_executor(self.executor, self.auth.check_password, password)
         if not good:
@@ -304,26 +354,54 @@ class Gateway:
             else:
                 ex.respond(401, [JSON], b'{"error": "wrong password"}')
             return
-        token = self.auth.issue(subdomain)
+        self.login_limiter.succeeded(key, started)  # only failures count
+        try:
+            token = self.auth.issue(subdomain)
+        except sqlite3.Error as exc:
+            log.error("login from %s: cannot record the session: %s", client, exc)
+            ex.respond(*_text(503, "cannot record the session (the node's disk?)"))
+            return
         cookie = ("Set-Cookie", self.auth.set_cookie(token, subdomain))
         log.info("login from %s%s", client, f" for {subdomain}" if subdomain else "")
         if redirect is not None:
-            ex.respond(303, [cookie, ("Location", redirect)], b"")
+            ex.respond(303, [cookie, _location(redirect)], b"")
         elif form:
-            ex.respond(303, [cookie, ("Location", "/")], b"")
+            ex.respond(303, [cookie, _location("/")], b"")
         else:
             ex.respond(200, [cookie, JSON], json.dumps({"ok": True, "node": self.node}).encode())
 
-    def _logout(self, ex: Exchange) -> None:
+    def _logout(self, ex: Exchange, host_subdomain: str | None) -> None:
+        """End the sessions of the cookies sent (server-side: the tokens stop working
+        at once, issue 9 item 5) and clear them. Refused (403) when a page of another
+        site made the browser send it. On a secure subdomain's host: that host's app
+        sessions only; elsewhere the node's login and, with ?app=, that app's."""
         if ex.method != "POST":
             ex.respond(405, [TEXT, ("Allow", "POST")], b"POST /logout to log out\n")
             return
-        headers: Headers = [("Set-Cookie", self.auth.clear_cookie())]
-        app = _query_value(ex.query, "app")
-        if app and is_valid(app):
-            headers.append(("Set-Cookie", self.auth.clear_cookie(app)))
+        if cross_site(ex.header("Origin"), ex.header("Sec-Fetch-Site"), ex.header("Host")):
+            log.warning("refused a cross-site logout (Origin %r, Sec-Fetch-Site %r)",
+                        ex.header("Origin"), ex.header("Sec-Fetch-Site"))
+            ex.respond(*_text(403, "logout refused: the request came from another site"))
+            return
+        scopes: list[str | None]
+        if host_subdomain is not None:
+            scopes = [*sorted(self._subdomains.get(host_subdomain, ()))]
+        else:
+            scopes = [None]
+            app = _query_value(ex.query, "app")
+            if app and is_valid(app):
+                scopes.append(app)
+        cookies = ex.header("Cookie")
+        try:
+            for scope in scopes:
+                self.auth.revoke(find_cookie(cookies, cookie_name(self.node, scope)), scope)
+        except sqlite3.Error as exc:
+            log.error("logout: cannot end the session: %s", exc)
+            ex.respond(*_text(503, "cannot end the session (the node's disk?)"))
+            return
+        headers: Headers = [("Set-Cookie", self.auth.clear_cookie(scope)) for scope in scopes]
         if wants_html(ex.header("Accept")) or "form" in (ex.header("Content-Type") or ""):
-            ex.respond(303, [*headers, ("Location", "/login")], b"")
+            ex.respond(303, [*headers, _location("/login")], b"")
         else:
             ex.respond(200, [*headers, JSON], b'{"ok": true}')
 
@@ -421,6 +499,22 @@ def _hostname(host: str) -> str:
         end = host.find("]")
         return host[: end + 1] if end > 0 else host
     return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+def _location(target: str) -> tuple[str, str]:
+    """A Location header: every redirect porch makes goes through safe_redirect."""
+    return "Location", safe_redirect(target) or "/"
+
+
+def _host_app(apps: set[str], asked: str | None, redirect: str | None) -> str | None:
+    """The app a login on a secure subdomain's host is for: the one asked for if it is
+    one of the host's, else the one the redirect leads to, else the host's only app."""
+    if asked:
+        return asked if asked in apps else None
+    first = redirect.split("/", 2)[1].split("?", 1)[0] if redirect else ""
+    if first in apps:
+        return first
+    return next(iter(apps)) if len(apps) == 1 else None
 
 
 def _query_value(query: str, name: str) -> str | None:

@@ -32,6 +32,7 @@ from porch.http_server.auth import Auth
 from porch.http_server.gateway import Gateway
 from porch.http_server.listener import Listener, Server
 from porch.http_server.port import PortBusy, open_listener
+from porch.http_server.sessions import open_sessions
 from porch.http_server.settings import HttpServerSettings, load_settings
 from porch.http_server.state import BindingStore, NodeSecrets, generate_password
 from porch.http_server.websocket import WsHub
@@ -160,8 +161,9 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     store = BindingStore(home.state_dir)
     table = store.load()
     secrets_ = NodeSecrets(home.state_dir)
-    auth = Auth(config.node, secrets_.jwt_secret(), secrets_.password_hash(),
-                settings.session_days, settings.https)
+    sessions = open_sessions(home.state_dir)
+    auth = Auth(config.node, secrets_.jwt_secret(), secrets_.password_hash(), sessions=sessions,
+                session_days=settings.session_days, https=settings.https)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="login")
     gateway = Gateway(settings, config.node, table, auth, proc, store.record, executor)
     hub = WsHub(settings, table, auth, proc, home.state_dir)
@@ -209,6 +211,7 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     await asyncio.sleep(0.2)
     proc.close()
     executor.shutdown(wait=False)
+    sessions.close()
 
 
 # ---------------------------------------------------------------------------- main

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from porch.http_server.ratelimit import Network, parse_networks
 from porch.node.config import ConfigError, settings_from
 
 MiB = 1024 * 1024
@@ -36,8 +37,14 @@ class HttpServerSettings:
     body_timeout_s: float = 60.0
     # Lifetime of the login cookie (Kinode: 26 weeks).
     session_days: float = 30.0
-    # Login attempts per client address per minute before 429.
+    # Failed login attempts per client address per minute before 429 (successful
+    # logins never count).
     login_attempts_per_minute: int = 10
+    # Addresses (or CIDR networks) of reverse proxies in front of the server, e.g.
+    # ["127.0.0.1"] for a TLS proxy on the same host: only for a peer listed here are
+    # X-Forwarded-For / X-Real-Ip believed, to tell its clients apart for the login
+    # rate limit. Default: none (every client is its TCP peer address).
+    trusted_proxies: tuple[str, ...] = ()
     # HTTP connections open at once (WebSockets count apart, max_websockets); past it
     # a new connection is answered 503 (Retry-After: 1) and closed. The worker lifts its
     # open-files limit to the hard limit at start; both maxima should fit in it.
@@ -69,6 +76,13 @@ class HttpServerSettings:
                 raise ConfigError(f"[http_server] {name} must be more than 0")
         if self.ws_ping_interval_s < 0:
             raise ConfigError("[http_server] ws_ping_interval_s must be 0 (never) or more")
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"[http_server] trusted_proxies: {exc}") from None
+
+    def trusted_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)
 
 
 def load_settings(section: dict[str, Any], where: str = "porch.toml [http_server]") -> HttpServerSettings:
