@@ -21,6 +21,10 @@
     autostart = true                       # optional
     environment = { GREETING = "hi" }      # optional
 
+    [[process]]            # what the RPC endpoint (POST /rpc:distro:sys/message) may
+    id = "rpc:distro:sys"  # reach besides public processes; its messages go out under
+    capabilities = []      # this id. No command: the http-server serves it.
+
 Unknown keys are errors, not silently ignored: a typo must not quietly change nothing.
 """
 
@@ -37,6 +41,7 @@ from typing import Any, TypeVar
 from porch.address import InvalidProcessId, ProcessId
 
 DEFAULT_NODE = "porch.os"
+SERVICE_PACKAGE = ":distro:sys"  # kernel, http-server, http-client, rpc: the node's own
 
 
 class ConfigError(ValueError):
@@ -176,6 +181,10 @@ def parse(text: str, where: str = "porch.toml") -> NodeConfig:
                 ProcessId.parse(cap)
             except InvalidProcessId as exc:
                 raise ConfigError(f"{here}: capability: {exc}") from None
+        if spec.id.endswith(SERVICE_PACKAGE) and spec.command:
+            raise ConfigError(f"{here}: {spec.id} is an id of the node's own services "
+                              f"(package {SERVICE_PACKAGE[1:]}); an entry for it may grant "
+                              "capabilities (rpc:distro:sys) but not run a command")
         if spec.id in seen:
             raise ConfigError(f"{here}: process {spec.id} is declared twice")
         seen.add(spec.id)
