@@ -176,6 +176,11 @@ def test_item1_rpc_with_the_token_or_the_cookie_and_custom_header(front: Front) 
     printed = porch_cli("rpc-token", home=front.node.home.root)
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.strip() == front.token and len(front.token) >= 32
+    usage = porch_cli("rpc-token", "--help", home=front.node.home.root).stdout
+    assert "Authorization: Bearer" in " ".join(usage.split())
+    typo = front.node.dir / "no-such-home"
+    missing = porch_cli("rpc-token", home=typo)
+    assert missing.returncode == 2 and "no node home" in missing.stderr and not typo.exists()
     target = front.node.process("t1b:pkg:pub.os")
 
     def answer() -> None:
