@@ -375,9 +375,10 @@ def test_item6_an_unsendable_answer_of_porch_itself_is_still_an_answer(front: Fr
 # ---------------------------------------------------------------------------- item 8: WS Origin
 
 
-def ws_bind(proc: porch.Process, path: str, authenticated: bool = False) -> None:
+def ws_bind(proc: porch.Process, path: str, authenticated: bool = False, extension: bool = False) -> None:
     action = http_pb2.HttpServerAction()
     action.web_socket_bind.path, action.web_socket_bind.authenticated = path, authenticated
+    action.web_socket_bind.extension = extension
     reply = proc.send_and_await_response("http-server:distro:sys", action.SerializeToString(), timeout=5)
     assert http_pb2.HttpServerResult.FromString(reply.body).WhichOneof("result") == "ok"
 
@@ -413,6 +414,21 @@ def test_item8_authenticated_websocket_origin_is_compared_with_host(front: Front
         open_(f"http://127.0.0.1:{front.port}", **{"Sec-Fetch-Site": "cross-site"})
     assert refused.value.response.status_code == 403
     assert nothing_delivered(app, 0.2)
+
+
+def test_item8_a_web_page_cannot_pose_as_an_extension(front: Front) -> None:
+    """Issue 9 item 8, the same class: an extension socket's only check is a loopback
+    peer, which every page in the owner's browser is; a browser Origin other than the
+    node's own is refused, the extension itself (a program: no Origin) is served."""
+    app = front.node.process("t8e:pkg:pub.os")
+    ws_bind(app, "/ext", extension=True)
+    url = f"ws://127.0.0.1:{front.port}/t8e:pkg:pub.os/ext"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, origin=EVIL, open_timeout=10)  # type: ignore[arg-type]
+    assert refused.value.response.status_code == 403
+    assert nothing_delivered(app, 0.2)
+    with connect(url, open_timeout=10):
+        assert app_event(app)[0] == "web_socket_open"
 
 
 def app_event(proc: porch.Process) -> tuple[str, Any, porch.Message]:
