@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from urllib.parse import parse_qs, parse_qsl
 
-from porch.address import HOMEPAGE, is_valid
+from porch.address import HOMEPAGE, is_reserved, is_valid
 from porch.http_server import actions, pages
 from porch.http_server.auth import PROXY_HEADERS, Auth, RateLimiter, is_local, safe_redirect, wants_html
 from porch.http_server.bindings import RPC_PROCESS, BindingTable, Resolved
@@ -43,9 +43,6 @@ log = logging.getLogger("porch.http_server")
 # the wire (no control byte, no DEL, no character beyond Latin-1).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
-# Ids of the node's own services: what they send the http-server is never a binding
-# action (a bind must come from the process that owns the path's prefix).
-_SYSTEM_PACKAGE = ":distro:sys"
 MAX_LOGIN_BODY = 16 * 1024
 # Local-only operational status (in-flight requests, bindings, sockets), under the
 # server's own process id so that no app can bind it.
@@ -101,7 +98,7 @@ class Gateway:
     def on_message(self, msg: Message) -> None:
         """An action from a process (reference section 1)."""
         try:
-            if msg.source.endswith(_SYSTEM_PACKAGE):
+            if is_reserved(msg.source):
                 # The http-server itself (a message to itself), the RPC identity, the
                 # http-client, the kernel: none owns a path, so none may act on one.
                 log.warning("refused a message from %s: the node's services take no actions", msg.source)

@@ -38,10 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from porch.address import InvalidProcessId, ProcessId
+from porch.address import RESERVED_PACKAGE, RPC, InvalidProcessId, ProcessId, is_reserved
 
 DEFAULT_NODE = "porch.os"
-SERVICE_PACKAGE = ":distro:sys"  # kernel, http-server, http-client, rpc: the node's own
 
 
 class ConfigError(ValueError):
@@ -181,10 +180,10 @@ def parse(text: str, where: str = "porch.toml") -> NodeConfig:
                 ProcessId.parse(cap)
             except InvalidProcessId as exc:
                 raise ConfigError(f"{here}: capability: {exc}") from None
-        if spec.id.endswith(SERVICE_PACKAGE) and spec.command:
+        if is_reserved(spec.id) and spec.command:
             raise ConfigError(f"{here}: {spec.id} is an id of the node's own services "
-                              f"(package {SERVICE_PACKAGE[1:]}); an entry for it may grant "
-                              "capabilities (rpc:distro:sys) but not run a command")
+                              f"(package {RESERVED_PACKAGE}); an entry for it may grant "
+                              f"capabilities ({RPC}) but not run a command")
         if spec.id in seen:
             raise ConfigError(f"{here}: process {spec.id} is declared twice")
         seen.add(spec.id)
