@@ -388,7 +388,7 @@ def test_34_to_36_secure_subdomain(web: Web) -> None:
     ok = web.get("/a34:pkg:pub.os/sec", headers=host, cookies={f"{COOKIE}@a34:pkg:pub.os": app_cookie})
     assert echo(ok)["bound_path"] == "/a34:pkg:pub.os/sec"
     # An empty first label is not a host name: the front door answers 400 before the
-    # secure-subdomain check (Kinode: 401 "without host"); issue 9 item 2.
+    # secure-subdomain check (Kinode: 401 "without host"); issue 9 item 1.
     r = web.get("/a34:pkg:pub.os/sec", headers={"Host": f".localhost:{web.port}"})
     assert r.status_code == 400 and "invalid Host" in r.text
     # DEVIATION (Kinode D8 fixed): the subdomain origin serves only its own package.

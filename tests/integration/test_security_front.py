@@ -1,6 +1,6 @@
 """The http-server's front door and RPC endpoint under attack (issue 9, "Close the trust
-holes": items 1, 2, 3, 6, 8, 11, 14 and 15 as the issue numbers them; each test names
-its item). A real kernel, http-server and processes; real HTTP over sockets; what a
+holes": items 1, 6, 8, 11, 14 and 15 as the issue numbers them; each test names its
+item). A real kernel, http-server and processes; real HTTP over sockets; what a
 hostile web page, a foreign Host or a misbehaving app can make a browser or client send.
 """
 
@@ -273,14 +273,14 @@ def test_item1_the_homepage_cannot_take_over_other_paths(front: Front) -> None:
     assert nothing_delivered(home)
 
 
-# ---------------------------------------------------------------------------- item 2: Host
+# ---------------------------------------------------------------------------- item 1: Host
 
 
-def test_item2_a_foreign_host_is_refused_on_every_path(front: Front) -> None:
-    """Issue 9 item 2 (DNS rebinding): a page of evil.example re-pointed at 127.0.0.1
-    is same-origin for the browser, but its requests say `Host: evil.example`. Every
-    path answers 400 before routing: pages, an app, RPC (even with the token), status,
-    and a WebSocket upgrade."""
+def test_item1_a_foreign_host_is_refused_on_every_path(front: Front) -> None:
+    """Issue 9 item 1 ("a foreign Host is not refused"; DNS rebinding): a page of
+    evil.example re-pointed at 127.0.0.1 is same-origin for the browser, but its
+    requests say `Host: evil.example`. Every path answers 400 before routing: pages, an
+    app, RPC (even with the token), status, and a WebSocket upgrade."""
     front.app("t2:pkg:pub.os", [{"path": "/x"}])
     ws_app = front.node.process("t2w:pkg:pub.os")
     ws_bind(ws_app, "/ws")

@@ -1,5 +1,5 @@
 """Host parsing, the Host allow-list and the Origin == Host comparison (issue 9 items
-2, 3 and 8), pure."""
+1, 11 and 8), pure."""
 
 from __future__ import annotations
 

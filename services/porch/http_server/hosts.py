@@ -1,5 +1,5 @@
-"""The Host a request names, and whether an Origin is the node's own (issue 9 items 2,
-3 and 5; SECURITY.md "Host allow-list").
+"""The Host a request names, and whether an Origin is the node's own (issue 9 items 1,
+11 and 8; SECURITY.md "Every request, before anything else").
 
 DNS rebinding: a page on evil.example whose name the attacker re-points at 127.0.0.1
 reaches the node from the owner's browser as a *same-origin* page of evil.example. Its
