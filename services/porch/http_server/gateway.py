@@ -258,7 +258,7 @@ class Gateway:
                 if count:
                     log.warning("%s answered %s %s %s: 502 (%d such answer(s) since the last line)",
                                 app, ex.method, ex.path, bad, count)
-                ex.respond(*_text(502, f"{app} {bad}"))
+                ex.respond(*_text(502, f"{app} answered {bad}"))
                 return
             if private and not has_header(headers, "Cache-Control"):
                 headers.append(PRIVATE)

@@ -35,7 +35,7 @@ log = logging.getLogger("porch.http_server")
 
 Dispatch = Callable[["_Exchange"], None]
 # (HTTP version, every Host value, peer address) -> why to answer 400, or None.
-FrontCheck = Callable[[str, list[str], "str | None"], "str | None"]
+FrontCheck = Callable[[str, list[str], str | None], str | None]
 
 
 class Listener(httputil.HTTPServerConnectionDelegate):

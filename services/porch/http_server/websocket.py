@@ -472,7 +472,6 @@ class PorchWebSocket(tornado.websocket.WebSocketHandler):
             asyncio.get_running_loop().call_later(delay, abort)
 
 
-
 class _Unmasked(Exception):
     pass
 
@@ -482,7 +481,7 @@ class MaskedFramesOnly(tornado.websocket.WebSocketProtocol13):
     closes the connection (1002, protocol error). Tornado accepts unmasked frames.
 
     Tornado has no public hook for a frame's header, so this reaches two privates of
-    WebSocketProtocol13, checked on Tornado 6.4.2, 6.5.x and 6.6.1: `_receive_frame`
+    WebSocketProtocol13, checked on Tornado 6.4.2, 6.5.2 and 6.6.1: `_receive_frame`
     (reads one frame) and `_read_bytes` (every read of it; the first, 2 bytes, is the
     header). tests/unit/test_ws_frames.py fails if either disappears, and
     tests/integration/test_security_front.py if the behaviour changes."""
