@@ -50,10 +50,14 @@ class Front:
         self.node = Node(f'node = "{NODE}"\n[http_server]\nlogin_attempts_per_minute = 1000\n'
                          'allowed_hosts = ["node.example.com"]\n' + grants(APP_IDS) + extra)
         self.port = free_port()
-        self.node.start("kernel")
-        self.node.start("http-server", "--port", str(self.port), env={"PORCH_PASSWORD": PASSWORD})
-        for service in services:
-            self.node.start(service)
+        try:
+            self.node.start("kernel")
+            self.node.start("http-server", "--port", str(self.port), env={"PORCH_PASSWORD": PASSWORD})
+            for service in services:
+                self.node.start(service)
+        except BaseException:
+            self.node.close()  # a service that did not come up leaves no process behind
+            raise
         self.base = f"http://127.0.0.1:{self.port}"
         self.token = (self.node.home.state_dir / "rpc.token").read_text().strip()
         self._cookie: str | None = None
