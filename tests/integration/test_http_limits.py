@@ -222,7 +222,7 @@ def test_body_that_stops_arriving_is_answered_408_after_body_timeout_s(lim: Limi
     owner = lim.node.process("quiet:pkg:pub.os")
     HttpServer(owner).bind_http_path("/", HttpBindingConfig(authenticated=False))
     with lim.connect() as s:
-        s.sendall(b"POST /quiet:pkg:pub.os/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        s.sendall(b"POST /quiet:pkg:pub.os/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n"
                   + b"z" * 10)
         for _ in range(5):
             assert served(lim, "body:pkg:pub.os"), "others are served meanwhile"
@@ -240,7 +240,7 @@ def test_body_that_stops_arriving_is_answered_408_after_body_timeout_s(lim: Limi
 def test_body_that_trickles_is_answered_408_after_body_timeout_s(lim: Limits) -> None:
     """The timeout bounds the whole body, not the pause between bytes."""
     with lim.connect() as s:
-        s.sendall(b"POST /body:pkg:pub.os/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        s.sendall(b"POST /body:pkg:pub.os/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n")
         result: dict[str, Closed] = {}
         trickle = threading.Thread(target=lambda: result.setdefault(
             "closed", closed_by_server(s, 20, keep_sending=b"z")))
@@ -307,7 +307,9 @@ def test_rpc_wait_is_capped_at_request_timeout_s(lim: Limits) -> None:
     quiet = porch.Process("quiet:pkg:pub.os", home=lim.node.home.root, connect_timeout=10)
     try:
         started = time.monotonic()
+        token = (lim.node.home.state_dir / "rpc.token").read_text().strip()
         r = requests.post(lim.base + "/rpc:distro:sys/message", timeout=20,
+                          headers={"Authorization": f"Bearer {token}"},
                           json={"process": "quiet:pkg:pub.os", "body": "x", "expects_response": 30})
         elapsed = time.monotonic() - started
         assert r.status_code == 504 and "did not answer in time" in r.text, (r.status_code, r.text)

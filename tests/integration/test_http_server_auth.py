@@ -278,11 +278,12 @@ def remote_ip() -> str:
     return ip
 
 
-def remote_request(ip: str, port: int, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+def remote_request(ip: str, port: int, method: str, path: str, body: bytes = b"",
+                   headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """An HTTP request whose TCP peer is `ip` (the socket is bound to it), not loopback."""
     conn = http.client.HTTPConnection(ip, port, timeout=10, source_address=(ip, 0))
     try:
-        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
         r = conn.getresponse()
         return r.status, r.read()
     finally:
@@ -297,13 +298,16 @@ def test_40_rpc_refused_from_a_non_loopback_peer(site: Site, remote_ip: str) -> 
     assert seen["source_socket_addr"].rsplit(":", 1)[0] == remote_ip, "the peer really is remote"
     target = site.node.process("a40r:pkg:pub.os")
     rpc = "/rpc:distro:sys/message"
+    token = (site.node.home.state_dir / "rpc.token").read_text().strip()
     status, _ = remote_request(remote_ip, site.port, "POST", rpc,
-                               json.dumps({"process": "a40r:pkg:pub.os", "body": "remote"}).encode())
-    assert status == 403
+                               json.dumps({"process": "a40r:pkg:pub.os", "body": "remote"}).encode(),
+                               {"Authorization": f"Bearer {token}"})
+    assert status == 403, "even with the token: RPC stays loopback-only"
     assert remote_request(remote_ip, site.port, "GET", STATUS)[0] == 403
     # From loopback the same call goes through, and it is the first message delivered:
     # the remote one never was.
-    r = site.post(rpc, json={"process": "a40r:pkg:pub.os", "body": "local"})
+    r = site.post(rpc, json={"process": "a40r:pkg:pub.os", "body": "local"},
+                  headers={"Authorization": f"Bearer {token}"})
     assert (r.status_code, r.content) == (200, b"")
     assert target.await_message(timeout=5).body == b"local"
 

@@ -29,6 +29,8 @@ def test_processes_and_capabilities() -> None:
      "declared twice"),
     ("node = 'has space'", "node must be a name"),
     ("node = ", "not valid TOML"),
+    ("[[process]]\nid = 'rpc:distro:sys'\ncommand = 'x'", "node's own services"),
+    ("[[process]]\nid = 'http-server:distro:sys'\ncommand = 'x'", "node's own services"),
 ])
 def test_mistakes_are_reported_clearly(text: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -42,3 +44,20 @@ def test_render_round_trips() -> None:
     cfg = parse(render("n.os", [spec]))
     assert cfg.node == "n.os"
     assert cfg.processes == (spec,)
+
+
+def test_rpc_gets_its_capabilities_like_any_process() -> None:
+    """Issue 9 item 1: a command-less entry for rpc:distro:sys grants the RPC endpoint's
+    identity capabilities; the kernel's policy is built from grants()/private()."""
+    from porch.kernel.policy import CapabilityPolicy
+
+    default = parse("")
+    policy = CapabilityPolicy(default.grants(), default.private())
+    assert policy.allows("rpc:distro:sys", "a:b:c")
+    assert not policy.allows("rpc:distro:sys", "http-server:distro:sys")
+    assert not policy.allows("rpc:distro:sys", "http-client:distro:sys")
+    cfg = parse('[[process]]\nid = "rpc:distro:sys"\ncapabilities = ["http-client:distro:sys"]\n')
+    assert cfg.grants() == {"rpc:distro:sys": ("http-client:distro:sys",)}
+    policy = CapabilityPolicy(cfg.grants(), cfg.private())
+    assert policy.allows("rpc:distro:sys", "http-client:distro:sys")
+    assert not policy.allows("rpc:distro:sys", "http-server:distro:sys")

@@ -2,7 +2,7 @@ import pytest
 
 from porch.http_server import actions
 from porch.http_server.bindings import BindingTable
-from porch.http_server.gateway import http_response
+from porch.http_server.gateway import BadAnswer, http_response
 from porch.process.message import Blob, Message
 from porch.wire import http_pb2
 
@@ -69,14 +69,16 @@ def test_response_mapping() -> None:
     assert status == 201 and body == b"hi"
     assert headers == [("X-A", "1"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"),
                        ("Content-Type", "application/octet-stream")]
-    bad = [("bad name", "x"), ("X-B", "a\r\nInjected: 1"), ("Content-Length", "9")]
-    _, headers, body = reply(200, bad, None)
+    _, headers, body = reply(200, [("Content-Length", "9"), ("Transfer-Encoding", "chunked")], None)
     assert headers == [("Content-Type", "application/octet-stream")] and body == b""
-    assert reply(99, [], None)[0] == 502
-    assert reply(1000, [], None)[0] == 502
+    # Latin-1 (obs-text), tabs and spaces are what a header value may hold
+    assert reply(200, [("X-L", "caf\xe9\tok ~")], None)[1][0] == ("X-L", "caf\xe9\tok ~")
+    for status in (99, 1000):
+        with pytest.raises(BadAnswer, match="invalid status"):
+            reply(status, [], None)
     garbage = Message(1, "a:b:c", "x", False, b"\xff\xff\xff")
-    assert http_response(garbage)[0] == 502
-
+    with pytest.raises(BadAnswer, match="not an HttpResponse"):
+        http_response(garbage)
 
 @pytest.mark.parametrize("variant", ["bind", "web_socket_bind"])
 def test_a_bind_that_omits_authenticated_needs_login(variant: str) -> None:
@@ -105,3 +107,43 @@ def test_the_stub_always_says_what_it_means() -> None:
     ws = ws_bind_action("/w", WsBindingConfig(authenticated=False))
     assert ws.web_socket_bind.HasField("authenticated") and not ws.web_socket_bind.authenticated
     assert bind_action("/d", HttpBindingConfig()).bind.authenticated
+
+
+
+@pytest.mark.parametrize("header", [
+    ("bad name", "x"), ("", "x"), ("X:Y", "x"), ("X-\u00e9", "x"),
+    ("X-B", "a\r\nInjected: 1"), ("X-B", "a\nb"), ("X-B", "nul\x00"), ("X-B", "bell\x07"),
+    ("X-B", "del\x7f"), ("X-B", "euro \u20ac"), ("X-B", "\U0001f600"),
+])
+def test_a_header_http_cannot_carry_is_a_bad_answer(header: tuple[str, str]) -> None:
+    """Issue 9 item 6: the whole answer is refused (the client gets 502), never sent
+    without the header nor left hanging."""
+    with pytest.raises(BadAnswer, match="header"):
+        reply(200, [("X-Fine", "1"), header], b"body")
+
+
+@pytest.mark.parametrize("path", [
+    "/victim:b:c/x", "victim:b:c/x", "/victim:b:c", "rpc:distro:sys/message", "/rpc:distro:sys/message",
+    "/http-server:distro:sys/status", "/*", "*", "/:anything", "/:a/x", "/x.*", "/x.:p",
+])
+def test_the_homepage_cannot_bind_into_a_process_namespace(path: str) -> None:
+    """Issue 9 item 1: the homepage binds raw paths, but none that a process owns (the
+    routing table ignores a leading "/", and patterns in the first segment would match
+    every process's paths)."""
+    table = BindingTable()
+    before = table.resolve_http("/rpc:distro:sys/message")
+    for which in ("bind", "unbind", "web_socket_bind", "web_socket_unbind"):
+        a = http_pb2.HttpServerAction()
+        getattr(a, which).path = path
+        with pytest.raises(actions.ActionError) as err:
+            actions.apply_binding(table, "homepage:homepage:sys", which, a, None)
+        assert err.value.kind == Kind.InvalidSourceProcess
+    assert table.resolve_http("/rpc:distro:sys/message") == before
+    assert [p for p, _ in table.http.items()] == ["/rpc:distro:sys/message"] and not len(table.ws)
+
+
+@pytest.mark.parametrize(("path", "full"), [("/", ""), ("/our", "/our"), ("apps/x", "apps/x"),
+                                            ("/favicon.ico", "/favicon.ico"), ("/a/:id", "/a/:id")])
+def test_the_homepage_binds_its_own_raw_paths(path: str, full: str) -> None:
+    table = BindingTable()
+    assert actions.apply_binding(table, "homepage:homepage:sys", "bind", bind(path), None) == full

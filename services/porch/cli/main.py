@@ -4,6 +4,7 @@
     porch status | down | restart SERVICE... | logs SERVICE [-f] [-n N]
     porch send PROCESS BODY [--timeout S]
     porch password [--password P | --generate]
+    porch rpc-token                                (the RPC endpoint's credential)
     porch kernel | http-server | http-client      (the services themselves)
 """
 
@@ -346,6 +347,23 @@ def cmd_password(args: argparse.Namespace) -> int:
     return 0 if ended else 1
 
 
+def cmd_rpc_token(args: argparse.Namespace) -> int:
+    """Print the node's RPC token (made now if the node never ran)."""
+    from porch.http_server.rpc_auth import RpcToken
+
+    home = NodeHome.resolve(args.home)
+    if not home.exists():
+        return _fail(f"no node home at {home.root} (no porch.toml there); "
+                     "`porch up` creates one, or give --home", 2)
+    home.ensure()
+    try:
+        token = RpcToken(home.state_dir).get()
+    except OSError as exc:
+        return _fail(f"cannot read or create the RPC token: {exc}")
+    print(token)
+    return 0
+
+
 def service_args(args: argparse.Namespace) -> dict[str, list[str]]:
     extra: dict[str, list[str]] = {}
     http: list[str] = []
@@ -680,6 +698,15 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument("--generate", action="store_true",
                        help="generate a random password and print it once")
     password.set_defaults(func=cmd_password)
+
+    rpc_token = sub.add_parser("rpc-token", help="print the RPC endpoint's token",
+                               description="Print the node's RPC token (state/rpc.token, "
+                               "0600; made on first use). A script calling POST "
+                               "/rpc:distro:sys/message sends it as `Authorization: Bearer "
+                               "<token>`. To change it, delete the file and `porch restart "
+                               "http-server`.")
+    _home_arg(rpc_token)
+    rpc_token.set_defaults(func=cmd_rpc_token)
 
     down = sub.add_parser("down", help="stop a running node",
                           description="Stop every service and process of the node, then "

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from porch.address import is_valid
+from porch.address import HOMEPAGE, is_valid
 from porch.http_server.bindings import BindingTable, HttpBinding, Static, WsBinding
-from porch.http_server.paths import format_path, secure_subdomain
+from porch.http_server.paths import format_path, homepage_may_bind, secure_subdomain
 from porch.process.message import Blob
 from porch.wire import http_pb2
 
@@ -51,36 +51,37 @@ def decode(body: bytes) -> tuple[str, http_pb2.HttpServerAction]:
 
 def apply_binding(table: BindingTable, source: str, which: str,
                   action: http_pb2.HttpServerAction, blob: Blob | None) -> str:
-    """Apply a (un)bind action from `source`; return the full path it affected."""
-    if which in ("bind", "secure_bind", "web_socket_bind", "web_socket_secure_bind") and not is_valid(source):
-            raise ActionError(ErrorKind.InvalidSourceProcess,
-                              f"{source!r} is not a kimap-safe process id")
+    """Apply a (un)bind action from `source`; return the full path it affected.
+
+    Ownership: the path is always under /<source> (format_path), except for the
+    homepage, whose raw paths must stay out of every process's namespace."""
+    if which not in BINDING_ACTIONS:
+        raise ActionError(ErrorKind.MalformedRequest, f"{which} is not a binding action")
+    if not is_valid(source):
+        raise ActionError(ErrorKind.InvalidSourceProcess, f"{source!r} is not a kimap-safe process id")
+    variant = getattr(action, which)
+    path = format_path(source, variant.path)
+    if source == HOMEPAGE and not homepage_may_bind(path):
+        raise ActionError(ErrorKind.InvalidSourceProcess,
+                          f"{source} may not bind {path!r}: it lies in a process's namespace")
     if which == "bind":
         b = action.bind
-        path = format_path(source, b.path)
         table.bind_http(HttpBinding(path, source, _authenticated(b), b.local_only, None,
                                     _static(b.cache, blob), b.timeout_ms))
     elif which == "secure_bind":
         sb = action.secure_bind
-        path = format_path(source, sb.path)
         table.bind_http(HttpBinding(path, source, True, False, secure_subdomain(source),
                                     _static(sb.cache, blob), sb.timeout_ms))
     elif which == "unbind":
-        path = format_path(source, action.unbind.path)
         table.bind_http(HttpBinding(path, None))
     elif which == "web_socket_bind":
         w = action.web_socket_bind
-        path = format_path(source, w.path)
         table.bind_ws(WsBinding(path, source, _authenticated(w), None, w.extension))
     elif which == "web_socket_secure_bind":
-        ws = action.web_socket_secure_bind
-        path = format_path(source, ws.path)
-        table.bind_ws(WsBinding(path, source, True, secure_subdomain(source), ws.extension))
-    elif which == "web_socket_unbind":
-        path = format_path(source, action.web_socket_unbind.path)
+        extension = action.web_socket_secure_bind.extension
+        table.bind_ws(WsBinding(path, source, True, secure_subdomain(source), extension))
+    else:  # web_socket_unbind
         table.bind_ws(WsBinding(path, None))
-    else:
-        raise ActionError(ErrorKind.MalformedRequest, f"{which} is not a binding action")
     return path
 
 

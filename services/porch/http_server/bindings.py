@@ -11,10 +11,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from porch.address import RPC
 from porch.http_server.paths import first_segment
 from porch.http_server.routing import Match, RouteTable
 
-RPC_PROCESS = "rpc:distro:sys"
+RPC_PROCESS = RPC  # the built-in RPC endpoint's owner; its messages go out under this id
 RPC_PATH = "/rpc:distro:sys/message"
 
 

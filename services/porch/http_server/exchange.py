@@ -30,8 +30,11 @@ class Exchange(Protocol):
     def header_items(self) -> list[tuple[str, str]]:
         """Every request header, in order, repeated names kept; names as received."""
 
-    def respond(self, status: int, headers: Headers, body: bytes) -> None:
-        """Send the response (Content-Length, Date and defaults are the caller's)."""
+    def respond(self, status: int, headers: Headers, body: bytes, *, own: bool = True) -> None:
+        """Send the response (Content-Length and Date are added). `own`: an answer
+        porch makes itself (its pages, its errors), which gets OWN_HEADERS where the
+        caller set none; False for a process's answer (and its cached content), sent
+        as the process made it."""
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call back if the client goes away before the response is sent."""
@@ -67,7 +70,8 @@ def closing_response(status: int, text: str, extra: str = "") -> bytes:
     (413, 408, 431, 503 at accept: answers given outside a request's normal path).
     `extra`: more header lines, each ending in CRLF."""
     body = (text + "\n").encode()
-    return (f"HTTP/1.1 {status} {reason(status)}\r\nContent-Type: text/plain\r\n{extra}"
+    return (f"HTTP/1.1 {status} {reason(status)}\r\nContent-Type: text/plain\r\n"
+            f"X-Content-Type-Options: nosniff\r\n{extra}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\nDate: {DATE.now()}\r\n\r\n"
             ).encode() + body
 
@@ -83,3 +87,30 @@ def last_value(headers: Any, name: str) -> str | None:
 TEXT = ("Content-Type", "text/plain; charset=utf-8")
 HTML = ("Content-Type", "text/html; charset=utf-8")
 JSON = ("Content-Type", "application/json")
+
+# On everything porch answers itself (issue 9 item 15): browsers must not guess another
+# type than the one sent, and must not show porch's pages (the login page above all)
+# in a frame of another site (clickjacking).
+NOSNIFF = ("X-Content-Type-Options", "nosniff")
+OWN_HEADERS: Headers = [NOSNIFF, ("X-Frame-Options", "DENY"),
+                        ("Content-Security-Policy", "frame-ancestors 'none'")]
+# On answers of authenticated paths whose app set no Cache-Control: a cache in between
+# must never keep one owner's page for anyone else.
+PRIVATE = ("Cache-Control", "private, no-store")
+
+
+def with_own_headers(headers: Headers) -> Headers:
+    """headers plus each of OWN_HEADERS whose name they do not already set (a
+    Content-Security-Policy without frame-ancestors gets a second one that has it)."""
+    names = {name.lower(): value for name, value in headers}
+    out = list(headers)
+    for name, value in OWN_HEADERS:
+        have = names.get(name.lower())
+        if have is None or (name == "Content-Security-Policy" and "frame-ancestors" not in have):
+            out.append((name, value))
+    return out
+
+
+def has_header(headers: Headers, name: str) -> bool:
+    lname = name.lower()
+    return any(n.lower() == lname for n, _ in headers)

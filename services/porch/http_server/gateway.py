@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from urllib.parse import parse_qs, parse_qsl
 
-from porch.address import HOMEPAGE, is_valid
+from porch.address import HOMEPAGE, is_reserved, is_valid
 from porch.http_server import actions, pages
 from porch.http_server.auth import (
     PROXY_HEADERS,
@@ -41,19 +41,24 @@ from porch.http_server.auth import (
     wants_html,
 )
 from porch.http_server.bindings import RPC_PROCESS, BindingTable, Resolved
-from porch.http_server.exchange import HTML, JSON, TEXT, Exchange, Headers
+from porch.http_server.exchange import HTML, JSON, NOSNIFF, PRIVATE, TEXT, Exchange, Headers, has_header
 from porch.http_server.paths import normalize
 from porch.http_server.ratelimit import RateLimiter, client_address, rate_key
 from porch.http_server.rpc import RpcCall, parse_rpc, rpc_reply_body
+from porch.http_server.rpc_auth import rpc_refusal
 from porch.http_server.settings import HttpServerSettings
 from porch.process.aio import AsyncProcess
-from porch.process.message import Blob, Message, Offline, SendError, Timeout
+from porch.process.message import Blob, Message, NoCapability, Offline, SendError, Timeout
+from porch.throttle import Every
 from porch.wire import http_pb2
 
 log = logging.getLogger("porch.http_server")
 
+# RFC 9110 5.1 and 5.5: a field name is a token; a field value is visible ASCII,
+# obs-text (0x80-0xFF: Latin-1) and spaces/tabs between them. Nothing else can go on
+# the wire (no control byte, no DEL, no character beyond Latin-1).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(r"[\r\n\x00]")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 MAX_LOGIN_BODY = 16 * 1024
 # Local-only operational status (in-flight requests, bindings, sockets), under the
 # server's own process id so that no app can bind it.
@@ -75,12 +80,18 @@ class Gateway:
         proc: AsyncProcess,
         persist: Persist,
         executor: Executor,
+        rpc: AsyncProcess | None = None,
+        rpc_token: str = "",
     ) -> None:
         self.settings = settings
         self.node = node
         self.table = table
         self.auth = auth
         self.proc = proc
+        # RPC messages go out as rpc:distro:sys, with the capabilities porch.toml grants
+        # that id, never as the http-server (None: it could not register; RPC is 503).
+        self.rpc = rpc
+        self.rpc_token = rpc_token
         self.persist = persist
         self.executor = executor
         self.login_limiter = RateLimiter(settings.login_attempts_per_minute)
@@ -88,6 +99,8 @@ class Gateway:
         self.default_timeout = settings.request_timeout_s
         self._subdomains = table.secure_subdomains()
         self.inflight = 0
+        self._bad_answer_log = Every()
+        self._rpc_refused_log = Every()
         self._tasks: set[asyncio.Future[None]] = set()
         # Numbers other layers add to /status (the WebSocket layer: open sockets).
         self.status_extra: dict[str, Callable[[], int]] = {}
@@ -102,6 +115,12 @@ class Gateway:
     def on_message(self, msg: Message) -> None:
         """An action from a process (reference section 1)."""
         try:
+            if is_reserved(msg.source):
+                # The http-server itself (a message to itself), the RPC identity, the
+                # http-client, the kernel: none owns a path, so none may act on one.
+                log.warning("refused a message from %s: the node's services take no actions", msg.source)
+                raise actions.ActionError(http_pb2.HttpServerError.InvalidSourceProcess,
+                                          f"{msg.source} is a node service; it cannot act on bindings")
             which, action = actions.decode(msg.body)
             handler = self.extra_actions.get(which)
             if handler is not None:
@@ -184,11 +203,15 @@ class Gateway:
             return
         if binding.static is not None and ex.method == "GET":
             static = binding.static
-            etag = ("ETag", static.etag)
+            # The app's content, served by porch: nosniff, but the app's framing rules.
+            headers: Headers = [("ETag", static.etag), NOSNIFF]
+            if binding.authenticated:
+                headers.append(PRIVATE)
             if ex.header("If-None-Match") == static.etag:
-                ex.respond(304, [etag], b"")
+                ex.respond(304, headers, b"", own=False)
             else:
-                ex.respond(200, [("Content-Type", static.mime or "text/plain"), etag], static.body)
+                headers.insert(0, ("Content-Type", static.mime or "text/plain"))
+                ex.respond(200, headers, static.body, own=False)
             return
         if binding.app == RPC_PROCESS:
             self._rpc(ex)
@@ -242,9 +265,10 @@ class Gateway:
             self.proc.forget(id_)
 
         ex.on_close(gone)
-        fut.add_done_callback(lambda f: self._reply(ex, app, f))
+        private = binding.authenticated
+        fut.add_done_callback(lambda f: self._reply(ex, app, f, private))
 
-    def _reply(self, ex: Exchange, app: str, fut: asyncio.Future[Message]) -> None:
+    def _reply(self, ex: Exchange, app: str, fut: asyncio.Future[Message], private: bool) -> None:
         if ex.done:
             return  # the client went away; `gone` already counted it
         self.inflight -= 1
@@ -253,7 +277,18 @@ class Gateway:
         exc = fut.exception()
         if exc is None:
             msg = fut.result()
-            ex.respond(*http_response(msg))
+            try:
+                status, headers, body = http_response(msg)
+            except BadAnswer as bad:
+                count = self._bad_answer_log.due()
+                if count:
+                    log.warning("%s answered %s %s %s: 502 (%d such answer(s) since the last line)",
+                                app, ex.method, ex.path, bad, count)
+                ex.respond(*_text(502, f"{app} answered {bad}"))
+                return
+            if private and not has_header(headers, "Cache-Control"):
+                headers.append(PRIVATE)
+            ex.respond(status, headers, body, own=False)
         elif isinstance(exc, Timeout):
             ex.respond(*_text(504, f"{app} did not answer in time"))
         elif isinstance(exc, Offline):
@@ -419,36 +454,59 @@ class Gateway:
             self._unauthorized(ex, None)
             return
         apps = {app: path for app, path in self.table.apps().items() if app != HOMEPAGE}
-        ex.respond(200, [HTML], pages.homepage(self.node, apps))
+        ex.respond(200, [HTML, PRIVATE], pages.homepage(self.node, apps))
 
     # ------------------------------------------------------------------ RPC
 
     def _rpc(self, ex: Exchange) -> None:
+        """The RPC endpoint (rpc.py, rpc_auth.py): only for a caller with the RPC token
+        or the owner's cookie and X-Porch-RPC, never for a browser page of another
+        origin; the message goes out as rpc:distro:sys with that id's capabilities."""
+        refusal = rpc_refusal(ex.method, ex.header, self.rpc_token,
+                              lambda: self.auth.authorized(ex.header("Cookie")))
+        if refusal is not None:
+            count = self._rpc_refused_log.due()
+            if count:
+                log.warning("refused %d RPC request(s), the last from %s: %d %s", count,
+                            ex.peer_ip, refusal[0], refusal[2].decode().strip())
+            ex.respond(*refusal)
+            return
         try:
             call: RpcCall = parse_rpc(ex.body)
         except ValueError as exc:
             ex.respond(*_text(400, str(exc)))
             return
+        rpc = self.rpc
+        if rpc is None:
+            ex.respond(*_text(503, "RPC is unavailable: rpc:distro:sys could not register "
+                              "(the http-server's log says why)"))
+            return
         blob = Blob(call.data, call.mime) if call.data is not None else None
         try:
             if call.expects_response is None:
-                self.proc.send_request(call.process, call.body, blob=blob, metadata=call.metadata)
+                # Fire and forget (Kinode: 200 once sent). A refusal by the kernel
+                # (no capability) reaches only the log: ask with expects_response to see it.
+                rpc.send_request(call.process, call.body, blob=blob, metadata=call.metadata)
                 ex.respond(200, [], b"")
                 return
             timeout = min(float(call.expects_response), self.default_timeout)
-            id_, fut = self.proc.request_future(call.process, call.body, timeout=timeout,
-                                                blob=blob, metadata=call.metadata)
+            id_, fut = rpc.request_future(call.process, call.body, timeout=timeout,
+                                          blob=blob, metadata=call.metadata)
         except Offline:
             ex.respond(*_text(503, "the node's kernel is not reachable"))
             return
-        ex.on_close(lambda: self.proc.forget(id_))
+        ex.on_close(lambda: rpc.forget(id_))
 
         def done(f: asyncio.Future[Message]) -> None:
             if f.cancelled():
                 return
             exc = f.exception()
             if exc is None:
-                ex.respond(200, [HTML], rpc_reply_body(f.result()))
+                # DEVIATION: application/json (Kinode says text/html for this JSON).
+                ex.respond(200, [JSON], rpc_reply_body(f.result()))
+            elif isinstance(exc, NoCapability):
+                ex.respond(*_text(403, f"{RPC_PROCESS} may not message {call.process}: porch.toml "
+                                  "grants it no capability for it"))
             elif isinstance(exc, Timeout):
                 ex.respond(*_text(504, f"{call.process} did not answer in time"))
             elif isinstance(exc, Offline) and not exc.delivered:
@@ -462,26 +520,34 @@ class Gateway:
 # ---------------------------------------------------------------------- helpers
 
 
+class BadAnswer(ValueError):
+    """A process's answer that cannot become an HTTP response (the client gets 502)."""
+
+
 def http_response(msg: Message) -> tuple[int, Headers, bytes]:
-    """The process's Response as HTTP (reference 2.3): garbage or a status that is not a
-    final HTTP status is 502 (Kinode: 500); invalid header names/values are skipped;
-    repeated headers, several Set-Cookie included, are kept; default content type
+    """The process's Response as HTTP (reference 2.3), or BadAnswer: garbage, a status
+    that is not a final HTTP status (Kinode: 500), or a header HTTP cannot carry (an
+    invalid name, a value with a control byte, DEL or a character beyond Latin-1;
+    DEVIATION: Kinode drops such a header, and its client may hang) all become 502.
+    Repeated headers, several Set-Cookie included, are kept; default content type
     application/octet-stream."""
     reply = http_pb2.HttpResponse()
     try:
         reply.ParseFromString(msg.body)
     except Exception:
-        return _text(502, f"{msg.source} answered with something that is not an HttpResponse")
+        raise BadAnswer("with something that is not an HttpResponse") from None
     status = reply.status
     body = msg.blob.bytes if msg.blob is not None else b""
     if not 200 <= status <= 999:
-        return _text(502, f"{msg.source} answered with invalid status {status}")
+        raise BadAnswer(f"with invalid status {status}")
     headers: Headers = []
     typed = False
     for h in reply.headers:
         name, value = h.name, h.value
-        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
-            continue
+        if not _TOKEN.fullmatch(name):
+            raise BadAnswer(f"with an invalid header name {name[:80]!r}")
+        if not _FIELD_VALUE.fullmatch(value):
+            raise BadAnswer(f"with a value of header {name} that HTTP cannot carry")
         lname = name.lower()
         if lname in ("content-length", "transfer-encoding", "connection"):
             continue  # the server frames the body itself

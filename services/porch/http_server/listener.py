@@ -21,11 +21,21 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
 from porch.http_server.accept import Acceptor
-from porch.http_server.exchange import DATE, Headers, closing_response, last_value, reason
+from porch.http_server.exchange import (
+    DATE,
+    TEXT,
+    Headers,
+    closing_response,
+    last_value,
+    reason,
+    with_own_headers,
+)
 
 log = logging.getLogger("porch.http_server")
 
 Dispatch = Callable[["_Exchange"], None]
+# (HTTP version, every Host value, peer address) -> why to answer 400, or None.
+FrontCheck = Callable[[str, list[str], str | None], str | None]
 
 
 class Listener(httputil.HTTPServerConnectionDelegate):
@@ -35,11 +45,14 @@ class Listener(httputil.HTTPServerConnectionDelegate):
 
     def __init__(self, dispatch: Dispatch, max_body_bytes: int,
                  upgrade: httputil.HTTPServerConnectionDelegate | None = None,
-                 body_timeout_s: float | None = None) -> None:
+                 body_timeout_s: float | None = None, front: FrontCheck | None = None) -> None:
         self.dispatch = dispatch
         self.max_body_bytes = max_body_bytes
         self.upgrade = upgrade
         self.body_timeout_s = body_timeout_s
+        # Checked on every request head before anything else sees it (the Host rules,
+        # porch.http_server.hosts): a refused one is answered 400, never routed or upgraded.
+        self.front = front
 
     def start_request(self, server_conn: object,
                       request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
@@ -50,7 +63,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
     """One request on one connection; implements gateway.exchange.Exchange."""
 
     __slots__ = ("_body_timer", "_chunks", "_close_cb", "_conn", "_handoff", "_headers", "_listener",
-                 "_server_conn", "_size", "body", "done", "method", "path", "peer_ip", "peer_port", "query")
+                 "_refusal", "_server_conn", "_size", "body", "done", "method", "path", "peer_ip",
+                 "peer_port", "query")
 
     def __init__(self, listener: Listener, server_conn: object,
                  conn: httputil.HTTPConnection) -> None:
@@ -63,6 +77,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self._size = 0
         self._close_cb: Callable[[], None] | None = None
         self._body_timer: object | None = None
+        self._refusal: str | None = None
+        self.method = "GET"
         self.done = False
         self.body = b""
         address = getattr(getattr(conn, "context", None), "address", None)
@@ -76,8 +92,12 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> None:
         self._headers = headers
+        front = self._listener.front
+        if front is not None:
+            self._refusal = front(start_line.version, headers.get_list("Host"), self.peer_ip)
         upgrade = self._listener.upgrade
-        if upgrade is not None and headers.get("Upgrade", "").lower() == "websocket":
+        if (upgrade is not None and self._refusal is None
+                and headers.get("Upgrade", "").lower() == "websocket"):
             self._handoff = upgrade.start_request(self._server_conn, self._conn)
             self._handoff.headers_received(start_line, headers)
             return
@@ -113,11 +133,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
             self._body_timer = None
         self.body = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
         self._chunks = []
+        if self._refusal is not None:
+            self.respond(400, [TEXT], (self._refusal + "\n").encode())
+            return
         try:
             self._listener.dispatch(self)
         except Exception:
             log.exception("error handling %s %s", self.method, self.path)
-            self.respond(500, [("Content-Type", "text/plain")], b"internal error\n")
+            self.respond(500, [TEXT], b"internal error\n")
 
     def on_connection_close(self) -> None:
         if self._handoff is not None:
@@ -175,13 +198,31 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self._close_cb = callback
         self._conn.set_close_callback(self._client_gone)
 
-    def respond(self, status: int, headers: Headers, body: bytes) -> None:
+    def respond(self, status: int, headers: Headers, body: bytes, *, own: bool = True) -> None:
         if self.done:
             return
         self.done = True
         if self._close_cb is not None:
             self._close_cb = None
             self._conn.set_close_callback(None)
+        if own:
+            headers = with_own_headers(headers)
+        try:
+            self._write(status, headers, body)
+        except StreamClosedError:
+            pass
+        except Exception as exc:
+            # A header HTTP cannot carry (Tornado refuses it in HTTPHeaders.add or when
+            # encoding the head as Latin-1): nothing was written yet, so the client
+            # still gets an answer instead of a connection left hanging (issue 9 item 6).
+            log.error("cannot send the %d answer to %s %s (%s); answered 500 instead",
+                      status, self.method, getattr(self, "path", "?"), exc)
+            try:
+                self._write(500, with_own_headers([TEXT]), b"internal error: invalid response header\n")
+            except Exception:
+                self._conn.close()
+
+    def _write(self, status: int, headers: Headers, body: bytes) -> None:
         out = httputil.HTTPHeaders()
         for name, value in headers:
             out.add(name, value)
@@ -192,12 +233,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
         out["Date"] = DATE.now()
         if self.method == "HEAD":
             body = b""
-        try:
-            self._conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", status, reason(status)),
-                                     out, body or None)
-            self._conn.finish()
-        except StreamClosedError:
-            pass
+        self._conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", status, reason(status)),
+                                 out, body or None)
+        self._conn.finish()
 
     # -- limits ----------------------------------------------------------------------
 

@@ -27,6 +27,16 @@ def format_path(process_id: str, path: str) -> str:
     return "/" + process_id + "/" + normalize(path)
 
 
+def homepage_may_bind(path: str) -> bool:
+    """The homepage binds raw paths (Kinode), but only outside every process's
+    namespace: the first segment of its path must not be a process id (each has two
+    ":"), nor a pattern (":name", "*") that would match one. The routing table ignores
+    a leading "/", so "a:b:c/x" is "/a:b:c/x" there. "" (the node's "/") is its own."""
+    key = path[1:] if path.startswith("/") else path
+    first = key.split("/", 1)[0]
+    return ":" not in first and "*" not in first
+
+
 def secure_subdomain(process_id: str) -> str:
     """package + "-" + publisher, non-alphanumerics as "-": chess:chess:template.os ->
     chess-template-os. All processes of one package share it."""

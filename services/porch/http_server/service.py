@@ -29,9 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from porch.address import HTTP_SERVER
 from porch.http_server.accept import raise_open_files_limit
 from porch.http_server.auth import Auth
+from porch.http_server.bindings import RPC_PROCESS
 from porch.http_server.gateway import Gateway
+from porch.http_server.hosts import FrontDoor, HostAllowList
 from porch.http_server.listener import Listener, Server
 from porch.http_server.port import PortBusy, open_listener
+from porch.http_server.rpc_auth import RpcToken
 from porch.http_server.sessions import open_sessions
 from porch.http_server.settings import HttpServerSettings, load_settings
 from porch.http_server.state import BindingStore, NodeSecrets, generate_password
@@ -40,7 +43,8 @@ from porch.node.config import ConfigError, NodeConfig
 from porch.node.home import NodeHome
 from porch.node.startup import start_service
 from porch.process.aio import AsyncProcess
-from porch.process.message import PorchError
+from porch.process.message import KernelRefused, Message, PorchError
+from porch.throttle import Every
 
 log = logging.getLogger("porch.http_server")
 
@@ -155,9 +159,32 @@ def _die_with_parent() -> None:
         pass
 
 
+async def connect_rpc(home: NodeHome) -> AsyncProcess | None:
+    """The identity RPC messages go out under (rpc:distro:sys), a second registration
+    of this worker: the capabilities porch.toml grants that id are RPC's, the
+    http-server's are not. None if the kernel refuses it (the endpoint then answers 503)."""
+    try:
+        rpc = await AsyncProcess.connect(RPC_PROCESS, home=home.root, connect_timeout=60)
+    except KernelRefused as exc:
+        log.error("cannot register %s, so the RPC endpoint answers 503: %s", RPC_PROCESS, exc)
+        return None
+    ignored = Every(60.0)
+
+    def incoming(msg: Message) -> None:
+        # RPC only sends; what processes send it is dropped (never acted on).
+        count = ignored.due()
+        if count:
+            log.info("%s takes no requests: dropped %d, the last from %s", RPC_PROCESS, count, msg.source)
+
+    rpc.on_request(incoming)
+    return rpc
+
+
 async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings,
                 sock: socket.socket) -> None:
     proc = await AsyncProcess.connect(HTTP_SERVER, home=home.root, connect_timeout=60)
+    rpc = await connect_rpc(home)
+    rpc_token = RpcToken(home.state_dir).get()
     store = BindingStore(home.state_dir)
     table = store.load()
     secrets_ = NodeSecrets(home.state_dir)
@@ -165,7 +192,7 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     auth = Auth(config.node, secrets_.jwt_secret(), secrets_.password_hash(), sessions=sessions,
                 session_days=settings.session_days, https=settings.https)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="login")
-    gateway = Gateway(settings, config.node, table, auth, proc, store.record, executor)
+    gateway = Gateway(settings, config.node, table, auth, proc, store.record, executor, rpc, rpc_token)
     hub = WsHub(settings, table, auth, proc, home.state_dir)
     hub.announce_lost()
     gateway.extra_actions.update({"web_socket_push": hub.on_push, "web_socket_close": hub.on_close,
@@ -175,7 +202,8 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     proc.on_request(gateway.on_message)
     server = Server(
         Listener(gateway.dispatch, settings.max_body_bytes, upgrade=hub.application(),
-                 body_timeout_s=settings.body_timeout_s),
+                 body_timeout_s=settings.body_timeout_s,
+                 front=FrontDoor(HostAllowList(settings.allowed_hosts)).check),
         max_body_size=settings.max_body_bytes,
         max_header_size=settings.max_header_bytes,
         idle_connection_timeout=settings.idle_timeout_s,
@@ -209,6 +237,8 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
         log.error("cannot save the bindings at stop (the journal keeps them): %s", exc)
     hub.close_all()  # clients reconnect to the next worker; owners get WebSocketClose
     await asyncio.sleep(0.2)
+    if rpc is not None:
+        rpc.close()
     proc.close()
     executor.shutdown(wait=False)
     sessions.close()

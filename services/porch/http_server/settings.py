@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from porch.http_server.hosts import check_pattern
 from porch.http_server.ratelimit import Network, parse_networks
 from porch.node.config import ConfigError, settings_from
 
@@ -61,6 +62,11 @@ class HttpServerSettings:
     # Set when a TLS-terminating proxy is in front: cookies get the Secure attribute
     # and redirects use https.
     https: bool = False
+    # Host names the node answers to besides localhost, *.localhost and IP literals
+    # (every other Host is answered 400: DNS rebinding). "node.example.com" allows that
+    # name and one label in front of it (secure subdomains); "*.example.com" any
+    # subdomain; ".example.com" the name and any subdomain; "*" any name (no check).
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Values that would make the server misbehave are refused at load, with the
@@ -76,6 +82,11 @@ class HttpServerSettings:
                 raise ConfigError(f"[http_server] {name} must be more than 0")
         if self.ws_ping_interval_s < 0:
             raise ConfigError("[http_server] ws_ping_interval_s must be 0 (never) or more")
+        for entry in self.allowed_hosts:
+            try:
+                check_pattern(entry)
+            except ValueError as exc:
+                raise ConfigError(f"[http_server] allowed_hosts: {exc}") from None
         try:
             parse_networks(self.trusted_proxies)
         except ValueError as exc:

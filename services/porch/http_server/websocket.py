@@ -33,7 +33,8 @@ from porch.files import write_atomic
 from porch.http_server import actions
 from porch.http_server.auth import PROXY_HEADERS, Auth, is_local
 from porch.http_server.bindings import BindingTable, WsBinding
-from porch.http_server.exchange import last_value
+from porch.http_server.exchange import OWN_HEADERS, last_value
+from porch.http_server.hosts import same_origin
 from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
 from porch.process.aio import AsyncProcess
@@ -380,14 +381,41 @@ class PorchWebSocket(tornado.websocket.WebSocketHandler):
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(message + "\n")
 
+    def set_default_headers(self) -> None:
+        # Refusals (and the 101) are porch's own answers (issue 9 item 15).
+        for name, value in OWN_HEADERS:
+            self.set_header(name, value)
+
     def check_origin(self, origin: str) -> bool:
         """Cross-origin upgrades only for bindings anyone may use; an authenticated one
-        must come from the node's own origin (Tornado has already let same-origin
-        through), or a cookie-carrying page elsewhere could hijack it."""
-        return not self.binding.authenticated
+        must come from the node's own origin, or a cookie-carrying page elsewhere could
+        hijack it (cross-site WebSocket hijacking). So must an extension socket: its
+        only check is a loopback peer, which any page in the owner's browser is, and
+        a page there could pose as the extension.
+
+        The Origin == Host comparison is porch's own (hosts.same_origin), so that it
+        holds on every Tornado this package allows: 6.6 compares before calling this,
+        6.4 and 6.5 leave it all to this method (issue 9 item 8). A request without
+        Origin never gets here: browsers always send one on an upgrade; a client that
+        sends none is not a browser page, and must present the cookie itself."""
+        if not (self.binding.authenticated or self.binding.extension):
+            return True
+        headers = self.request.headers
+        fetch_site = (last_value(headers, "Sec-Fetch-Site") or "same-origin").strip().lower()
+        if fetch_site in ("same-origin", "none") and same_origin(origin, last_value(headers, "Host") or ""):
+            return True
+        log.info("refused a websocket upgrade on %s from origin %r",
+                 self.request.path, origin[:200])
+        return False
 
     def get_compression_options(self) -> dict[str, Any] | None:
         return None
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if type(protocol) is tornado.websocket.WebSocketProtocol13:
+            protocol.__class__ = MaskedFramesOnly
+        return protocol
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         self.channel = self.hub.register(self, self.binding, self.open_path)
@@ -443,3 +471,38 @@ class PorchWebSocket(tornado.websocket.WebSocketHandler):
         if abort is not None:
             asyncio.get_running_loop().call_later(delay, abort)
 
+
+class _Unmasked(Exception):
+    pass
+
+
+class MaskedFramesOnly(tornado.websocket.WebSocketProtocol13):
+    """RFC 6455 5.1: a client's frame must be masked; on one that is not, the server
+    closes the connection (1002, protocol error). Tornado accepts unmasked frames.
+
+    Tornado has no public hook for a frame's header, so this reaches two privates of
+    WebSocketProtocol13, checked on Tornado 6.4.2, 6.5.2 and 6.6.1: `_receive_frame`
+    (reads one frame) and `_read_bytes` (every read of it; the first, 2 bytes, is the
+    header). tests/unit/test_ws_frames.py fails if either disappears, and
+    tests/integration/test_security_front.py if the behaviour changes."""
+
+    _frame_head_next = False
+
+    async def _receive_frame(self) -> None:
+        self._frame_head_next = True
+        try:
+            await super()._receive_frame()
+        except _Unmasked:
+            log.info("websocket client sent an unmasked frame: closing with 1002")
+            # Read nothing more; with the client counted as terminated, close() writes
+            # the close frame and then closes the stream (no 5 s wait for an answer).
+            self.client_terminated = True
+            self.close(1002, "client frames must be masked")
+
+    async def _read_bytes(self, n: int) -> bytes:
+        data = await super()._read_bytes(n)
+        if self._frame_head_next:
+            self._frame_head_next = False
+            if len(data) == 2 and not data[1] & 0x80:
+                raise _Unmasked
+        return data

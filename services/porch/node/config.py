@@ -21,6 +21,10 @@
     autostart = true                       # optional
     environment = { GREETING = "hi" }      # optional
 
+    [[process]]            # what the RPC endpoint (POST /rpc:distro:sys/message) may
+    id = "rpc:distro:sys"  # reach besides public processes; its messages go out under
+    capabilities = []      # this id. No command: the http-server serves it.
+
 Unknown keys are errors, not silently ignored: a typo must not quietly change nothing.
 """
 
@@ -34,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from porch.address import InvalidProcessId, ProcessId
+from porch.address import RESERVED_PACKAGE, RPC, InvalidProcessId, ProcessId, is_reserved
 
 DEFAULT_NODE = "porch.os"
 
@@ -176,6 +180,10 @@ def parse(text: str, where: str = "porch.toml") -> NodeConfig:
                 ProcessId.parse(cap)
             except InvalidProcessId as exc:
                 raise ConfigError(f"{here}: capability: {exc}") from None
+        if is_reserved(spec.id) and spec.command:
+            raise ConfigError(f"{here}: {spec.id} is an id of the node's own services "
+                              f"(package {RESERVED_PACKAGE}); an entry for it may grant "
+                              f"capabilities ({RPC}) but not run a command")
         if spec.id in seen:
             raise ConfigError(f"{here}: process {spec.id} is declared twice")
         seen.add(spec.id)

@@ -1,0 +1,103 @@
+"""Host parsing, the Host allow-list and the Origin == Host comparison (issue 9 items
+1, 11 and 8), pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from porch.http_server.hosts import HostAllowList, check_pattern, host_problem, parse_host, same_origin
+from porch.http_server.settings import load_settings
+from porch.node.config import ConfigError
+
+
+@pytest.mark.parametrize(("value", "parsed"), [
+    ("localhost", ("localhost", None)),
+    ("LocalHost:8080", ("localhost", 8080)),
+    ("node.example.com.", ("node.example.com", None)),
+    ("127.0.0.1:80", ("127.0.0.1", 80)),
+    ("[::1]:8080", ("[::1]", 8080)),
+    ("[::1]", ("[::1]", None)),
+    ("x:", ("x", None)),  # RFC 3986: the port may be empty
+])
+def test_parse_host(value: str, parsed: tuple[str, int | None]) -> None:
+    assert parse_host(value) == parsed
+
+
+@pytest.mark.parametrize("value", [
+    "", ":80", ".localhost", "a..b", "a b", "evil.com@localhost", "localhost:99999",
+    "localhost:8o", "[::1", "[nothex]:1", "::1", "a/b", "x\u00e9.com", "localhost:\u0661",
+    "a" * 254,
+])
+def test_parse_host_refuses(value: str) -> None:
+    assert parse_host(value) is None
+
+
+def test_default_names() -> None:
+    hosts = HostAllowList()
+    for name in ("localhost", "pkg-pub-os.localhost", "a.b.localhost", "127.0.0.1", "10.1.2.3",
+                 "[::1]", "[fe80::1]"):
+        assert hosts.allows(name), name
+    for name in ("evil.example", "localhost.evil.example", "xlocalhost", "127.0.0.1.nip.io",
+                 "0x7f000001", "2130706433"):
+        assert not hosts.allows(name), name
+
+
+def test_allowed_hosts_patterns() -> None:
+    hosts = HostAllowList(["Node.Example.com", "*.wild.org", ".dot.net"])
+    assert hosts.allows("node.example.com")
+    assert hosts.allows("pkg-pub-os.node.example.com"), "one label in front: a secure subdomain"
+    assert not hosts.allows("a.b.node.example.com")
+    assert not hosts.allows("example.com")
+    assert hosts.allows("x.wild.org") and hosts.allows("x.y.wild.org")
+    assert not hosts.allows("wild.org")
+    assert hosts.allows("dot.net") and hosts.allows("a.b.dot.net")
+    assert not hosts.allows("evildot.net") and not hosts.allows("evilwild.org")
+    assert HostAllowList(["*"]).allows("anything.example")
+
+
+@pytest.mark.parametrize("entry", ["node.example.com:8080", "http://x", "a b", "*x.com", "", "*.", "x..y"])
+def test_bad_allowed_hosts_entries_fail_the_config(entry: str) -> None:
+    with pytest.raises(ValueError):
+        check_pattern(entry)
+    with pytest.raises(ConfigError, match="allowed_hosts"):
+        load_settings({"allowed_hosts": [entry]})
+
+
+def test_allowed_hosts_setting_loads() -> None:
+    assert load_settings({"allowed_hosts": ["node.example.com", ".x.org"]}).allowed_hosts == (
+        "node.example.com", ".x.org")
+    assert load_settings({}).allowed_hosts == ()
+
+
+def test_host_problem() -> None:
+    """RFC 9112 3.2: HTTP/1.1 needs exactly one Host; HTTP/1.0 may have none."""
+    hosts = HostAllowList()
+    assert host_problem("HTTP/1.1", ["localhost:1"], hosts) is None
+    assert host_problem("HTTP/1.0", [], hosts) is None
+    assert "missing" in (host_problem("HTTP/1.1", [], hosts) or "")
+    assert "more than one" in (host_problem("HTTP/1.1", ["localhost", "localhost"], hosts) or "")
+    assert "more than one" in (host_problem("HTTP/1.0", ["localhost", "evil"], hosts) or "")
+    assert "invalid" in (host_problem("HTTP/1.1", [""], hosts) or "")
+    assert "does not answer" in (host_problem("HTTP/1.1", ["evil.example:80"], hosts) or "")
+
+
+@pytest.mark.parametrize(("origin", "host", "same"), [
+    ("http://localhost:8080", "localhost:8080", True),
+    ("http://LOCALHOST:8080", "localhost:8080", True),
+    ("https://node.example.com", "node.example.com", True),  # a TLS proxy in front
+    ("http://node.example.com", "node.example.com:80", True),
+    ("https://node.example.com", "node.example.com:443", True),
+    ("http://[::1]:8080", "[::1]:8080", True),
+    ("http://localhost:8081", "localhost:8080", False),
+    ("http://evil.example:8080", "localhost:8080", False),
+    ("http://pkg-pub-os.localhost:8080", "localhost:8080", False),  # a secure subdomain's page
+    ("http://localhost", "localhost:8080", False),
+    ("https://node.example.com", "node.example.com:80", False),
+    ("null", "localhost:8080", False),
+    ("file://", "localhost", False),
+    ("http://localhost:8080/path", "localhost:8080", False),
+    ("http://user@localhost:8080", "localhost:8080", False),
+    ("http://localhost:8080", "", False),
+])
+def test_same_origin(origin: str, host: str, same: bool) -> None:
+    assert same_origin(origin, host) is same
