@@ -126,8 +126,20 @@ def diff(name: str, path: str) -> str:
         os.chdir(cwd)
 
 
-def added_lines(patch: str) -> list[str]:
-    return [ln[1:].strip() for ln in patch.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+def changed_lines(patch: str) -> tuple[str, str]:
+    """(the lines a mutation removes, the lines it adds), each stripped, joined by newlines."""
+    body = [ln for ln in patch.splitlines() if not ln.startswith(("---", "+++"))]
+    return ("\n".join(ln[1:].strip() for ln in body if ln.startswith("-")),
+            "\n".join(ln[1:].strip() for ln in body if ln.startswith("+")))
+
+
+def function_of(name: str) -> str:
+    """porch.kernel.zmtp_codec.xǁServerSessionǁ_command__mutmut_45 -> _command: what an
+    exclusion is matched on with its lines, so it survives a module or class rename."""
+    from mutmut.mutation.trampoline_templates import CLASS_NAME_SEPARATOR as SEP
+
+    last = name.rpartition(".")[2].partition("__mutmut_")[0]
+    return last.rpartition(SEP)[2] if SEP in last else last.removeprefix("x_")
 
 
 @dataclass
@@ -145,38 +157,58 @@ class Row:
         return 100.0 * self.killed / counted if counted else 100.0
 
 
-def tally(path: str, exclusions: dict[str, dict[str, str]]) -> Row:
+Exclusions = dict[tuple[str, str, str], dict[str, str]]
+
+
+def tally(path: str, exclusions: Exclusions, used: set[str]) -> Row:
+    """Count one module's mutants. An exclusion applies to a survivor with the same
+    function name and the same removed and added lines (its id is only the reference)."""
     row = Row(module_of(path))
+    by_id = {e["mutant"]: e for e in exclusions.values()}
     for name, status in sorted(statuses(path).items()):
         row.mutants += 1
-        entry = exclusions.get(name)
         if status in KILLED:
             row.killed += 1
-            if entry is not None:
+            if name in by_id:
                 row.notes.append(f"{name} is excluded but killed now: drop it from the exclusions")
-        elif entry is not None and entry["mutation"].strip() in added_lines(diff(name, path)):
+                used.add(name)
+            continue
+        entry = exclusions.get((function_of(name), *changed_lines(diff(name, path))))
+        if entry is not None:
             row.excluded += 1
+            used.add(entry["mutant"])
+            if entry["mutant"] != name:
+                row.notes.append(f"exclusion {entry['mutant']} is now {name}: update its id")
         else:
-            if entry is not None:
-                row.notes.append(f"{name}: stale exclusion (the mutation is no longer "
-                                 f"{entry['mutation']!r}); triage it again")
             row.survivors.append(name if status == "survived" else f"{name} ({status})")
     return row
 
 
-def load_exclusions() -> dict[str, dict[str, str]]:
+def load_exclusions() -> Exclusions:
     if not EXCLUSIONS.exists():
         return {}
     with open(EXCLUSIONS, "rb") as f:
         entries = tomllib.load(f).get("exclude", [])
     out = {}
     for e in entries:
-        missing = {"mutant", "kind", "mutation", "why"} - e.keys()
+        missing = {"mutant", "original", "mutation", "kind", "why"} - e.keys()
         if missing or e["kind"] not in ("equivalent", "message"):
-            sys.exit(f"{EXCLUSIONS.name}: bad entry {e!r} (needs mutant, kind = equivalent|message, "
-                     "mutation, why)")
-        out[e["mutant"]] = e
+            sys.exit(f"{EXCLUSIONS.name}: bad entry {e!r} (needs mutant, original, mutation, "
+                     "kind = equivalent|message, why)")
+        out[(function_of(e["mutant"]), e["original"], e["mutation"])] = e
     return out
+
+
+def toml_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def draft(name: str, path: str) -> str:
+    """An exclusions entry for a survivor, to fill in (kind, why) or to delete."""
+    original, mutation = changed_lines(diff(name, path))
+    return "\n".join(["[[exclude]]", f"mutant = {toml_string(name)}", f"original = {toml_string(original)}",
+                      f"mutation = {toml_string(mutation)}", 'kind = "TODO equivalent | message"',
+                      'why = "TODO"', ""])
 
 
 def main() -> int:
@@ -185,9 +217,11 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at once (default 1)")
     parser.add_argument("--nice", type=int, default=10, help="niceness of the run (default 10)")
     parser.add_argument("--again", action="store_true",
-                        help="keep the last run's results and re-run only its survivors")
+                        help="keep the last run's results and re-run only what was not killed")
     parser.add_argument("--report", action="store_true", help="only print the last run's table")
     parser.add_argument("--survivors", action="store_true", help="print the diff of every survivor")
+    parser.add_argument("--draft", action="store_true",
+                        help="print an exclusions entry to fill in for every survivor")
     parser.add_argument("--fail-under", type=float, default=None, metavar="PCT",
                         help="exit 1 when a module scores below PCT")
     args = parser.parse_args()
@@ -202,8 +236,8 @@ def main() -> int:
         stage(paths, mutmut_conf, pytest_conf, fresh=not args.again)
         names: list[str] = []
         if args.again:
-            names = [n for p in paths for n, s in statuses(p).items()
-                     if s not in KILLED and n not in exclusions]
+            # (excluded ones too: a test may kill them now)
+            names = [n for p in paths for n, s in statuses(p).items() if s not in KILLED]
             if not names:
                 print("no survivors to re-run")
         if not args.again or names:
@@ -212,22 +246,30 @@ def main() -> int:
                 print(f"mutmut exited with {rc}", file=sys.stderr)
                 return rc
 
-    rows = [tally(p, exclusions) for p in paths]
+    used: set[str] = set()
+    rows = [tally(p, exclusions, used) for p in paths]
     width = max([len("module"), *(len(r.module) for r in rows)])
     print()
     print(f"{'module':<{width}}  mutants  killed  survived  excluded   score")
     for r in rows:
         print(f"{r.module:<{width}}  {r.mutants:7}  {r.killed:6}  {len(r.survivors):8}  {r.excluded:8}"
               f"  {r.score:5.1f} %")
-    print("(score = killed / (mutants - excluded); excluded: listed in "
-          f"{EXCLUSIONS.relative_to(ROOT)} and not killed)")
+    print("(score = killed / (mutants - excluded); excluded: survivors listed in "
+          f"{EXCLUSIONS.relative_to(ROOT)})")
+    modules = {r.module for r in rows}
+    for e in exclusions.values():
+        if e["mutant"] not in used and any(e["mutant"].startswith(m + ".") for m in modules):
+            print(f"note: exclusion {e['mutant']} matches no mutant any more: remove it")
     for r in rows:
+        path = next(p for p in paths if module_of(p) == r.module)
         for note in r.notes:
             print(f"note: {note}")
-        if args.survivors:
-            for s in r.survivors:
-                name = s.split(" ", 1)[0]
-                print(f"\n# {s}\n{diff(name, next(p for p in paths if module_of(p) == r.module))}")
+        for s in r.survivors:
+            name = s.split(" ", 1)[0]
+            if args.survivors:
+                print(f"\n# {s}\n{diff(name, path)}")
+            if args.draft:
+                print(draft(name, path))
     if args.fail_under is not None and any(r.score < args.fail_under for r in rows):
         return 1
     return 0
