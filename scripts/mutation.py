@@ -157,14 +157,16 @@ class Row:
         return 100.0 * self.killed / counted if counted else 100.0
 
 
-Exclusions = dict[tuple[str, str, str], dict[str, str]]
+# (function, removed lines, added lines) -> the entries that say so (the same line may
+# appear twice in a function, mutated the same way: two entries, one key).
+Exclusions = dict[tuple[str, str, str], list[dict[str, str]]]
 
 
 def tally(path: str, exclusions: Exclusions, used: set[str]) -> Row:
     """Count one module's mutants. An exclusion applies to a survivor with the same
     function name and the same removed and added lines (its id is only the reference)."""
     row = Row(module_of(path))
-    by_id = {e["mutant"]: e for e in exclusions.values()}
+    by_id = {e["mutant"] for entries in exclusions.values() for e in entries}
     for name, status in sorted(statuses(path).items()):
         row.mutants += 1
         if status in KILLED:
@@ -173,12 +175,16 @@ def tally(path: str, exclusions: Exclusions, used: set[str]) -> Row:
                 row.notes.append(f"{name} is excluded but killed now: drop it from the exclusions")
                 used.add(name)
             continue
-        entry = exclusions.get((function_of(name), *changed_lines(diff(name, path))))
-        if entry is not None:
+        entries = exclusions.get((function_of(name), *changed_lines(diff(name, path))), [])
+        if entries:
             row.excluded += 1
-            used.add(entry["mutant"])
-            if entry["mutant"] != name:
-                row.notes.append(f"exclusion {entry['mutant']} is now {name}: update its id")
+            ids = [e["mutant"] for e in entries]
+            if name in ids:
+                used.add(name)
+            else:
+                unused = [i for i in ids if i not in used]
+                used.add((unused or ids)[0])
+                row.notes.append(f"exclusion {(unused or ids)[0]} is now {name}: update its id")
         else:
             row.survivors.append(name if status == "survived" else f"{name} ({status})")
     return row
@@ -189,13 +195,13 @@ def load_exclusions() -> Exclusions:
         return {}
     with open(EXCLUSIONS, "rb") as f:
         entries = tomllib.load(f).get("exclude", [])
-    out = {}
+    out: Exclusions = {}
     for e in entries:
         missing = {"mutant", "original", "mutation", "kind", "why"} - e.keys()
         if missing or e["kind"] not in ("equivalent", "message"):
             sys.exit(f"{EXCLUSIONS.name}: bad entry {e!r} (needs mutant, original, mutation, "
                      "kind = equivalent|message, why)")
-        out[(function_of(e["mutant"]), e["original"], e["mutation"])] = e
+        out.setdefault((function_of(e["mutant"]), e["original"], e["mutation"]), []).append(e)
     return out
 
 
@@ -257,7 +263,7 @@ def main() -> int:
     print("(score = killed / (mutants - excluded); excluded: survivors listed in "
           f"{EXCLUSIONS.relative_to(ROOT)})")
     modules = {r.module for r in rows}
-    for e in exclusions.values():
+    for e in (e for entries in exclusions.values() for e in entries):
         if e["mutant"] not in used and any(e["mutant"].startswith(m + ".") for m in modules):
             print(f"note: exclusion {e['mutant']} matches no mutant any more: remove it")
     for r in rows:
