@@ -92,7 +92,7 @@ def stage(paths: list[str], mutmut_conf: dict[str, Any], pytest_conf: dict[str, 
     (STAGE / "pyproject.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def run_mutmut(jobs: int, names: list[str]) -> int:
+def run_mutmut(jobs: int, names: list[str], verbose: bool) -> int:
     # Processes a unit test starts import the mutated copy too, not an installed porch.
     # (The directory must exist before Python starts, or its import cache skips it.)
     mutated = STAGE / "mutants" / "src"
@@ -101,7 +101,17 @@ def run_mutmut(jobs: int, names: list[str]) -> int:
     env["PYTHONPATH"] = str(mutated)
     exe = Path(sys.executable).with_name("mutmut")
     cmd = [str(exe) if exe.exists() else "mutmut", "run", "--max-children", str(jobs), *names]
-    return subprocess.run(cmd, cwd=STAGE, env=env, check=False).returncode
+    if verbose:
+        return subprocess.run(cmd, cwd=STAGE, env=env, check=False).returncode
+    log = STAGE / "mutmut.log"  # its progress is a spinner: kept out of the terminal
+    print(f"running mutmut ({log.relative_to(ROOT)}) ...", flush=True)
+    with open(log, "wb") as out:
+        rc = subprocess.run(cmd, cwd=STAGE, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            check=False).returncode
+    if rc != 0:
+        text = log.read_text(errors="replace").replace("\r", "\n")
+        print("\n".join(line for line in text.splitlines() if line.strip())[-4000:], file=sys.stderr)
+    return rc
 
 
 def statuses(path: str) -> dict[str, str]:
@@ -225,6 +235,7 @@ def main() -> int:
     parser.add_argument("--again", action="store_true",
                         help="keep the last run's results and re-run only what was not killed")
     parser.add_argument("--report", action="store_true", help="only print the last run's table")
+    parser.add_argument("--verbose", action="store_true", help="show mutmut's own output")
     parser.add_argument("--survivors", action="store_true", help="print the diff of every survivor")
     parser.add_argument("--draft", action="store_true",
                         help="print an exclusions entry to fill in for every survivor")
@@ -247,7 +258,7 @@ def main() -> int:
             if not names:
                 print("no survivors to re-run")
         if not args.again or names:
-            rc = run_mutmut(args.jobs, names)
+            rc = run_mutmut(args.jobs, names, args.verbose)
             if rc != 0:
                 print(f"mutmut exited with {rc}", file=sys.stderr)
                 return rc
