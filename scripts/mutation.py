@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,11 +39,11 @@ SRC = "services"  # what the stage calls src/
 KILLED = {"killed", "timeout"}  # a timeout: the mutant made a test hang, and it was caught
 
 
-def configured() -> tuple[dict[str, Any], dict[str, Any]]:
-    """([tool.mutmut], [tool.pytest.ini_options]) of pyproject.toml."""
+def configured() -> dict[str, Any]:
+    """[tool.mutmut] of pyproject.toml."""
     with open(ROOT / "pyproject.toml", "rb") as f:
-        tool = tomllib.load(f)["tool"]
-    return tool["mutmut"], tool["pytest"]["ini_options"]
+        conf: dict[str, Any] = tomllib.load(f)["tool"]["mutmut"]
+    return conf
 
 
 def module_of(staged_path: str) -> str:
@@ -73,9 +74,10 @@ def toml_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def stage(paths: list[str], mutmut_conf: dict[str, Any], pytest_conf: dict[str, Any], fresh: bool) -> None:
-    """build/mutation: src -> services, tests -> tests, and a pyproject.toml holding the
-    pytest settings and the mutmut settings for the modules asked for."""
+def stage(paths: list[str], mutmut_conf: dict[str, Any], fresh: bool) -> None:
+    """build/mutation: src -> services, tests -> tests, and pyproject.toml as it is (the
+    tests may read any of it: pytest's settings, import-linter's contracts...) but for
+    [tool.mutmut], which names only the modules asked for."""
     STAGE.mkdir(parents=True, exist_ok=True)
     for link, target in (("src", ROOT / SRC), ("tests", ROOT / "tests")):
         p = STAGE / link
@@ -83,12 +85,15 @@ def stage(paths: list[str], mutmut_conf: dict[str, Any], pytest_conf: dict[str, 
             p.symlink_to(os.path.relpath(target, STAGE), target_is_directory=True)
     if fresh:
         shutil.rmtree(STAGE / "mutants", ignore_errors=True)
-    lines = ["# Written by scripts/mutation.py for this run; edit pyproject.toml instead.", "",
-             "[tool.pytest.ini_options]"]
-    lines += [f"{k} = {toml_value(v)}" for k, v in pytest_conf.items() if k != "testpaths"]
-    lines += ["", "[tool.mutmut]"]
+    kept, skipping = [], False
+    for line in (ROOT / "pyproject.toml").read_text(encoding="utf-8").splitlines():
+        if re.match(r"\[", line):  # a table header ends the one before
+            skipping = line.strip() == "[tool.mutmut]"
+        if not skipping:
+            kept.append(line)
     conf = {**mutmut_conf, "only_mutate": paths}
-    lines += [f"{k} = {toml_value(v)}" for k, v in conf.items()]
+    lines = ["# Written by scripts/mutation.py for this run; edit the project's pyproject.toml.",
+             *kept, "", "[tool.mutmut]", *(f"{k} = {toml_value(v)}" for k, v in conf.items())]
     (STAGE / "pyproject.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -243,14 +248,14 @@ def main() -> int:
                         help="exit 1 when a module scores below PCT")
     args = parser.parse_args()
 
-    mutmut_conf, pytest_conf = configured()
+    mutmut_conf = configured()
     known = list(mutmut_conf.get("only_mutate", []))
     paths = resolve(args.modules, known) if args.modules else known
     exclusions = load_exclusions()
 
     if not args.report:
         os.nice(args.nice)
-        stage(paths, mutmut_conf, pytest_conf, fresh=not args.again)
+        stage(paths, mutmut_conf, fresh=not args.again)
         names: list[str] = []
         if args.again:
             # (excluded ones too: a test may kill them now)
