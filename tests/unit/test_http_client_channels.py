@@ -81,6 +81,89 @@ def test_failed_handshake_frees_its_slot() -> None:
     assert len(t) == 0
 
 
+def test_two_handshakes_of_one_channel_are_two_slots_until_each_ends() -> None:
+    t: ChannelTable[str] = ChannelTable()
+    g1, g2 = t.begin(A), t.begin(A)
+    assert len(t) == 2
+    t.fail(A)
+    assert len(t) == 1
+    entry, _ = t.complete(A, g2, "conn", 5, "ws://h/")
+    assert entry is not None and len(t) == 1
+    assert t.complete(A, g1, "late", 6, "ws://h/") == (None, None)  # (superseded)
+    assert len(t) == 1
+
+
+def test_the_installed_entry_is_what_the_open_asked_for() -> None:
+    t: ChannelTable[str] = ChannelTable()
+    g = t.begin(A)
+    entry, replaced = t.complete(A, g, "conn", 42, "wss://h/x")
+    assert entry is not None and replaced is None
+    assert (entry.key, entry.generation, entry.conn, entry.open_id, entry.url) == (A, g, "conn", 42, "wss://h/x")
+    assert t.get(A) is entry
+
+
+def test_only_the_generation_in_the_table_is_current() -> None:
+    t: ChannelTable[str] = ChannelTable()
+    g1 = t.begin(A)
+    assert not t.is_current(A, g1), "a handshake is not a connection yet"
+    t.complete(A, g1, "old", 1, "u")
+    assert t.is_current(A, g1)
+    g2 = t.begin(A)
+    t.complete(A, g2, "new", 2, "u")
+    assert t.is_current(A, g2) and not t.is_current(A, g1)
+    assert not t.is_current(B, g2)
+
+
+def test_a_handshake_is_cancelled_only_by_a_close_a_death_or_a_newer_open() -> None:
+    t: ChannelTable[str] = ChannelTable()
+    g1 = t.begin(A)
+    assert not t.cancelled(A, g1), "nothing happened to it"
+    gb = t.begin(B)
+    t.remove(A)  # the opener closes the channel while it connects
+    assert t.cancelled(A, g1)
+    assert not t.cancelled(B, gb), "another process's channel is untouched"
+    g2 = t.begin(A)
+    assert not t.cancelled(A, g2), "an open after the close is not cancelled by it"
+    t.remove_process("b:demo:sys")
+    assert t.cancelled(B, gb)
+    assert not t.cancelled(A, g2), "another process's death is not this one's"
+    t.complete(A, g2, "conn", 1, "u")
+    g3 = t.begin(A)
+    assert not t.cancelled(A, g3) and t.cancelled(A, g1), "older than the connection installed"
+
+
+def test_a_dead_process_s_handshakes_all_stay_cancelled_until_the_last_ends() -> None:
+    a1, a2 = ("a:demo:sys", 1), ("a:demo:sys", 2)
+    t: ChannelTable[str] = ChannelTable()
+    t.begin(a1)
+    g2 = t.begin(a2)
+    t.remove_process("a:demo:sys")
+    t.fail(a1)  # one of them ends: the other is still of the dead process
+    assert t.cancelled(a2, g2)
+    assert t.complete(a2, g2, "late", 1, "u") == (None, None)
+    assert t.entries() == [] and len(t) == 0
+
+
+def test_bookkeeping_is_dropped_when_no_handshake_is_pending() -> None:
+    """A process opening and closing channels forever leaves no floor behind (memory
+    stays bounded by what is open or connecting)."""
+    t: ChannelTable[str] = ChannelTable()
+    g = t.begin(A)
+    t.begin(B)
+    t.remove(A)
+    t.remove_process("b:demo:sys")
+    t.complete(A, g, "late", 1, "u")
+    t.fail(B)
+    assert (t._pending, t._key_floor, t._process_floor) == ({}, {}, {})
+    # A death with nothing of its own pending sets no floor at all.
+    t.complete(A, t.begin(A), "conn", 2, "u")
+    t.begin(B)
+    t.remove_process("a:demo:sys")
+    assert t._process_floor == {}
+    t.fail(B)
+    assert (t._pending, t._key_floor, t._process_floor) == ({}, {}, {})
+
+
 class Recorder:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, Blob | None, int]] = []

@@ -1,8 +1,16 @@
 """The outgoing policy: host patterns, CIDR ranges, allow-list mode, deny wins."""
 
+import ipaddress
+
 import pytest
 
-from porch.http_client.policy import OutgoingPolicy, PolicyError, normalize_host, parse_address
+from porch.http_client.policy import (
+    PRIVATE_NETWORKS,
+    OutgoingPolicy,
+    PolicyError,
+    normalize_host,
+    parse_address,
+)
 
 
 def test_default_allows_everything_without_resolving() -> None:
@@ -90,3 +98,93 @@ def test_helpers() -> None:
     assert normalize_host("B\u00fccher.Example.") == "xn--bcher-kva.example"
     assert str(parse_address("fe80::1%eth0")) == "fe80::1"
     assert parse_address("example.com") is None
+
+
+@pytest.mark.parametrize("patterns, denied, allowed", [
+    (["evil.example"], ["evil.example", "EVIL.EXAMPLE."], ["a.evil.example", "good.example"]),
+    (["*.corp.example"], ["a.corp.example", "x.y.corp.example"], ["corp.example", "good.example"]),
+])
+def test_a_deny_list_of_only_names_or_only_wildcards(patterns: list[str], denied: list[str],
+                                                     allowed: list[str]) -> None:
+    policy = OutgoingPolicy(deny_hosts=patterns)
+    assert not policy.allows_everything
+    for host in denied:
+        assert policy.check(host) is not None, host
+    for host in allowed:
+        assert policy.check(host) is None, host
+
+
+@pytest.mark.parametrize("patterns, allowed, denied", [
+    (["api.example"], ["api.example"], ["x.api.example", "other.example"]),
+    (["*.cdn.example"], ["a.cdn.example"], ["cdn.example", "other.example"]),
+])
+def test_an_allow_list_of_only_names_or_only_wildcards(patterns: list[str], allowed: list[str],
+                                                       denied: list[str]) -> None:
+    policy = OutgoingPolicy(allow_hosts=patterns)
+    assert policy.allow_list_mode
+    for host in allowed:
+        assert policy.check(host) is None, host
+    for host in denied:
+        assert policy.check(host) is not None, host
+
+
+def test_the_refusal_names_the_rule_as_written() -> None:
+    policy = OutgoingPolicy(deny_hosts=["*.corp.example", "evil.example"])
+    assert "'*.corp.example'" in (policy.check("a.corp.example") or "")
+    assert "'evil.example'" in (policy.check("evil.example") or "")
+
+
+@pytest.mark.parametrize("setting, entry, inside, outside", [
+    ("deny_networks", "10.1.2.3/8", "10.200.0.1", "11.0.0.1"),
+    ("deny_networks", "fd00::1/8", "fdff::2", "fe00::1"),
+    ("allow_networks", "192.0.2.77/24", "192.0.2.1", "192.0.3.1"),
+])
+def test_a_range_with_host_bits_set_means_its_network(setting: str, entry: str, inside: str,
+                                                      outside: str) -> None:
+    policy = OutgoingPolicy(**{setting: [entry]})  # type: ignore[arg-type]
+    denied_inside = setting == "deny_networks"
+    assert (policy.check(inside) is not None) == denied_inside
+    assert (policy.check(outside) is not None) != denied_inside
+
+
+@pytest.mark.parametrize("net", PRIVATE_NETWORKS)
+def test_deny_private_covers_each_range_from_end_to_end(net: str) -> None:
+    policy = OutgoingPolicy(deny_private=True)
+    network = ipaddress.ip_network(net)
+    for addr in (network.network_address, network.broadcast_address):
+        assert policy.check(str(addr)) is not None, addr
+        assert policy.check("name.example", [str(addr)]) is not None, addr
+
+
+@pytest.mark.parametrize("addr", ["9.255.255.255", "11.0.0.0", "100.63.255.255", "100.128.0.0",
+                                  "126.255.255.255", "128.0.0.0", "169.253.255.255", "169.255.0.0",
+                                  "172.15.255.255", "172.32.0.0", "192.167.255.255", "192.169.0.0",
+                                  "198.17.255.255", "198.20.0.0", "223.255.255.255", "::2",
+                                  "fbff:ffff::1", "fe00::1"])
+def test_deny_private_leaves_the_public_neighbours_of_each_range(addr: str) -> None:
+    assert OutgoingPolicy(deny_private=True).check(addr) is None
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    ({"deny_hosts": ["*.*.example"]}, "deny_hosts: bad pattern '*.*.example'"),
+    ({"allow_hosts": ["*.a*b.example"]}, "allow_hosts: bad pattern '*.a*b.example'"),
+    ({"allow_hosts": ["a/b"]}, "allow_hosts: bad host 'a/b'"),
+    ({"deny_hosts": ["*"]}, "deny_hosts: bad host '*'"),
+    ({"allow_networks": ["10.0.0.0/99"]}, "allow_networks: '10.0.0.0/99' is not a CIDR"),
+    ({"deny_networks": ["nope"]}, "deny_networks: 'nope' is not a CIDR"),
+])
+def test_a_bad_setting_is_named_with_the_entry(kwargs: dict[str, list[str]], named: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        OutgoingPolicy(**kwargs)  # type: ignore[arg-type]
+    assert str(info.value).startswith(named)
+
+
+def test_only_a_whole_pair_of_brackets_is_unwrapped() -> None:
+    assert normalize_host("[::1]") == "::1"
+    assert normalize_host("[::1") == "[::1"
+    assert normalize_host("::1]") == "::1]"
+
+
+def test_the_zone_id_is_everything_after_the_first_percent() -> None:
+    assert str(parse_address("fe80::1%eth0")) == "fe80::1"
+    assert str(parse_address("fe80::1%eth0%1")) == "fe80::1"

@@ -97,3 +97,111 @@ def test_scheduled_writes_are_debounced_and_write_the_latest_set(tmp_path: Path)
         assert WsRecord(path).take() == [B1]
 
     asyncio.run(run())
+
+
+def test_channel_and_open_id_zero_are_valid(tmp_path: Path) -> None:
+    path = tmp_path / "ws.json"
+    path.write_bytes(b'[{"process": "a:demo:sys", "channel_id": 0, "open_id": 0}]')
+    assert WsRecord(path).take() == [Opened("a:demo:sys", 0, 0)]
+
+
+def test_a_crash_loses_at_most_the_last_half_second_of_opens(tmp_path: Path) -> None:
+    assert WsRecord(tmp_path / "ws.json").delay <= 0.5
+
+
+def test_the_state_dir_is_created_private_with_its_parents(tmp_path: Path) -> None:
+    path = tmp_path / "home" / "state" / "ws.json"
+    WsRecord(path).write_now([A1])
+    assert os.stat(path.parent).st_mode & 0o777 == 0o700
+    assert WsRecord(path).take() == [A1]
+
+
+def test_an_unchanged_set_is_not_written_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is written when the set has not changed since the last write, and a new
+    record (or one just taken) has written nothing: a file it did not write is left alone."""
+    import porch.http_client.record as record_module
+
+    writes: list[bytes] = []
+    real = record_module.write_atomic
+    monkeypatch.setattr(record_module, "write_atomic",
+                        lambda p, data: (writes.append(data), real(p, data)))
+    path = tmp_path / "ws.json"
+    record = WsRecord(path)
+    record.write_now([A1, A2])
+    record.write_now([A2, A1])
+    assert len(writes) == 1
+    path.unlink()
+    record.write_now([A1, A2])
+    assert not path.exists(), "the set did not change: not written again"
+
+    path.write_bytes(b"not mine")
+    WsRecord(path).write_now([])
+    assert path.read_bytes() == b"not mine"
+    taken = WsRecord(path)
+    assert taken.take() == []  # (not a record: reported and removed)
+    path.write_bytes(b"not mine either")
+    taken.write_now([])
+    assert path.read_bytes() == b"not mine either"
+
+
+def test_a_record_removed_behind_its_back_is_no_error(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "ws.json"
+    record = WsRecord(path)
+    record.write_now([A1])
+    path.unlink()
+    with caplog.at_level(logging.WARNING, "porch.http_client"):
+        record.write_now([])
+    assert caplog.records == []
+
+
+def test_a_failed_write_is_reported_with_the_path_and_tried_again(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_bytes(b"a file where the directory should be")
+    path = blocker / "ws.json"
+    record = WsRecord(path)
+    with caplog.at_level(logging.WARNING, "porch.http_client"):
+        record.write_now([A1])
+    [line] = caplog.records
+    assert f"{path}: " in line.getMessage() and "File exists" in line.getMessage()
+    blocker.unlink()
+    record.write_now([A1])  # the same set, but it was never written: written now
+    assert WsRecord(path).take() == [A1]
+
+
+def test_an_unreadable_record_is_reported_with_the_path_and_why(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "ws.json"
+    path.mkdir()  # reading it fails, and not because it is missing
+    with caplog.at_level(logging.WARNING, "porch.http_client"):
+        assert WsRecord(path).take() == []
+    [line] = caplog.records
+    assert f"{path}: " in line.getMessage() and "Is a directory" in line.getMessage()
+
+
+def test_a_damaged_record_is_reported_with_the_path_and_why(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "ws.json"
+    path.write_bytes(b'{"process": "a"}')
+    with caplog.at_level(logging.WARNING, "porch.http_client"):
+        WsRecord(path).take()
+    [line] = caplog.records
+    assert f"{path}, " in line.getMessage() and "not a list" in line.getMessage()
+
+
+def test_a_write_now_does_not_stop_later_scheduled_writes(tmp_path: Path) -> None:
+    path = tmp_path / "ws.json"
+
+    async def run() -> None:
+        record = WsRecord(path, delay=0.01)
+        record.schedule(lambda: [A1])
+        record.write_now([A2])
+        record.schedule(lambda: [B1])
+        for _ in range(500):
+            if WsRecord(path).take() == [B1]:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the write scheduled after write_now never happened")
+
+    asyncio.run(run())

@@ -74,3 +74,52 @@ def test_response_headers_pascal_case_repeats_and_utf8() -> None:
            ("x-latin", "\xe9t\xe9")]
     assert response_headers(raw) == [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("X-U", "caf\u00e9"),
                                      ("X-Latin", "\xe9t\xe9")]
+
+
+@pytest.mark.parametrize("url, parsed", [
+    ("file:///etc/passwd", ParsedUrl("file", "", None)),
+    ("FILE://fileserver/share/x", ParsedUrl("file", "fileserver", None)),
+    ("file://h:21/x", ParsedUrl("file", "h", None)),  # no port of its own: none is kept
+    ("file:relative", ParsedUrl("file", "", None)),
+])
+def test_file_urls_are_well_formed_without_a_port(url: str, parsed: ParsedUrl) -> None:
+    """file: needs no authority (it fails later, when the request is built)."""
+    assert parse_absolute_url(url) == parsed
+
+
+@pytest.mark.parametrize("scheme", ["http", "https", "ws", "wss", "ftp", "HTTPS", "Ws"])
+@pytest.mark.parametrize("rest", ["", "h", "/h/x", "//", "///x", "//:80/", "//@/x"])
+def test_special_schemes_need_two_slashes_and_a_host(scheme: str, rest: str) -> None:
+    assert parse_absolute_url(f"{scheme}:{rest}") is None
+
+
+@pytest.mark.parametrize("char", sorted(set(" <>\\^|%\"`{}")))
+def test_each_forbidden_host_character_alone_makes_a_bad_url(char: str) -> None:
+    assert parse_absolute_url(f"http://a{char}b.example/") is None
+    assert parse_absolute_url(f"x-custom://a{char}b/") is None
+
+
+@pytest.mark.parametrize("url, port", [
+    ("http://h/", 80), ("https://h/", 443), ("ws://h/", 80), ("wss://h/", 443), ("ftp://h/", 21),
+    ("gopher://h/", None), ("http://h:0/", 0), ("wss://h:65535/", 65535),
+])
+def test_each_scheme_default_port(url: str, port: int | None) -> None:
+    parsed = parse_absolute_url(url)
+    assert parsed is not None and parsed.port == port
+
+
+def test_skipped_headers_say_which_and_why() -> None:
+    keep, skipped = request_headers([("Bad Name", "x"), ("X-Inj", "a\r\nb"), ("Content-Length", "3")])
+    assert keep == []
+    assert skipped == ["'Bad Name': invalid name", "X-Inj: invalid value",
+                       "Content-Length: set by the client from the blob"]
+
+
+@pytest.mark.parametrize("value", ["a b", " ", "\t", "~", "\x80", "\xff", "caf\u00e9", "\u2603"])
+def test_header_values_may_hold_spaces_tabs_and_non_ascii(value: str) -> None:
+    assert request_headers([("X-V", value)])[1] == []
+
+
+@pytest.mark.parametrize("value", ["\x00", "\x1f", "\x7f", "a\rb", "a\nb", "\x0b"])
+def test_control_characters_and_del_make_a_header_value_invalid(value: str) -> None:
+    assert request_headers([("X-V", value)])[0] == []
