@@ -149,7 +149,7 @@ def changed_lines(patch: str) -> tuple[str, str]:
 
 
 def function_of(name: str) -> str:
-    """porch.kernel.zmtp_codec.xǁServerSessionǁ_command__mutmut_45 -> _command: what an
+    """porch.link.codec.xǁSessionǁ_command__mutmut_45 -> _command: what an
     exclusion is matched on with its lines, so it survives a module or class rename."""
     from mutmut.mutation.trampoline_templates import CLASS_NAME_SEPARATOR as SEP
 

@@ -10,19 +10,19 @@ from collections.abc import Callable
 
 import pytest
 
-from porch.kernel import zmtp_codec as z
+from porch.link import codec as z
 from support.zmtp_stream import as_bytes, feed_in_pieces
 
 # The codec's ends, named once: what changes here when the codec moves or is renamed.
-Session = z.ServerSession
+Session = z.Session
 
 
 def router(max_frame: int = 1 << 20) -> Session:
-    return z.ServerSession(max_frame)
+    return z.Session(max_frame, z.ROUTER)
 
 
 def dealer(max_frame: int = 1 << 20) -> Session:
-    return z.ClientSession(max_frame)
+    return z.Session(max_frame, z.DEALER)
 
 
 MAX = 1 << 20
