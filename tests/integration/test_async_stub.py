@@ -16,6 +16,16 @@ import porch
 from porch.link import dealer
 from support.node import Node
 
+# Short heartbeats for every process of these tests (kernel, spawned, in-process): a
+# peer silent for 5 intervals (2 s) is dropped, so the idle and hung cases take seconds.
+HEARTBEAT_IVL_S = "0.4"
+
+
+@pytest.fixture(autouse=True)
+def short_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORCH_HEARTBEAT_IVL_S", HEARTBEAT_IVL_S)
+
+
 T = TypeVar("T")
 
 ECHO = """
@@ -218,14 +228,14 @@ def test_connect_errors(knode: Node, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def test_kernel_pings_are_answered_across_a_long_idle(knode: Node) -> None:
-    """Both sides PING every second and drop a peer silent for 5 s: idle for longer,
+    """Both sides PING every interval and drop a peer silent for 5: idle for longer,
     nothing is dropped (no disconnect, the same registration)."""
     async def main(proc: porch.AsyncProcess) -> None:
         events: list[str] = []
         proc.on_disconnect(lambda: events.append("down"))
         proc.on_reconnect(lambda: events.append("up"))
         before = {e.process_id: e for e in (await proc.registry()).entries}["async:demo:sys"]
-        await asyncio.sleep(7)
+        await asyncio.sleep(3)
         assert await flows(proc)
         after = {e.process_id: e for e in (await proc.registry()).entries}["async:demo:sys"]
         assert events == []
@@ -246,7 +256,7 @@ def test_a_loop_that_does_not_run_keeps_its_registration(knode: Node) -> None:
         proc.on_disconnect(lambda: events.append("down"))
         proc.on_reconnect(lambda: events.append("up"))
         assert loop.run_until_complete(flows(proc))
-        time.sleep(7)
+        time.sleep(3)
         assert loop.run_until_complete(flows(proc))
         assert events == []
         proc.close()

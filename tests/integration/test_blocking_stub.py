@@ -21,6 +21,16 @@ import porch
 from porch.link import dealer
 from support.node import Node, wait_for
 
+# Short heartbeats for every process of these tests (kernel, spawned, in-process): a
+# peer silent for 5 intervals (2 s) is dropped, so the idle and hung cases take seconds.
+HEARTBEAT_IVL_S = "0.4"
+
+
+@pytest.fixture(autouse=True)
+def short_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORCH_HEARTBEAT_IVL_S", HEARTBEAT_IVL_S)
+
+
 # Before answering a request, sends its requester a request of its own: the requester
 # must see that request first, then the answer (one connection keeps its order).
 RELAY = """
@@ -242,16 +252,17 @@ def test_a_response_sent_just_before_exit_is_delivered(bed: Bed) -> None:
 
 
 def test_a_long_computation_keeps_the_registration(bed: Bed) -> None:
-    """The process computes for 8 s without calling the stub (the kernel drops a peer
-    silent for 5 s), right after sending a response too large for the socket buffers:
+    """The process computes for 3 s without calling the stub (the kernel drops a peer
+    silent for 2 s here), right after sending a response too large for the socket
+    buffers (but under the size that goes as a memfd):
     that response is delivered during the computation, and a request that waited for it
     is answered after, by the same registration."""
     bed.spawn("thinker:demo:sys", """
         import time, porch
         p = porch.Process()
         m = p.await_message()
-        p.respond(b"big", blob=bytes(range(256)) * (24 * 1024))   # 6 MiB
-        time.sleep(8)                                              # no stub calls
+        p.respond(b"big", blob=bytes(range(256)) * 3500)   # 875 KiB, inline
+        time.sleep(3)                                        # no stub calls
         m = p.await_message()
         p.respond(b"done:" + m.body)
         p.await_message()
@@ -261,9 +272,9 @@ def test_a_long_computation_keeps_the_registration(bed: Bed) -> None:
     before = {e.process_id: e.os_pid for e in a.registry().entries}["thinker:demo:sys"]
     first = a.send_request("thinker:demo:sys", b"1", expects_response=30)
     second = a.send_request("thinker:demo:sys", b"2", expects_response=30)
-    big = a.await_message(timeout=7)  # before the computation ends
+    big = a.await_message(timeout=2.5)  # before the computation ends
     assert (big.id, big.body, big.blob.bytes if big.blob else None) == (
-        first, b"big", bytes(range(256)) * (24 * 1024))
+        first, b"big", bytes(range(256)) * 3500)
     done = a.await_message(timeout=20)
     assert (done.id, done.body) == (second, b"done:2")
     after = {e.process_id: e.os_pid for e in a.registry().entries}["thinker:demo:sys"]
@@ -304,8 +315,8 @@ def test_an_idle_process_answers_pings_and_keeps_its_registration(znode: Node) -
     a = znode.process("a:demo:sys")
     before = {e.process_id: e for e in a.registry().entries}["a:demo:sys"]
     with pytest.raises(porch.Timeout):
-        a.await_message(timeout=6.5)
-    time.sleep(6.5)
+        a.await_message(timeout=3)
+    time.sleep(3)
     assert flows(a)
     after = {e.process_id: e for e in a.registry().entries}["a:demo:sys"]
     assert after == before
@@ -361,7 +372,7 @@ def test_what_an_asyncio_loop_left_queued_leaves_while_it_does_not_run(znode: No
     large message and then does not run its loop for longer than the heartbeat timeout
     has the message delivered meanwhile, and keeps its registration."""
     sink = znode.process("sink:demo:sys")
-    payload = bytes(range(256)) * (24 * 1024)  # 6 MiB: more than the socket buffers take
+    payload = bytes(range(256)) * 3500  # 875 KiB: more than the socket buffers take, inline
     received: list[porch.Message] = []
     got = threading.Event()
 
@@ -377,7 +388,7 @@ def test_what_an_asyncio_loop_left_queued_leaves_while_it_does_not_run(znode: No
             lost: list[str] = []
             proc.on_disconnect(lambda: lost.append("connection"))
             proc.send_request("sink:demo:sys", b"while away", blob=payload)
-            assert got.wait(7), "delivered while the loop did not run"
+            assert got.wait(3), "delivered while the loop did not run"
             message = received[0]
             assert (message.source, message.body) == ("async:demo:sys", b"while away")
             assert message.blob is not None and message.blob.bytes == payload

@@ -60,6 +60,8 @@ import weakref
 from collections import deque
 from typing import Any, Protocol
 
+from porch.link import HEARTBEATS_TO_TIMEOUT
+from porch.link import heartbeat_ivl_s as heartbeat_ivl
 from porch.link.codec import DEALER, OutQueue, Session, encode_message, ping, socket_path
 from porch.link.fds import ANCILLARY_SIZE, FD_PROPERTY, BadBlobFd, close_all, received_fds, write_out
 
@@ -68,8 +70,6 @@ log = logging.getLogger("porch.link")
 HIGH_WATER_MARK = 10_000  # messages not yet written (libzmq's SNDHWM)
 MAX_QUEUE_BYTES = 256 * 1024 * 1024  # bytes not yet written (libzmq had no such bound)
 MAX_FRAME = 1 << 30  # the kernel's MAXMSGSIZE: it sends nothing larger
-HEARTBEAT_IVL_S = 1.0
-HEARTBEAT_TIMEOUT_S = 5.0
 RECONNECT_IVL_S = 0.1
 RECONNECT_IVL_MAX_S = 1.0
 CLOSE_LINGER_S = 0.2
@@ -109,8 +109,8 @@ class Dealer:
         name: str = "",
         high_water_mark: int = HIGH_WATER_MARK,
         max_queue_bytes: int = MAX_QUEUE_BYTES,
-        heartbeat_ivl_s: float = HEARTBEAT_IVL_S,
-        heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+        heartbeat_ivl_s: float | None = None,
+        heartbeat_timeout_s: float | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.name = name or "dealer"
@@ -118,9 +118,11 @@ class Dealer:
         self.connected = False
         self.high_water_mark = high_water_mark
         self.max_queue_bytes = max_queue_bytes
-        self.heartbeat_ivl_s = heartbeat_ivl_s
-        self.heartbeat_timeout_s = heartbeat_timeout_s
-        self._ping = ping(min(0xFFFF, int(heartbeat_timeout_s * 10)))
+        ivl = heartbeat_ivl_s if heartbeat_ivl_s is not None else heartbeat_ivl()
+        self.heartbeat_ivl_s = ivl
+        self.heartbeat_timeout_s = (heartbeat_timeout_s if heartbeat_timeout_s is not None
+                                    else HEARTBEATS_TO_TIMEOUT * ivl)
+        self._ping = ping(min(0xFFFF, int(self.heartbeat_timeout_s * 10)))
         self._handler: Handler = _NO_HANDLER
         self._closed = False
         self._sock: socket.socket | None = None

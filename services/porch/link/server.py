@@ -44,6 +44,7 @@ import time
 from collections import deque
 from typing import Any, Protocol
 
+from porch.link import HEARTBEATS_TO_TIMEOUT, heartbeat_ivl_s
 from porch.link.codec import MAX_QUEUED_FDS, ROUTER, OutQueue, Session, ping, socket_path
 from porch.link.fds import ANCILLARY_SIZE, FD_PROPERTY, BadBlobFd, close_all, received_fds, write_out
 from porch.wire import now_ms
@@ -51,8 +52,6 @@ from porch.wire import now_ms
 HIGH_WATER_MARK = 10_000  # messages queued to one peer (libzmq's SNDHWM)
 MAX_QUEUE_BYTES = 64 * 1024 * 1024  # bytes queued to one peer (libzmq has no such bound)
 MAX_FRAME = 1 << 30  # libzmq's MAXMSGSIZE (per frame)
-HEARTBEAT_IVL_MS = 1000
-HEARTBEAT_TIMEOUT_MS = 5000
 # A connection that has not finished the greeting and READY by then is closed
 # (libzmq's HANDSHAKE_IVL is 30 s; a local peer needs milliseconds).
 HANDSHAKE_TIMEOUT_MS = 10_000
@@ -138,8 +137,8 @@ class ZmtpServer:
         high_water_mark: int = HIGH_WATER_MARK,
         max_queue_bytes: int = MAX_QUEUE_BYTES,
         max_frame: int = MAX_FRAME,
-        heartbeat_ivl_ms: int = HEARTBEAT_IVL_MS,
-        heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
+        heartbeat_ivl_ms: int | None = None,
+        heartbeat_timeout_ms: int | None = None,
         handshake_timeout_ms: int = HANDSHAKE_TIMEOUT_MS,
     ) -> None:
         self.endpoint = endpoint
@@ -147,10 +146,12 @@ class ZmtpServer:
         self.high_water_mark = high_water_mark
         self.max_queue_bytes = max_queue_bytes
         self.max_frame = max_frame
-        self.heartbeat_ivl_ms = heartbeat_ivl_ms
-        self.heartbeat_timeout_ms = heartbeat_timeout_ms
+        ivl = heartbeat_ivl_ms if heartbeat_ivl_ms is not None else int(heartbeat_ivl_s() * 1000)
+        self.heartbeat_ivl_ms = ivl
+        self.heartbeat_timeout_ms = (heartbeat_timeout_ms if heartbeat_timeout_ms is not None
+                                     else HEARTBEATS_TO_TIMEOUT * ivl)
         self.handshake_timeout_ms = handshake_timeout_ms
-        self._ping = ping(min(0xFFFF, heartbeat_timeout_ms // 100))
+        self._ping = ping(min(0xFFFF, self.heartbeat_timeout_ms // 100))
         self.conns: dict[int, Connection] = {}  # fd -> connection
         self.lsock: socket.socket | None = None
         self._epoll: select.epoll | None = None
