@@ -1,7 +1,7 @@
 """The http-client service with real processes: a kernel, the real http-client, callers
 linking the stub, and a real Tornado HTTP + WebSocket server on loopback.
 
-Reference section 12 items 51-58 (adapted to the protobuf wire), plus porch's own
+docs/kinode.md §12 items 51-58 (adapted to the protobuf wire), plus porch's own
 promises: deadlines enforced on the request itself, a response-size cap, an outgoing
 policy, WebSocket channels without cross-talk or stale closes, a bounded send queue per
 WebSocket, and kill -9 recovery (openers of lost WebSockets are told when it returns).
@@ -155,7 +155,7 @@ def echo(resp: HttpResponse) -> dict[str, object]:
 
 def test_get_answers_status_pascal_case_headers_and_body(node: Node, server: TestServer,
                                                          caller: porch.Process) -> None:
-    """§12.51: Ok(Http{status, headers}) with Pascal-Case names, the body as blob."""
+    """docs/kinode.md §12 item 51: Ok(Http{status, headers}) with Pascal-Case names, the body as blob."""
     msg = caller.send_and_await_response(CLIENT, http_action("GET", server.url("/hello")), timeout=5)
     result = http_pb2.HttpClientResult.FromString(msg.body)
     assert result.WhichOneof("result") == "ok"
@@ -172,14 +172,14 @@ def test_get_answers_status_pascal_case_headers_and_body(node: Node, server: Tes
 @pytest.mark.parametrize("status", [404, 500, 418, 204])
 def test_error_statuses_are_answers_not_errors(server: TestServer, caller: porch.Process,
                                                status: int) -> None:
-    """§12.52."""
+    """docs/kinode.md §12 item 52."""
     resp = get(caller, server.url(f"/status/{status}"))
     assert resp.status == status
     assert resp.body == (b"" if status == 204 else f"status {status}".encode())
 
 
 def test_request_validation_errors(server: TestServer, caller: porch.Process) -> None:
-    """§12.53, in Kinode's order, with Kinode's variant fields."""
+    """docs/kinode.md §12 item 53, in Kinode's order, with Kinode's variant fields."""
     err = error_of(caller, "GET", "not a url")
     assert (err.kind, err.url) == ("BadUrl", "not a url")
     err = error_of(caller, "G ET", server.url("/echo"))
@@ -292,7 +292,7 @@ def test_response_size_cap(server: TestServer, caller: porch.Process) -> None:
 
 
 def test_slow_remote_times_out_while_others_are_answered(server: TestServer, caller: porch.Process) -> None:
-    """§12.54, and porch's promise: a slow remote holds one worker, never the others."""
+    """docs/kinode.md §12 item 54, and porch's promise: a slow remote holds one worker, never the others."""
     slow = [send_request(caller, "GET", server.url("/delay/10"), timeout=2.0) for _ in range(3)]
     started = time.monotonic()
     for _ in range(5):
@@ -332,7 +332,7 @@ def test_policy_denies_hosts_before_and_after_redirects(server: TestServer, call
 
 
 def test_malformed_action(caller: porch.Process) -> None:
-    """§12.55: answered only when a response is expected."""
+    """docs/kinode.md §12 item 55: answered only when a response is expected."""
     result, _ = raw_result(caller, b"\xff\xff not protobuf")
     assert http_pb2.HttpClientError.Kind.Name(result.err.kind) == "MalformedRequest"
     result, _ = raw_result(caller, b"")  # decodes, but no action
@@ -419,7 +419,7 @@ def err_kind(result: http_pb2.HttpClientResult) -> str:
 
 
 def test_ws_text_and_binary_frames_carry_the_open_id(server: TestServer, caller: porch.Process) -> None:
-    """§12.56."""
+    """docs/kinode.md §12 item 56."""
     open_id = open_raw(caller, server.ws_url("/ws"), 11)
     send_ws_client_push(caller, 11, "Text", "h\u00e9llo")
     frame, msg = next_ws(caller)
@@ -452,7 +452,7 @@ def test_ws_ping_and_pong_carry_payloads(server: TestServer, caller: porch.Proce
 
 
 def test_ws_push_and_close_errors(server: TestServer, caller: porch.Process) -> None:
-    """§12.57: bad text, no blob, unknown channel, close of an unknown channel."""
+    """docs/kinode.md §12 item 57: bad text, no blob, unknown channel, close of an unknown channel."""
     open_ws_connection(caller, server.ws_url("/ws"), channel_id=13)
     assert err_kind(push(caller, 13, "Text", b"\xff\xfe")) == "WsPushBadText"
     assert err_kind(push(caller, 13, "Text")) == "WsPushNoBlob"
@@ -519,7 +519,7 @@ def test_ws_process_close_closes_remote_without_echo(server: TestServer, caller:
 
 def test_ws_same_channel_id_in_two_processes(server: TestServer, caller: porch.Process,
                                              other: porch.Process) -> None:
-    """§12.58: (process, channel) is the key; no cross-talk."""
+    """docs/kinode.md §12 item 58: (process, channel) is the key; no cross-talk."""
     open_ws_connection(caller, server.ws_url("/ws"), channel_id=1)
     open_ws_connection(other, server.ws_url("/ws"), channel_id=1)
     serials = []
@@ -538,7 +538,7 @@ def test_ws_same_channel_id_in_two_processes(server: TestServer, caller: porch.P
 
 def test_ws_reopen_of_a_channel_is_not_closed_by_its_predecessor(server: TestServer,
                                                                   caller: porch.Process) -> None:
-    """Kinode's hazard (§6.5): the old connection's close removed the new entry."""
+    """Kinode's hazard (docs/kinode.md §6.5, D12): the old connection's close removed the new entry."""
     open_ws_connection(caller, server.ws_url("/ws"), channel_id=5)
     send_ws_client_push(caller, 5, "Text", "id")
     first = int(next_ws(caller)[0].data)  # type: ignore[union-attr]

@@ -1,4 +1,4 @@
-"""The http-client's wire shapes (reference 6.3, 6.4, 6.6) and the stub's reading of them."""
+"""The http-client's wire shapes (docs/kinode.md §6.3, §6.4, §6.6) and the stub's reading of them."""
 
 import pytest
 

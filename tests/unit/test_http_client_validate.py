@@ -1,4 +1,4 @@
-"""Reference 6.2 steps 1-3 and the header rules, without sockets."""
+"""docs/kinode.md §6.2 steps 1-3 and the header rules, without sockets."""
 
 import pytest
 

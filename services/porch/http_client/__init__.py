@@ -1,5 +1,5 @@
 """The http-client service (`http-client:distro:sys`): outgoing HTTP requests and
-WebSocket connections on behalf of the processes that ask (reference section 6).
+WebSocket connections on behalf of the processes that ask (docs/kinode.md §6).
 
 Pure parts (unit-tested without sockets): `settings`, `policy`, `validate`,
 `headers`, `results`, `channels`. I/O: `fetch` (requests in a thread pool, with the

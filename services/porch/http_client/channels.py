@@ -2,7 +2,7 @@
 
 Kinode keys connections by (process, channel id) and, when a channel is re-opened, lets
 the old connection's listener remove the *new* entry when it sees its own close
-(reference 6.5, D12). Here every open gets a generation number when it is asked for;
+(docs/kinode.md §6.5, D12). Here every open gets a generation number when it is asked for;
 an entry is only ever removed or replaced by whoever holds its generation, and a
 handshake that completes after its key was closed, re-opened more recently, or its
 process died, is discarded instead of installed.

@@ -1,7 +1,7 @@
 """Header names and values between the protobuf wire and HTTP/1.1.
 
 Kinode turns response header names into Pascal-Case (`content-type` -> `Content-Type`)
-and skips request headers with invalid names or values silently (reference 6.2). Unlike
+and skips request headers with invalid names or values silently (docs/kinode.md §6.2). Unlike
 Kinode, repeated headers are kept on both sides (the wire is a list, not a map).
 """
 

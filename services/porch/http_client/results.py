@@ -1,6 +1,6 @@
 """The http-client's vocabulary on the wire: decode actions, encode results and pushes.
 
-Kept apart from the I/O so the exact shapes (reference 6.3, 6.4, 6.6) are unit-tested:
+Kept apart from the I/O so the exact shapes (docs/kinode.md §6.3, §6.4, §6.6) are unit-tested:
 `HttpClientResult{ok{http{status, headers}}}` with the body as blob, `{ok{web_socket_ack}}`,
 or `{err{kind, fields}}`; `HttpClientRequest{web_socket_push | web_socket_close}` to an
 opener.

@@ -126,7 +126,7 @@ class HttpClientService:
                         f"{waiting} waiting (max_waiting_requests); try again later")))
 
     def _check(self, msg: Message, req: http_pb2.OutgoingHttpRequest) -> Outgoing:
-        """Reference 6.2 steps 1-5, in Kinode's order, plus the node's policy."""
+        """docs/kinode.md §6.2 steps 1-5, in Kinode's order, plus the node's policy."""
         if not valid_method(req.method):
             raise ClientFailure("BadMethod", method=req.method)
         parsed = parse_absolute_url(req.url)

@@ -1,4 +1,4 @@
-"""The checks an outgoing request passes before anything is sent (reference section 6.2).
+"""The checks an outgoing request passes before anything is sent (docs/kinode.md §6.2).
 
 Kinode parses the method with `http::Method`, the URL with the `url` crate and the
 version against five strings; each failure is its own typed error, so the caller can

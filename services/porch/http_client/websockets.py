@@ -1,6 +1,6 @@
 """Outgoing WebSocket connections with Tornado's client, on the service's asyncio loop.
 
-Reference 6.5 with its defects fixed (D12):
+docs/kinode.md §6.5 with its defects fixed (D12, docs/kinode.md §9):
 - each handshake runs as its own task and is answered when it completes, so a slow
   remote never delays other actions (Kinode awaits it inside its only receive loop);
 - connections are keyed by (process, channel id) with generations (`channels`), so a

@@ -1,6 +1,6 @@
 """Who may message whom: the kernel's capability check, pure and cached.
 
-The model (reference section 0.3, simplified on purpose):
+The model (docs/kinode.md §0.3, simplified on purpose):
 - every process is public (anyone may send it requests) unless the node config says
   `public = false`; the http-server and http-client services are never public;
 - a process may message a non-public one only with a capability for it, granted in the

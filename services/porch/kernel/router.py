@@ -13,7 +13,7 @@ Garbage never stops it: it is counted, logged (rate-limited), and answered with 
 KernelError to the connection it came from.
 
 The loop is a plain blocking epoll (a blocking loop used ~35% less CPU than
-zmq.asyncio: docs/architecture.md).
+zmq.asyncio: docs/decisions.md §2).
 
 The socket side is a transport (`porch.kernel.transport`, today the ZMTP server of
 `porch.link.server`); this module names connections by the transport's opaque handles.

@@ -15,7 +15,7 @@ runs:
 
 Speaking ZMTP in the process itself removes what a libzmq DEALER costs: every message
 handed to its I/O thread and back (an eventfd write and a wake-up each way);
-docs/architecture.md has the figures. What it keeps of libzmq's DEALER options:
+docs/decisions.md §1 has the figures. What it keeps of libzmq's DEALER options:
 
 - IMMEDIATE: nothing is sent, or queued, unless the handshake with a kernel is done;
   a send while disconnected fails at once (the session raises Offline).

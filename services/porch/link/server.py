@@ -2,7 +2,7 @@
 
 It runs in the kernel's one thread, on the kernel's epoll: a message is read by the
 thread that routes it and written by the same thread, with no libzmq I/O thread or
-mailbox in between (docs/architecture.md has the figures that chose it). Any ZeroMQ
+mailbox in between (docs/decisions.md §1 has the figures that chose it). Any ZeroMQ
 DEALER connects to it unchanged: libzmq's ipc:// transport is a Unix stream socket.
 
 What it keeps from the libzmq ROUTER that the kernel once used:
