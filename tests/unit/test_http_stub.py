@@ -4,7 +4,10 @@ handling (issue 14 item 3), the configs' builder form and the free ws_push_all_c
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import FrozenInstanceError
 from typing import Any
 
@@ -12,8 +15,10 @@ import pytest
 
 import porch
 from porch.http.server import (
+    AsyncHttpServer,
     HttpBindingConfig,
     HttpResponse,
+    HttpServer,
     HttpServerError,
     IncomingHttpRequest,
     WsBindingConfig,
@@ -224,3 +229,119 @@ def test_configs_refuse_what_would_be_misread(bad: dict[str, Any]) -> None:
 def test_ws_config_flags_are_bools() -> None:
     with pytest.raises(TypeError):
         WsBindingConfig(extension="yes")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- the twins' plans
+
+
+class ActingProc(FakeProc):
+    """Answers each action Ok, or Err for the paths in `refuse`; records what was asked."""
+
+    def __init__(self, refuse: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.actions: list[tuple[str, str, Any]] = []
+
+    def send_and_await_response(self, target: str, body: bytes | str = b"", *, timeout: float = 5,
+                                blob: Any = None, mime: str | None = None,
+                                metadata: str | None = None) -> porch.Message:
+        action = http_pb2.HttpServerAction.FromString(body if isinstance(body, bytes) else body.encode())
+        which = action.WhichOneof("action")
+        path = getattr(getattr(action, which), "path", "")
+        self.actions.append((which, path, blob))
+        result = http_pb2.HttpServerResult()
+        if path in self.refuse:
+            result.err.kind = http_pb2.HttpServerError.Kind.Value("NoBlob")
+        else:
+            result.ok.SetInParent()
+        return porch.Message(1, porch.HTTP_SERVER, ME, False, result.SerializeToString())
+
+
+class AsyncActingProc(ActingProc):
+    async def send_and_await_response(self, *args: Any, **kw: Any) -> porch.Message:  # type: ignore[override]
+        return super().send_and_await_response(*args, **kw)
+
+
+def run_both(refuse: tuple[str, ...], operation: Callable[[Any], Any]) -> list[tuple[ActingProc, Any, Any]]:
+    """Run the same operation on an HttpServer and an AsyncHttpServer; (proc, server,
+    result or exception) for each."""
+    out = []
+    for proc, cls in ((ActingProc(refuse), HttpServer), (AsyncActingProc(refuse), AsyncHttpServer)):
+        server = cls(proc)  # type: ignore[arg-type]
+        try:
+            result = operation(server)
+            if inspect.isawaitable(result):
+                result = asyncio.run(_awaited(result))
+        except HttpServerError as exc:
+            result = exc
+        out.append((proc, server, result))
+    return out
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def test_bind_multiple_unbinds_what_it_bound_when_one_fails() -> None:
+    paths = ["/a", "/b", "/c", "/d"]
+    for proc, server, result in run_both(("/c",), lambda s: s.bind_multiple_http_paths(paths)):
+        assert isinstance(result, HttpServerError) and result.kind == "NoBlob"
+        assert [(w, p) for w, p, _ in proc.actions] == [
+            ("bind", "/a"), ("bind", "/b"), ("bind", "/c"), ("unbind", "/a"), ("unbind", "/b")]
+        assert server.http_paths == {}
+
+
+def test_modify_needs_a_path_it_bound_and_sends_the_new_content() -> None:
+    for proc, _, result in run_both((), lambda s: s.modify_http_path("/never", HttpBindingConfig())):
+        assert isinstance(result, HttpServerError) and result.kind == "MalformedRequest"
+        assert proc.actions == []
+    new = HttpBindingConfig().with_static_content(b"two", "text/plain")
+
+    def bind_then_modify(server: Any) -> Any:
+        if isinstance(server, AsyncHttpServer):
+            async def both() -> None:
+                await server.bind_http_static_path("/m", False, False, "text/plain", b"one")
+                await server.modify_http_path("/m", new)
+            return both()
+        server.bind_http_static_path("/m", False, False, "text/plain", b"one")
+        return server.modify_http_path("/m", new)
+
+    for proc, server, result in run_both((), bind_then_modify):
+        assert result is None
+        assert [(w, p, b) for w, p, b in proc.actions] == [
+            ("bind", "/m", porch.Blob(b"one", "text/plain")), ("bind", "/m", porch.Blob(b"two", "text/plain"))]
+        assert server.http_paths["/m"] == new
+
+
+def test_serve_file_raw_path_serves_the_file(tmp_path: Any) -> None:
+    page = tmp_path / "page.html"
+    page.write_text("<p>raw</p>")
+    for proc, server, result in run_both((), lambda s: s.serve_file_raw_path(page, ["/p", "/q"])):
+        assert result is None
+        assert [(w, p, b) for w, p, b in proc.actions] == [
+            ("bind", "/p", porch.Blob(b"<p>raw</p>", "text/html")),
+            ("bind", "/q", porch.Blob(b"<p>raw</p>", "text/html"))]
+        assert set(server.http_paths) == {"/p", "/q"}
+
+
+def test_secure_binds_and_ws_operations_in_both() -> None:
+    def ops(server: Any) -> Any:
+        calls = [lambda: server.secure_bind_http_path("/s"), lambda: server.bind_ws_path("/w"),
+                 lambda: server.modify_ws_path("/w", WsBindingConfig(authenticated=False)),
+                 lambda: server.secure_bind_ws_path("/sw"), lambda: server.unbind_ws_path("/w"),
+                 lambda: server.close_ws(5)]
+        if isinstance(server, AsyncHttpServer):
+            async def run() -> None:
+                for call in calls:
+                    await call()
+            return run()
+        for call in calls:
+            call()
+        return None
+
+    for proc, server, result in run_both((), ops):
+        assert result is None
+        assert [w for w, _, _ in proc.actions] == ["secure_bind", "web_socket_bind", "web_socket_bind",
+                                                   "web_socket_secure_bind", "web_socket_unbind",
+                                                   "web_socket_close"]
+        assert set(server.ws_paths) == {"/sw"}
