@@ -129,7 +129,7 @@ def boom(req: IncomingHttpRequest) -> HttpResponse:
     lambda req: "a str",                                     # not an HttpResponse
     lambda req: None,
     lambda req: HttpResponse(200).header("X", 1),            # type: ignore[arg-type]  # not a str
-    lambda req: HttpResponse(2000),                          # no such status
+    lambda req: HttpResponse("200"),                         # type: ignore[arg-type]  # not an int
     lambda req: HttpResponse(200).body(42),                  # type: ignore[arg-type]
 ])
 def test_a_failing_handler_answers_500_and_logs(handler: Any, caplog: pytest.LogCaptureFixture) -> None:

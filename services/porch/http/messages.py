@@ -136,9 +136,8 @@ class HttpResponse:
 
     def to_proto(self) -> bytes:
         """The Response body on the wire (the content travels as the blob). Raises
-        TypeError or ValueError for a status or header that is not what it should be."""
-        if not isinstance(self.status, int) or not 100 <= self.status <= 999:
-            raise ValueError(f"HTTP status must be an int from 100 to 999, not {self.status!r}")
+        TypeError for a status, header or body of the wrong type; the http-server
+        judges the values (an impossible status or header is a 502 there)."""
         if not isinstance(self.content, bytes | bytearray):
             raise TypeError(f"HTTP body must be bytes or str, not {type(self.content).__name__}")
         msg = http_pb2.HttpResponse(status=self.status)
