@@ -250,7 +250,7 @@ def test_a_long_computation_keeps_the_registration(bed: Bed) -> None:
         import time, porch
         p = porch.Process()
         m = p.await_message()
-        p.respond(m, b"big", blob=bytes(range(256)) * (24 * 1024))  # 6 MiB
+        p.respond(b"big", blob=bytes(range(256)) * (24 * 1024))   # 6 MiB
         time.sleep(8)                                              # no stub calls
         m = p.await_message()
         p.respond(m, b"done:" + m.body)
