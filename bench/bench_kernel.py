@@ -60,7 +60,7 @@ RESPONDER_SRC = """
     while True:
         msg = proc.await_message()
         if msg.is_request:
-            proc.respond(msg.body)
+            proc.respond(msg, msg.body)
 """
 
 # The kernel's topology with nothing but forwarding in Python: one ROUTER in the middle,

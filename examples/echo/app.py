@@ -22,7 +22,7 @@ def main() -> None:
     while True:
         msg = proc.await_message()
         if msg.is_request:
-            proc.respond(b"echo: " + msg.body, blob=proc.get_blob())
+            proc.respond(msg, b"echo: " + msg.body, blob=msg.blob)
 
 
 if __name__ == "__main__":

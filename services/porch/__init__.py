@@ -6,12 +6,12 @@ Blocking, like kinode_process_lib's await_message loop:
     proc = porch.Process("echo:demo:sys")   # under `porch up`: porch.Process() reads $PORCH_PROCESS
     while True:
         msg = proc.await_message()
-        proc.respond(b"echo: " + msg.body)
+        proc.respond(msg, b"echo: " + msg.body)
 
-asyncio:
+asyncio, its twin (the same operations and arguments; those that wait are coroutines):
 
     proc = await porch.AsyncProcess.connect("web:demo:sys")
-    reply = await proc.request("echo:demo:sys", b"hi", timeout=5)
+    reply = await proc.send_and_await_response("echo:demo:sys", b"hi", timeout=5)
 
 HTTP helpers mirroring kinode_process_lib::http live in porch.http.
 """

@@ -36,7 +36,7 @@ ECHO = """
         if m.body.startswith(b"sleep "):
             print("got", m.body.decode(), flush=True)  # tests wait for this, not a guess
             time.sleep(float(m.body[6:]))
-        p.respond(b"echo:" + m.body, blob=m.blob)
+        p.respond(m, b"echo:" + m.body, blob=m.blob)
 """
 MUTE = """
     import porch

@@ -25,7 +25,7 @@ ECHO = """
     p = porch.Process()
     while True:
         m = p.await_message()
-        p.respond(b"echo:" + m.body, blob=m.blob)
+        p.respond(m, b"echo:" + m.body, blob=m.blob)
 """
 
 

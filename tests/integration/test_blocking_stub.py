@@ -39,7 +39,7 @@ RELAY = """
     while True:
         m = p.await_message()
         p.send_request(m.source, b"req:" + m.body)
-        p.respond(b"resp:" + m.body)
+        p.respond(m, b"resp:" + m.body)
 """
 MiB = 1024 * 1024
 
@@ -130,7 +130,7 @@ def test_await_message_keeps_the_order_of_requests_and_responses(bed: Bed) -> No
     assert [(m.is_request, m.body) for m in got] == expected
     assert [m.id for m in got if not m.is_request] == ids
     # The relay's requests can be answered like any other (fire and forget: nothing comes).
-    a.respond(b"thanks")
+    a.respond(body=b"thanks")  # the last request, by default
     with pytest.raises(porch.Timeout):
         a.await_message(timeout=0.3)
 
@@ -205,7 +205,7 @@ def test_respond_while_the_kernel_is_away_drops_the_answer_and_does_not_raise(be
     bed.node.stop("kernel")
     with pytest.raises(porch.Offline):
         a.await_message(timeout=10)
-    assert b.respond(b"too late", to=request) is False
+    assert b.respond(request, b"too late") is False
     bed.node.start("kernel")
     wait_for(lambda: flows(a), 15, interval=0.2, what="messages to flow after the kernel restart")
 
@@ -216,7 +216,7 @@ def test_respond_while_the_kernel_is_away_drops_the_answer_and_does_not_raise(be
 
     wait_for(b_registered, 15, interval=0, what="b to re-register")
     a.send_request("b:demo:sys", b"again", expects_response=10)
-    assert b.respond(b"in time", to=b.await_message(timeout=5)) is True
+    assert b.respond(b.await_message(timeout=5), b"in time") is True
     assert a.await_message(timeout=5).body == b"in time"
 
 
@@ -241,7 +241,7 @@ def test_a_response_sent_just_before_exit_is_delivered(bed: Bed) -> None:
         import porch
         p = porch.Process()
         m = p.await_message()
-        p.respond(b"bye", blob=bytes(range(256)) * (16 * 1024))   # 4 MiB
+        p.respond(m, b"bye", blob=bytes(range(256)) * (16 * 1024))   # 4 MiB
     """)
     bed.node.wait_registered("quitter:demo:sys")
     a = bed.process("a:demo:sys")
@@ -264,7 +264,7 @@ def test_a_long_computation_keeps_the_registration(bed: Bed) -> None:
         p.respond(b"big", blob=bytes(range(256)) * 3500)   # 875 KiB, inline
         time.sleep(3)                                        # no stub calls
         m = p.await_message()
-        p.respond(b"done:" + m.body)
+        p.respond(m, b"done:" + m.body)
         p.await_message()
     """)
     bed.node.wait_registered("thinker:demo:sys")

@@ -1,5 +1,6 @@
-"""porch.http.server helpers against a real http-server: serving files and UIs, and
-process_lib's bugs fixed (reference section 9, D13)."""
+"""porch.http.server helpers against a real http-server: serving files and UIs,
+process_lib's bugs fixed (modify_http_path, serve_ui with no roots), and the asyncio
+twin doing everything the blocking server does (issue 11 item 5)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def test_serve_file_with_its_mime_type(base: tuple[Node, str], tmp_path: Path) -
     style.write_text("body { color: red }")
     server = HttpServer(node.process("file:pkg:pub.os"))
     server.serve_file(style, ["/a.css", "/b.css"], OPEN)
-    for path in ("/a.css", "/b.css"):
+    server.serve_file_raw_path(style.resolve(), ["/c.css"], OPEN)  # process_lib's name, the same here
+    for path in ("/a.css", "/b.css", "/c.css"):
         r = requests.get(url + "/file:pkg:pub.os" + path, timeout=5)
         assert (r.headers["content-type"], r.text) == ("text/css", "body { color: red }")
 
@@ -100,7 +102,7 @@ def test_incoming_request_accessors() -> None:
 
 
 ASYNC_APP = """
-import asyncio
+import asyncio, os
 import porch
 from porch.http.server import (AsyncHttpServer, HttpBindingConfig, HttpResponse, WsBindingConfig,
                                send_ws_push)
@@ -112,10 +114,18 @@ async def main():
     def ws(channel, kind, blob):
         send_ws_push(proc, channel, "Text", b"echo " + blob.bytes)
     proc.on_request(lambda msg: server.handle_request(msg, http, ws))
-    await server.bind_http_path("/h", HttpBindingConfig(authenticated=False))
-    await server.bind_ws_path("/ws", WsBindingConfig(authenticated=False))
-    await server.serve_file(__file__, ["/me.py"], HttpBindingConfig(authenticated=False))
-    print("READY", flush=True)
+    OPEN = HttpBindingConfig().with_authenticated(False)
+    await server.bind_http_path("/h", OPEN)
+    await server.bind_ws_path("/ws", WsBindingConfig(authenticated=True))
+    await server.modify_ws_path("/ws", WsBindingConfig().with_authenticated(False))
+    await server.serve_file(__file__, ["/me.py"], OPEN)
+    await server.serve_file_raw_path(os.path.abspath(__file__), ["/raw.py"], OPEN)
+    await server.bind_http_static_path("/s", False, False, "text/plain", b"static one")
+    await server.modify_http_path("/s", OPEN.with_static_content(b"static two", "text/plain"))
+    await server.bind_multiple_http_paths(["/m1", "/m2"], OPEN)
+    await server.secure_bind_http_path("/secure")
+    await server.unbind_http_path("/m2")
+    print("READY", sorted(server.http_paths), flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())
 """
@@ -129,6 +139,11 @@ def test_async_http_server_serves_http_and_websockets(base: tuple[Node, str]) ->
     node.wait_log("aio:pkg:pub.os", "READY")
     assert requests.post(url + "/aio:pkg:pub.os/h", data=b"hi", timeout=5).text == "async hi"
     assert "AsyncHttpServer" in requests.get(url + "/aio:pkg:pub.os/me.py", timeout=5).text
+    assert "AsyncHttpServer" in requests.get(url + "/aio:pkg:pub.os/raw.py", timeout=5).text
+    assert requests.get(url + "/aio:pkg:pub.os/s", timeout=5).text == "static two"
+    assert requests.post(url + "/aio:pkg:pub.os/m1", data=b"m", timeout=5).text == "async m"
+    assert requests.get(url + "/aio:pkg:pub.os/m2", timeout=5).status_code == 404
+    assert "'/m1', '/me.py', '/raw.py', '/s', '/secure']" in node.log("aio:pkg:pub.os")
     with connect(url.replace("http", "ws") + "/aio:pkg:pub.os/ws", open_timeout=10) as ws:
         ws.send("x")
         assert ws.recv(timeout=5) == "echo x"

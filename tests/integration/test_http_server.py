@@ -114,7 +114,7 @@ def test_02_bind_without_expects_response_gets_no_ack(web: Web) -> None:
     t = threading.Thread(target=lambda: r_holder.setdefault("r", web.get("/a02:pkg:pub.os/quiet")))
     t.start()
     msg = proc.await_message(timeout=5)
-    proc.respond(http_pb2.HttpResponse(status=204).SerializeToString())
+    proc.respond(msg, http_pb2.HttpResponse(status=204).SerializeToString())
     t.join(10)
     assert msg.source == "http-server:distro:sys"
     assert r_holder["r"].status_code == 204
@@ -465,7 +465,7 @@ def test_40_rpc_endpoint(web: Web) -> None:
 
     def answer() -> None:
         m = target.await_message(timeout=5)
-        target.respond(b"AB", blob=b"zz", mime="text/plain", to=m)
+        target.respond(m, b"AB", blob=b"zz", mime="text/plain")
 
     t = threading.Thread(target=answer)
     t.start()

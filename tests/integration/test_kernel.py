@@ -22,7 +22,7 @@ ECHO = """
         m = p.await_message()
         if m.body == b"sleep":
             import time; time.sleep(60)
-        p.respond(b"echo:" + m.body, blob=m.blob)
+        p.respond(m, b"echo:" + m.body, blob=m.blob)
 """
 
 
@@ -77,7 +77,7 @@ def test_no_answer_before_deadline_is_timeout_and_late_answer_is_dropped(node: N
         while True:
             m = p.await_message()
             time.sleep(float(m.body))
-            p.respond(b"late " + m.body)
+            p.respond(m, b"late " + m.body)
     """
     node.spawn("slow:demo:sys", slow)
     node.wait_registered("slow:demo:sys")
@@ -163,14 +163,14 @@ def test_forged_response_from_a_third_process_is_dropped(node: Node) -> None:
         import time, porch
         p = porch.Process()
         while True:
-            m = p.await_message(); time.sleep(0.5); p.respond(b"real")
+            m = p.await_message(); time.sleep(0.5); p.respond(m, b"real")
     """)
     node.wait_registered("slow:demo:sys")
     a = node.process("a:demo:sys")
     mallory = node.process("mallory:demo:sys")
     id_ = a.send_request("slow:demo:sys", b"q", expects_response=5)
     fake = porch.Message(id_, "a:demo:sys", "mallory:demo:sys", True, b"")
-    mallory.respond(b"forged", to=fake)
+    mallory.respond(fake, b"forged")
     reply = a.await_message(timeout=5)
     assert reply.body == b"real"
 
@@ -249,9 +249,9 @@ def test_expired_request_is_never_worked_on(node: Node) -> None:
         p = porch.Process()
         first = p.await_message()
         time.sleep(1.0)                      # meanwhile, a second request expires
-        p.respond(b"first")
+        p.respond(first, b"first")
         second = p.await_message()           # must not be the expired one
-        p.respond(b"got " + second.body, to=second)
+        p.respond(second, b"got " + second.body)
     """)
     node.wait_registered("busy:demo:sys")
     a = node.process("a:demo:sys")

@@ -19,7 +19,7 @@ ECHO = """
     p = porch.Process()
     while True:
         m = p.await_message()
-        p.respond(m.body)
+        p.respond(m, m.body)
 """
 
 

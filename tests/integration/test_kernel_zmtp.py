@@ -29,7 +29,7 @@ ECHO = """
     p = porch.Process()
     while True:
         m = p.await_message()
-        p.respond(b"echo:" + m.body, blob=m.blob)
+        p.respond(m, b"echo:" + m.body, blob=m.blob)
 """
 # What a libzmq DEALER says first: its greeting, then READY.
 HELLO = z.greeting() + z.ready(b"DEALER", {b"Identity": b""})

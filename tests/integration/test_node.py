@@ -19,7 +19,7 @@ import porch
 p = porch.Process()
 while True:
     m = p.await_message()
-    p.respond(b"echo:" + m.body)
+    p.respond(m, b"echo:" + m.body)
 """
 
 RELAY = """\
@@ -29,9 +29,9 @@ while True:
     m = p.await_message()
     try:
         r = p.send_and_await_response("echo:demo:sys", m.body, timeout=5)
-        p.respond(b"relayed " + r.body, to=m)
+        p.respond(m, b"relayed " + r.body)
     except porch.SendError as e:
-        p.respond(("failed " + e.kind).encode(), to=m)
+        p.respond(m, ("failed " + e.kind).encode())
 """
 
 

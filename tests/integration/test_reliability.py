@@ -99,7 +99,7 @@ BIG = """
     p = porch.Process()
     while True:
         m = p.await_message()
-        p.respond(b"big", blob=bytes(int(m.body)))
+        p.respond(m, b"big", blob=bytes(int(m.body)))
 """
 
 

@@ -189,7 +189,7 @@ def test_item1_rpc_with_the_token_or_the_cookie_and_custom_header(front: Front) 
 
     def answer() -> None:
         m = target.await_message(timeout=5)
-        target.respond(b"AB", blob=b"zz", mime="text/plain", to=m)
+        target.respond(m, b"AB", blob=b"zz", mime="text/plain")
 
     t = threading.Thread(target=answer)
     t.start()

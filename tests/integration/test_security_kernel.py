@@ -27,7 +27,7 @@ SLOW = """
     while True:
         m = p.await_message()
         time.sleep(1.0)
-        p.respond(b"real:" + m.body)
+        p.respond(m, b"real:" + m.body)
 """
 
 

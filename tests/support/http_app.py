@@ -43,14 +43,14 @@ while True:
     elif do == "exit":
         os._exit(1)
     elif do == "garbage":
-        proc.respond(b"\xff\xff\xff\x00 not protobuf", to=msg)
+        proc.respond(msg, b"\xff\xff\xff\x00 not protobuf")
         continue
     elif do == "reply":
         resp = HttpResponse(int(query.get("status", ["200"])[-1]))
         for h in query.get("h", []):
             name, _, value = h.partition(":")
             resp.header(name, value)
-        proc.respond(resp.to_proto(), blob=query.get("body", [""])[-1].encode(), to=msg)
+        proc.respond(msg, resp.to_proto(), blob=query.get("body", [""])[-1].encode())
         continue
     echo = {
         "method": req.method,
@@ -65,4 +65,4 @@ while True:
         "me": proc.our,
     }
     resp = HttpResponse(200).header("Content-Type", "application/json")
-    proc.respond(resp.to_proto(), blob=json.dumps(echo).encode(), to=msg)
+    proc.respond(msg, resp.to_proto(), blob=json.dumps(echo).encode())

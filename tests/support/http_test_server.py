@@ -96,6 +96,7 @@ class Echo(Base):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({
             "method": req.method,
+            "version": req.version,
             "path": req.path,
             "query": req.query,
             "args": [[k, v.decode()] for k, vs in req.query_arguments.items() for v in vs],

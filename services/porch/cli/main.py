@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from porch.cli import procinfo, supervise
+from porch.http_server.port import read_port
 from porch.node import config as node_config
 from porch.node import service_token
 from porch.node.home import NodeHome
@@ -389,7 +390,7 @@ def report_ready(home: NodeHome, sup: supervise.Supervisor, config: node_config.
             infos = sup.processes()
             # STOPPED: autostart = false; everything else must be running
             if infos and all(i["statename"] in ("RUNNING", "STOPPED") for i in infos):
-                port = read_port(home)
+                port = read_port(home.state_dir / "port")
                 if port is not None:
                     print(f"porch: Login at http://localhost:{port}", flush=True)
                     return True
@@ -443,14 +444,6 @@ def log_tail(home: NodeHome, program: str, lines: int) -> list[str]:
     return [line.decode(errors="replace") for line in data.splitlines()[-lines:]]
 
 
-def read_port(home: NodeHome) -> int | None:
-    path = home.state_dir / "port"
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def cmd_down(args: argparse.Namespace) -> int:
     home = NodeHome.resolve(args.home)
     sup = supervise.Supervisor(home)
@@ -492,7 +485,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         running = {i["name"] for i in infos}
         rows += [(p.id, "-", "not in the running node: `porch up` applies porch.toml")
                  for p in config.processes if p.command and p.program_name not in running]
-    port = read_port(home)
+    port = read_port(home.state_dir / "port")
     print(f"node {config.node if config else '?'}  home {home.root}")
     if port is not None:
         print(f"http  http://localhost:{port}")

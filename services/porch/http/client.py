@@ -18,19 +18,39 @@ http-client:distro:sys). The SendError itself is in `.send_error` and `__cause__
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
 from porch.address import HTTP_CLIENT
+from porch.http.headers import Headers
+from porch.http.ws import WS_TYPES, WsClose, WsPush, ws_type, ws_type_name
 from porch.process.aio import AsyncProcess
 from porch.process.blocking import Process
 from porch.process.message import Blob, Message, PorchError, SendError
 from porch.wire import http_pb2
 
+__all__ = [
+    "WS_TYPES",
+    "Headers",
+    "HttpClientError",
+    "HttpResponse",
+    "WsClose",
+    "WsPush",
+    "close_ws_connection",
+    "close_ws_connection_async",
+    "open_ws_connection",
+    "open_ws_connection_async",
+    "parse_response",
+    "parse_ws_message",
+    "send_request",
+    "send_request_await_response",
+    "send_request_await_response_async",
+    "send_ws_client_push",
+]
+
 Action = http_pb2.HttpClientAction
-WS_TYPES = ("Text", "Binary", "Ping", "Pong", "Close")
 DEFAULT_TIMEOUT_S = 30.0
 WS_TIMEOUT_S = 5.0  # process_lib's await for WebSocket open/close
 
@@ -71,43 +91,6 @@ class HttpClientError(PorchError):
         return cls(exc.kind, url=url, channel_id=channel_id, message=exc.detail, send_error=exc)
 
 
-class Headers:
-    """Response headers: the (name, value) list in order, repeats kept, with
-    case-insensitive lookups (`get` gives the first value, as http::HeaderMap)."""
-
-    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
-        self._pairs = list(pairs)
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._pairs)
-
-    def __len__(self) -> int:
-        return len(self._pairs)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and any(n.lower() == name.lower() for n, _ in self._pairs)
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name)
-        if value is None:
-            raise KeyError(name)
-        return value
-
-    def __repr__(self) -> str:
-        return f"Headers({self._pairs!r})"
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        lower = name.lower()
-        return next((v for n, v in self._pairs if n.lower() == lower), default)
-
-    def get_all(self, name: str) -> list[str]:
-        lower = name.lower()
-        return [v for n, v in self._pairs if n.lower() == lower]
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._pairs)
-
-
 @dataclass(frozen=True)
 class HttpResponse:
     """The remote's answer, whatever its status (4xx and 5xx are answers, not errors)."""
@@ -146,20 +129,6 @@ def http_action(method: str, url: str, headers: HeaderPairs | None = None,
     return action.SerializeToString()
 
 
-def _ws_type(message_type: str | int) -> int:
-    if isinstance(message_type, int):
-        return message_type
-    if message_type not in WS_TYPES:
-        raise ValueError(f"message_type must be one of {', '.join(WS_TYPES)}, not {message_type!r}")
-    return http_pb2.WsMessageType.Value(message_type)
-
-
-def _as_blob(body: bytes | str | Blob | None, mime: str | None = None) -> Blob | None:
-    if body is None or isinstance(body, Blob):
-        return body
-    return Blob(body.encode() if isinstance(body, str) else bytes(body), mime)
-
-
 def parse_response(msg: Message) -> HttpResponse:
     """The http-client's answer to an Http action as an HttpResponse, or HttpClientError."""
     result = _result(msg)
@@ -194,24 +163,26 @@ def _result(msg: Message) -> http_pb2.HttpClientResult:
 # ---------------------------------------------------------------------------- HTTP
 
 
-def send_request(proc: Process, method: str, url: str, headers: HeaderPairs | None = None,
-                 timeout: float | None = None, body: bytes | str = b"") -> int:
+def send_request(proc: Process | AsyncProcess, method: str, url: str,
+                 headers: HeaderPairs | None = None, timeout: float | None = None,
+                 body: bytes | str = b"", *, version: str | None = None) -> int:
     """Send without waiting; returns the request id. With `timeout` (seconds) the answer
     arrives later from `proc.await_message()` (read it with `parse_response`); without,
-    none is sent (fire and forget). The body always travels as a blob (as process_lib)."""
-    blob = _as_blob(body)
-    return proc.send_request(HTTP_CLIENT, http_action(method, url, headers), blob=blob,
+    none is sent (fire and forget). The body always travels as a blob (as process_lib).
+    `version` ("HTTP/1.0", "HTTP/1.1") is the HTTP version to speak; process_lib's
+    helpers leave it unset (HTTP/1.1)."""
+    return proc.send_request(HTTP_CLIENT, http_action(method, url, headers, version), blob=body,
                              expects_response=timeout)
 
 
 def send_request_await_response(proc: Process, method: str, url: str,
                                 headers: HeaderPairs | None = None,
                                 timeout: float = DEFAULT_TIMEOUT_S,
-                                body: bytes | str = b"") -> HttpResponse:
+                                body: bytes | str = b"", *, version: str | None = None) -> HttpResponse:
     """Make the request and block for the response (any status) or HttpClientError."""
     try:
-        msg = proc.send_and_await_response(HTTP_CLIENT, http_action(method, url, headers),
-                                           timeout=timeout, blob=_as_blob(body))
+        msg = proc.send_and_await_response(HTTP_CLIENT, http_action(method, url, headers, version),
+                                           timeout=timeout, blob=body)
     except SendError as exc:
         raise HttpClientError.from_send_error(exc, url=url) from exc
     return parse_response(msg)
@@ -220,11 +191,12 @@ def send_request_await_response(proc: Process, method: str, url: str,
 async def send_request_await_response_async(proc: AsyncProcess, method: str, url: str,
                                             headers: HeaderPairs | None = None,
                                             timeout: float = DEFAULT_TIMEOUT_S,
-                                            body: bytes | str = b"") -> HttpResponse:
+                                            body: bytes | str = b"", *,
+                                            version: str | None = None) -> HttpResponse:
     """The asyncio form: many requests can be awaited at once."""
     try:
-        msg = await proc.request(HTTP_CLIENT, http_action(method, url, headers),
-                                 timeout=timeout, blob=_as_blob(body))
+        msg = await proc.send_and_await_response(HTTP_CLIENT, http_action(method, url, headers, version),
+                                                 timeout=timeout, blob=body)
     except SendError as exc:
         raise HttpClientError.from_send_error(exc, url=url) from exc
     return parse_response(msg)
@@ -246,7 +218,7 @@ def ws_open_action(url: str, headers: HeaderPairs | None, channel_id: int) -> by
 def ws_push_action(channel_id: int, message_type: str | int) -> bytes:
     action = Action()
     action.web_socket_push.channel_id = channel_id
-    action.web_socket_push.message_type = _ws_type(message_type)  # type: ignore[assignment]
+    action.web_socket_push.message_type = ws_type(message_type)  # type: ignore[assignment]
     return action.SerializeToString()
 
 
@@ -272,7 +244,8 @@ def open_ws_connection(proc: Process, url: str, headers: HeaderPairs | None = No
 async def open_ws_connection_async(proc: AsyncProcess, url: str, headers: HeaderPairs | None = None,
                                    channel_id: int = 0, timeout: float = WS_TIMEOUT_S) -> None:
     try:
-        msg = await proc.request(HTTP_CLIENT, ws_open_action(url, headers, channel_id), timeout=timeout)
+        msg = await proc.send_and_await_response(HTTP_CLIENT, ws_open_action(url, headers, channel_id),
+                                                 timeout=timeout)
     except SendError as exc:
         raise HttpClientError.from_send_error(exc, url=url) from exc
     _check_ack(msg)
@@ -283,7 +256,7 @@ def send_ws_client_push(proc: Process | AsyncProcess, channel_id: int, message_t
     """Fire and forget (as process_lib): errors such as an unknown channel are not
     reported. Text and Binary need a blob; Ping/Pong/Close may carry one (Close: a
     2-byte code then a UTF-8 reason)."""
-    proc.send_request(HTTP_CLIENT, ws_push_action(channel_id, message_type), blob=_as_blob(blob))
+    proc.send_request(HTTP_CLIENT, ws_push_action(channel_id, message_type), blob=blob)
 
 
 def close_ws_connection(proc: Process, channel_id: int, timeout: float = WS_TIMEOUT_S) -> None:
@@ -297,30 +270,11 @@ def close_ws_connection(proc: Process, channel_id: int, timeout: float = WS_TIME
 async def close_ws_connection_async(proc: AsyncProcess, channel_id: int,
                                     timeout: float = WS_TIMEOUT_S) -> None:
     try:
-        msg = await proc.request(HTTP_CLIENT, ws_close_action(channel_id), timeout=timeout)
+        msg = await proc.send_and_await_response(HTTP_CLIENT, ws_close_action(channel_id),
+                                                 timeout=timeout)
     except SendError as exc:
         raise HttpClientError.from_send_error(exc, channel_id=channel_id) from exc
     _check_ack(msg)
-
-
-@dataclass(frozen=True)
-class WsPush:
-    """A frame from the remote: Text (blob mime text/plain), Binary, Ping, Pong, Close."""
-
-    channel_id: int
-    message_type: str
-    blob: Blob | None
-
-    @property
-    def data(self) -> bytes:
-        return self.blob.bytes if self.blob is not None else b""
-
-
-@dataclass(frozen=True)
-class WsClose:
-    """The remote closed the connection (or it failed); the channel is gone."""
-
-    channel_id: int
 
 
 def parse_ws_message(msg: Message) -> WsPush | WsClose | None:
@@ -335,7 +289,7 @@ def parse_ws_message(msg: Message) -> WsPush | WsClose | None:
     which = req.WhichOneof("request")
     if which == "web_socket_push":
         push = req.web_socket_push
-        return WsPush(push.channel_id, http_pb2.WsMessageType.Name(push.message_type), msg.blob)
+        return WsPush(push.channel_id, ws_type_name(push.message_type), msg.blob)
     if which == "web_socket_close":
         return WsClose(req.web_socket_close.channel_id)
     return None

@@ -11,9 +11,20 @@
         server.handle_request(msg, lambda req: HttpResponse(200).header(
             "Content-Type", "text/plain").body(b"hello " + req.body))
 
-Fixes of process_lib's known bugs (reference section 9, D13): `modify_http_path` sends
-the static content it was given (it always failed with NoBlob) and honours
-`secure_subdomain`; `serve_ui` binds index.html at its own path even with no roots.
+`AsyncHttpServer` is the twin for `porch.AsyncProcess`: the same methods with the same
+arguments, the ones that talk to the http-server being coroutines. Each operation is
+written once, as a plan of actions (`_Operations`) that the blocking class runs with
+blocking calls and the asyncio class awaits; tests/unit/test_twin_apis.py holds the
+signatures together.
+
+`handle_request` never lets an app's handler take the process down: a handler that
+raises (or returns something that is not an HttpResponse) is logged with its traceback
+and the request answered 500; a WebSocket handler that raises is logged and the socket
+stays open.
+
+Fixes of process_lib's known bugs: `modify_http_path` sends the static content it was
+given (it always failed with NoBlob) and honours `secure_subdomain`; `serve_ui` binds
+index.html at its own path even with no roots.
 """
 
 from __future__ import annotations
@@ -23,192 +34,73 @@ import logging
 import mimetypes
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Generator, Iterable, Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
 from porch.address import HTTP_SERVER
+from porch.http.configs import HttpBindingConfig, WsBindingConfig
+from porch.http.headers import Headers
+from porch.http.messages import (
+    HttpResponse,
+    HttpServerError,
+    HttpServerRequest,
+    IncomingHttpRequest,
+    parse_request,
+)
+from porch.http.ws import WS_TYPES, WsClose, WsOpen, WsPush, ws_type
 from porch.process.aio import AsyncProcess
 from porch.process.blocking import Process
 from porch.process.message import Blob, Message, Offline, SendError
 from porch.throttle import Every
 from porch.wire import http_pb2
 
+__all__ = [
+    "WS_TYPES",
+    "AsyncHttpServer",
+    "Headers",
+    "HttpBindingConfig",
+    "HttpResponse",
+    "HttpServer",
+    "HttpServerError",
+    "HttpServerRequest",
+    "IncomingHttpRequest",
+    "WsBindingConfig",
+    "WsClose",
+    "WsOpen",
+    "WsPush",
+    "get_mime_type",
+    "parse_request",
+    "send_response",
+    "send_ws_push",
+    "ws_push_all_channels",
+]
+
 log = logging.getLogger("porch.http")
 Action = http_pb2.HttpServerAction
-WS_TYPES = ("Text", "Binary", "Ping", "Pong", "Close")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+INTERNAL_ERROR = "internal error\n"
 
 
-class HttpServerError(Exception):
-    """An action the http-server refused, or did not answer.
-
-    `kind` is the variant name: MalformedRequest, NoBlob, InvalidSourceProcess,
-    WsPingPongTooLong, WsChannelNotFound from the server; Timeout and
-    UnexpectedResponse from this side (as process_lib).
-    """
-
-    def __init__(self, kind: str, detail: str = "") -> None:
-        self.kind = kind
-        self.detail = detail
-        super().__init__(f"{kind}: {detail}" if detail else kind)
+# ---------------------------------------------------------------------------- free functions
 
 
-# ---------------------------------------------------------------------------- configs
-
-
-@dataclass(frozen=True)
-class HttpBindingConfig:
-    """How a path is bound. Defaults are process_lib's: authenticated, not local-only,
-    not on a secure subdomain, dynamic (no static content)."""
-
-    authenticated: bool = True
-    local_only: bool = False
-    secure_subdomain: bool = False
-    static_content: Blob | None = None
-    # Not in Kinode: seconds the server waits for this path's answers (None = node default).
-    timeout: float | None = None
-
-    def with_(self, **changes: object) -> HttpBindingConfig:
-        return replace(self, **changes)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class WsBindingConfig:
-    authenticated: bool = True
-    secure_subdomain: bool = False
-    extension: bool = False
-
-
-# ---------------------------------------------------------------------------- requests
-
-
-class Headers:
-    """Request headers: lower-case names, repeated names kept; `h["name"]` is the last."""
-
-    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
-        self._items = [(k.lower(), v) for k, v in items]
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        name = name.lower()
-        for k, v in reversed(self._items):
-            if k == name:
-                return v
-        return default
-
-    def get_all(self, name: str) -> list[str]:
-        name = name.lower()
-        return [v for k, v in self._items if k == name]
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name)
-        if value is None:
-            raise KeyError(name)
-        return value
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(dict.fromkeys(k for k, _ in self._items))
-
-
-@dataclass
-class IncomingHttpRequest:
-    """An HTTP request forwarded by the http-server (reference section 2.2)."""
-
-    method: str
-    url: str
-    bound_path: str
-    headers: Headers
-    url_params: dict[str, str]
-    query_list: list[tuple[str, str]]
-    source_socket_addr: str | None
-    body: bytes
-
-    @classmethod
-    def from_proto(cls, req: http_pb2.IncomingHttpRequest, body: bytes) -> IncomingHttpRequest:
-        return cls(
-            method=req.method,
-            url=req.url,
-            bound_path=req.bound_path,
-            headers=Headers((h.name, h.value) for h in req.headers),
-            url_params=dict(req.url_params),
-            query_list=[(q.name, q.value) for q in req.query_params],
-            source_socket_addr=req.source_socket_addr if req.HasField("source_socket_addr") else None,
-            body=body,
-        )
-
-    @property
-    def query_params(self) -> dict[str, str]:
-        """Decoded query parameters; for a repeated key the last wins (as Kinode)."""
-        return dict(self.query_list)
-
-    def path(self) -> str:
-        """The URL path without its first segment (the process id): "/games/42"."""
-        path = urlsplit(self.url).path
-        rest = path.split("/", 2)
-        return "/" + rest[2] if len(rest) > 2 else "/"
-
-    def bound_path_stripped(self, strip: str | None = None) -> str:
-        """bound_path without a leading "/<strip>" (process_lib's bound_path(Some(strip)))."""
-        if strip and self.bound_path.startswith("/" + strip):
-            return self.bound_path[len(strip) + 1:] or "/"
-        return self.bound_path
-
-
-@dataclass
-class HttpResponse:
-    """The reply to an HTTP request: status, headers (repeatable), and the body."""
-
-    status: int = 200
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    content: bytes = b""
-
-    def header(self, name: str, value: str) -> HttpResponse:
-        self.headers.append((name, value))
-        return self
-
-    def set_headers(self, headers: Mapping[str, str]) -> HttpResponse:
-        self.headers = list(headers.items())
-        return self
-
-    def set_status(self, status: int) -> HttpResponse:
-        self.status = status
-        return self
-
-    def body(self, content: bytes | str) -> HttpResponse:
-        self.content = content.encode() if isinstance(content, str) else content
-        return self
-
-    def to_proto(self) -> bytes:
-        msg = http_pb2.HttpResponse(status=self.status)
-        for name, value in self.headers:
-            msg.headers.add(name=name, value=value)
-        return msg.SerializeToString()
-
-
-def send_response(proc: Process, status: int, headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
+def send_response(proc: Process | AsyncProcess, status: int,
+                  headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
                   body: bytes = b"", *, to: Message | None = None) -> bool:
-    """Answer the HTTP request being handled (the last request, or `to`); False when
-    the kernel was not reachable (the answer is dropped, see `Process.respond`)."""
+    """Answer the HTTP request `to` (with a blocking Process, by default the last
+    request it received; an AsyncProcess needs `to`). False when the kernel was not
+    reachable (the answer is dropped, see `porch.Process.respond`)."""
     items = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
     resp = HttpResponse(status, items, body)
-    return proc.respond(resp.to_proto(), blob=Blob(resp.content), to=to)
+    return proc.respond(to, resp.to_proto(), blob=Blob(resp.content))
 
 
 def get_mime_type(filename: str) -> str:
     mime, _ = mimetypes.guess_type(filename)
     return mime or "application/octet-stream"
-
-
-def _ws_type(name: str) -> int:
-    if name not in WS_TYPES:
-        raise ValueError(f"message type must be one of {', '.join(WS_TYPES)}, got {name!r}")
-    return int(http_pb2.WsMessageType.Value(name))
 
 
 _dropped_pushes = Every()
@@ -222,7 +114,7 @@ def send_ws_push(proc: Process | AsyncProcess, channel_id: int, message_type: st
     not raised, so a process pushing in a loop rides out a kernel restart."""
     action = Action()
     action.web_socket_push.channel_id = channel_id
-    action.web_socket_push.message_type = _ws_type(message_type)  # type: ignore[assignment]
+    action.web_socket_push.message_type = ws_type(message_type)  # type: ignore[assignment]
     try:
         proc.send_request(HTTP_SERVER, action.SerializeToString(),
                           blob=blob if isinstance(blob, Blob) else Blob(blob))
@@ -235,11 +127,15 @@ def send_ws_push(proc: Process | AsyncProcess, channel_id: int, message_type: st
     return True
 
 
-# ---------------------------------------------------------------------------- the server
+def ws_push_all_channels(proc: Process | AsyncProcess, ws_channels: Mapping[str, Iterable[int]],
+                         path: str, message_type: str, blob: bytes | Blob) -> None:
+    """Push one frame to every channel open on `path` (process_lib's free function; the
+    servers' method of the same name passes their own `ws_channels`)."""
+    for channel_id in sorted(ws_channels.get(path, ())):
+        send_ws_push(proc, channel_id, message_type, blob)
 
 
-HttpHandler = Callable[[IncomingHttpRequest], HttpResponse | tuple[HttpResponse, bytes | None]]
-WsHandler = Callable[[int, str, Blob | None], None]
+# ---------------------------------------------------------------------------- actions
 
 
 def bind_action(path: str, config: HttpBindingConfig) -> http_pb2.HttpServerAction:
@@ -317,8 +213,38 @@ def _file_config(file_path: str | os.PathLike[str], config: HttpBindingConfig | 
     return (config or HttpBindingConfig()).with_(static_content=Blob(data, get_mime_type(str(file_path))))
 
 
-class _Bindings:
-    """What both server classes keep locally and how they dispatch incoming messages."""
+# ---------------------------------------------------------------------------- handling
+
+
+HttpHandler = Callable[[IncomingHttpRequest], HttpResponse | tuple[HttpResponse, bytes | None]]
+WsHandler = Callable[[int, str, Blob | None], None]
+
+# One action for the http-server, with the blob it carries; a plan yields them in turn.
+Step = tuple[http_pb2.HttpServerAction, Blob | None]
+Plan = Generator[Step, None, T]
+
+
+def _as_response(result: object) -> HttpResponse:
+    """What an http_handler returned, as the HttpResponse to send."""
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], HttpResponse):
+        response: HttpResponse = result[0]
+        if result[1] is not None:
+            response.body(result[1])
+        return response
+    if isinstance(result, HttpResponse):
+        return result
+    raise TypeError(f"the HTTP handler returned {type(result).__name__}, not an HttpResponse "
+                    "or (HttpResponse, body)")
+
+
+def _internal_error() -> HttpResponse:
+    return HttpResponse(500, [("Content-Type", "text/plain; charset=utf-8")], INTERNAL_ERROR.encode())
+
+
+class _Operations:
+    """What both servers keep locally, how they dispatch incoming messages, and every
+    operation on the http-server, written once as a plan of actions (`_run` in each
+    server carries a plan out, blocking or awaiting)."""
 
     proc: Process | AsyncProcess
 
@@ -333,8 +259,7 @@ class _Bindings:
         self.ws_paths: dict[str, WsBindingConfig] = {}
         self.ws_channels: dict[str, set[int]] = {}
 
-    def _respond(self, msg: Message, response: HttpResponse) -> None:
-        raise NotImplementedError
+    # -- local state and dispatch (the same, synchronous, in both servers) --------------
 
     def handle_websocket_open(self, path: str, channel_id: int) -> None:
         self.ws_channels.setdefault(path, set()).add(channel_id)
@@ -347,8 +272,12 @@ class _Bindings:
         return {path: set(ch) for path, ch in self.ws_channels.items()}
 
     def ws_push_all_channels(self, path: str, message_type: str, blob: bytes | Blob) -> None:
-        for channel_id in sorted(self.ws_channels.get(path, ())):
-            send_ws_push(self.proc, channel_id, message_type, blob)
+        """Push one frame to every channel open on `path` (fire and forget)."""
+        ws_push_all_channels(self.proc, self.ws_channels, path, message_type, blob)
+
+    def parse_request(self, msg: Message) -> HttpServerRequest:
+        """`porch.http.server.parse_request` (process_lib has it as a method)."""
+        return parse_request(msg)
 
     def handle_request(self, msg: Message, http_handler: HttpHandler,
                        ws_handler: WsHandler | None = None, *,
@@ -357,211 +286,108 @@ class _Bindings:
         """Dispatch a message from the http-server; False if it is not one.
 
         Http: http_handler(request) returns an HttpResponse (or (HttpResponse, body));
-        the response is sent. WebSocketPush: ws_handler(channel_id, type name, blob).
-        WebSocketOpen/Close keep `ws_channels` current, then call on_open(path,
-        channel_id) / on_close(channel_id).
+        the response is sent. If the handler raises, or returns something else, the
+        request is answered 500 and the traceback logged: the process goes on.
+        WebSocketPush: ws_handler(channel_id, type name, blob). WebSocketOpen/Close
+        keep `ws_channels` current, then call on_open(path, channel_id) /
+        on_close(channel_id). An exception in one of these is logged and the socket
+        stays open.
         """
-        if msg.source != HTTP_SERVER or not msg.is_request:
-            return False
-        request = http_pb2.HttpServerRequest()
         try:
-            request.ParseFromString(msg.body)
-        except Exception:
+            request = parse_request(msg)
+        except HttpServerError:
             return False
-        which = request.WhichOneof("request")
-        if which == "http":
-            req = IncomingHttpRequest.from_proto(request.http, msg.blob.bytes if msg.blob else b"")
-            result = http_handler(req)
-            if isinstance(result, tuple):
-                response, body = result
-                if body is not None:
-                    response.content = body
-            else:
-                response = result
-            self._respond(msg, response)
-        elif which == "web_socket_open":
-            opened = request.web_socket_open
-            self.handle_websocket_open(opened.path, opened.channel_id)
+        if isinstance(request, IncomingHttpRequest):
+            self._answer(msg, request, http_handler)
+        elif isinstance(request, WsOpen):
+            self.handle_websocket_open(request.path, request.channel_id)
             if on_open is not None:
-                on_open(opened.path, opened.channel_id)
-        elif which == "web_socket_close":
-            self.handle_websocket_close(request.web_socket_close.channel_id)
+                self._guarded("on_open", request.channel_id, on_open, request.path, request.channel_id)
+        elif isinstance(request, WsClose):
+            self.handle_websocket_close(request.channel_id)
             if on_close is not None:
-                on_close(request.web_socket_close.channel_id)
-        elif which == "web_socket_push":
-            push = request.web_socket_push
-            if ws_handler is not None:
-                ws_handler(push.channel_id, http_pb2.WsMessageType.Name(push.message_type), msg.blob)
-        else:
-            return False
+                self._guarded("on_close", request.channel_id, on_close, request.channel_id)
+        elif ws_handler is not None:
+            self._guarded("the WebSocket handler", request.channel_id, ws_handler,
+                          request.channel_id, request.message_type, request.blob)
         return True
 
+    def _answer(self, msg: Message, request: IncomingHttpRequest, http_handler: HttpHandler) -> None:
+        try:
+            response = _as_response(http_handler(request))
+            body = response.to_proto()
+        except Exception:
+            log.exception("%s: the HTTP handler failed on %s %s; answered 500",
+                          self.proc.our, request.method, request.url)
+            response = _internal_error()
+            body = response.to_proto()
+        self.proc.respond(msg, body, blob=Blob(response.content))
 
-class HttpServer(_Bindings):
-    """Bindings of one process, kept locally as well (process_lib's HttpServer), for the
-    blocking stub. AsyncHttpServer is the same for porch.AsyncProcess."""
+    def _guarded(self, what: str, channel_id: int, call: Callable[..., object], *args: Any) -> None:
+        try:
+            call(*args)
+        except Exception:
+            log.exception("%s: %s failed on WebSocket channel %d; the socket stays open",
+                          self.proc.our, what, channel_id)
 
-    proc: Process
+    # -- the operations, as plans --------------------------------------------------------
 
-    def __init__(self, proc: Process, timeout: float = 5.0, wait_for_server: float = 30.0) -> None:
-        super().__init__(proc, timeout, wait_for_server)
-
-    def _respond(self, msg: Message, response: HttpResponse) -> None:
-        self.proc.respond(response.to_proto(), blob=Blob(response.content), to=msg)
-
-    def _act(self, action: http_pb2.HttpServerAction, blob: Blob | None = None) -> None:
-        give_up = time.monotonic() + self.wait_for_server
-        delay = 0.0
-        while True:
-            try:
-                reply = self.proc.send_and_await_response(HTTP_SERVER, action.SerializeToString(),
-                                                          timeout=self.timeout, blob=blob)
-                break
-            except SendError as exc:
-                delay = _retry_delay(exc, delay, give_up, self.proc.our)
-                time.sleep(delay)
-        read_result(reply.body)
-
-    # -- HTTP -------------------------------------------------------------------------
-
-    def bind_http_path(self, path: str, config: HttpBindingConfig | None = None) -> None:
+    def _bind_http_path(self, path: str, config: HttpBindingConfig | None) -> Plan[None]:
         config = config or HttpBindingConfig()
-        self._act(bind_action(path, config), config.static_content)
+        yield bind_action(path, config), config.static_content
         self.http_paths[path] = config
 
-    def bind_http_static_path(self, path: str, authenticated: bool, local_only: bool,
-                              content_type: str | None, content: bytes) -> None:
-        self.bind_http_path(path, HttpBindingConfig(authenticated, local_only, False,
-                                                    Blob(content, content_type)))
-
-    def secure_bind_http_path(self, path: str) -> None:
-        self.bind_http_path(path, HttpBindingConfig(secure_subdomain=True))
-
-    def modify_http_path(self, path: str, config: HttpBindingConfig) -> None:
-        """Rebind a path this process bound with a new config (process_lib's, fixed)."""
+    def _modify_http_path(self, path: str, config: HttpBindingConfig) -> Plan[None]:
         if path not in self.http_paths:
             raise HttpServerError("MalformedRequest", f"{path} is not bound by this process")
-        self.bind_http_path(path, config)
+        yield from self._bind_http_path(path, config)
 
-    def bind_multiple_http_paths(self, paths: Iterable[str],
-                                 config: HttpBindingConfig | None = None) -> None:
+    def _bind_multiple_http_paths(self, paths: Iterable[str],
+                                  config: HttpBindingConfig | None) -> Plan[None]:
         done: list[str] = []
         try:
             for path in paths:
-                self.bind_http_path(path, config)
+                yield from self._bind_http_path(path, config)
                 done.append(path)
         except HttpServerError:
             for path in done:
-                self.unbind_http_path(path)
+                yield from self._unbind_http_path(path)
             raise
 
-    def unbind_http_path(self, path: str) -> None:
-        self._act(_path_action("unbind", path))
+    def _unbind_http_path(self, path: str) -> Plan[None]:
+        yield _path_action("unbind", path), None
         self.http_paths.pop(path, None)
 
-    def serve_file(self, file_path: str | os.PathLike[str], paths: Iterable[str],
-                   config: HttpBindingConfig | None = None) -> None:
-        """Bind each path to the file's bytes as static content (mime from its name).
-
-        process_lib reads the package's VFS; porch processes read their own disk."""
+    def _serve_file(self, file_path: str | os.PathLike[str], paths: Iterable[str],
+                    config: HttpBindingConfig | None) -> Plan[None]:
         cfg = _file_config(file_path, config)
         for path in paths:
-            self.bind_http_path(path, cfg)
+            yield from self._bind_http_path(path, cfg)
 
-    def serve_ui(self, directory: str | os.PathLike[str], roots: Iterable[str] = ("/",),
-                 config: HttpBindingConfig | None = None) -> list[str]:
-        """Bind every file under `directory` (see ui_files); returns the paths bound."""
+    def _serve_ui(self, directory: str | os.PathLike[str], roots: Iterable[str],
+                  config: HttpBindingConfig | None) -> Plan[list[str]]:
         bound = []
         for path, cfg in ui_files(directory, roots, config or HttpBindingConfig()):
-            self.bind_http_path(path, cfg)
+            yield from self._bind_http_path(path, cfg)
             bound.append(path)
         return bound
 
-    # -- WebSockets ---------------------------------------------------------------------
-
-    def bind_ws_path(self, path: str, config: WsBindingConfig | None = None) -> None:
+    def _bind_ws_path(self, path: str, config: WsBindingConfig | None) -> Plan[None]:
         config = config or WsBindingConfig()
-        self._act(ws_bind_action(path, config))
+        yield ws_bind_action(path, config), None
         self.ws_paths[path] = config
 
-    def secure_bind_ws_path(self, path: str) -> None:
-        self.bind_ws_path(path, WsBindingConfig(secure_subdomain=True))
-
-    def modify_ws_path(self, path: str, config: WsBindingConfig) -> None:
+    def _modify_ws_path(self, path: str, config: WsBindingConfig) -> Plan[None]:
         if path not in self.ws_paths:
             raise HttpServerError("MalformedRequest", f"{path} is not bound by this process")
-        self.bind_ws_path(path, config)
+        yield from self._bind_ws_path(path, config)
 
-    def unbind_ws_path(self, path: str) -> None:
-        self._act(_path_action("web_socket_unbind", path))
+    def _unbind_ws_path(self, path: str) -> Plan[None]:
+        yield _path_action("web_socket_unbind", path), None
         self.ws_paths.pop(path, None)
 
-    def close_ws(self, channel_id: int) -> None:
-        """Close a socket this process owns (the server answers WsChannelNotFound for
-        someone else's)."""
-        self._act(_close_action(channel_id))
-        self.handle_websocket_close(channel_id)
-
-
-class AsyncHttpServer(_Bindings):
-    """HttpServer for porch.AsyncProcess: the actions are coroutines; handle_request is
-    the same (call it from the process's on_request handler)."""
-
-    proc: AsyncProcess
-
-    def __init__(self, proc: AsyncProcess, timeout: float = 5.0, wait_for_server: float = 30.0) -> None:
-        super().__init__(proc, timeout, wait_for_server)
-
-    def _respond(self, msg: Message, response: HttpResponse) -> None:
-        self.proc.respond(msg, response.to_proto(), blob=Blob(response.content))
-
-    async def _act(self, action: http_pb2.HttpServerAction, blob: Blob | None = None) -> None:
-        give_up = time.monotonic() + self.wait_for_server
-        delay = 0.0
-        while True:
-            try:
-                reply = await self.proc.request(HTTP_SERVER, action.SerializeToString(),
-                                                timeout=self.timeout, blob=blob)
-                break
-            except SendError as exc:
-                delay = _retry_delay(exc, delay, give_up, self.proc.our)
-                await asyncio.sleep(delay)
-        read_result(reply.body)
-
-    async def bind_http_path(self, path: str, config: HttpBindingConfig | None = None) -> None:
-        config = config or HttpBindingConfig()
-        await self._act(bind_action(path, config), config.static_content)
-        self.http_paths[path] = config
-
-    async def unbind_http_path(self, path: str) -> None:
-        await self._act(_path_action("unbind", path))
-        self.http_paths.pop(path, None)
-
-    async def serve_file(self, file_path: str | os.PathLike[str], paths: Iterable[str],
-                         config: HttpBindingConfig | None = None) -> None:
-        cfg = _file_config(file_path, config)
-        for path in paths:
-            await self.bind_http_path(path, cfg)
-
-    async def serve_ui(self, directory: str | os.PathLike[str], roots: Iterable[str] = ("/",),
-                       config: HttpBindingConfig | None = None) -> list[str]:
-        bound = []
-        for path, cfg in ui_files(directory, roots, config or HttpBindingConfig()):
-            await self.bind_http_path(path, cfg)
-            bound.append(path)
-        return bound
-
-    async def bind_ws_path(self, path: str, config: WsBindingConfig | None = None) -> None:
-        config = config or WsBindingConfig()
-        await self._act(ws_bind_action(path, config))
-        self.ws_paths[path] = config
-
-    async def unbind_ws_path(self, path: str) -> None:
-        await self._act(_path_action("web_socket_unbind", path))
-        self.ws_paths.pop(path, None)
-
-    async def close_ws(self, channel_id: int) -> None:
-        await self._act(_close_action(channel_id))
+    def _close_ws(self, channel_id: int) -> Plan[None]:
+        yield _close_action(channel_id), None
         self.handle_websocket_close(channel_id)
 
 
@@ -578,3 +404,223 @@ def _retry_delay(exc: SendError, delay: float, give_up: float, who: str) -> floa
     if not delay:
         log.info("%s: waiting for the http-server to start", who)
     return wait
+
+
+class HttpServer(_Operations):
+    """Bindings of one process, kept locally as well (process_lib's HttpServer), for the
+    blocking stub. AsyncHttpServer is the same for porch.AsyncProcess."""
+
+    proc: Process
+
+    def __init__(self, proc: Process, timeout: float = 5.0, wait_for_server: float = 30.0) -> None:
+        super().__init__(proc, timeout, wait_for_server)
+
+    def _act(self, action: http_pb2.HttpServerAction, blob: Blob | None) -> None:
+        give_up = time.monotonic() + self.wait_for_server
+        delay = 0.0
+        while True:
+            try:
+                reply = self.proc.send_and_await_response(HTTP_SERVER, action.SerializeToString(),
+                                                          timeout=self.timeout, blob=blob)
+                break
+            except SendError as exc:
+                delay = _retry_delay(exc, delay, give_up, self.proc.our)
+                time.sleep(delay)
+        read_result(reply.body)
+
+    def _run(self, plan: Plan[T]) -> T:
+        """Carry out a plan: each action in turn, its failure thrown back into the plan."""
+        try:
+            step = next(plan)
+            while True:
+                try:
+                    self._act(*step)
+                except HttpServerError as exc:
+                    step = plan.throw(exc)
+                else:
+                    step = plan.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def bind_http_path(self, path: str, config: HttpBindingConfig | None = None) -> None:
+        """Bind `path` (under this process's id) with `config` (process_lib's defaults
+        when None); its static content, if any, is served by the http-server itself."""
+        return self._run(self._bind_http_path(path, config))
+
+    def bind_http_static_path(self, path: str, authenticated: bool, local_only: bool,
+                              content_type: str | None, content: bytes) -> None:
+        """Bind `path` to static content (process_lib's signature)."""
+        config = HttpBindingConfig(authenticated, local_only, False, Blob(content, content_type))
+        return self._run(self._bind_http_path(path, config))
+
+    def secure_bind_http_path(self, path: str) -> None:
+        """Bind `path` on this app's secure subdomain."""
+        return self._run(self._bind_http_path(path, HttpBindingConfig(secure_subdomain=True)))
+
+    def modify_http_path(self, path: str, config: HttpBindingConfig) -> None:
+        """Rebind a path this process bound with a new config (process_lib's, fixed:
+        the new static content is sent and `secure_subdomain` honoured).
+        MalformedRequest for a path it did not bind."""
+        return self._run(self._modify_http_path(path, config))
+
+    def bind_multiple_http_paths(self, paths: Iterable[str],
+                                 config: HttpBindingConfig | None = None) -> None:
+        """Bind each path; on the first failure unbind those already bound and raise."""
+        return self._run(self._bind_multiple_http_paths(paths, config))
+
+    def unbind_http_path(self, path: str) -> None:
+        """Unbind a path this process bound (Ok for one it never bound, as Kinode)."""
+        return self._run(self._unbind_http_path(path))
+
+    def serve_file(self, file_path: str | os.PathLike[str], paths: Iterable[str],
+                   config: HttpBindingConfig | None = None) -> None:
+        """Bind each path to the file's bytes as static content (mime from its name).
+
+        process_lib reads the package's VFS; a porch process reads its own disk (a
+        relative path is relative to its working directory)."""
+        return self._run(self._serve_file(file_path, paths, config))
+
+    def serve_file_raw_path(self, file_path: str | os.PathLike[str], paths: Iterable[str],
+                            config: HttpBindingConfig | None = None) -> None:
+        """process_lib's serve_file for an absolute VFS path; with no package drive to
+        be relative to, the same as serve_file here."""
+        return self._run(self._serve_file(file_path, paths, config))
+
+    def serve_ui(self, directory: str | os.PathLike[str], roots: Iterable[str] = ("/",),
+                 config: HttpBindingConfig | None = None) -> list[str]:
+        """Bind every file under `directory` as static content at its relative path,
+        index.html also at each root; returns the paths bound."""
+        return self._run(self._serve_ui(directory, roots, config))
+
+    # -- WebSockets ---------------------------------------------------------------------
+
+    def bind_ws_path(self, path: str, config: WsBindingConfig | None = None) -> None:
+        """Bind a WebSocket path with `config` (process_lib's defaults when None)."""
+        return self._run(self._bind_ws_path(path, config))
+
+    def secure_bind_ws_path(self, path: str) -> None:
+        """Bind a WebSocket path on this app's secure subdomain."""
+        return self._run(self._bind_ws_path(path, WsBindingConfig(secure_subdomain=True)))
+
+    def modify_ws_path(self, path: str, config: WsBindingConfig) -> None:
+        """Rebind a WebSocket path this process bound (MalformedRequest otherwise)."""
+        return self._run(self._modify_ws_path(path, config))
+
+    def unbind_ws_path(self, path: str) -> None:
+        """Unbind a WebSocket path this process bound; its open sockets close."""
+        return self._run(self._unbind_ws_path(path))
+
+    def close_ws(self, channel_id: int) -> None:
+        """Close a socket this process owns (the server answers WsChannelNotFound for
+        someone else's)."""
+        return self._run(self._close_ws(channel_id))
+
+
+def _twin(blocking: Callable[..., Any]) -> Callable[[F], F]:
+    """Give an AsyncHttpServer method its blocking twin's docstring."""
+    def give(method: F) -> F:
+        method.__doc__ = blocking.__doc__
+        return method
+    return give
+
+
+class AsyncHttpServer(_Operations):
+    """HttpServer for porch.AsyncProcess: the same methods, those that talk to the
+    http-server being coroutines; handle_request is the same (call it from the
+    process's on_request handler)."""
+
+    proc: AsyncProcess
+
+    def __init__(self, proc: AsyncProcess, timeout: float = 5.0, wait_for_server: float = 30.0) -> None:
+        super().__init__(proc, timeout, wait_for_server)
+
+    async def _act(self, action: http_pb2.HttpServerAction, blob: Blob | None) -> None:
+        give_up = time.monotonic() + self.wait_for_server
+        delay = 0.0
+        while True:
+            try:
+                reply = await self.proc.send_and_await_response(
+                    HTTP_SERVER, action.SerializeToString(), timeout=self.timeout, blob=blob)
+                break
+            except SendError as exc:
+                delay = _retry_delay(exc, delay, give_up, self.proc.our)
+                await asyncio.sleep(delay)
+        read_result(reply.body)
+
+    async def _run(self, plan: Plan[T]) -> T:
+        try:
+            step = next(plan)
+            while True:
+                try:
+                    await self._act(*step)
+                except HttpServerError as exc:
+                    step = plan.throw(exc)
+                else:
+                    step = plan.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    @_twin(HttpServer.bind_http_path)
+    async def bind_http_path(self, path: str, config: HttpBindingConfig | None = None) -> None:
+        return await self._run(self._bind_http_path(path, config))
+
+    @_twin(HttpServer.bind_http_static_path)
+    async def bind_http_static_path(self, path: str, authenticated: bool, local_only: bool,
+                                    content_type: str | None, content: bytes) -> None:
+        config = HttpBindingConfig(authenticated, local_only, False, Blob(content, content_type))
+        return await self._run(self._bind_http_path(path, config))
+
+    @_twin(HttpServer.secure_bind_http_path)
+    async def secure_bind_http_path(self, path: str) -> None:
+        return await self._run(self._bind_http_path(path, HttpBindingConfig(secure_subdomain=True)))
+
+    @_twin(HttpServer.modify_http_path)
+    async def modify_http_path(self, path: str, config: HttpBindingConfig) -> None:
+        return await self._run(self._modify_http_path(path, config))
+
+    @_twin(HttpServer.bind_multiple_http_paths)
+    async def bind_multiple_http_paths(self, paths: Iterable[str],
+                                       config: HttpBindingConfig | None = None) -> None:
+        return await self._run(self._bind_multiple_http_paths(paths, config))
+
+    @_twin(HttpServer.unbind_http_path)
+    async def unbind_http_path(self, path: str) -> None:
+        return await self._run(self._unbind_http_path(path))
+
+    @_twin(HttpServer.serve_file)
+    async def serve_file(self, file_path: str | os.PathLike[str], paths: Iterable[str],
+                         config: HttpBindingConfig | None = None) -> None:
+        return await self._run(self._serve_file(file_path, paths, config))
+
+    @_twin(HttpServer.serve_file_raw_path)
+    async def serve_file_raw_path(self, file_path: str | os.PathLike[str], paths: Iterable[str],
+                                  config: HttpBindingConfig | None = None) -> None:
+        return await self._run(self._serve_file(file_path, paths, config))
+
+    @_twin(HttpServer.serve_ui)
+    async def serve_ui(self, directory: str | os.PathLike[str], roots: Iterable[str] = ("/",),
+                       config: HttpBindingConfig | None = None) -> list[str]:
+        return await self._run(self._serve_ui(directory, roots, config))
+
+    @_twin(HttpServer.bind_ws_path)
+    async def bind_ws_path(self, path: str, config: WsBindingConfig | None = None) -> None:
+        return await self._run(self._bind_ws_path(path, config))
+
+    @_twin(HttpServer.secure_bind_ws_path)
+    async def secure_bind_ws_path(self, path: str) -> None:
+        return await self._run(self._bind_ws_path(path, WsBindingConfig(secure_subdomain=True)))
+
+    @_twin(HttpServer.modify_ws_path)
+    async def modify_ws_path(self, path: str, config: WsBindingConfig) -> None:
+        return await self._run(self._modify_ws_path(path, config))
+
+    @_twin(HttpServer.unbind_ws_path)
+    async def unbind_ws_path(self, path: str) -> None:
+        return await self._run(self._unbind_ws_path(path))
+
+    @_twin(HttpServer.close_ws)
+    async def close_ws(self, channel_id: int) -> None:
+        return await self._run(self._close_ws(channel_id))
+

@@ -52,6 +52,7 @@ POOLS = 100
 # Headers that must not follow a redirect to another origin (what reqwest removes).
 SENSITIVE = ("Authorization", "Cookie", "Proxy-Authorization", "WWW-Authenticate")
 REDIRECTS = (301, 302, 303, 307, 308)
+DEFAULT_VERSION = "HTTP/1.1"
 
 _current = threading.local()
 
@@ -61,6 +62,11 @@ def current_deadline() -> Deadline | None:
     return cast("Deadline | None", getattr(_current, "deadline", None))
 
 
+def current_version() -> str:
+    """The HTTP version the request this worker thread is running asked for."""
+    return cast(str, getattr(_current, "version", DEFAULT_VERSION))
+
+
 @dataclass(slots=True)
 class Outgoing:
     method: str
@@ -68,6 +74,7 @@ class Outgoing:
     headers: list[tuple[str, str]]
     body: bytes
     deadline: float  # time.monotonic()
+    version: str = DEFAULT_VERSION  # "HTTP/1.0" or "HTTP/1.1" (see validate.SPOKEN_VERSIONS)
 
 
 @dataclass(slots=True)
@@ -100,6 +107,9 @@ class GuardedHTTPConnection(HTTPConnection):
         deadline = current_deadline()
         if deadline is not None and self.sock is not None:  # a kept-alive connection
             self._adopt(deadline, self.sock)
+        # The request line speaks the version asked for; http.client still adds Host (as
+        # reqwest does for HTTP/1.0 too), and bodies have a Content-Length, never chunks.
+        self._http_vsn_str = current_version()
         super().request(*args, **kwargs)
 
     def _adopt(self, deadline: Deadline, sock: socket.socket) -> None:
@@ -191,6 +201,7 @@ class Fetcher:
             raise ClientFailure("Timeout", url=req.url, message="deadline passed before the request started")
         self.watchdog.watch(deadline)
         _current.deadline = deadline
+        _current.version = req.version
         try:
             return self._fetch(req, deadline)
         except ClientFailure:
@@ -200,6 +211,7 @@ class Fetcher:
         finally:
             deadline.finish()
             _current.deadline = None
+            _current.version = DEFAULT_VERSION
 
     def _fetch(self, req: Outgoing, deadline: Deadline) -> Fetched:
         prep = prepare(req)

@@ -30,7 +30,7 @@ from porch.http_client.headers import request_headers
 from porch.http_client.record import FILE_NAME, WsRecord
 from porch.http_client.results import ClientFailure
 from porch.http_client.settings import HttpClientSettings, load_settings
-from porch.http_client.validate import parse_absolute_url, valid_method, valid_version
+from porch.http_client.validate import SPOKEN_VERSIONS, parse_absolute_url, valid_method, valid_version
 from porch.http_client.watchdog import Watchdog
 from porch.http_client.websockets import WsClients
 from porch.link.fds import BlobFile
@@ -132,8 +132,9 @@ class HttpClientService:
         parsed = parse_absolute_url(req.url)
         if parsed is None:
             raise ClientFailure("BadUrl", url=req.url)
-        if req.HasField("version") and not valid_version(req.version):
-            raise ClientFailure("BadVersion", version=req.version)
+        version = req.version if req.HasField("version") else "HTTP/1.1"
+        if not valid_version(version):
+            raise ClientFailure("BadVersion", version=version)
         if not parsed.host:
             raise ClientFailure("BuildRequestFailed", message=f"URL {req.url!r} has no host")
         if parsed.scheme not in ("http", "https"):
@@ -142,13 +143,17 @@ class HttpClientService:
         reason = self.policy.check(parsed.host)
         if reason is not None:
             raise ClientFailure("Denied", url=req.url, message=reason)
+        if version not in SPOKEN_VERSIONS:
+            raise ClientFailure("ExecuteRequestFailed",
+                                message=f"{version} is not spoken by this node's http-client "
+                                f"(it speaks {' and '.join(SPOKEN_VERSIONS)})")
         headers, skipped = request_headers((h.name, h.value) for h in req.headers)
         if skipped:
             log.debug("request %d from %s: skipped headers %s", msg.id, msg.source, "; ".join(skipped))
         deadline = monotonic_deadline(msg.deadline_ms if msg.expects_response else 0,
                                       self.settings.default_timeout_s, now_ms())
         body = msg.blob.bytes if msg.blob is not None else b""
-        return Outgoing(req.method, req.url, headers, body, deadline)
+        return Outgoing(req.method, req.url, headers, body, deadline, version)
 
     # ------------------------------------------------------------------ workers
 

@@ -23,6 +23,9 @@ _FORBIDDEN_HOST = set(" <>\\^|%\"`{}")
 _SPECIAL = {"http", "https", "ws", "wss", "ftp"}
 
 VERSIONS = ("HTTP/0.9", "HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/3.0")
+# What the http-client speaks: a request for one of the other VERSIONS fails with
+# ExecuteRequestFailed rather than silently going out as HTTP/1.1.
+SPOKEN_VERSIONS = ("HTTP/1.0", "HTTP/1.1")
 
 
 def valid_method(method: str) -> bool:

@@ -100,6 +100,8 @@ def probe(host: str, requested: int, port_file: Path) -> socket.socket:
 
 
 def read_port(port_file: Path) -> int | None:
+    """The port remembered in port_file (<home>/state/port), None if there is none;
+    `porch status` and `porch up` read it too."""
     try:
         return int(port_file.read_text().strip())
     except (OSError, ValueError):

@@ -1,8 +1,14 @@
 """The asyncio stub API: many requests in flight at once, one connection.
 
     proc = await porch.AsyncProcess.connect("web:demo:sys")
-    proc.on_request(handle)                      # or: msg = await proc.recv()
-    reply = await proc.request("other:demo:sys", b"hi", timeout=5)
+    proc.on_request(handle)                      # or: msg = await proc.await_message()
+    reply = await proc.send_and_await_response("other:demo:sys", b"hi", timeout=5)
+
+The twin of `porch.Process`: the same operations with the same names, arguments and
+defaults, the ones that wait being coroutines (held to it by
+tests/unit/test_twin_apis.py). What only asyncio can do is here alone: a handler
+called for every request (`on_request`), callbacks on reconnection and on another
+process's exit, and `request_future` for callers that need the id of what they await.
 
 The loop itself speaks ZMTP to the kernel on the Unix socket
 (`porch.link.asyncio_dealer`), with no I/O thread between the loop and the socket.
@@ -20,13 +26,13 @@ from collections.abc import Callable
 from porch.address import KERNEL
 from porch.link.asyncio_dealer import AsyncioDealer
 from porch.link.fds import BlobFile
-from porch.process.blocking import LOCAL_GRACE_S, _as_blob, _as_bytes, respond_or_drop
 from porch.process.message import (
     Blob,
     KernelRefused,
     KernelUnreachable,
     Message,
     Offline,
+    SendError,
     Timeout,
 )
 from porch.process.session import (
@@ -39,6 +45,15 @@ from porch.process.session import (
     expired,
     refused_error,
     resolve,
+)
+from porch.process.shared import (
+    DEFAULT_TIMEOUT_S,
+    LOCAL_GRACE_S,
+    BlobLike,
+    answer_args,
+    as_blob,
+    as_bytes,
+    respond_or_drop,
 )
 from porch.wire import kernel_pb2
 
@@ -61,8 +76,13 @@ class AsyncProcess:
         self._deadlines: list[tuple[float, int, str]] = []
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._deadline_at = math.inf
-        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        # What await_message returns: Requests (while no handler is set), and the
+        # Responses or SendErrors of send_request(..., expects_response=...).
+        self._inbox: asyncio.Queue[Message | SendError] = asyncio.Queue()
         self._handler: RequestHandler | None = None
+        # Set between on_request() and the hand-over of what was queued before it, so
+        # that a request arriving meanwhile waits its turn behind them.
+        self._handover_pending = False
         self._registered: asyncio.Future[None] = loop.create_future()
         self._on_reconnect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
@@ -116,21 +136,36 @@ class AsyncProcess:
         self._fail_all("process closed its connection")
         core.close()
 
+    async def __aenter__(self) -> AsyncProcess:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
     def on_request(self, handler: RequestHandler | None) -> None:
-        """Call handler(msg) in the loop for every incoming Request (instead of recv()).
+        """Call handler(msg) in the loop for every incoming Request (instead of
+        await_message(), which then returns only the outcomes of send_request(...,
+        expects_response=...)). An exception in the handler is logged, not raised.
 
         Requests that arrived before it was set (a restarted app is sent requests the
         moment it registers, while it is still binding its paths) go to the handler
         first, in order, on the loop's next turn: none is left in a queue nobody reads."""
         self._handler = handler
-        if handler is not None and not self._queue.empty():
+        if handler is not None and not self._inbox.empty() and not self._handover_pending:
+            self._handover_pending = True
             self._loop.call_soon(self._hand_over_queued)
 
     def _hand_over_queued(self) -> None:
-        while self._handler is not None and not self._queue.empty():
-            msg = self._queue.get_nowait()
-            if not expired(msg):
-                self._call_handler(msg)
+        self._handover_pending = False
+        items: list[Message | SendError] = []
+        while not self._inbox.empty():
+            items.append(self._inbox.get_nowait())
+        for item in items:
+            if self._handler is not None and isinstance(item, Message) and item.is_request:
+                if not expired(item):
+                    self._call_handler(item)
+            else:  # outcomes of expects_response (and requests, if the handler was unset)
+                self._inbox.put_nowait(item)
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Called after every re-registration (a kernel restart, say)."""
@@ -155,21 +190,39 @@ class AsyncProcess:
         target: str,
         body: bytes | str = b"",
         *,
-        blob: Blob | BlobFile | bytes | str | None = None,
+        blob: BlobLike = None,
         mime: str | None = None,
+        expects_response: float | None = None,
         metadata: str | None = None,
         rsvp: str | None = None,
         id: int | None = None,
     ) -> int:
-        """Fire and forget: no response is expected, none is waited for.
+        """Send a Request and return its id without waiting.
 
+        With expects_response (seconds), the Response (or the SendError) is delivered
+        later by await_message, as for `porch.Process`; without, none is expected.
         `id` reuses a given id (http-client: WebSocket frames carry the id of the
         request that opened the connection, as in Kinode)."""
-        blob_ = _as_blob(blob, mime)
-        env = self._core.new_request(target, _as_bytes(body), blob=blob_,
+        blob_ = as_blob(blob, mime)
+        if expects_response is not None:
+            id_, fut = self.request_future(target, as_bytes(body), timeout=expects_response,
+                                           blob=blob_, metadata=metadata, rsvp=rsvp, id=id)
+            fut.add_done_callback(self._file_outcome)
+            return id_
+        env = self._core.new_request(target, as_bytes(body), blob=blob_,
                                      metadata=metadata, rsvp=rsvp, id=id)
         self._core.send_envelope(env, blob_)
         return env.id
+
+    def _file_outcome(self, fut: asyncio.Future[Message]) -> None:
+        """The outcome of a send_request(expects_response=...), for await_message."""
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            self._inbox.put_nowait(fut.result())
+        elif isinstance(exc, SendError):
+            self._inbox.put_nowait(exc)
 
     def request_future(
         self,
@@ -179,6 +232,8 @@ class AsyncProcess:
         timeout: float,
         blob: Blob | BlobFile | None = None,
         metadata: str | None = None,
+        rsvp: str | None = None,
+        id: int | None = None,
     ) -> tuple[int, asyncio.Future[Message]]:
         """Send a Request expecting a Response; return its id and a future for it.
 
@@ -187,27 +242,31 @@ class AsyncProcess:
         need the id (the http-server, to forget a request whose client went away).
         """
         env = self._core.new_request(target, body, blob=blob, timeout=timeout,
-                                     metadata=metadata)
+                                     metadata=metadata, rsvp=rsvp, id=id)
         self._core.send_envelope(env, blob)
         fut: asyncio.Future[Message] = self._loop.create_future()
         id_ = env.id
         self._track(id_, fut, target, timeout + LOCAL_GRACE_S)
         return id_, fut
 
-    async def request(
+    async def send_and_await_response(
         self,
         target: str,
         body: bytes | str = b"",
         *,
-        timeout: float = 5.0,
-        blob: Blob | BlobFile | bytes | str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        blob: BlobLike = None,
         mime: str | None = None,
         metadata: str | None = None,
     ) -> Message:
-        """Send a Request and await its Response (raises Offline, Timeout, NoCapability)."""
-        _, fut = self.request_future(target, _as_bytes(body), timeout=timeout,
-                                     blob=_as_blob(blob, mime), metadata=metadata)
+        """Send a Request and await its Response; raise the SendError variant
+        (Offline, Timeout, NoCapability) if there is none. Any number may be awaited
+        at once."""
+        _, fut = self.request_future(target, as_bytes(body), timeout=timeout,
+                                     blob=as_blob(blob, mime), metadata=metadata)
         return await fut
+
+    request = send_and_await_response  # the older, shorter name: the same coroutine
 
     def forget(self, id_: int) -> None:
         """Stop waiting for a response (its caller went away); a late one is dropped."""
@@ -215,18 +274,22 @@ class AsyncProcess:
 
     def respond(
         self,
-        to: Message,
+        to: Message | None = None,
         body: bytes | str = b"",
         *,
-        blob: Blob | BlobFile | bytes | str | None = None,
+        blob: BlobLike = None,
         mime: str | None = None,
         metadata: str | None = None,
     ) -> bool:
-        """Answer `to`. False when the kernel was not reachable: the answer is dropped,
-        never raised (see `porch.Process.respond`)."""
-        return respond_or_drop(self._core, to, _as_bytes(body), _as_blob(blob, mime), metadata)
+        """Answer the request `to`. Unlike `porch.Process.respond` it has no default:
+        with requests handled concurrently there is no "last" one, so leaving `to` out
+        raises PorchError. False when the kernel was not reachable: the answer is
+        dropped, never raised (see `porch.Process.respond`)."""
+        request, body = answer_args(to, body)
+        return respond_or_drop(self._core, request, body, blob, mime, metadata)
 
     async def registry(self, timeout: float = 5.0) -> kernel_pb2.Registry:
+        """The kernel's registry and counters (what `porch status` shows)."""
         id_ = self._core.send_registry_query()
         fut: asyncio.Future[Message] = self._loop.create_future()
         self._track(id_, fut, KERNEL, timeout)
@@ -235,12 +298,33 @@ class AsyncProcess:
 
     # ------------------------------------------------------------------ receiving
 
-    async def recv(self) -> Message:
-        """The next incoming Request (when no on_request handler is set)."""
+    async def await_message(self, timeout: float | None = None) -> Message:
+        """The next Request (when no on_request handler is set), or Response to a
+        request sent with expects_response.
+
+        Raises the SendError variant for such a request that failed, and Timeout (with
+        id 0) when `timeout` seconds pass with nothing.
+        """
+        give_up = None if timeout is None else self._loop.time() + timeout
         while True:
-            msg = await self._queue.get()
-            if not expired(msg):
-                return msg
+            try:
+                item = self._inbox.get_nowait()
+            except asyncio.QueueEmpty:
+                if give_up is None:
+                    item = await self._inbox.get()
+                else:
+                    try:
+                        item = await asyncio.wait_for(self._inbox.get(),
+                                                      max(0.0, give_up - self._loop.time()))
+                    except TimeoutError:
+                        raise Timeout(self.our, 0, f"no message within {timeout} s") from None
+            if isinstance(item, SendError):
+                raise item
+            if item.is_request and expired(item):
+                continue  # it waited here past its deadline: the requester has moved on
+            return item
+
+    recv = await_message  # the older name: the same coroutine
 
     def _deliver(self, item: Incoming) -> None:
         """One decoded item from the kernel."""
@@ -254,10 +338,10 @@ class AsyncProcess:
                 assert item.message is not None
                 fut.set_result(item.message)
         elif isinstance(item, Message):
-            if self._handler is not None and self._queue.empty():
+            if self._handler is not None and not self._handover_pending:
                 self._call_handler(item)
             else:  # no handler yet, or queued ones are still to be handed over first
-                self._queue.put_nowait(item)
+                self._inbox.put_nowait(item)
         elif isinstance(item, Registered):
             first = not self._registered.done()
             if first:

@@ -1,11 +1,15 @@
 """The blocking stub API, shaped like kinode_process_lib's `await_message` loop.
 
     import porch
-    proc = porch.Process("echo:demo:sys")         # or porch.init() under `porch up`
+    proc = porch.Process("echo:demo:sys")         # under `porch up`: porch.Process()
     while True:
         msg = proc.await_message()
         if msg.is_request:
-            proc.respond(msg.body)                  # answers the last request received
+            proc.respond(msg, msg.body)
+
+`porch.AsyncProcess` is its twin: the same operations with the same names and
+arguments, the ones that wait being coroutines (tests/unit/test_twin_apis.py holds
+them to it).
 
 Messages that arrive while `send_and_await_response` waits are kept, in order, for the
 next `await_message`. The calls themselves speak ZMTP on the kernel's Unix socket
@@ -21,14 +25,12 @@ from collections import deque
 
 from porch.address import KERNEL
 from porch.link.blocking_dealer import BlockingDealer
-from porch.link.fds import BlobFile
 from porch.process.message import (
     Blob,
     KernelRefused,
     KernelUnreachable,
     Message,
     Offline,
-    PorchError,
     SendError,
     Timeout,
 )
@@ -42,42 +44,18 @@ from porch.process.session import (
     refused_error,
     resolve,
 )
-from porch.throttle import Every
+from porch.process.shared import (
+    DEFAULT_TIMEOUT_S,
+    LOCAL_GRACE_S,
+    BlobLike,
+    answer_args,
+    as_blob,
+    as_bytes,
+    respond_or_drop,
+)
 from porch.wire import kernel_pb2
 
 log = logging.getLogger("porch.process")
-
-# A local wait ends this long after the deadline even if the kernel never says Timeout
-# (it may be restarting); the kernel's own Timeout normally arrives first.
-LOCAL_GRACE_S = 0.25
-DEFAULT_TIMEOUT_S = 5.0
-
-
-def _as_bytes(body: bytes | str) -> bytes:
-    return body.encode() if isinstance(body, str) else bytes(body)
-
-
-def _as_blob(blob: Blob | BlobFile | bytes | str | None, mime: str | None) -> Blob | BlobFile | None:
-    if blob is None or isinstance(blob, Blob | BlobFile):
-        return blob
-    return Blob(_as_bytes(blob), mime)
-
-
-def respond_or_drop(core: KernelSession, request: Message, body: bytes, blob: Blob | BlobFile | None,
-                    metadata: str | None) -> bool:
-    """Send a Response; False (and a log line) when the kernel is not reachable."""
-    try:
-        core.send_response(request, body, blob=blob, metadata=metadata)
-    except Offline as exc:
-        dropped = _dropped_responses.due()
-        if dropped:
-            log.info("%s: dropped %d response(s), the last to request %d from %s: %s",
-                     core.process_id, dropped, request.id, request.source, exc.detail)
-        return False
-    return True
-
-
-_dropped_responses = Every()  # while the kernel is away, every answer would log
 
 
 class Process:
@@ -140,7 +118,7 @@ class Process:
         target: str,
         body: bytes | str = b"",
         *,
-        blob: Blob | BlobFile | bytes | str | None = None,
+        blob: BlobLike = None,
         mime: str | None = None,
         expects_response: float | None = None,
         metadata: str | None = None,
@@ -153,8 +131,8 @@ class Process:
         later by await_message.
         """
         self._check_connection()
-        blob_ = _as_blob(blob, mime)
-        env = self._core.new_request(target, _as_bytes(body), blob=blob_,
+        blob_ = as_blob(blob, mime)
+        env = self._core.new_request(target, as_bytes(body), blob=blob_,
                                      timeout=expects_response, metadata=metadata, rsvp=rsvp,
                                      id=id)
         self._core.send_envelope(env, blob_)
@@ -168,15 +146,15 @@ class Process:
         body: bytes | str = b"",
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
-        blob: Blob | BlobFile | bytes | str | None = None,
+        blob: BlobLike = None,
         mime: str | None = None,
         metadata: str | None = None,
     ) -> Message:
         """Send a Request and block for its Response; raise the SendError variant
         (Offline, Timeout, NoCapability) if there is none."""
         self._check_connection()
-        blob_ = _as_blob(blob, mime)
-        env = self._core.new_request(target, _as_bytes(body), blob=blob_,
+        blob_ = as_blob(blob, mime)
+        env = self._core.new_request(target, as_bytes(body), blob=blob_,
                                      timeout=timeout, metadata=metadata)
         self._core.send_envelope(env, blob_)
         reply = self._await_reply(env.id, time.monotonic() + timeout + LOCAL_GRACE_S)
@@ -190,24 +168,21 @@ class Process:
 
     def respond(
         self,
+        to: Message | None = None,
         body: bytes | str = b"",
         *,
-        blob: Blob | BlobFile | bytes | str | None = None,
+        blob: BlobLike = None,
         mime: str | None = None,
         metadata: str | None = None,
-        to: Message | None = None,
     ) -> bool:
-        """Answer `to`, by default the last Request await_message returned.
+        """Answer the request `to`, by default the last Request await_message returned.
 
         False when the kernel was not reachable (restarting, say): the answer is
-        dropped, never raised, since nobody could act on it: the requester has been
-        told Offline by its own side. A process answering in a loop thus rides out a
-        kernel restart like any other process.
+        dropped, never raised, since the requester has been told Offline by its own
+        side. (The old form `respond(body)` still works, with a DeprecationWarning.)
         """
-        request = to or self._last_request
-        if request is None or not request.is_request:
-            raise PorchError("respond: no request to answer")
-        return respond_or_drop(self._core, request, _as_bytes(body), _as_blob(blob, mime), metadata)
+        request, body = answer_args(to, body)
+        return respond_or_drop(self._core, request or self._last_request, body, blob, mime, metadata)
 
     # ------------------------------------------------------------------ receiving
 
