@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from porch.cli import procinfo, supervise
+from porch.files import remove_leftovers
 from porch.node import config as node_config
 from porch.node import service_token
 from porch.node.home import NodeHome
@@ -136,6 +137,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (ValueError, KeyboardInterrupt) as exc:
         return _fail(f"no password set: {exc}", 2)
     extra = service_args(args)
+    remove_leftovers(home.run_dir)  # of writes a crash interrupted (the services clean state/)
     service_token.renew(home)  # this start's: only the services it starts read it
     conf = supervise.write(home, config, foreground=not args.detach, extra_args=extra)
     supervise.Applied(not args.detach, extra, supervise.fingerprints(config)).write(home)
@@ -332,7 +334,7 @@ def cmd_password(args: argparse.Namespace) -> int:
             sessions.close()
         print("porch: password changed; every session is logged out")
         ended = True
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         # The restart below still logs everyone out: the new JWT secret.
         _fail(f"password changed, but the sessions could not be ended: {exc}")
         ended = False
@@ -496,10 +498,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"node {config.node if config else '?'}  home {home.root}")
     if port is not None:
         print(f"http  http://localhost:{port}")
+        state = state_line(port) if any(i["name"] == "http-server" and i["statename"] == "RUNNING"
+                                        for i in infos) else None
+        if state:
+            print(state)
     width = max([len(r[0]) for r in rows] + [16])
     for name, state, description in rows:
         print(f"  {name:<{width}} {state:<9} {description}")
     return 0
+
+
+def state_line(port: int) -> str:
+    """Whether the http-server can write its state, from its local /status: a full
+    or read-only disk does not stop it, but binds and logins are refused meanwhile."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/http-server:distro:sys/status",
+                                     headers={"Host": f"localhost:{port}"})
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+    try:
+        with direct.open(request, timeout=3) as answer:
+            status = json.loads(answer.read())
+    except (OSError, ValueError) as exc:
+        return f"state unknown (the http-server's /status did not answer: {exc})"
+    if not isinstance(status, dict) or "state_writable" not in status:
+        return "state unknown (the http-server's /status does not say)"
+    if status["state_writable"]:
+        return "state writable"
+    return (f"state NOT WRITABLE since {status.get('state_error_since')}: {status.get('state_error')}\n"
+            "      serving what was saved; binds and logins are refused until the disk can be "
+            "written (`porch logs http-server`)")
 
 
 def _describe(info: dict[str, Any]) -> str:
