@@ -26,6 +26,7 @@ from pathlib import Path
 
 DB_NAME = "http-server.db"
 BUSY_TIMEOUT_MS = 5000
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 MIGRATIONS: list[tuple[str, ...]] = [
     # 1: login sessions (porch.http_server.sessions). A row is a live session until it
@@ -75,6 +76,8 @@ def open_db(path: Path, migrations: list[tuple[str, ...]] | None = None) -> sqli
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
+        # After a large commit (a big static body) the WAL shrinks back to this.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
         migrate(conn, MIGRATIONS if migrations is None else migrations)
     except BaseException:
         conn.close()
