@@ -180,8 +180,11 @@ def restarted_worker(node: SupervisedNode, old: int) -> int:
 
 
 def status_line(node: SupervisedNode) -> str:
-    out = node.cli("status").stdout
-    return next((line for line in out.splitlines() if line.startswith("state")), out)
+    """What `porch status` says of the state: its http line's end (and its warning)."""
+    shown = node.cli("status")
+    http = next((line for line in shown.stdout.splitlines() if line.startswith("http ")), shown.stdout)
+    state = http.split("  ", 2)[-1]
+    return state + (f" | {shown.stderr.strip()}" if shown.stderr.strip() else "")
 
 
 # ---------------------------------------------------------------------- item 3
@@ -203,7 +206,8 @@ def test_a_bind_on_a_full_disk_is_refused_not_served_and_works_once_there_is_roo
     assert serves(port, "/saved", b"saved")
     now = status(port)
     assert now["state_writable"] is False and "SQLITE_FULL" in now["state_error"], now
-    assert status_line(node).startswith("state NOT WRITABLE since"), node.cli("status").stdout
+    shown = status_line(node)
+    assert shown.startswith("state NOT WRITABLE since") and "SQLITE_FULL" in shown, shown
     assert "STATE NOT WRITABLE" in http_log(node)
     disk.free()
     bind(server, "/big", body)
@@ -231,7 +235,7 @@ def test_a_worker_restarted_on_a_full_disk_serves_what_was_saved(
     now = status(port)
     assert now["state_writable"] is False, now
     assert "READ-ONLY" in http_log(node)
-    assert status_line(node).startswith("state NOT WRITABLE"), node.cli("status").stdout
+    assert status_line(node).startswith("state NOT WRITABLE since"), status_line(node)
     assert refused_kind(server, "/big", body) == "StateNotSaved"
     disk.free()
     bind(server, "/big", body)
@@ -256,7 +260,7 @@ def test_a_worker_restarted_on_a_read_only_disk_serves_what_was_saved(
     wait_for(lambda: serves(port, "/saved", b"saved"), 30, 0.2, "the saved binding after a restart")
     now = status(port)
     assert now["state_writable"] is False and "Read-only file system" in now["state_error"], now
-    assert status_line(node).startswith("state NOT WRITABLE"), node.cli("status").stdout
+    assert status_line(node).startswith("state NOT WRITABLE since"), status_line(node)
     assert "READ-ONLY" in http_log(node)
     assert refused_kind(server, "/refused", b"no") == "StateNotSaved"
     assert get(port, f"/{APP}/refused").status_code == 404, "what is served is what is saved"

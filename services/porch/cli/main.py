@@ -496,21 +496,24 @@ def cmd_status(args: argparse.Namespace) -> int:
                  for p in config.processes if p.command and p.program_name not in running]
     port = read_port(home)
     print(f"node {config.node if config else '?'}  home {home.root}")
+    warning = None
     if port is not None:
-        print(f"http  http://localhost:{port}")
-        state = state_line(port) if any(i["name"] == "http-server" and i["statename"] == "RUNNING"
-                                        for i in infos) else None
-        if state:
-            print(state)
+        state = ""
+        if any(i["name"] == "http-server" and i["statename"] == "RUNNING" for i in infos):
+            state, warning = state_of(port)
+        print(f"http  http://localhost:{port}" + (f"  {state}" if state else ""))
     width = max([len(r[0]) for r in rows] + [16])
     for name, state, description in rows:
         print(f"  {name:<{width}} {state:<9} {description}")
+    if warning:
+        print(f"porch: warning: {warning}", file=sys.stderr)
     return 0
 
 
-def state_line(port: int) -> str:
-    """Whether the http-server can write its state, from its local /status: a full
-    or read-only disk does not stop it, but binds and logins are refused meanwhile."""
+def state_of(port: int) -> tuple[str, str | None]:
+    """Whether the http-server can write the node's state, from its local /status (a
+    full or read-only disk does not stop it, but binds and logins are refused
+    meanwhile): (a few words for the http line, a warning or None)."""
     import json
     import urllib.request
 
@@ -521,14 +524,16 @@ def state_line(port: int) -> str:
         with direct.open(request, timeout=3) as answer:
             status = json.loads(answer.read())
     except (OSError, ValueError) as exc:
-        return f"state unknown (the http-server's /status did not answer: {exc})"
+        return "state unknown", f"the http-server's /status did not answer: {exc}"
     if not isinstance(status, dict) or "state_writable" not in status:
-        return "state unknown (the http-server's /status does not say)"
+        return "state unknown", None
     if status["state_writable"]:
-        return "state writable"
-    return (f"state NOT WRITABLE since {status.get('state_error_since')}: {status.get('state_error')}\n"
-            "      serving what was saved; binds and logins are refused until the disk can be "
-            "written (`porch logs http-server`)")
+        return "state writable", None
+    since = status.get("state_error_since")
+    return f"state NOT WRITABLE since {since}", (
+        f"the node's state cannot be written since {since}: {status.get('state_error')}. "
+        "The http-server serves what was saved; binds and logins are refused until the disk "
+        "can be written again (`porch logs http-server`)")
 
 
 def _describe(info: dict[str, Any]) -> str:
