@@ -118,6 +118,11 @@ class Gateway:
         # Extra action handlers (the WebSocket layer registers push/close here).
         self.extra_actions: dict[str, Callable[[Message, str, http_pb2.HttpServerAction], bytes | None]] = {}
 
+    def pending(self) -> int:
+        """Requests not answered yet: forwarded ones and those answered by a task (a
+        login checking its password). A stopping worker waits for these."""
+        return self.inflight + len(self._tasks)
+
     # ------------------------------------------------------------------ processes -> us
 
     def on_message(self, msg: Message) -> None:

@@ -251,10 +251,10 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     # Let the requests in flight be answered (a restart must not cut them), within
     # DRAIN_S; the keeper waits longer than that before it kills us.
     drain_until = loop.time() + DRAIN_S
-    while gateway.inflight and loop.time() < drain_until:
+    while gateway.pending() and loop.time() < drain_until:
         await asyncio.sleep(0.02)
-    if gateway.inflight:
-        log.warning("stopping with %d request(s) still in flight after %.0f s", gateway.inflight, DRAIN_S)
+    if gateway.pending():
+        log.warning("stopping with %d request(s) still in flight after %.0f s", gateway.pending(), DRAIN_S)
     reminder.cancel()
     hub.close_all()  # clients reconnect to the next worker; owners get WebSocketClose
     await asyncio.sleep(0.2)
