@@ -109,8 +109,8 @@ class BindingStore:
     def save(self, binding: HttpBinding | WsBinding) -> None:
         """Commit one binding (replacing its path's); raises StateNotSaved if it is not
         durable. The table served is the caller's to change, after this returned."""
-        what = f"saving {'the WebSocket binding' if isinstance(binding, WsBinding) else 'the binding'} " \
-               f"{binding.path or '/'}"
+        kind = "WebSocket binding" if isinstance(binding, WsBinding) else "binding"
+        what = f"saving the {kind} {binding.path or '/'}"
         try:
             conn = self._writer()
             with transaction(conn):
