@@ -14,11 +14,13 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -376,7 +378,9 @@ def test_25_restored_binding_whose_owner_is_not_running_is_503() -> None:
         assert echo(s.get("/a25:pkg:pub.os/p"))["me"] == "a25:pkg:pub.os"
         s.node.kill("a25:pkg:pub.os")
         s.node.stop("http-server")
-        assert "/a25:pkg:pub.os/p" in (s.node.home.state_dir / "bindings.json").read_text()
+        with closing(sqlite3.connect(s.node.home.state_dir / "http-server.db")) as db:
+            assert db.execute("SELECT app FROM http_bindings WHERE path = '/a25:pkg:pub.os/p'").fetchall() \
+                == [("a25:pkg:pub.os",)]
         s.node.start("http-server", "--port", str(s.port), env={"PORCH_PASSWORD": PASSWORD})
         wait_for(lambda: s.get(STATUS).status_code == 200, 15, what="the new http-server")
         assert s.status()["http_bindings"] == 1, "the binding was restored from disk"

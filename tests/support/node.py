@@ -210,11 +210,15 @@ def porch_cli(*args: str, home: Path, timeout: float = 60, **kw: Any) -> subproc
 class SupervisedNode:
     """A whole node run by `porch up --detach`, stopped with `porch down`."""
 
-    def __init__(self, config: str, *up_args: str) -> None:
+    def __init__(self, config: str, *up_args: str,
+                 prepare: Callable[[NodeHome], None] | None = None) -> None:
+        """`prepare(home)` runs before `porch up` (e.g. to mount a filesystem on state/)."""
         self.dir = Path(tempfile.mkdtemp(prefix="porch-", dir="/tmp"))
         self.home = NodeHome(self.dir / "h")
         self.home.ensure()
         self.home.config_path.write_text(config)
+        if prepare is not None:
+            prepare(self.home)
         self.up = porch_cli("up", "--detach", *up_args, home=self.home.root)
         self._stubs: list[porch.Process] = []
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from porch.cli import procinfo, supervise
+from porch.files import remove_leftovers
 from porch.http_server.port import read_port
 from porch.node import config as node_config
 from porch.node import service_token
@@ -137,6 +138,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (ValueError, KeyboardInterrupt) as exc:
         return _fail(f"no password set: {exc}", 2)
     extra = service_args(args)
+    remove_leftovers(home.run_dir)  # of writes a crash interrupted (the services clean state/)
     service_token.renew(home)  # this start's: only the services it starts read it
     conf = supervise.write(home, config, foreground=not args.detach, extra_args=extra)
     supervise.Applied(not args.detach, extra, supervise.fingerprints(config)).write(home)
@@ -333,7 +335,7 @@ def cmd_password(args: argparse.Namespace) -> int:
             sessions.close()
         print("porch: password changed; every session is logged out")
         ended = True
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         # The restart below still logs everyone out: the new JWT secret.
         _fail(f"password changed, but the sessions could not be ended: {exc}")
         ended = False
@@ -487,12 +489,44 @@ def cmd_status(args: argparse.Namespace) -> int:
                  for p in config.processes if p.command and p.program_name not in running]
     port = read_port(home.state_dir / "port")
     print(f"node {config.node if config else '?'}  home {home.root}")
+    warning = None
     if port is not None:
-        print(f"http  http://localhost:{port}")
+        state = ""
+        if any(i["name"] == "http-server" and i["statename"] == "RUNNING" for i in infos):
+            state, warning = state_of(port)
+        print(f"http  http://localhost:{port}" + (f"  {state}" if state else ""))
     width = max([len(r[0]) for r in rows] + [16])
     for name, state, description in rows:
         print(f"  {name:<{width}} {state:<9} {description}")
+    if warning:
+        print(f"porch: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def state_of(port: int) -> tuple[str, str | None]:
+    """Whether the http-server can write the node's state, from its local /status (a
+    full or read-only disk does not stop it, but binds and logins are refused
+    meanwhile): (a few words for the http line, a warning or None)."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/http-server:distro:sys/status",
+                                     headers={"Host": f"localhost:{port}"})
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+    try:
+        with direct.open(request, timeout=3) as answer:
+            status = json.loads(answer.read())
+    except (OSError, ValueError) as exc:
+        return "state unknown", f"the http-server's /status did not answer: {exc}"
+    if not isinstance(status, dict) or "state_writable" not in status:
+        return "state unknown", None
+    if status["state_writable"]:
+        return "state writable", None
+    since = status.get("state_error_since")
+    return f"state NOT WRITABLE since {since}", (
+        f"the node's state cannot be written since {since}: {status.get('state_error')}. "
+        "The http-server serves what was saved; binds and logins are refused until the disk "
+        "can be written again (`porch logs http-server`)")
 
 
 def _describe(info: dict[str, Any]) -> str:

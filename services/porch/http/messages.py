@@ -26,8 +26,9 @@ class HttpServerError(Exception):
     one of the http-server's.
 
     `kind` is the variant name: MalformedRequest, NoBlob, InvalidSourceProcess,
-    WsPingPongTooLong, WsChannelNotFound from the server; Timeout and
-    UnexpectedResponse from this side (as process_lib).
+    WsPingPongTooLong, WsChannelNotFound from the server, and StateNotSaved (not in
+    Kinode: the node could not save the change, so nothing changed; try again later);
+    Timeout and UnexpectedResponse from this side (as process_lib).
     """
 
     def __init__(self, kind: str, detail: str = "") -> None:

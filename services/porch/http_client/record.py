@@ -67,7 +67,10 @@ class WsRecord:
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("ignoring %s, which is not a record of WebSockets: %s", self.path, exc)
             opened.clear()
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only disk: start anyway (the next write replaces it)
+            log.warning("cannot remove %s: %s", self.path, exc)
         self._written = frozenset()
         return sorted(opened)
 

@@ -49,9 +49,10 @@ def decode(body: bytes) -> tuple[str, http_pb2.HttpServerAction]:
     return which, action
 
 
-def apply_binding(table: BindingTable, source: str, which: str,
-                  action: http_pb2.HttpServerAction, blob: Blob | None) -> str:
-    """Apply a (un)bind action from `source`; return the full path it affected.
+def plan_binding(source: str, which: str, action: http_pb2.HttpServerAction,
+                 blob: Blob | None) -> HttpBinding | WsBinding:
+    """The binding a (un)bind action from `source` asks for, checked, without changing
+    anything: the server saves it, then puts it in its table.
 
     Ownership: the path is always under /<source> (format_path), except for the
     homepage, whose raw paths must stay out of every process's namespace."""
@@ -66,23 +67,29 @@ def apply_binding(table: BindingTable, source: str, which: str,
                           f"{source} may not bind {path!r}: it lies in a process's namespace")
     if which == "bind":
         b = action.bind
-        table.bind_http(HttpBinding(path, source, _authenticated(b), b.local_only, None,
-                                    _static(b.cache, blob), b.timeout_ms))
-    elif which == "secure_bind":
+        return HttpBinding(path, source, _authenticated(b), b.local_only, None,
+                           _static(b.cache, blob), b.timeout_ms)
+    if which == "secure_bind":
         sb = action.secure_bind
-        table.bind_http(HttpBinding(path, source, True, False, secure_subdomain(source),
-                                    _static(sb.cache, blob), sb.timeout_ms))
-    elif which == "unbind":
-        table.bind_http(HttpBinding(path, None))
-    elif which == "web_socket_bind":
+        return HttpBinding(path, source, True, False, secure_subdomain(source),
+                           _static(sb.cache, blob), sb.timeout_ms)
+    if which == "unbind":
+        return HttpBinding(path, None)
+    if which == "web_socket_bind":
         w = action.web_socket_bind
-        table.bind_ws(WsBinding(path, source, _authenticated(w), None, w.extension))
-    elif which == "web_socket_secure_bind":
+        return WsBinding(path, source, _authenticated(w), None, w.extension)
+    if which == "web_socket_secure_bind":
         extension = action.web_socket_secure_bind.extension
-        table.bind_ws(WsBinding(path, source, True, secure_subdomain(source), extension))
-    else:  # web_socket_unbind
-        table.bind_ws(WsBinding(path, None))
-    return path
+        return WsBinding(path, source, True, secure_subdomain(source), extension)
+    return WsBinding(path, None)  # web_socket_unbind
+
+
+def apply_binding(table: BindingTable, source: str, which: str,
+                  action: http_pb2.HttpServerAction, blob: Blob | None) -> str:
+    """plan_binding, put in `table` at once (nothing saved); the full path affected."""
+    binding = plan_binding(source, which, action, blob)
+    table.bind(binding)
+    return binding.path
 
 
 def _authenticated(bind: Action.Bind | Action.WebSocketBind) -> bool:

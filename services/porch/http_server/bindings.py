@@ -1,8 +1,8 @@
 """The bindings: which process answers which path, with which flags.
 
-Pure state (no I/O): the http-server persists it through `state.BindingStore` after every
-change so a restarted server serves exactly what was bound, with no action by the
-processes that bound it.
+Pure state (no I/O): the http-server saves every change through `state.BindingStore`
+before it applies it, so a restarted server serves exactly what was bound (and
+acknowledged), with no action by the processes that bound it.
 """
 
 from __future__ import annotations
@@ -73,6 +73,12 @@ class BindingTable:
 
     def bind_ws(self, binding: WsBinding) -> None:
         self.ws.add(binding.path, binding)
+
+    def bind(self, binding: HttpBinding | WsBinding) -> None:
+        if isinstance(binding, WsBinding):
+            self.bind_ws(binding)
+        else:
+            self.bind_http(binding)
 
     def resolve_http(self, path: str) -> Resolved | None:
         """The binding for a normalised request path (reference 1.3), or None (404).

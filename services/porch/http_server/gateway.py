@@ -40,13 +40,16 @@ from porch.http_server.auth import (
     subdomain_location,
     wants_html,
 )
-from porch.http_server.bindings import RPC_PROCESS, BindingTable, Resolved
+from porch.http_server.bindings import RPC_PROCESS, BindingTable, HttpBinding, Resolved, WsBinding
+from porch.http_server.db import describe
 from porch.http_server.exchange import HTML, JSON, NOSNIFF, PRIVATE, TEXT, Exchange, Headers, has_header
 from porch.http_server.paths import normalize
 from porch.http_server.ratelimit import RateLimiter, client_address, rate_key
 from porch.http_server.rpc import RpcCall, parse_rpc, rpc_reply_body
 from porch.http_server.rpc_auth import rpc_refusal
 from porch.http_server.settings import HttpServerSettings
+from porch.http_server.state import StateNotSaved
+from porch.http_server.writable import StateHealth
 from porch.process.aio import AsyncProcess
 from porch.process.message import Blob, Message, NoCapability, Offline, SendError, Timeout
 from porch.throttle import Every
@@ -63,7 +66,8 @@ MAX_LOGIN_BODY = 16 * 1024
 # Local-only operational status (in-flight requests, bindings, sockets), under the
 # server's own process id so that no app can bind it.
 STATUS_PATH = "/http-server:distro:sys/status"
-Persist = Callable[[BindingTable, str, str], None]  # (table, "http"|"ws", path)
+# Commits one binding before it is served; raises StateNotSaved when it cannot.
+Persist = Callable[[HttpBinding | WsBinding], None]
 
 
 def _text(status: int, message: str) -> tuple[int, Headers, bytes]:
@@ -82,6 +86,7 @@ class Gateway:
         executor: Executor,
         rpc: AsyncProcess | None = None,
         rpc_token: str = "",
+        health: StateHealth | None = None,
     ) -> None:
         self.settings = settings
         self.node = node
@@ -93,6 +98,9 @@ class Gateway:
         self.rpc = rpc
         self.rpc_token = rpc_token
         self.persist = persist
+        # Whether the state can be written (None: not tracked); /status shows it.
+        self.health = health
+        self._not_saved_log = Every(10.0)
         self.executor = executor
         self.login_limiter = RateLimiter(settings.login_attempts_per_minute)
         self._trusted_proxies = settings.trusted_networks()
@@ -109,6 +117,11 @@ class Gateway:
         self.on_ws_binding: Callable[[str], None] | None = None
         # Extra action handlers (the WebSocket layer registers push/close here).
         self.extra_actions: dict[str, Callable[[Message, str, http_pb2.HttpServerAction], bytes | None]] = {}
+
+    def pending(self) -> int:
+        """Requests not answered yet: forwarded ones and those answered by a task (a
+        login checking its password). A stopping worker waits for these."""
+        return self.inflight + len(self._tasks)
 
     # ------------------------------------------------------------------ processes -> us
 
@@ -131,12 +144,23 @@ class Gateway:
             if which not in actions.BINDING_ACTIONS:
                 raise actions.ActionError(http_pb2.HttpServerError.MalformedRequest,
                                           f"{which} is not supported")
-            path = actions.apply_binding(self.table, msg.source, which, action, msg.blob)
-            websocket = which.startswith("web_socket")
+            binding = actions.plan_binding(msg.source, which, action, msg.blob)
+            path = binding.path
             try:
-                self.persist(self.table, "ws" if websocket else "http", path)
-            except OSError as exc:  # disk full, say: it serves now, but not after a restart
-                log.error("%s: %s %s applied but not saved: %s", msg.source, which, path or "/", exc)
+                self.persist(binding)  # durable first: what is served is what is saved
+            except StateNotSaved as exc:
+                count = self._not_saved_log.due()
+                if count:
+                    log.error("%s: refused %s %s: it could not be saved (%s)%s", msg.source, which,
+                              path or "/", exc.reason, f"; {count} refused since the last line"
+                              if count > 1 else "")
+                if msg.expects_response:
+                    self.proc.respond(msg, actions.err(
+                        http_pb2.HttpServerError.StateNotSaved,
+                        f"{which} {path or '/'} not applied: the node cannot save it ({exc.reason})"))
+                return
+            self.table.bind(binding)
+            websocket = which.startswith("web_socket")
             self._subdomains = self.table.secure_subdomains()
             if websocket and self.on_ws_binding is not None:
                 self.on_ws_binding(path)
@@ -394,6 +418,8 @@ class Gateway:
             token = self.auth.issue(subdomain)
         except sqlite3.Error as exc:
             log.error("login from %s: cannot record the session: %s", client, exc)
+            if self.health is not None:
+                self.health.failed("recording a login session", describe(exc))
             ex.respond(*_text(503, "cannot record the session (the node's disk?)"))
             return
         cookie = ("Set-Cookie", self.auth.set_cookie(token, subdomain))
@@ -432,6 +458,8 @@ class Gateway:
                 self.auth.revoke(find_cookie(cookies, cookie_name(self.node, scope)), scope)
         except sqlite3.Error as exc:
             log.error("logout: cannot end the session: %s", exc)
+            if self.health is not None:
+                self.health.failed("ending a login session", describe(exc))
             ex.respond(*_text(503, "cannot end the session (the node's disk?)"))
             return
         headers: Headers = [("Set-Cookie", self.auth.clear_cookie(scope)) for scope in scopes]
@@ -447,6 +475,8 @@ class Gateway:
         status = {"node": self.node, "inflight": self.inflight,
                   "http_bindings": len(self.table.http) - 1, "ws_bindings": len(self.table.ws)}
         status.update({name: get() for name, get in self.status_extra.items()})
+        if self.health is not None:
+            status.update(self.health.status())
         ex.respond(200, [JSON], json.dumps(status).encode())
 
     def _homepage(self, ex: Exchange) -> None:

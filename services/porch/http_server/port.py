@@ -11,8 +11,13 @@
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 from pathlib import Path
+
+from porch.files import write_atomic
+
+log = logging.getLogger("porch.http_server")
 
 FIRST_PORT = 8080
 LAST_PORT = 8998
@@ -67,9 +72,11 @@ def open_listener(host: str, requested: int, port_file: Path) -> socket.socket:
     sock = probe(host, requested, port_file)
     port = sock.getsockname()[1]
     if read_port(port_file) != port:
-        tmp = port_file.with_suffix(".tmp")
-        tmp.write_text(f"{port}\n")
-        tmp.replace(port_file)
+        try:
+            write_atomic(port_file, f"{port}\n".encode())
+        except OSError as exc:  # a full or read-only disk: serve anyway, say what is lost
+            log.error("cannot remember the port %d in %s (%s): the next start may choose "
+                      "another one", port, port_file, exc)
     return sock
 
 

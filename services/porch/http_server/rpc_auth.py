@@ -22,10 +22,10 @@ import hmac
 import logging
 import os
 import secrets
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from porch.files import temp_beside
 from porch.http_server.exchange import TEXT, Headers
 from porch.http_server.hosts import same_origin
 
@@ -50,13 +50,9 @@ class RpcToken:
         if token is not None and len(token) >= _MIN_TOKEN:
             return token
         fresh = secrets.token_urlsafe(32)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(fresh + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+        with temp_beside(self.path) as (fd, tmp):
+            os.write(fd, (fresh + "\n").encode())
+            os.fsync(fd)
             if token is None:
                 try:
                     os.link(tmp, self.path)
@@ -65,10 +61,6 @@ class RpcToken:
             else:
                 log.warning("%s holds no usable token; replacing it", self.path)
                 os.replace(tmp, self.path)
-                tmp = ""
-        finally:
-            if tmp:
-                os.unlink(tmp)
         token = self._read()
         if token is None:
             raise OSError(f"cannot read {self.path} just written")

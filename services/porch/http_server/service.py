@@ -19,26 +19,31 @@ import asyncio
 import ctypes
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from porch.address import HTTP_SERVER
+from porch.files import remove_leftovers
 from porch.http_server.accept import raise_open_files_limit
 from porch.http_server.auth import Auth
 from porch.http_server.bindings import RPC_PROCESS
+from porch.http_server.db import StateDb, db_path, describe
 from porch.http_server.gateway import Gateway
 from porch.http_server.hosts import FrontDoor, HostAllowList
 from porch.http_server.listener import Listener, Server
 from porch.http_server.port import PortBusy, open_listener
 from porch.http_server.rpc_auth import RpcToken
-from porch.http_server.sessions import open_sessions
+from porch.http_server.sessions import Sessions
 from porch.http_server.settings import HttpServerSettings, load_settings
 from porch.http_server.state import BindingStore, NodeSecrets, generate_password
 from porch.http_server.websocket import WsHub
+from porch.http_server.writable import StateHealth
 from porch.node.config import ConfigError, NodeConfig
 from porch.node.home import NodeHome
 from porch.node.startup import start_service
@@ -67,7 +72,11 @@ def ensure_password(home: NodeHome) -> None:
     if secrets_.has_password():
         return
     password = os.environ.get("PORCH_PASSWORD") or generate_password()
-    secrets_.set_password(password)
+    try:
+        secrets_.set_password(password)
+    except OSError as exc:  # the keeper must still hold the port; the worker says the rest
+        log.error("cannot save a node password in %s: %s", secrets_.password_path, exc)
+        return
     if not os.environ.get("PORCH_PASSWORD"):
         log.warning("no node password was set: generated one, shown only this once: %s", password)
 
@@ -184,15 +193,25 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
                 sock: socket.socket) -> None:
     proc = await AsyncProcess.connect(HTTP_SERVER, home=home.root, connect_timeout=60)
     rpc = await connect_rpc(home)
-    rpc_token = RpcToken(home.state_dir).get()
-    store = BindingStore(home.state_dir)
+    health = StateHealth(home.state_dir)
+    clean_state_dir(home.state_dir)
+    db = StateDb.open(db_path(home.state_dir))
+    store = BindingStore(db, home.state_dir, health)
     table = store.load()
+    store.maintain()
+    rpc_token = _rpc_token(home, health)
     secrets_ = NodeSecrets(home.state_dir)
-    sessions = open_sessions(home.state_dir)
-    auth = Auth(config.node, secrets_.jwt_secret(), secrets_.password_hash(), sessions=sessions,
+    try:
+        jwt_secret = secrets_.jwt_secret()
+    except OSError as exc:  # none yet, and none can be saved: logins last until a restart
+        health.failed("creating the JWT secret", describe(exc))
+        jwt_secret = secrets.token_bytes(32)
+    sessions = Sessions(db)
+    auth = Auth(config.node, jwt_secret, secrets_.password_hash(), sessions=sessions,
                 session_days=settings.session_days, https=settings.https)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="login")
-    gateway = Gateway(settings, config.node, table, auth, proc, store.record, executor, rpc, rpc_token)
+    gateway = Gateway(settings, config.node, table, auth, proc, store.save, executor, rpc, rpc_token,
+                      health=health)
     hub = WsHub(settings, table, auth, proc, home.state_dir)
     hub.announce_lost()
     gateway.extra_actions.update({"web_socket_push": hub.on_push, "web_socket_close": hub.on_close,
@@ -216,10 +235,15 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
                     "limit (%d): accepts will pause when it is reached (raise `ulimit -n`)",
                     settings.max_connections, settings.max_websockets, files)
     server.add_sockets([sock])
-    port = sock.getsockname()[1]
-    log.info("serving http on %s:%d with %d binding(s)", settings.host, port, len(table.http) - 1)
+    host, port = sock.getsockname()[:2]  # the address listened on (the keeper's, not our settings)
+    if health.writable:
+        log.info("serving http on %s:%d with %d binding(s)", host, port, len(table.http) - 1)
+    else:
+        log.error("serving http on %s:%d with %d binding(s), READ-ONLY: the state cannot be "
+                  "written (%s)", host, port, len(table.http) - 1, health.reason)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    reminder = asyncio.ensure_future(_remind(health))
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     await stop.wait()
@@ -227,21 +251,54 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     # Let the requests in flight be answered (a restart must not cut them), within
     # DRAIN_S; the keeper waits longer than that before it kills us.
     drain_until = loop.time() + DRAIN_S
-    while gateway.inflight and loop.time() < drain_until:
+    while gateway.pending() and loop.time() < drain_until:
         await asyncio.sleep(0.02)
-    if gateway.inflight:
-        log.warning("stopping with %d request(s) still in flight after %.0f s", gateway.inflight, DRAIN_S)
-    try:
-        store.save(table)  # fold the journal into bindings.json: a stopped node's state is one file
-    except OSError as exc:
-        log.error("cannot save the bindings at stop (the journal keeps them): %s", exc)
+    if gateway.pending():
+        log.warning("stopping with %d request(s) still in flight after %.0f s", gateway.pending(), DRAIN_S)
+    reminder.cancel()
     hub.close_all()  # clients reconnect to the next worker; owners get WebSocketClose
     await asyncio.sleep(0.2)
     if rpc is not None:
         rpc.close()
     proc.close()
     executor.shutdown(wait=False)
-    sessions.close()
+    db.close()
+
+
+def clean_state_dir(state_dir: Path) -> None:
+    """Remove what interrupted writes left in the state directory (issue 10 item 7):
+    the temporary files of porch.files (any writer's: a living one holds a lock on its
+    own) and the port file's of older porch versions (port.tmp)."""
+    removed, problems = remove_leftovers(state_dir)
+    old_port_tmp = state_dir / "port.tmp"
+    if old_port_tmp.exists():
+        try:
+            old_port_tmp.unlink()
+            removed.append(old_port_tmp)
+        except OSError as exc:
+            problems.append(f"{old_port_tmp}: {exc}")
+    if removed:
+        log.warning("removed %d file(s) left by interrupted writes: %s", len(removed),
+                    ", ".join(p.name for p in removed))
+    for problem in problems:
+        log.warning("cannot remove a file left by an interrupted write: %s", problem)
+
+
+def _rpc_token(home: NodeHome, health: StateHealth) -> str:
+    """The node's RPC token; if there is none and none can be saved, one nobody knows
+    (the endpoint then takes the owner's cookie only) until the disk can be written."""
+    try:
+        return RpcToken(home.state_dir).get()
+    except OSError as exc:
+        health.failed("creating the RPC token", describe(exc))
+        return secrets.token_urlsafe(32)
+
+
+async def _remind(health: StateHealth, interval: float = 60.0) -> None:
+    """While the state cannot be written, say so again now and then (health.remind_s)."""
+    while True:
+        await asyncio.sleep(interval)
+        health.remind()
 
 
 # ---------------------------------------------------------------------------- main

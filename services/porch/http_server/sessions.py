@@ -9,6 +9,9 @@ whatever the token's own expiry says.
 and the cache is dropped when another connection (another process: `porch password`,
 a second worker during a restart) has committed to the database since, which SQLite's
 `PRAGMA data_version` tells without reading any table.
+
+Writes go through `StateDb.writer()`: on a disk that cannot be written they fail (a
+login is refused, 503) and are tried again at the next login.
 """
 
 from __future__ import annotations
@@ -19,35 +22,33 @@ import sqlite3
 import time
 from pathlib import Path
 
-from porch.http_server.db import db_path, open_db
+from porch.http_server.db import StateDb, db_path, open_db, transaction
 
 log = logging.getLogger("porch.http_server")
 _MAX_CACHED = 10_000
 
 
 class Sessions:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._db = conn
+    def __init__(self, db: StateDb | sqlite3.Connection) -> None:
+        self._state = db if isinstance(db, StateDb) else StateDb(Path(), db)
         self._cache: dict[str, int] = {}  # sid -> expiry (0: no such session)
         self._version = self._data_version()
 
     def close(self) -> None:
-        self._db.close()
+        self._state.close()
 
     def create(self, app: str | None, expires: int, now: float | None = None) -> str:
         """A new live session; its id. Raises sqlite3.Error if it cannot be stored (a
         login that is not recorded must not succeed: it could not be revoked)."""
         now = time.time() if now is None else now
         sid = secrets.token_urlsafe(18)
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.execute("DELETE FROM sessions WHERE expires <= ?", (int(now),))
-            self._db.execute("INSERT INTO sessions (sid, app, created, expires) VALUES (?, ?, ?, ?)",
-                             (sid, app, int(now), expires))
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+            with transaction(self._state.writer()) as db:
+                db.execute("DELETE FROM sessions WHERE expires <= ?", (int(now),))
+                db.execute("INSERT INTO sessions (sid, app, created, expires) VALUES (?, ?, ?, ?)",
+                           (sid, app, int(now), expires))
+        except OSError as exc:  # the file could not be opened for writing
+            raise sqlite3.OperationalError(str(exc)) from exc
         self._remember(sid, expires)
         return sid
 
@@ -60,7 +61,8 @@ class Sessions:
                 self._version = version
             expires = self._cache.get(sid)
             if expires is None:
-                row = self._db.execute("SELECT expires FROM sessions WHERE sid = ?", (sid,)).fetchone()
+                row = self._state.reader().execute("SELECT expires FROM sessions WHERE sid = ?",
+                                                   (sid,)).fetchone()
                 expires = int(row[0]) if row is not None else 0
                 self._remember(sid, expires)
         except sqlite3.Error as exc:  # fail closed: an unreadable store opens nothing
@@ -69,29 +71,38 @@ class Sessions:
         return expires > now
 
     def revoke(self, sid: str) -> None:
-        self._db.execute("DELETE FROM sessions WHERE sid = ?", (sid,))
+        self._writer().execute("DELETE FROM sessions WHERE sid = ?", (sid,))
         self._remember(sid, 0)
 
     def revoke_all(self) -> int:
         """End every session (the password changed); how many were live."""
-        count = self._db.execute("DELETE FROM sessions").rowcount
+        count = self._writer().execute("DELETE FROM sessions").rowcount
         self._cache.clear()
         return int(count)
 
     def live_count(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        return int(self._db.execute("SELECT count(*) FROM sessions WHERE expires > ?",
-                                    (int(now),)).fetchone()[0])
+        return int(self._state.reader().execute("SELECT count(*) FROM sessions WHERE expires > ?",
+                                                (int(now),)).fetchone()[0])
+
+    def _writer(self) -> sqlite3.Connection:
+        try:
+            return self._state.writer()
+        except OSError as exc:  # callers handle sqlite3.Error: one kind of failure
+            raise sqlite3.OperationalError(str(exc)) from exc
 
     def _remember(self, sid: str, expires: int) -> None:
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()
         self._cache[sid] = expires
 
-    def _data_version(self) -> int:
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+    def _data_version(self) -> tuple[int, int]:
+        """Changes when another connection commits, or when the connection is new."""
+        version = int(self._state.reader().execute("PRAGMA data_version").fetchone()[0])
+        return self._state.generation, version
 
 
 def open_sessions(state_dir: Path) -> Sessions:
-    """The node's sessions, in <state>/http-server.db."""
+    """The node's sessions, in <state>/http-server.db (for a short-lived command: it
+    raises if the file cannot be opened for writing)."""
     return Sessions(open_db(db_path(state_dir)))

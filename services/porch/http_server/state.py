@@ -1,169 +1,219 @@
-"""What the http-server keeps on disk in <home>/state: port, bindings, static content,
-password hash and JWT secret. Writes are atomic (temp file + rename); secrets are 0600.
+"""What the http-server keeps on disk in <home>/state: the bindings and static content
+(in the state database, db.py), the password hash and the JWT secret (files written
+atomically, 0600). docs/state.md describes it all.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
+import hashlib
 import logging
 import os
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sqlite3
+import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import argon2
 
-from porch.files import write_atomic
-from porch.http_server.bindings import BindingTable, http_entry, ws_entry
+from porch.files import temp_beside, write_atomic
+from porch.http_server import legacy
+from porch.http_server.bindings import RPC_PROCESS, BindingTable, HttpBinding, WsBinding
+from porch.http_server.db import StateDb, describe, transaction
+from porch.http_server.writable import StateHealth
 
 log = logging.getLogger("porch.http_server")
 
 
+class StateNotSaved(Exception):
+    """A binding change that could not be committed (a full or read-only disk, an I/O
+    error): it must not be applied either."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class BindingStore:
-    """bindings.json (a snapshot) plus bindings.journal (the changes since, one JSON line
-    each) plus content-addressed static files in static/.
+    """The bindings and their static content, in the state database (db.py, schema 2).
 
-    An action changes one path, so `record` appends that path's entry to the journal
-    (fsync'd before the action is acknowledged): O(1) per bind, where rewriting the
-    snapshot each time made binding N paths O(N^2) on the worker's loop (1000 static
-    files: 5.1 s, requests slowed meanwhile). The journal is folded into a new snapshot
-    when it holds as many records as the table has entries (at least COMPACT_MIN), and
-    at every start. A torn last line (a crash mid-append) is ignored.
+    `save` commits one binding (and its static body, addressed by SHA-256) before the
+    action is acknowledged, or raises StateNotSaved; the caller changes the table
+    served only after it returned. O(1) per bind: one transaction, its rows and the
+    body, fsync'd by SQLite's commit. A body no binding names any more is deleted in
+    the transaction that stopped naming it (and at start, `maintain`).
 
-    Reads and writes hold an flock on bindings.lock: a worker stopping after its keeper
-    died may still be folding the journal while the next worker loads it.
+    The state of an older porch (bindings.json, bindings.journal, static/) is imported
+    in one transaction at the first start that can write, then its files are removed.
+    Until then (a disk that cannot be written) it is read from those files as it is.
     """
 
-    COMPACT_MIN = 256
+    def __init__(self, db: StateDb, state_dir: Path, health: StateHealth | None = None) -> None:
+        self.db = db
+        self.state_dir = state_dir
+        self.health = health if health is not None else StateHealth(state_dir)
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "bindings.json"
-        self.journal = state_dir / "bindings.journal"
-        self.static_dir = state_dir / "static"
-        self.static_dir.mkdir(mode=0o700, exist_ok=True)
-        self._written: set[str] = set()  # content files known to be on disk
-        self._records = 0  # lines in the journal
-        self._lock_path = state_dir / "bindings.lock"
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
-
-    def save(self, table: BindingTable) -> None:
-        """Write a whole snapshot and start an empty journal."""
-        with self._locked():
-            self._save(table)
-
-    def _save(self, table: BindingTable) -> None:
-        data, blobs = table.to_data()
-        for digest, body in blobs.items():
-            self._write_blob(digest, body)
-        write_atomic(self.path, json.dumps(data, separators=(",", ":")).encode())
-        self.journal.unlink(missing_ok=True)
-        self._records = 0
-
-    def record(self, table: BindingTable, kind: str, path: str) -> None:
-        """Persist the entry now at `path` ("http" or "ws" binding) after an action."""
-        if kind == "ws":
-            ws = table.ws.get(path)
-            if ws is None:
-                log.error("no WebSocket binding at %r to record", path)
-                return
-            line: dict[str, Any] = {"ws": ws_entry(ws)}
-        else:
-            http = table.http.get(path)
-            if http is None:
-                log.error("no binding at %r to record", path)
-                return
-            entry, blob = http_entry(http)
-            if blob is not None:
-                self._write_blob(*blob)
-            line = {"http": entry}
-        with self._locked():
-            fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, json.dumps(line, separators=(",", ":")).encode() + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._records += 1
-            if self._records >= max(self.COMPACT_MIN, len(table.http) + len(table.ws)):
-                self._save(table)
-
-    def _write_blob(self, digest: str, body: bytes) -> None:
-        if digest in self._written:
-            return
-        blob_path = self.static_dir / digest
-        if not blob_path.exists():
-            write_atomic(blob_path, body)
-        self._written.add(digest)
+    # -- reading ------------------------------------------------------------------
 
     def load(self) -> BindingTable:
-        """The snapshot with the journal replayed on it; then a fresh snapshot."""
-        with self._locked():
-            return self._load()
+        """What is saved. Never fails for want of a writable disk: it reads what it can."""
+        if not self._imported(self.db.reader()):
+            try:
+                self._import()
+            except (OSError, sqlite3.Error) as exc:
+                self.health.failed("importing the old binding files", describe(exc))
+                return legacy.read(self.state_dir) or BindingTable()
+        elif legacy.present(self.state_dir) and self.db.read_only is None:
+            legacy.remove(self.state_dir)  # imported before, not removed then
+        try:
+            return self._read(self.db.reader())
+        except sqlite3.Error as exc:
+            log.error("cannot read the bindings from %s (%s): serving none", self.db.path, describe(exc))
+            return BindingTable()
 
-    def _load(self) -> BindingTable:
-        data: dict[str, Any] = {}
-        if self.path.exists():
-            try:
-                data = json.loads(self.path.read_bytes())
-            except (OSError, ValueError) as exc:
-                log.error("cannot read %s (%s): starting with no bindings", self.path, exc)
-                data = {}
-        changes = self._read_journal()
-        entries = data.get("http", []) + [e for kind, e in changes if kind == "http"]
-        wanted = {e["static"]["sha256"] for e in entries if e.get("static")}
-        blobs = {}
-        for digest in wanted:
-            try:
-                blobs[digest] = (self.static_dir / digest).read_bytes()
-            except OSError:
-                log.error("static content %s is missing; its binding is dropped", digest)
-        table = BindingTable.from_data(data, blobs)
-        for kind, e in changes:
-            table.apply_entry(kind, e, blobs)
-        if changes:
-            self._save(table)
-        live = {b.static.sha256 for _, b in table.http.items() if b.static is not None}
-        for stale in self.static_dir.iterdir():
-            if stale.name not in live and not stale.name.startswith("."):
-                stale.unlink(missing_ok=True)
-        self._written = set(live)
+    @staticmethod
+    def _imported(conn: sqlite3.Connection) -> bool:
+        try:
+            row = conn.execute("SELECT 1 FROM meta WHERE key = 'legacy_imported'").fetchone()
+        except sqlite3.Error:
+            return False
+        return row is not None
+
+    @staticmethod
+    def _read(conn: sqlite3.Connection) -> BindingTable:
+        table = BindingTable()
+        blobs: dict[str, bytes] = dict(conn.execute(
+            "SELECT sha256, body FROM static_content WHERE sha256 IN"
+            " (SELECT static_sha256 FROM http_bindings WHERE static_sha256 IS NOT NULL)"))
+        for path, app, authenticated, local_only, sub, timeout_ms, sha, mime in conn.execute(
+                "SELECT path, app, authenticated, local_only, secure_subdomain, timeout_ms,"
+                " static_sha256, static_mime FROM http_bindings ORDER BY rowid"):
+            entry: dict[str, Any] = {"path": path, "app": app, "authenticated": bool(authenticated),
+                                     "local_only": bool(local_only), "secure_subdomain": sub,
+                                     "timeout_ms": timeout_ms}
+            if sha is not None:
+                if sha not in blobs:
+                    log.error("static content %s of %s is missing; its binding is dropped", sha, path)
+                entry["static"] = {"sha256": sha, "mime": mime}
+            table.apply_entry("http", entry, blobs)
+        for path, app, authenticated, sub, extension in conn.execute(
+                "SELECT path, app, authenticated, secure_subdomain, extension FROM ws_bindings"
+                " ORDER BY rowid"):
+            table.apply_entry("ws", {"path": path, "app": app, "authenticated": bool(authenticated),
+                                     "secure_subdomain": sub, "extension": bool(extension)}, blobs)
         return table
 
-    def _read_journal(self) -> list[tuple[str, dict[str, Any]]]:
+    # -- writing ------------------------------------------------------------------
+
+    def save(self, binding: HttpBinding | WsBinding) -> None:
+        """Commit one binding (replacing its path's); raises StateNotSaved if it is not
+        durable. The table served is the caller's to change, after this returned."""
+        kind = "WebSocket binding" if isinstance(binding, WsBinding) else "binding"
+        what = f"saving the {kind} {binding.path or '/'}"
         try:
-            lines = self.journal.read_bytes().split(b"\n")
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            log.error("cannot read %s (%s): the changes since the last snapshot are lost",
-                      self.journal, exc)
-            return []
-        changes = []
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                (kind, entry), = record.items()
-                if kind not in ("http", "ws"):
-                    raise ValueError(kind)
-            except ValueError:
-                log.error("%s line %d is not a binding record (a crash mid-write?): ignored",
-                          self.journal, n)
-                continue
-            changes.append((kind, entry))
-        return changes
+            conn = self._writer()
+            with transaction(conn):
+                if isinstance(binding, WsBinding):
+                    _put_ws(conn, binding)
+                else:
+                    _put_http(conn, binding)
+        except (OSError, sqlite3.Error) as exc:
+            reason = describe(exc)
+            self.health.failed(what, reason)
+            raise StateNotSaved(reason) from exc
+        self.health.succeeded()
+
+    def maintain(self) -> None:
+        """At start: prove that the state can be written (a page written to a file
+        and fsync'd, and a commit), and delete static bodies no binding names. A
+        failure is reported to `health` (the server then runs read-only)."""
+        if self.db.read_only is not None:
+            self.health.failed("opening the state database", self.db.read_only)
+            return
+        try:
+            with temp_beside(self.state_dir / "write-probe") as (fd, _):
+                os.write(fd, bytes(PROBE_BYTES))
+                os.fsync(fd)
+            with transaction(self.db.writer()) as conn:
+                gone = conn.execute(
+                    "DELETE FROM static_content WHERE NOT EXISTS (SELECT 1 FROM http_bindings"
+                    " WHERE static_sha256 = static_content.sha256)").rowcount
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_start', ?)",
+                             (int(time.time()),))
+        except (OSError, sqlite3.Error) as exc:
+            self.health.failed("writing to the state directory at start", describe(exc))
+            return
+        if gone:
+            log.info("removed %d static bod%s no binding names", gone, "y" if gone == 1 else "ies")
+        self.health.succeeded()
+
+    def _writer(self) -> sqlite3.Connection:
+        """The connection to write with; the old files imported first if they were not
+        (the disk could not be written at start)."""
+        conn = self.db.writer()
+        if not self._imported(conn):
+            self._import()
+        return conn
+
+    def _import(self) -> None:
+        """The old files' bindings into the database, in one transaction with the mark
+        that they are in (also when there were none); then the old files are removed."""
+        old = legacy.present(self.state_dir)
+        with legacy.locked(self.state_dir) if old else nullcontext():
+            conn = self.db.writer()
+            table = legacy.read(self.state_dir) if old else None
+            with transaction(conn):
+                if self._imported(conn):
+                    return  # another worker did meanwhile
+                if table is not None:
+                    for _, http in table.http.items():
+                        if http.app != RPC_PROCESS:
+                            _put_http(conn, http)
+                    for _, ws in table.ws.items():
+                        _put_ws(conn, ws)
+                conn.execute("INSERT INTO meta (key, value) VALUES ('legacy_imported', ?)",
+                             (int(time.time()),))
+            if table is not None:
+                log.info("imported %d binding(s) from %s and %s into %s", len(table.http) - 1 + len(table.ws),
+                         legacy.SNAPSHOT, legacy.JOURNAL, self.db.path)
+            if old:
+                legacy.remove(self.state_dir)
+
+
+PROBE_BYTES = 4096  # one page: on a full disk even that cannot be allocated
+
+
+def _put_http(conn: sqlite3.Connection, b: HttpBinding) -> None:
+    """Upsert one HTTP binding; its static body stored if new, the old one deleted if
+    no binding names it any more."""
+    old = conn.execute("SELECT static_sha256 FROM http_bindings WHERE path = ?", (b.path,)).fetchone()
+    digest = mime = None
+    if b.static is not None:
+        digest = b.static.sha256 or hashlib.sha256(b.static.body).hexdigest()
+        mime = b.static.mime
+        conn.execute("INSERT INTO static_content (sha256, body) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                     (digest, b.static.body))
+    conn.execute(
+        "INSERT INTO http_bindings (path, app, authenticated, local_only, secure_subdomain,"
+        " timeout_ms, static_sha256, static_mime) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (path) DO UPDATE SET app = excluded.app, authenticated = excluded.authenticated,"
+        " local_only = excluded.local_only, secure_subdomain = excluded.secure_subdomain,"
+        " timeout_ms = excluded.timeout_ms, static_sha256 = excluded.static_sha256,"
+        " static_mime = excluded.static_mime",
+        (b.path, b.app, b.authenticated, b.local_only, b.secure_subdomain, b.timeout_ms, digest, mime))
+    if old is not None and old[0] is not None and old[0] != digest:
+        conn.execute("DELETE FROM static_content WHERE sha256 = ? AND NOT EXISTS"
+                     " (SELECT 1 FROM http_bindings WHERE static_sha256 = ?)", (old[0], old[0]))
+
+
+def _put_ws(conn: sqlite3.Connection, b: WsBinding) -> None:
+    conn.execute(
+        "INSERT INTO ws_bindings (path, app, authenticated, secure_subdomain, extension)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET app = excluded.app,"
+        " authenticated = excluded.authenticated, secure_subdomain = excluded.secure_subdomain,"
+        " extension = excluded.extension",
+        (b.path, b.app, b.authenticated, b.secure_subdomain, b.extension))
 
 
 class NodeSecrets:

@@ -105,7 +105,10 @@ class WsHub:
             self._send_close(entry["app"], entry["id"])
         if lost:
             log.info("told owners of %d WebSocket(s) lost with the previous worker", len(lost))
-        self._record.unlink(missing_ok=True)
+        try:
+            self._record.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only disk: serve anyway (the next write replaces it)
+            log.warning("cannot remove %s: %s", self._record, exc)
 
     def close_all(self, code: int = CLOSE_SERVICE_RESTART, reason: str = "server restarting") -> None:
         for channel in list(self.channels.values()):

@@ -16,6 +16,7 @@ The home defaults to $PORCH_HOME, else ~/.porch.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,10 +100,12 @@ class NodeHome:
     def ensure(self) -> None:
         """Create the directories with their modes; refuse paths too long for sockets."""
         self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
-        for d in (self.run_dir, self.state_dir, self.logs_dir):
+        for d in (self.root, self.run_dir, self.state_dir, self.logs_dir):
             d.mkdir(exist_ok=True)
-            os.chmod(d, 0o700)
+            # Only when wrong: a chmod fails on a read-only disk even when it would
+            # change nothing, and a service must still start there.
+            if stat.S_IMODE(d.stat().st_mode) != 0o700:
+                os.chmod(d, 0o700)
         for sock in (self.kernel_socket, self.supervisor_socket):
             if len(str(sock)) > MAX_IPC_PATH:
                 raise ValueError(

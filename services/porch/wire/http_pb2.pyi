@@ -230,12 +230,14 @@ class HttpServerError(_message.Message):
         InvalidSourceProcess: _ClassVar[HttpServerError.Kind]
         WsPingPongTooLong: _ClassVar[HttpServerError.Kind]
         WsChannelNotFound: _ClassVar[HttpServerError.Kind]
+        StateNotSaved: _ClassVar[HttpServerError.Kind]
     KIND_UNSPECIFIED: HttpServerError.Kind
     MalformedRequest: HttpServerError.Kind
     NoBlob: HttpServerError.Kind
     InvalidSourceProcess: HttpServerError.Kind
     WsPingPongTooLong: HttpServerError.Kind
     WsChannelNotFound: HttpServerError.Kind
+    StateNotSaved: HttpServerError.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     kind: HttpServerError.Kind
