@@ -366,6 +366,7 @@ class RemoteTransport:
         """libzmq closed a connection on fd: which routing id was it? Ask libzmq."""
         if self.sock is not None:
             self.sock.get(zmq.EVENTS)  # take libzmq's pending commands: the pipe's end
+            self._touched = True  # ... which may have taken the fd's signal too
         until = time.monotonic() + self.heartbeat_ivl_ms / 1000
         for conn in list(self.conns.values()):
             if conn.fd == fd and not self._gone_now(conn):
@@ -376,7 +377,7 @@ class RemoteTransport:
         now = time.monotonic()
         for conn, until in list(self._suspects.items()):
             if conn.gone or self._gone_now(conn) or now >= until:
-                del self._suspects[conn]
+                self._suspects.pop(conn, None)  # (_lose has taken a gone one out already)
         self._report_gone()
 
     def _gone_now(self, conn: RemoteConn) -> bool:

@@ -261,9 +261,11 @@ class Kernel:
         return tick
 
     def _on_timers(self, now: int) -> None:
+        """Run the timers that are due. Each transport says when on the clock of the
+        moment it is asked (now plus what is left): compare with that clock too."""
         for transport in self.transports:
             tick = transport.next_timer()
-            if tick is not None and now >= tick:
+            if tick is not None and max(now, now_ms()) >= tick:
                 self._current = transport
                 try:
                     transport.on_timer(now)

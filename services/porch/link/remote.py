@@ -113,6 +113,7 @@ class RemoteDealer:
             raise ValueError(f"not a CURVE key: {exc}") from None
         self.monitor = sock.get_monitor_socket(MONITOR_EVENTS)
         self._failures = 0
+        self._in_monitor = False  # a handler's send must not read the monitor again
 
     @property
     def closed(self) -> bool:
@@ -158,6 +159,15 @@ class RemoteDealer:
     def _on_monitor(self) -> None:
         """Connection events: a handshake done (Register first), a connection lost, a
         key refused."""
+        if self._in_monitor:
+            return
+        self._in_monitor = True
+        try:
+            self._take_events()
+        finally:
+            self._in_monitor = False
+
+    def _take_events(self) -> None:
         monitor = self.monitor
         while not self._closed:
             try:
@@ -241,7 +251,7 @@ class RemoteDealer:
             return False
         if self._closed:
             return False
-        if self._monitor_waiting():
+        if not self._in_monitor and self._monitor_waiting():
             self._on_monitor()  # a new connection's Register goes out before this
         if not self.connected:
             return False

@@ -169,16 +169,19 @@ def _read_toml(path: Path) -> dict[str, object]:
 
 
 def read_revoked(path: Path) -> frozenset[str]:
-    """The revoked public keys (one per line; '#' starts a comment)."""
+    """The revoked public keys: the first word of each line (what follows is a note).
+    A line starting with "# " is a comment; '#' alone cannot mark one: Z85 keys use it."""
     try:
         text = path.read_text()
     except FileNotFoundError:
         return frozenset()
     keys = set()
     for line in text.splitlines():
-        word = line.split("#", 1)[0].strip()
-        if word:
-            keys.add(word)
+        words = line.split()
+        if not words or words[0] == "#":
+            continue
+        if is_key(words[0]):
+            keys.add(words[0])
     return frozenset(keys)
 
 
@@ -190,7 +193,8 @@ def revoke(home: NodeHome, key: str, note: str) -> bool:
     try:
         old = path.read_text()
     except FileNotFoundError:
-        old = "# public keys the kernel refuses (porch keys revoke); read again when changed\n"
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    write_atomic(path, (old + f"{key}  # {note}, revoked {stamp}\n").encode())
+        old = "# public keys the kernel refuses (porch keys revoke), one a line, then a note;\n" \
+              "# read again when it changes\n"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_atomic(path, (old + f"{key} {note} revoked {stamp}\n").encode())
     return True
