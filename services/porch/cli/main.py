@@ -5,6 +5,7 @@
     porch send PROCESS BODY [--timeout S]
     porch password [--password P | --generate]
     porch rpc-token                                (the RPC endpoint's credential)
+    porch keys new ID | list | revoke ID           (processes on other machines)
     porch kernel | http-server | http-client      (the services themselves)
 """
 
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from porch.cli import keys as keys_cli
 from porch.cli import procinfo, supervise
 from porch.files import remove_leftovers
 from porch.http_server.port import read_port
@@ -498,6 +500,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     width = max([len(r[0]) for r in rows] + [16])
     for name, state, description in rows:
         print(f"  {name:<{width}} {state:<9} {description}")
+    if config and (config.kernel.listen or config.remote_keys()):
+        print_remote(home, config)
     if warning:
         print(f"porch: warning: {warning}", file=sys.stderr)
     return 0
@@ -527,6 +531,36 @@ def state_of(port: int) -> tuple[str, str | None]:
         f"the node's state cannot be written since {since}: {status.get('state_error')}. "
         "The http-server serves what was saved; binds and logins are refused until the disk "
         "can be written again (`porch logs http-server`)")
+
+
+def print_remote(home: NodeHome, config: node_config.NodeConfig) -> None:
+    """Processes on other machines: not supervised here, so the kernel says what it
+    knows of them (connected since, address, last heartbeat)."""
+    from porch import PorchError, Process
+
+    print(f"remote processes (listen {config.kernel.listen or '-'}; docs/remote.md):")
+    entries = {}
+    try:
+        with Process(f"status-{os.getpid()}:terminal:sys", home=home.root,
+                     connect_timeout=3) as proc:
+            entries = {e.process_id: e for e in proc.registry().entries if e.address}
+    except PorchError as exc:
+        print(f"  (the kernel did not answer: {exc})")
+        return
+    now = time.time()
+    ids = sorted(set(config.remote_keys()) | set(entries))
+    if not ids:
+        print("  none declared ([[process]] with a key: `porch keys new ID`)")
+    width = max([len(i) for i in ids] + [16])
+    for pid in ids:
+        e = entries.get(pid)
+        if e is None:
+            print(f"  {pid:<{width}} {'-':<9} not connected")
+            continue
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.connected_at))
+        print(f"  {pid:<{width}} {'CONNECTED':<9} from {e.address}, connected since {since} "
+              f"({procinfo.hms(max(0.0, now - e.connected_at))}), last heartbeat "
+              f"{max(0.0, now - e.last_heartbeat):.1f} s ago")
 
 
 def _describe(info: dict[str, Any]) -> str:
@@ -743,7 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show the node's services and port",
                             description="Show the node's name, HTTP address, and the state of "
-                            "every service and process (exit 3 when no node runs).")
+                            "every service and process, remote ones included (exit 3 when no "
+                            "node runs).")
     _home_arg(status)
     status.set_defaults(func=cmd_status)
 
@@ -769,6 +804,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--lines", type=count, default=50, metavar="N",
                       help="print the last N lines (default 50; 0: none, with -f only new ones)")
     logs.set_defaults(func=cmd_logs)
+
+    keys_cli.add_parser(sub, _home_arg)
 
     send = sub.add_parser("send", help="send a request to a process and print its response",
                           description="Like Kinode's terminal `m`: send BODY to PROCESS "

@@ -170,7 +170,9 @@ def fingerprints(config: NodeConfig) -> dict[str, Any]:
         # capabilities and `public` are the kernel's business, not the processes'
         "kernel": {"node": config.node, "kernel": dataclasses.asdict(config.kernel),
                    "grants": {k: sorted(v) for k, v in config.grants().items() if v},
-                   "private": sorted(config.private())},
+                   "private": sorted(config.private()),
+                   # who may connect from other machines is read at the kernel's start
+                   "keys": config.remote_keys()},
         "http-server": {"node": config.node, "settings": config.http_server},
         "http-client": {"settings": config.http_client},
     }
@@ -214,6 +216,9 @@ def program_name(config: NodeConfig, name: str) -> str:
         return name
     for spec in config.processes:
         if name in (spec.id, spec.program_name):
+            if spec.key:
+                raise KeyError(f"{spec.id} runs on another machine (it has a key in porch.toml): "
+                               "the node does not run it (docs/remote.md)")
             if not spec.command:
                 raise KeyError(f"{spec.id} has no command in porch.toml: the node does not run it")
             return spec.program_name

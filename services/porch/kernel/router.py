@@ -1,6 +1,7 @@
-"""The kernel's message loop: a registry, capabilities, deadlines, over one transport.
+"""The kernel's message loop: a registry, capabilities, deadlines, over its transports.
 
-Every process connects a DEALER to the kernel's ipc socket and registers a process id.
+Every process connects a DEALER to the kernel's ipc socket (or, on another machine,
+to its TCP endpoint: `porch.kernel.remote`) and registers a process id.
 For each frame set the kernel:
   - stamps the source from the connection it arrived on (the envelope's own claim is
     overwritten), so no process can speak as another;
@@ -15,13 +16,20 @@ KernelError to the connection it came from.
 The loop is a plain blocking epoll (a blocking loop used ~35% less CPU than
 zmq.asyncio: docs/decisions.md §2).
 
-The socket side is a transport (`porch.kernel.transport`, today the ZMTP server of
-`porch.link.server`); this module names connections by the transport's opaque handles.
+The socket side is a transport (`porch.kernel.transport`): the ZMTP server of
+`porch.link.server` always, the TCP + CURVE one of `porch.kernel.remote` when the node
+listens for other machines. This module names connections by the transports' opaque
+handles, and sends to a connection through the transport it came from (a registered
+peer remembers it; an unregistered one is only ever answered while its transport
+delivers). The rules are the same for both; a remote peer differs in three: it may
+register only the id its proven key is granted (never a reserved one), it has no pid
+(its transport says when it is gone), and blobs reach it as frames, not descriptors.
 
 Liveness: at registration the kernel asks the OS which process is on the other end of
 the connection (SO_PEERCRED, taken at accept) and watches it with a pidfd, which
 becomes readable the moment that process exits: a `kill -9` is noticed at once,
-without heartbeats that a busy process would miss. A process that closes its
+without heartbeats that a busy process would miss (a remote process has no pid here:
+libzmq's heartbeats and its transport stand in). A process that closes its
 connection on purpose sends Unregister first. The kernel also sees the connection's
 EOF and drops the registration at once; the pidfd stays because a connection can
 outlive its process (a child forked without exec inherits the socket, so no EOF comes
@@ -45,7 +53,7 @@ from google.protobuf.message import DecodeError
 from porch.address import KERNEL, MAX_NAME, MAX_PUBLISHER, is_reserved, is_valid
 from porch.kernel.pending import PendingTable
 from porch.kernel.policy import SYSTEM_SENDERS, CapabilityPolicy
-from porch.kernel.transport import Conn, SendFailed, Transport, now_ms
+from porch.kernel.transport import Conn, RemoteSeam, SendFailed, Transport, now_ms
 from porch.link.fds import BadBlobFd, check_blob_fd, read_blob_fd
 from porch.link.server import ZmtpServer
 from porch.throttle import Every
@@ -92,6 +100,8 @@ class Peer:
     registered_at: float
     # The pid the OS reported for the connection (0 if it could not tell).
     verified_pid: int = 0
+    # The transport the connection belongs to (sends to it go there).
+    transport: Any = None
 
 
 @dataclass
@@ -125,6 +135,7 @@ class Kernel:
         max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
         transport: Transport | None = None,
         service_token: str = "",
+        remote: RemoteSeam | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.node = node
@@ -146,6 +157,12 @@ class Kernel:
         self._epoll = select.epoll()
         self._running = False
         self.transport: Transport = transport if transport is not None else ZmtpServer(endpoint)
+        # Processes on other machines (porch.kernel.remote), when the node listens for them.
+        self.remote = remote
+        self.transports: list[Transport] = [self.transport] + ([remote] if remote is not None else [])
+        # The transport now delivering (or timing, or flushing): an unregistered
+        # connection is answered through it.
+        self._current: Transport = self.transport
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -154,6 +171,14 @@ class Kernel:
         log.info("kernel %s for node %s listening on %s (protocol v%d)",
                  self.boot_id, self.node, self.endpoint, PROTOCOL_VERSION)
         log.info("kernel transport: %s", self.transport.name)
+        if self.remote is not None:
+            try:
+                self.remote.bind()
+            except OSError:
+                self.transport.close()
+                raise
+            log.info("kernel also listening on %s for processes on other machines "
+                     "(CURVE; docs/remote.md)", self.remote.endpoint)
 
     def stop(self, *_: object) -> None:
         self._running = False
@@ -163,22 +188,26 @@ class Kernel:
             os.close(pidfd)
         self.watched.clear()
         self._pidfds.clear()
-        self.transport.close()
+        for transport in self.transports:
+            transport.close()
         self._epoll.close()
 
     def run(self) -> None:
         """Serve until stop() (SIGTERM/SIGINT when run as the service).
 
-        One epoll set holds the transport's fds and the pidfds of registered processes.
-        Each wakeup: the transport's events first (messages are what someone is waiting
-        for), then deaths, then deadlines and the transport's timers; then the
-        transport writes what all of that queued.
+        One epoll set holds the transports' fds and the pidfds of registered processes.
+        Each wakeup: the transports' events first (messages are what someone is waiting
+        for), then deaths, then deadlines and the transports' timers; then the
+        transports write what all of that queued.
         """
         self._running = True
-        transport = self.transport
+        local = self.transport
+        transports = self.transports
         epoll = self._epoll
-        transport.attach(epoll, self)
-        on_events = transport.on_events
+        for transport in transports:
+            transport.attach(epoll, self)
+        on_events = local.on_events
+        others = transports[1:]
         pending = self.pending
         pidfds = self._pidfds
         wait = 0
@@ -186,6 +215,10 @@ class Kernel:
             while self._running:
                 ready = epoll.poll(wait / 1000)
                 more = on_events(ready)
+                for transport in others:
+                    self._current = transport
+                    more = transport.on_events(ready) or more
+                    self._current = local
                 if pidfds:
                     for fd, _ in ready:
                         if fd in pidfds:
@@ -194,7 +227,7 @@ class Kernel:
                 if self._watch_checks:
                     grace_end = self.started_ms + WATCH_GRACE_MS
                     deadline = grace_end if deadline is None else min(deadline, grace_end)
-                tick = transport.next_timer()
+                tick = self._next_timer()
                 wake = _earliest(deadline, tick)
                 if wake is not None:
                     now = now_ms()
@@ -203,10 +236,14 @@ class Kernel:
                             self.expire(now)
                             deadline = pending.next_deadline()
                         if tick is not None and now >= tick:
-                            transport.on_timer(now)
-                            tick = transport.next_timer()
+                            self._on_timers(now)
+                            tick = self._next_timer()
                         wake = _earliest(deadline, tick)
-                more = transport.flush() or more
+                more = local.flush() or more
+                for transport in others:
+                    self._current = transport
+                    more = transport.flush() or more
+                    self._current = local
                 if more:
                     wait = 0
                 elif wake is None:
@@ -214,7 +251,34 @@ class Kernel:
                 else:
                     wait = max(0, min(1000, wake - now_ms()))
         finally:
-            transport.detach()
+            for transport in transports:
+                transport.detach()
+
+    def _next_timer(self) -> int | None:
+        tick = None
+        for transport in self.transports:
+            tick = _earliest(tick, transport.next_timer())
+        return tick
+
+    def _on_timers(self, now: int) -> None:
+        """Run the timers that are due. Each transport says when on the clock of the
+        moment it is asked (now plus what is left): compare with that clock too."""
+        for transport in self.transports:
+            tick = transport.next_timer()
+            if tick is not None and max(now, now_ms()) >= tick:
+                self._current = transport
+                try:
+                    transport.on_timer(now)
+                finally:
+                    self._current = self.transport
+
+    def _transport_of(self, conn: Conn) -> Transport:
+        """The transport conn belongs to: its peer's, else the one delivering now."""
+        peer = self.peers.get(conn)
+        if peer is not None and peer.transport is not None:
+            t: Transport = peer.transport
+            return t
+        return self._current
 
     # ------------------------------------------------------------------ routing
 
@@ -289,7 +353,7 @@ class Kernel:
     def _take_fd_blob(self, ident: Conn, env: kernel_pb2.Envelope, blob: Any) -> FdBlob | None:
         """The descriptor that came with a blob_fd message, checked (a sealed regular
         file of the announced size: nothing else is passed on); None after refusing."""
-        fd = self.transport.take_fd(ident)
+        fd = self._current.take_fd(ident)
         problem = ""
         if fd < 0:
             problem = "blob_fd is set but no descriptor came with the message"
@@ -309,11 +373,13 @@ class Kernel:
 
     def _forward(self, conn: Conn, frame: Any, blob: Any) -> None:
         """Queue a message to conn (raises SendFailed). A blob descriptor is handed to
-        a peer that takes them, else (a libzmq peer) read and sent as a frame."""
+        a peer that takes them, else (a libzmq peer, a remote one) read and sent as a
+        frame."""
+        transport = self._transport_of(conn)
         if type(blob) is not FdBlob:
-            self.transport.send(conn, frame, blob)
-        elif self.transport.takes_fds(conn):
-            self.transport.send(conn, frame, None, fd=blob.fd)
+            transport.send(conn, frame, blob)
+        elif transport.takes_fds(conn):
+            transport.send(conn, frame, None, fd=blob.fd)
             blob.fd = -1  # the queue owns it now
         else:
             try:
@@ -323,7 +389,7 @@ class Kernel:
             env = parse_envelope(frame)
             env.blob_fd = False
             env.ClearField("blob_size")
-            self.transport.send(conn, env.SerializeToString(), data)
+            transport.send(conn, env.SerializeToString(), data)
 
     def _route_request(self, ident: Conn, source: str, env: kernel_pb2.Envelope, frame: Any,
                        blob: Any) -> None:
@@ -491,7 +557,7 @@ class Kernel:
         ctl = env.control
         which = ctl.WhichOneof("kind")
         if which == "register":
-            pid = self.transport.peer_pid(ident)
+            pid = self._current.peer_pid(ident)
             self._register(ident, peer, ctl.register, pid)
         elif which == "unregister":
             self._drop(ident, "closed its connection")
@@ -511,9 +577,12 @@ class Kernel:
             reg = reply.control.registry
             reg.node = self.node
             reg.kernel_boot_id = self.boot_id
-            for p in sorted(self.peers.values(), key=lambda p: p.process_id):
-                reg.entries.add(process_id=p.process_id, os_pid=p.os_pid,
-                                registered_at=p.registered_at)
+            for conn, p in sorted(self.peers.items(), key=lambda cp: cp[1].process_id):
+                entry = reg.entries.add(process_id=p.process_id, os_pid=p.os_pid,
+                                        registered_at=p.registered_at)
+                if self.remote is not None and p.transport is self.remote:
+                    entry.address, entry.connected_at, entry.last_heartbeat = \
+                        self.remote.remote_info(conn)
             c = self.counters
             reg.routed, reg.malformed, reg.refused = c.routed, c.malformed, c.refused
             reg.timeouts, reg.offline = c.timeouts, c.offline
@@ -532,6 +601,9 @@ class Kernel:
                                f"name and package [a-z0-9-]{{1,{MAX_NAME}}}, publisher "
                                f"[a-z0-9.-]{{1,{MAX_PUBLISHER}}} (kernel:distro:sys is reserved)")
             self.counters.warn("invalid-id", "refused registration of %r: invalid process id", shown)
+            return
+        remote = self.remote is not None and self._current is self.remote
+        if remote and not self._admit_remote(ident, pid):
             return
         if is_reserved(pid) and not (self.service_token and hmac.compare_digest(
                 reg.service_token.encode(), self.service_token.encode())):
@@ -554,6 +626,10 @@ class Kernel:
             if verified_pid and held.verified_pid == verified_pid:
                 # The same OS process reconnected (its old connection is gone): take over.
                 self._drop(holder, "reconnected")
+            elif self.remote is not None and held.transport is self.remote \
+                    and not self.remote.alive(holder):
+                # A remote holder whose connection libzmq has closed (not reported yet).
+                self._drop(holder, "its connection is gone")
             else:
                 self.counters.refused += 1
                 self._kernel_error(ident, ErrorCode.AlreadyRegistered, 0,
@@ -565,12 +641,36 @@ class Kernel:
         if peer is not None:  # the same connection registering again: idempotent
             self._send_registered(ident, pid)
             return
-        self.peers[ident] = Peer(pid, os_pid, time.time(), verified_pid)
+        self.peers[ident] = Peer(pid, os_pid, time.time(), verified_pid, self._current)
         self.idents[pid] = ident
         if verified_pid:
             self._watch(verified_pid, ident)
         self._send_registered(ident, pid)
-        log.info("registered %s (os pid %d)", pid, os_pid)
+        if remote:
+            log.info("registered %s from another machine: %s", pid, self._current.describe(ident))
+        else:
+            log.info("registered %s (os pid %d)", pid, os_pid)
+
+    def _admit_remote(self, ident: Conn, pid: str) -> bool:
+        """A registration from another machine: the proven key must be granted this id
+        (porch.toml), and a reserved id never is, whatever token comes with it."""
+        assert self.remote is not None
+        if is_reserved(pid):
+            self.counters.refused += 1
+            self._kernel_error(ident, ErrorCode.ReservedProcessId, 0,
+                               f"{pid} is reserved for the node's services (distro:sys), "
+                               "which never run on another machine")
+            self.counters.warn("reserved", "refused registration of %s from another machine "
+                               "(%s): reserved id", pid, self.remote.describe(ident))
+            return False
+        why = self.remote.admits(ident, pid)
+        if why:
+            self.counters.refused += 1
+            self._kernel_error(ident, ErrorCode.NotGranted, 0, f"may not register {pid}: {why}")
+            self.counters.warn("not-granted", "refused registration of %s from another machine "
+                               "(%s): %s", pid, self.remote.describe(ident), why)
+            return False
+        return True
 
     def _watch_process(self, watched: str, watcher: str) -> None:
         if watched in self.idents:
@@ -592,13 +692,14 @@ class Kernel:
         reply = Envelope(version=PROTOCOL_VERSION, source=KERNEL, target=pid)
         ack = reply.control.registered
         ack.process_id, ack.node, ack.kernel_boot_id = pid, self.node, self.boot_id
+        ack.kernel_time_ms = now_ms()
         self._send(ident, reply)
 
     # ------------------------------------------------------------------ replies
 
     def _send(self, ident: Conn, env: kernel_pb2.Envelope, bounded: bool = True) -> None:
         try:
-            self.transport.send(ident, env.SerializeToString(), None, bounded=bounded)
+            self._transport_of(ident).send(ident, env.SerializeToString(), None, bounded=bounded)
         except SendFailed:
             pass  # gone or not reading; nothing is queued for absent peers
 
@@ -637,7 +738,7 @@ class Kernel:
 
     def _who(self, ident: Conn) -> str:
         peer = self.peers.get(ident)
-        return peer.process_id if peer else f"unregistered connection {self.transport.describe(ident)}"
+        return peer.process_id if peer else f"unregistered connection {self._current.describe(ident)}"
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:

@@ -9,7 +9,9 @@ from typing import IO
 
 from porch.kernel.policy import CapabilityPolicy
 from porch.kernel.router import Kernel, install_signal_handlers
-from porch.node import service_token
+from porch.kernel.transport import RemoteSeam
+from porch.node import keys, service_token
+from porch.node.config import NodeConfig
 from porch.node.home import NodeHome
 from porch.node.startup import start_service
 
@@ -25,6 +27,23 @@ def hold_lock(home: NodeHome) -> IO[str] | None:
         lock.close()
         return None
     return lock
+
+
+def remote_transport(home: NodeHome, config: NodeConfig) -> RemoteSeam | None:
+    """The TCP + CURVE transport for processes on other machines, if the node listens."""
+    settings = config.kernel
+    if not settings.listen:
+        return None
+    from porch.kernel.keyring import KeyRing
+    from porch.kernel.remote import RemoteTransport
+
+    declared = config.remote_keys()
+    if not declared:
+        log.warning("[kernel] listen is set but no [[process]] has a key: every remote "
+                    "connection will be refused (porch keys new ID)")
+    return RemoteTransport(settings.listen, KeyRing(declared, keys.revoked_path(home)),
+                           keys.server_keys(home), queue=settings.remote_queue,
+                           max_connections=settings.remote_connections)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,14 +62,27 @@ def main(argv: list[str] | None = None) -> int:
     if lock is None:
         log.error("another kernel is already running for %s", home.root)
         return 1
+    try:
+        remote = remote_transport(home, config)
+    except keys.KeyFileError as exc:
+        log.error("%s", exc)
+        lock.close()
+        return 2
     kernel = Kernel(
         home.kernel_endpoint,
         config.node,
         CapabilityPolicy(config.grants(), config.private()),
         max_timeout_ms=int(config.kernel.max_request_timeout_s * 1000),
         service_token=service_token.read_or_create(home),
+        remote=remote,
     )
-    kernel.bind()
+    try:
+        kernel.bind()
+    except OSError as exc:
+        log.error("%s", exc)
+        kernel.close()
+        lock.close()
+        return 1
     install_signal_handlers(kernel)
     try:
         kernel.run()

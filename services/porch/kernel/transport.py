@@ -1,11 +1,13 @@
 """The seam between the kernel's router and the sockets under it.
 
 The router (`porch.kernel.router.Kernel`) owns the registry, capabilities, pending
-requests and deadlines; a transport owns the connections. Today one implements it:
-`porch.link.server.ZmtpServer`, ZMTP 3.1 on the node's Unix socket, in the kernel's
-own thread. A second one (remote processes over TCP) plugs in here without touching
-the router: it reports to the router as a `Sink` (what it read, who disconnected) and
-offers what `Transport` lists.
+requests and deadlines; a transport owns the connections. Two implement it, both in
+the kernel's own thread and epoll: `porch.link.server.ZmtpServer`, ZMTP 3.1 on the
+node's Unix socket (always), and `porch.kernel.remote.RemoteTransport`, processes on
+other machines over TCP with CurveZMQ (when `[kernel] listen` is set), which also
+answers what `RemoteSeam` adds. Each reports to the router as a `Sink` (what it read,
+who disconnected) and offers what `Transport` lists; the router sends to a connection
+through the transport it came from.
 
 A connection is named by an opaque, hashable handle the transport chooses; the router
 uses it as a dict key and hands it back. Frames are whatever the transport read
@@ -24,7 +26,7 @@ from porch.wire import now_ms
 
 Conn = Hashable
 
-__all__ = ["FULL", "UNREACHABLE", "Conn", "SendFailed", "Sink", "Transport", "now_ms"]
+__all__ = ["FULL", "UNREACHABLE", "Conn", "RemoteSeam", "SendFailed", "Sink", "Transport", "now_ms"]
 
 
 class Transport(Protocol):
@@ -72,3 +74,17 @@ class Transport(Protocol):
         """How logs name an unregistered connection."""
 
     def close(self) -> None: ...
+
+
+class RemoteSeam(Transport, Protocol):
+    """A transport whose peers are on other machines: no pids to watch, an identity
+    (a proven key) instead, asked of it at registration."""
+
+    def admits(self, conn: Any, process_id: str) -> str:
+        """Why conn may not register process_id ("" if it may)."""
+
+    def alive(self, conn: Any) -> bool:
+        """Whether conn is still connected (asked now; a gone one is reported)."""
+
+    def remote_info(self, conn: Any) -> tuple[str, float, float]:
+        """(address, connected since, last known alive), Unix seconds."""

@@ -91,6 +91,10 @@ class Handler(Protocol):
     def on_lost(self) -> None:
         """An established connection ended (not called when an attempt fails)."""
 
+    def on_refused(self, detail: str) -> None:
+        """The kernel refused this end's credentials for good (a remote link's key:
+        `porch.link.remote`); the local link never calls it."""
+
 
 class Dealer:
     """One process's connection to the kernel as a ZMTP DEALER, whatever drives it.
@@ -101,6 +105,9 @@ class Dealer:
     `_heartbeat` every heartbeat interval, and `_connect` when `_retry_after` says.
     `name` (the process id) names it in logs.
     """
+
+    takes_fds = True  # porch.link.Link: blobs as descriptors, on the node's Unix socket
+    remote = False
 
     def __init__(
         self,
@@ -528,6 +535,9 @@ class _NoHandler:
         pass
 
     def on_lost(self) -> None:
+        pass
+
+    def on_refused(self, detail: str) -> None:
         pass
 
 

@@ -4,6 +4,7 @@
 
     [kernel]
     max_request_timeout_s = 3600
+    listen = "tcp://0.0.0.0:9555"   # optional: processes on other machines (docs/remote.md)
 
     [http_server]          # settings of porch.http_server.settings.HttpServerSettings
     request_timeout_s = 15
@@ -20,6 +21,11 @@
     public = true                          # optional, default true
     autostart = true                       # optional
     environment = { GREETING = "hi" }      # optional
+
+    [[process]]            # a process on another machine (docs/remote.md): no command,
+    id = "worker:gpu:sys"  # the public key of its pair (`porch keys new worker:gpu:sys`)
+    key = "<40 characters of Z85>"
+    capabilities = ["http-server:distro:sys"]
 
     [[process]]            # what the RPC endpoint (POST /rpc:distro:sys/message) may
     id = "rpc:distro:sys"  # reach besides public processes; its messages go out under
@@ -39,6 +45,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from porch.address import RESERVED_PACKAGE, RPC, InvalidProcessId, ProcessId, is_reserved
+from porch.node.keys import is_key
 
 DEFAULT_NODE = "porch.os"
 
@@ -56,6 +63,8 @@ class ProcessSpec:
     public: bool = True
     autostart: bool = True
     environment: dict[str, str] = field(default_factory=dict)
+    # A process on another machine: the public key it proves over TCP (CURVE).
+    key: str = ""
 
     @property
     def program_name(self) -> str:
@@ -67,10 +76,36 @@ class ProcessSpec:
 class KernelSettings:
     # Request deadlines further ahead are clamped to this (keeps the pending table bounded).
     max_request_timeout_s: float = 3600.0
+    # "tcp://HOST:PORT": also accept processes on other machines there (CURVE-encrypted,
+    # authenticated by the keys of porch.toml); "" (the default): local processes only.
+    listen: str = ""
+    # Messages queued to one remote process before sends to it fail Offline.
+    remote_queue: int = 1000
+    # Remote TCP connections open at once (handshaking included); more are closed.
+    remote_connections: int = 128
 
     def __post_init__(self) -> None:
         if not self.max_request_timeout_s > 0:
             raise ConfigError("[kernel] max_request_timeout_s must be more than 0")
+        if self.listen:
+            problem = tcp_endpoint_problem(self.listen)
+            if problem:
+                raise ConfigError(f"[kernel] listen: {problem}")
+        if not 1 <= self.remote_queue <= 1_000_000:
+            raise ConfigError("[kernel] remote_queue must be 1 to 1000000 messages")
+        if not 1 <= self.remote_connections <= 4096:
+            raise ConfigError("[kernel] remote_connections must be 1 to 4096")
+
+
+def tcp_endpoint_problem(endpoint: str) -> str:
+    """What is wrong with a tcp://HOST:PORT endpoint ("" if nothing)."""
+    rest = endpoint.removeprefix("tcp://")
+    host, _, port = rest.rpartition(":")
+    if rest == endpoint or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"expected tcp://HOST:PORT (e.g. tcp://0.0.0.0:9555), got {endpoint!r}"
+    if any(c.isspace() or c in "/;@" for c in host):
+        return f"{host!r} is not a host name or address"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -84,6 +119,10 @@ class NodeConfig:
 
     def grants(self) -> dict[str, tuple[str, ...]]:
         return {p.id: p.capabilities for p in self.processes}
+
+    def remote_keys(self) -> dict[str, str]:
+        """Process id -> the public key it must prove (processes on other machines)."""
+        return {p.id: p.key for p in self.processes if p.key}
 
     def private(self) -> list[str]:
         return [p.id for p in self.processes if not p.public]
@@ -164,6 +203,7 @@ def parse(text: str, where: str = "porch.toml") -> NodeConfig:
     kernel = settings_from(raw.get("kernel", {}), KernelSettings, f"{where} [kernel]")
     processes = []
     seen = set()
+    keys: dict[str, str] = {}  # public key -> the id it was declared for
     for i, entry in enumerate(raw.get("process", [])):
         here = f"{where} [[process]] #{i + 1}"
         if not isinstance(entry, dict):
@@ -184,6 +224,8 @@ def parse(text: str, where: str = "porch.toml") -> NodeConfig:
             raise ConfigError(f"{here}: {spec.id} is an id of the node's own services "
                               f"(package {RESERVED_PACKAGE}); an entry for it may grant "
                               f"capabilities ({RPC}) but not run a command")
+        if spec.key:
+            _check_remote(spec, here, keys)
         if spec.id in seen:
             raise ConfigError(f"{here}: process {spec.id} is declared twice")
         seen.add(spec.id)
@@ -193,6 +235,23 @@ def parse(text: str, where: str = "porch.toml") -> NodeConfig:
             raise ConfigError(f"{where}: [{section}] must be a table")
     return NodeConfig(node, kernel, tuple(processes),
                       dict(raw.get("http_server", {})), dict(raw.get("http_client", {})))
+
+
+def _check_remote(spec: ProcessSpec, here: str, keys: dict[str, str]) -> None:
+    """A process on another machine: a valid public key of its own, nothing to run here."""
+    if not is_key(spec.key):
+        raise ConfigError(f"{here}: key must be a public CURVE key in Z85 (40 characters, "
+                          "as `porch keys new` prints it)")
+    if is_reserved(spec.id):
+        raise ConfigError(f"{here}: {spec.id} is an id of the node's own services "
+                          f"(package {RESERVED_PACKAGE}): it never runs on another machine")
+    if spec.command:
+        raise ConfigError(f"{here}: a process with a key runs on another machine and is not "
+                          "supervised by the node: drop its command (docs/remote.md)")
+    if spec.key in keys:
+        raise ConfigError(f"{here}: this key is declared for {keys[spec.key]} already; "
+                          "each remote process has a key pair of its own (`porch keys new`)")
+    keys[spec.key] = spec.id
 
 
 def load(path: Path) -> NodeConfig:
@@ -241,5 +300,7 @@ def render(node: str, processes: list[ProcessSpec]) -> str:
             lines.append("public = false")
         if p.environment:
             lines.append(f"environment = {_toml_value(p.environment)}")
+        if p.key:
+            lines.append(f"key = {_toml_value(p.key)}")
         lines.append("")
     return "\n".join(lines)

@@ -11,7 +11,9 @@ called for every request (`on_request`), callbacks on reconnection and on anothe
 process's exit, and `request_future` for callers that need the id of what they await.
 
 The loop itself speaks ZMTP to the kernel on the Unix socket
-(`porch.link.asyncio_dealer`), with no I/O thread between the loop and the socket.
+(`porch.link.asyncio_dealer`), with no I/O thread between the loop and the socket; a
+process on another machine reaches the kernel over TCP with CURVE
+(`porch.link.remote`: `endpoint="tcp://..."` or $PORCH_KERNEL, and its key file).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from porch.address import KERNEL
 from porch.link.asyncio_dealer import AsyncioDealer
 from porch.link.fds import BlobFile
+from porch.link.remote import AsyncioRemoteDealer
 from porch.process.message import (
     Blob,
     KernelRefused,
@@ -39,11 +42,13 @@ from porch.process.session import (
     Exited,
     Incoming,
     KernelSession,
+    KeysArg,
     Refused,
     Registered,
     Reply,
     expired,
     refused_error,
+    remote_settings,
     resolve,
 )
 from porch.process.shared import (
@@ -88,8 +93,8 @@ class AsyncProcess:
         self._on_disconnect: list[Callable[[], None]] = []
         self._watches: dict[str, list[Callable[[str], None]]] = {}
         link = core.link
-        if not isinstance(link, AsyncioDealer):
-            raise TypeError(f"AsyncProcess needs an AsyncioDealer, not {type(link).__name__}")
+        if not isinstance(link, AsyncioDealer | AsyncioRemoteDealer):
+            raise TypeError(f"AsyncProcess needs an asyncio-driven link, not {type(link).__name__}")
         core.bind(self._deliver, self._on_lost)
         link.start(loop, core)
 
@@ -101,11 +106,18 @@ class AsyncProcess:
         home: str | os.PathLike[str] | None = None,
         endpoint: str | None = None,
         connect_timeout: float = 30.0,
+        keys: KeysArg = None,
     ) -> AsyncProcess:
         """Connect as process_id and wait until registered (KernelUnreachable after
-        connect_timeout, KernelRefused for a bad or duplicate id)."""
-        pid, endpoint_ = resolve(process_id, home, endpoint)
-        link = AsyncioDealer(endpoint_, name=pid)
+        connect_timeout, KernelRefused for a bad or duplicate id, or a key the kernel
+        refused). `keys`: the key file of a process on another machine (default
+        $PORCH_KEYS), used when the endpoint is tcp://."""
+        pid, endpoint_, client = resolve(process_id, home, endpoint, keys)
+        link: AsyncioDealer | AsyncioRemoteDealer
+        if client is not None:
+            link = AsyncioRemoteDealer(endpoint_, name=pid, **remote_settings(client))
+        else:
+            link = AsyncioDealer(endpoint_, name=pid)
         self = cls(KernelSession(pid, endpoint_, link), asyncio.get_running_loop())
         try:
             await asyncio.wait_for(asyncio.shield(self._registered), connect_timeout)

@@ -13,7 +13,10 @@ them to it).
 
 Messages that arrive while `send_and_await_response` waits are kept, in order, for the
 next `await_message`. The calls themselves speak ZMTP on the kernel's Unix socket
-(`porch.link.blocking_dealer`): there is no loop and no I/O thread.
+(`porch.link.blocking_dealer`): there is no loop and no I/O thread. A process on
+another machine reaches the kernel over TCP with CURVE (`porch.link.remote`, libzmq's
+I/O thread keeping the connection alive): `endpoint="tcp://..."` or $PORCH_KERNEL, and
+its key file (`keys=` or $PORCH_KEYS).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections import deque
 
 from porch.address import KERNEL
 from porch.link.blocking_dealer import BlockingDealer
+from porch.link.remote import BlockingRemoteDealer
 from porch.process.message import (
     Blob,
     KernelRefused,
@@ -37,11 +41,13 @@ from porch.process.message import (
 from porch.process.session import (
     Incoming,
     KernelSession,
+    KeysArg,
     Refused,
     Registered,
     Reply,
     expired,
     refused_error,
+    remote_settings,
     resolve,
 )
 from porch.process.shared import (
@@ -63,7 +69,9 @@ class Process:
 
     process_id defaults to $PORCH_PROCESS; the kernel endpoint to $PORCH_KERNEL, else
     the home's socket ($PORCH_HOME or ~/.porch). Waits up to connect_timeout seconds for
-    the kernel and raises KernelUnreachable, or KernelRefused (bad or duplicate id).
+    the kernel and raises KernelUnreachable, or KernelRefused (bad or duplicate id, or a
+    key the kernel refused). `keys`: the key file of a process on another machine
+    (default $PORCH_KEYS), used when the endpoint is tcp:// (docs/remote.md).
     """
 
     def __init__(
@@ -73,8 +81,9 @@ class Process:
         home: str | os.PathLike[str] | None = None,
         endpoint: str | None = None,
         connect_timeout: float = 30.0,
+        keys: KeysArg = None,
     ) -> None:
-        pid, endpoint_ = resolve(process_id, home, endpoint)
+        pid, endpoint_, client = resolve(process_id, home, endpoint, keys)
         self._inbox: deque[Message | SendError] = deque()
         # Requests sent with expects_response whose outcome await_message reports.
         self._awaiting: dict[int, str] = {}
@@ -85,7 +94,11 @@ class Process:
         self._last_blob: Blob | None = None
         self._refused: KernelRefused | None = None
         self._raise: KernelRefused | None = None  # a refusal, raised once the wait returns
-        self._link = BlockingDealer(endpoint_, name=pid)
+        self._link: BlockingDealer | BlockingRemoteDealer
+        if client is not None:
+            self._link = BlockingRemoteDealer(endpoint_, name=pid, **remote_settings(client))
+        else:
+            self._link = BlockingDealer(endpoint_, name=pid)
         self._core = KernelSession(pid, endpoint_, self._link)
         self._core.bind(self._deliver, self._lost)
         self._link.start(self._core)
@@ -290,7 +303,8 @@ class Process:
         elif isinstance(item, Refused):
             self._refused = refused_error(item)
             log.error("%s: %s", self.our, self._refused)
-            if self._core.registered or self._wanted is not None:
+            # A key refused (remote) does not heal: whichever call comes next raises it.
+            if self._core.registered or self._wanted is not None or item.code == "KeyRefused":
                 self._raise = self._refused
         elif isinstance(item, Registered):
             log.info("%s: registered with kernel (node %s)", self.our, item.node)

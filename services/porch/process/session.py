@@ -1,5 +1,7 @@
 """One process's session with the kernel: what both stub APIs (blocking and asyncio)
-share, over the link (`porch.link.dealer.Dealer`) that carries its bytes.
+share, over the link that carries its bytes (`porch.link.Link`: the local
+`porch.link.dealer.Dealer` on the node's Unix socket, or `porch.link.remote.RemoteDealer`
+over TCP with CURVE from another machine).
 
 `KernelSession` numbers requests, builds envelopes (register, watch, requests,
 responses) and decodes what arrives into `Incoming` items, keeping the registration
@@ -7,6 +9,12 @@ state. It is the dealer's handler: on every new connection its Register goes out
 first (that is how a process survives a kernel restart without doing anything), every
 message is decoded and handed to the API's `deliver`, and a lost connection is told to
 the API's `lost`. It never waits; the blocking and asyncio layers decide how to wait.
+
+Over a remote link two things differ, and are handled here: blobs never travel as
+descriptors (the link's `takes_fds` is False: they go inline), and deadlines are
+absolute times on the kernel's clock, which may not be ours: the Registered answer
+carries the kernel's time, and deadlines are converted both ways with the offset
+(accurate to the round trip).
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from porch.address import KERNEL, is_reserved, validate
-from porch.link.dealer import Dealer
+from porch.link import Link
 from porch.link.fds import FD_BLOB_MIN, BadBlobFd, BlobFile, memfd_blob, read_blob_fd
-from porch.node.home import ENV_PROCESS, kernel_endpoint
+from porch.node.home import ENV_KERNEL, ENV_PROCESS, kernel_endpoint
+from porch.node.keys import ENV_KEYS, ClientKeys, KeyFileError, read_client
 from porch.node.service_token import ENV_SERVICE_TOKEN
 from porch.process.message import (
     SEND_ERRORS,
@@ -79,27 +88,70 @@ Incoming = Message | Reply | Registered | Refused | Exited | None
 Deliver = Callable[[Incoming], object]
 
 
+KeysArg = str | os.PathLike[str] | ClientKeys | None
+
+
 def resolve(process_id: str | None, home: str | os.PathLike[str] | None,
-            endpoint: str | None) -> tuple[str, str]:
-    """The id from the argument or $PORCH_PROCESS; the endpoint from the argument,
-    $PORCH_KERNEL, or the home's socket."""
-    pid = process_id or os.environ.get(ENV_PROCESS)
+            endpoint: str | None, keys: KeysArg = None) -> tuple[str, str, ClientKeys | None]:
+    """Who connects where, with which keys.
+
+    The endpoint: the argument, $PORCH_KERNEL, the key file's `kernel`, else the home's
+    socket. A tcp:// endpoint (a kernel on another machine) needs keys: the argument (a
+    key file or ClientKeys) or the key file $PORCH_KEYS names (`porch keys new`). The id:
+    the argument, $PORCH_PROCESS, else the key file's `process`."""
+    client: ClientKeys | None = None
+    if endpoint:
+        where = endpoint
+    elif home is not None:
+        where = kernel_endpoint(home)  # that home's own socket
+    else:
+        where = os.environ.get(ENV_KERNEL, "")
+        if not where:
+            client = _client_keys(keys)
+            where = (client.kernel if client is not None else "") or kernel_endpoint(None)
+    if where.startswith("tcp://"):
+        client = client or _client_keys(keys)
+        if client is None:
+            raise PorchError(f"the kernel at {where} is on another machine: pass keys= (a key "
+                             f"file) or set ${ENV_KEYS} (`porch keys new ID` writes one)")
+    else:
+        client = None  # the node's own socket: no keys
+    pid = process_id or os.environ.get(ENV_PROCESS) or (client.process if client else "")
     if not pid:
         raise PorchError("no process id: pass one or set $" + ENV_PROCESS)
-    return pid, endpoint or kernel_endpoint(home)
+    return pid, where, client
+
+
+def _client_keys(keys: KeysArg) -> ClientKeys | None:
+    if isinstance(keys, ClientKeys):
+        return keys
+    path = keys if keys is not None else os.environ.get(ENV_KEYS)
+    if not path:
+        return None
+    try:
+        return read_client(path)
+    except KeyFileError as exc:
+        raise PorchError(str(exc)) from None
+
+
+def remote_settings(keys: ClientKeys) -> dict[str, str]:
+    """What a remote link is built with (porch.link.remote.RemoteDealer)."""
+    return {"server_key": keys.server, "public_key": keys.public, "secret_key": keys.secret}
 
 
 class KernelSession:
     """One process's session with the kernel over `link`: request ids, envelopes built
     and decoded, registration state. `start(deliver, lost)` starts the link."""
 
-    def __init__(self, process_id: str, endpoint: str, link: Dealer) -> None:
+    def __init__(self, process_id: str, endpoint: str, link: Link) -> None:
         self.process_id = validate(process_id)
         self.endpoint = endpoint
         self.link = link
         self.node = ""
         self.kernel_boot_id = ""
         self.registered = False
+        # The kernel's clock minus ours, in ms (0 for a local link: one clock).
+        self.clock_offset_ms = 0
         # Ids are unique per requester; a random start keeps a restarted process from
         # reusing the ids of its previous life while those may still be pending.
         self._ids = itertools.count(random.getrandbits(62) + 1)
@@ -124,9 +176,12 @@ class KernelSession:
         """Send without blocking; a kernel that is away or full is an Offline error.
 
         A blob of FD_BLOB_MIN bytes or more (and a BlobFile, always) goes as a sealed
-        memfd beside the message, not through the kernel's queues (porch.link.fds)."""
+        memfd beside the message, not through the kernel's queues (porch.link.fds),
+        when the link takes descriptors; else as a frame."""
         if blob is None:
             sent = self.link.send(env.SerializeToString())
+        elif not self.link.takes_fds:
+            sent = self.link.send(env.SerializeToString(), _inline(blob))
         elif isinstance(blob, BlobFile):
             sent = self._send_fd(env, blob.detach(), blob.size)
         elif len(blob.bytes) >= FD_BLOB_MIN:
@@ -163,6 +218,11 @@ class KernelSession:
     def on_lost(self) -> None:
         self.registered = False
         self._lost()
+
+    def on_refused(self, detail: str) -> None:
+        """The kernel refused our key (remote link): as a refused registration."""
+        self.registered = False
+        self._deliver(Refused("KeyRefused", detail, 0))
 
     # ------------------------------------------------------------------ control
 
@@ -211,7 +271,7 @@ class KernelSession:
         req.body = body
         if timeout is not None:
             req.expects_response = True
-            req.deadline_ms = now_ms() + max(0, int(timeout * 1000))
+            req.deadline_ms = now_ms() + self.clock_offset_ms + max(0, int(timeout * 1000))
         if metadata is not None:
             req.metadata = metadata
         if rsvp:
@@ -256,10 +316,13 @@ class KernelSession:
         kind = env.WhichOneof("message")
         if kind == "request":
             req = env.request
+            deadline = req.deadline_ms
+            if deadline and self.clock_offset_ms:
+                deadline = max(1, deadline - self.clock_offset_ms)  # on our clock
             msg = Message(
                 env.id, env.source, env.target, True, req.body, blob,
                 req.metadata if req.HasField("metadata") else None,
-                req.expects_response, req.deadline_ms, env.rsvp,
+                req.expects_response, deadline, env.rsvp,
             )
             return None if expired(msg) else msg  # never work on it late
         if kind == "response":
@@ -298,6 +361,8 @@ class KernelSession:
             self.registered = True
             self.node = ctl.registered.node
             self.kernel_boot_id = ctl.registered.kernel_boot_id
+            if self.link.remote and ctl.registered.kernel_time_ms:
+                self.clock_offset_ms = ctl.registered.kernel_time_ms - now_ms()
             return Registered(self.node, self.kernel_boot_id)
         if which == "error":
             err = ctl.error
@@ -321,6 +386,18 @@ class KernelSession:
                           ctl.registry.SerializeToString())
             return Reply(env.id, msg, None)
         return None
+
+
+def _inline(blob: Blob | BlobFile) -> bytes:
+    """A blob's bytes, for a link that cannot pass descriptors (a BlobFile is read and
+    closed: sending hands it over)."""
+    if isinstance(blob, Blob):
+        return blob.bytes
+    fd = blob.detach()
+    try:
+        return read_blob_fd(fd, blob.size)
+    finally:
+        os.close(fd)
 
 
 def refused_error(refused: Refused) -> KernelRefused:

@@ -124,14 +124,16 @@ class Register(_message.Message):
     def __init__(self, process_id: _Optional[str] = ..., os_pid: _Optional[int] = ..., service_token: _Optional[str] = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("process_id", "node", "kernel_boot_id")
+    __slots__ = ("process_id", "node", "kernel_boot_id", "kernel_time_ms")
     PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     KERNEL_BOOT_ID_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     process_id: str
     node: str
     kernel_boot_id: str
-    def __init__(self, process_id: _Optional[str] = ..., node: _Optional[str] = ..., kernel_boot_id: _Optional[str] = ...) -> None: ...
+    kernel_time_ms: int
+    def __init__(self, process_id: _Optional[str] = ..., node: _Optional[str] = ..., kernel_boot_id: _Optional[str] = ..., kernel_time_ms: _Optional[int] = ...) -> None: ...
 
 class KernelError(_message.Message):
     __slots__ = ("code", "id", "detail")
@@ -144,6 +146,7 @@ class KernelError(_message.Message):
         InvalidProcessId: _ClassVar[KernelError.Code]
         AlreadyRegistered: _ClassVar[KernelError.Code]
         ReservedProcessId: _ClassVar[KernelError.Code]
+        NotGranted: _ClassVar[KernelError.Code]
     CODE_UNSPECIFIED: KernelError.Code
     Malformed: KernelError.Code
     VersionMismatch: KernelError.Code
@@ -151,6 +154,7 @@ class KernelError(_message.Message):
     InvalidProcessId: KernelError.Code
     AlreadyRegistered: KernelError.Code
     ReservedProcessId: KernelError.Code
+    NotGranted: KernelError.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
@@ -166,14 +170,20 @@ class RegistryQuery(_message.Message):
 class Registry(_message.Message):
     __slots__ = ("entries", "node", "kernel_boot_id", "routed", "malformed", "refused", "timeouts", "offline")
     class Entry(_message.Message):
-        __slots__ = ("process_id", "os_pid", "registered_at")
+        __slots__ = ("process_id", "os_pid", "registered_at", "address", "connected_at", "last_heartbeat")
         PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
         OS_PID_FIELD_NUMBER: _ClassVar[int]
         REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+        ADDRESS_FIELD_NUMBER: _ClassVar[int]
+        CONNECTED_AT_FIELD_NUMBER: _ClassVar[int]
+        LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
         process_id: str
         os_pid: int
         registered_at: float
-        def __init__(self, process_id: _Optional[str] = ..., os_pid: _Optional[int] = ..., registered_at: _Optional[float] = ...) -> None: ...
+        address: str
+        connected_at: float
+        last_heartbeat: float
+        def __init__(self, process_id: _Optional[str] = ..., os_pid: _Optional[int] = ..., registered_at: _Optional[float] = ..., address: _Optional[str] = ..., connected_at: _Optional[float] = ..., last_heartbeat: _Optional[float] = ...) -> None: ...
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     KERNEL_BOOT_ID_FIELD_NUMBER: _ClassVar[int]
