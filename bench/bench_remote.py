@@ -52,7 +52,7 @@ print("READY", flush=True)
 while True:
     msg = proc.await_message()
     if msg.is_request:
-        proc.respond(msg.body)
+        proc.respond(msg, msg.body)
 """
 
 HELLO = """

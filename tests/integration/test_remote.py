@@ -93,7 +93,7 @@ def serve_echo(proc: porch.Process, count: int) -> threading.Thread:
         for _ in range(count):
             msg = proc.await_message(timeout=30)
             blob = msg.blob.bytes * 2 if msg.blob else None
-            proc.respond(b"echo " + msg.body, blob=blob)
+            proc.respond(msg, b"echo " + msg.body, blob=blob)
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
