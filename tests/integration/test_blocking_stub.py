@@ -261,7 +261,7 @@ def test_a_long_computation_keeps_the_registration(bed: Bed) -> None:
         import time, porch
         p = porch.Process()
         m = p.await_message()
-        p.respond(b"big", blob=bytes(range(256)) * 3500)   # 875 KiB, inline
+        p.respond(m, b"big", blob=bytes(range(256)) * 3500)   # 875 KiB, inline
         time.sleep(3)                                        # no stub calls
         m = p.await_message()
         p.respond(m, b"done:" + m.body)
