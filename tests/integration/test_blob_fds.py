@@ -131,6 +131,7 @@ def unsealed_memfd(size: int) -> int:
 @pytest.mark.parametrize("case", ["no descriptor", "a pipe", "unsealed", "wrong size", "a frame too"])
 def test_a_hostile_blob_descriptor_is_refused_and_never_passed_on(echo: Node, case: str) -> None:
     mallory = RawPeer(echo, "mallory:demo:sys")
+    a = echo.process("a:demo:sys")
     kernel = echo.procs["kernel"].pid
     fds_before = fd_count(kernel)
     env = kernel_pb2.Envelope(version=PROTOCOL_VERSION, id=99, target="echo:demo:sys")
@@ -159,7 +160,7 @@ def test_a_hostile_blob_descriptor_is_refused_and_never_passed_on(echo: Node, ca
     assert kernel_pb2.KernelError.Code.Name(answer.control.error.code) == "Malformed", answer
     for fd in mine:
         os.close(fd)
-    a = echo.process("a:demo:sys")  # the echo process got nothing odd and still answers
+    # The echo process got nothing odd and still answers.
     assert a.send_and_await_response("echo:demo:sys", b"ok", timeout=5).body == b"echo:ok"
     assert "hostile" not in echo.log("echo:demo:sys")
     wait_for(lambda: fd_count(kernel) <= fds_before, what="the kernel closed the descriptor")
