@@ -27,6 +27,7 @@ from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
 from porch.node.service_token import ENV_SERVICE_TOKEN
 
 PY = sys.executable
+SERVING = "serving http on"  # the worker's log line once it accepts connections
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
@@ -109,6 +110,7 @@ class Node:
         """Start a service ("kernel", "http-server", "http-client") by name."""
         module = module or {"kernel": "porch.kernel", "http-server": "porch.http_server",
                             "http-client": "porch.http_client"}[name]
+        served_before = self.log(name).count(SERVING) if name == "http-server" else 0
         with self.log_path(name).open("ab") as log:  # the child keeps its own descriptor
             proc = subprocess.Popen([PY, "-m", module, "--home", str(self.home.root), *args],
                                     stdout=log, stderr=subprocess.STDOUT,
@@ -121,6 +123,9 @@ class Node:
                    "http-client": "http-client:distro:sys"}.get(name)
             if pid:
                 self.wait_registered(pid)
+            if name == "http-server":  # registered, and its worker has finished starting
+                wait_for(lambda: self.log(name).count(SERVING) > served_before or proc.poll() is not None,
+                         30, what="the http-server's worker serving")
         return proc
 
     def spawn(self, process_id: str, source: str, *args: str, **env: str) -> subprocess.Popen[bytes]:

@@ -15,6 +15,7 @@ body is never decompressed (Kinode's reqwest is built without compression either
 
 from __future__ import annotations
 
+import http.client
 import logging
 import socket
 import threading
@@ -86,6 +87,14 @@ class Fetched:
 
 # ---------------------------------------------------------------- connections
 
+class _LastResponse(http.client.HTTPResponse):
+    """The response that ends its connection (http.client then closes the connection,
+    and the pool opens a new one for the next request)."""
+
+    def _check_close(self) -> bool:
+        return True
+
+
 class GuardedHTTPConnection(HTTPConnection):
     """An urllib3 connection that checks the policy against the address it connects to,
     connects to exactly that address, and hands its socket to the request's Deadline."""
@@ -109,7 +118,12 @@ class GuardedHTTPConnection(HTTPConnection):
             self._adopt(deadline, self.sock)
         # The request line speaks the version asked for; http.client still adds Host (as
         # reqwest does for HTTP/1.0 too), and bodies have a Content-Length, never chunks.
-        self._http_vsn_str = current_version()
+        # An HTTP/1.0 exchange is the connection's last: the server closes it after the
+        # response whatever that says, so it must not go back to the pool (a request
+        # sent on it would race the server's close and be reset).
+        version = current_version()
+        self._http_vsn_str = version
+        self.response_class = _LastResponse if version == "HTTP/1.0" else http.client.HTTPResponse
         super().request(*args, **kwargs)
 
     def _adopt(self, deadline: Deadline, sock: socket.socket) -> None:
