@@ -4,6 +4,8 @@
     porch status | down | restart SERVICE... | logs SERVICE [-f] [-n N]
     porch send PROCESS BODY [--timeout S]
     porch password [--password P | --generate]
+    porch new NAME [--ui] [--async] [--add]          (a ready app directory)
+    porch dev APP_DIR                              (restart an app when its files change)
     porch rpc-token                                (the RPC endpoint's credential)
     porch kernel | http-server | http-client      (the services themselves)
 """
@@ -11,7 +13,7 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -206,18 +208,11 @@ def porch_command() -> str:
     return f"{shlex.quote(sys.executable)} -m porch.cli"
 
 
-def default_node_name(home: NodeHome) -> str:
-    """porch-<6 hex digits of the home's path>.os: the login cookie is named after the
-    node (kinode-auth_<node>, as in Kinode) and browsers do not tell ports apart, so two
-    nodes of one machine with one name would log each other out."""
-    return f"porch-{hashlib.sha256(str(home.root).encode()).hexdigest()[:6]}.os"
-
-
 def prepare_config(home: NodeHome, args: argparse.Namespace) -> None:
     """Write porch.toml on first start."""
     path = home.config_path
     if not path.exists():
-        node = args.node or default_node_name(home)
+        node = args.node or node_config.default_node_name(home)
         path.write_text(node_config.render(node, []))
         print(f"porch: created {path} for node {node}")
         return
@@ -722,6 +717,77 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- apps
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from porch.cli import new
+
+    parent = Path(args.dir).expanduser()
+    if not parent.is_dir():
+        return _fail(f"--dir {args.dir}: no such directory", 2)
+    try:
+        app = new.create(args.name, parent, publisher=args.publisher, ui=args.ui,
+                         use_asyncio=args.use_async)
+    except (new.NewAppError, OSError) as exc:
+        return _fail(str(exc), 2)
+    shown = os.path.relpath(app.directory) if not os.path.relpath(app.directory).startswith("..") \
+        else str(app.directory)
+    print(f"porch: created {shown}/ for the process {app.spec.id}: {', '.join(app.files)}")
+    home = NodeHome.resolve(args.home)
+    if args.add:
+        try:
+            added = new.add(home, app.spec)
+        except (new.NewAppError, ValueError, OSError) as exc:
+            return _fail(f"the app was made, but not added: {exc}", 2)
+        print(f"porch: {'added' if added else 'already in'} {home.config_path}: {app.spec.id}")
+    else:
+        print(f"porch: its entry for porch.toml (`porch new --add` writes it into "
+              f"{home.config_path}):\n\n{node_config.render_process(app.spec)}", end="")
+    port = read_port(home.state_dir / "port") or 8080
+    print(f"porch: `porch up` runs it (on a running node: applies porch.toml); then "
+          f"http://localhost:{port}/{app.spec.id}/api/hello"
+          + (f" and the page, http://localhost:{port}/{app.spec.id}/" if args.ui else ""))
+    print(f"porch: `porch dev {shown}` restarts it whenever you edit it; "
+          f"`cd {shown} && python -m pytest` tests it on a node of its own")
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from porch.cli import dev, new
+
+    home = NodeHome.resolve(args.home)
+    app_dir = Path(args.app_dir).expanduser().resolve()
+    if not app_dir.is_dir():
+        return _fail(f"{args.app_dir}: no such directory", 2)
+    try:
+        if (app_dir / new.ENTRY).exists():
+            spec = new.entry(app_dir)
+            if new.add(home, spec):
+                print(f"porch: added {spec.id} to {home.config_path}")
+        else:
+            declared = [p for p in node_config.load_home(home).processes
+                        if p.directory and (home.root / p.directory).resolve() == app_dir]
+            if not declared:
+                return _fail(f"{app_dir} has no {new.ENTRY} and no [[process]] of {home.config_path} "
+                             "runs in it: which process is it?", 2)
+            spec = declared[0]
+    except (new.NewAppError, node_config.ConfigError, OSError) as exc:
+        return _fail(str(exc), 2)
+    if not spec.command:
+        return _fail(f"{spec.id} has no command in porch.toml: the node does not run it", 2)
+    up = ["up", "--detach", "--home", str(home.root)] + (["--port", str(args.port)] if args.port else [])
+    rc = cmd_up(build_parser().parse_args(up))  # start the node, or apply porch.toml
+    sup = supervise.Supervisor(home)
+    if rc == 2 or not sup.running():  # refused (porch.toml, the port...), said why
+        return rc or 1
+    if spec.program_name not in {i["name"] for i in sup.processes()}:
+        return _fail(f"{spec.id} is not in the running node", 1)
+    # rc 1: it failed to start (said above); watch on: the fix is an edit away
+    spec = next(p for p in node_config.load_home(home).processes if p.id == spec.id)
+    return dev.loop(home, dataclasses.replace(spec, directory=str(app_dir)), sup)
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -749,6 +815,12 @@ def _version() -> str:
         return version("porch")
     except PackageNotFoundError:
         return "unknown (not installed)"
+
+
+def new_app_publisher() -> str:
+    from porch.cli.new import DEFAULT_PUBLISHER
+
+    return DEFAULT_PUBLISHER
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -855,6 +927,34 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--connect-timeout", type=seconds, default=5.0,
                       help="seconds to wait for the kernel to accept the terminal (default 5)")
     send.set_defaults(func=cmd_send)
+
+    new_app = sub.add_parser("new", help="make a ready app directory (Kinode's `kit new`)",
+                             description="Make the directory NAME with an app: its process "
+                             "(app.py) with a public and a login-only API path, a test that "
+                             "starts a throwaway node and calls it (test_app.py), its porch.toml "
+                             "entry (process.toml) and, with --ui, a page in porch's look. The "
+                             "process id is NAME:NAME:PUBLISHER.")
+    _home_arg(new_app)
+    new_app.add_argument("name", metavar="NAME", help="the app's name: lower-case letters, digits, -")
+    new_app.add_argument("--ui", action="store_true", help="with a web page (ui/), served at the app's /")
+    new_app.add_argument("--async", dest="use_async", action="store_true",
+                         help="an asyncio process (porch.AsyncProcess) instead of a blocking one")
+    new_app.add_argument("--add", action="store_true", help="add its entry to the node's porch.toml "
+                         "(`porch up` then runs it)")
+    new_app.add_argument("--publisher", default=new_app_publisher(), help="the publisher part of "
+                         "its process id (default %(default)s)")
+    new_app.add_argument("--dir", default=".", help="where to make NAME/ (default: here)")
+    new_app.set_defaults(func=cmd_new)
+
+    dev = sub.add_parser("dev", help="run an app and restart it whenever its files change",
+                         description="Add the app in APP_DIR to porch.toml if needed (from its "
+                         "process.toml), start the node or apply porch.toml, then restart the "
+                         "app whenever one of its files changes, printing its log. Ctrl-C stops "
+                         "watching; the node keeps running.")
+    _home_arg(dev)
+    dev.add_argument("app_dir", metavar="APP_DIR", help="the app's directory")
+    dev.add_argument("--port", type=port_number, help="HTTP port, if the node is started here")
+    dev.set_defaults(func=cmd_dev)
 
     for name in SERVICE_MAINS:
         svc = sub.add_parser(name, help=f"run the {name} service in the foreground "

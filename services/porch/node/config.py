@@ -31,6 +31,7 @@ Unknown keys are errors, not silently ignored: a typo must not quietly change no
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import tomllib
 import types
 import typing
@@ -200,6 +201,14 @@ def load(path: Path) -> NodeConfig:
     if not path.exists():
         return NodeConfig()
     return parse(path.read_text(), str(path))
+
+
+def default_node_name(home: NodeHome) -> str:
+    """porch-<6 hex digits of the home's path>.os, the name a new home gets unless told
+    otherwise: the login cookie is named after the node (kinode-auth_<node>, as in
+    Kinode) and browsers do not tell ports apart, so two nodes of one machine with one
+    name would log each other out."""
+    return f"porch-{hashlib.sha256(str(home.root).encode()).hexdigest()[:6]}.os"
 
 
 def load_home(home: NodeHome) -> NodeConfig:
