@@ -97,14 +97,16 @@ def test_an_app_root_without_its_slash_sends_browsers_to_it_with_the_slash(site:
 
 
 def test_our_and_our_js_name_the_node_and_the_icon_is_served(site: Site) -> None:
-    """Kinode parity (docs/kinode.md §1.3): its homepage serves the node's name at /our
-    and /our.js; and /favicon.ico, which every page asks for, was a 404 (item 6)."""
+    """Kinode parity (docs/kinode.md §1.3, §8): its homepage serves the node's name at
+    /our and /our.js, and "yes" at /amionline; and /favicon.ico, which every page asks
+    for, was a 404 (item 6)."""
     our = site.get("/our")
     assert (our.status_code, our.text) == (200, NODE)
     assert our.headers["Content-Type"].startswith("text/plain") and own_headers(our)
     js = site.get("/our.js")
     assert js.status_code == 200 and js.headers["Content-Type"].startswith("application/javascript")
     assert js.text == f'window.our = {{}}; window.our.node = "{NODE}";'
+    assert site.get("/amionline").text == "yes"
     icon = site.get("/favicon.ico")
     assert icon.status_code == 200 and icon.headers["Content-Type"] == "image/svg+xml"
     assert icon.content.startswith(b"<svg")

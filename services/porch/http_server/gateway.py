@@ -322,12 +322,13 @@ class Gateway:
             ex.respond(404, [], b"")
 
     def _node_path(self, ex: Exchange, path: str) -> None:
-        """/our, /our.js (Kinode's homepage serves them: the node's name, for pages that
-        need it) and /favicon.ico, unless the homepage binds them itself. Public."""
-        if path == "/our":
-            # DEVIATION: text/plain (Kinode: text/html); the body is the same.
+        """/our, /our.js and /amionline (Kinode's homepage serves them: the node's name
+        for pages that need it, and "yes") and /favicon.ico, unless the homepage binds
+        them itself. Public."""
+        if path in ("/our", "/amionline"):
+            # DEVIATION: text/plain (Kinode: text/html); the bodies are the same.
             headers: Headers = [TEXT]
-            body = self.node.encode()
+            body = self.node.encode() if path == "/our" else b"yes"
         elif path == "/our.js":
             headers = [("Content-Type", "application/javascript; charset=utf-8")]
             body = our_js(self.node)
@@ -599,7 +600,7 @@ def http_response(msg: Message) -> tuple[int, Headers, bytes]:
     return status, headers, body
 
 
-NODE_PATHS = ("/our", "/our.js", "/favicon.ico")
+NODE_PATHS = ("/our", "/our.js", "/amionline", "/favicon.ico")
 
 
 def our_js(node: str) -> bytes:
