@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from porch.cli import dev, new
+from porch.cli.foreground import Follower, LogFollower
 from porch.http_server import pages
 from porch.node import config as node_config
 from porch.node.home import NodeHome
@@ -71,7 +72,7 @@ def test_snapshot_sees_the_apps_files_and_not_caches(tmp_path: Path) -> None:
 def test_a_log_follower_prints_only_what_is_new(tmp_path: Path) -> None:
     log = tmp_path / "x.log"
     log.write_text("old\n")
-    follow = dev.LogFollower(log)
+    follow = LogFollower(log)
     assert follow.new_text() == ""
     with log.open("a") as f:
         f.write("new\n")
@@ -88,3 +89,23 @@ def test_apps_and_examples_share_porchs_colours() -> None:
         assert (REPO / "examples" / example / "ui" / "style.css").read_text() == css, example
     for colour in ("#2f6f4f", "#f6f6f3", "#6fbf8f", "#151515", "prefers-color-scheme: dark"):
         assert colour in css and colour in pages._STYLE, colour
+
+
+def test_the_foreground_says_unexpected_exits_once_a_minute_and_never_asked_for_stops(
+        tmp_path: Path) -> None:
+    """issue 14 item 7: supervisord is silent on the console; its news is said by porch."""
+    (tmp_path / "app-x-y-z.log").write_text("starting\nboom: missing SETTING\n")
+    follower = Follower({"app-x-y-z": "x:y:z"}, tmp_path)
+    log = ("2026-01-01 00:00:00,000 INFO spawned: 'app-x-y-z' with pid 9\n"
+           "2026-01-01 00:00:01,000 WARN stopped: app-a-b-c (terminated by SIGTERM)\n"
+           "2026-01-01 00:00:01,000 INFO exited: app-e-b-c (exit status 0; expected)\n"
+           "2026-01-01 00:00:02,000 WARN exited: app-x-y-z (exit status 3; not expected)\n")
+    said = follower.news(log, now=100.0)
+    assert said[0] == ("porch: x:y:z exited (exit status 3); supervisord starts it "
+                       "again; the end of its log:")
+    assert "    | boom: missing SETTING" in said and len([s for s in said if "exited" in s]) == 1
+    assert follower.news(log, now=130.0) == [], "not again within a minute"
+    gave_up = "2026-01-01 00:01:00,000 INFO gave up: app-x-y-z entered FATAL state, too many\n"
+    assert "gave up" in follower.news(gave_up, now=161.0)[0]
+    follower.quiet("app-q-q-q", 200.0)
+    assert follower.news("WARN exited: app-q-q-q (terminated by SIGKILL; not expected)\n", 210.0) == []

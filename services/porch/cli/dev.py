@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from porch.cli import supervise
+from porch.cli.foreground import LogFollower
 from porch.node.config import ProcessSpec
 from porch.node.home import NodeHome
 
@@ -47,28 +48,6 @@ def snapshot(root: Path) -> Snapshot:
 def changed(before: Snapshot, after: Snapshot) -> list[str]:
     """The files added, removed or modified between two snapshots, sorted."""
     return sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
-
-
-class LogFollower:
-    """The new lines of a log file, from where it ended when this was made (a file
-    rotated or truncated meanwhile is read again from its start)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = path.stat().st_size if path.exists() else 0
-
-    def new_text(self) -> str:
-        try:
-            size = self.path.stat().st_size
-            if size < self.offset:
-                self.offset = 0
-            with self.path.open("rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except OSError:
-            return ""
-        self.offset += len(data)
-        return data.decode(errors="replace")
 
 
 def watch(app_dir: Path, interval: float = 0.3) -> Iterator[list[str]]:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from porch.cli import procinfo, supervise
+from porch.cli import foreground, procinfo, supervise
 from porch.http_server.port import read_port
 from porch.node import config as node_config
 from porch.node import service_token
@@ -170,6 +170,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         if report_ready(home, sup, config, args.wait, alive=lambda: proc.poll() is None,
                         foreground=True):
             print_hints(config, foreground=True)
+        # supervisord is silent here: say what fails from now on (from its log)
+        follower = foreground.Follower(supervise.display_names(config), home.logs_dir)
+        now = time.monotonic()
+        for info in _processes(sup):  # already said by report_ready
+            if info["statename"] not in ("RUNNING", "STOPPED"):
+                follower.quiet(info["name"], now)
+        follower.run(alive=lambda: proc.poll() is None)
         rc = proc.wait()
     except KeyboardInterrupt:
         # The terminal sent SIGINT to supervisord too; it stops every program cleanly.
@@ -182,6 +189,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     print("porch: node stopped" + (f" (supervisord exit {rc}; see {home.logs_dir / 'supervisord.log'})"
                                    if rc else ""), file=sys.stderr, flush=True)
     return rc
+
+
+def _processes(sup: supervise.Supervisor) -> list[dict[str, Any]]:
+    try:
+        return sup.processes()
+    except (OSError, xmlrpc.client.Error):
+        return []
 
 
 def print_hints(config: node_config.NodeConfig, foreground: bool = False) -> None:
@@ -527,14 +541,7 @@ def not_running(home: NodeHome, config: node_config.NodeConfig, infos: list[dict
 
 
 def log_tail(home: NodeHome, program: str, lines: int) -> list[str]:
-    path = home.logs_dir / f"{program}.log"
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - 8192))
-            data = f.read()
-    except OSError:
-        return []
-    return [line.decode(errors="replace") for line in data.splitlines()[-lines:]]
+    return foreground.log_tail(home.logs_dir / f"{program}.log", lines)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
