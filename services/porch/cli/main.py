@@ -477,6 +477,12 @@ def service_args(args: argparse.Namespace) -> dict[str, list[str]]:
     return extra
 
 
+# supervisord's uptimes are whole seconds: 3 means at least 2 s of running before
+# porch up calls a started program up (supervisord's own startsecs is 1 s).
+SETTLE_S = 3
+FAILED = ("FATAL", "BACKOFF", "EXITED")
+
+
 def report_ready(home: NodeHome, sup: supervise.Supervisor, config: node_config.NodeConfig,
                  wait: float, alive: Callable[[], bool] = lambda: True,
                  foreground: bool = False) -> bool:
@@ -485,18 +491,27 @@ def report_ready(home: NodeHome, sup: supervise.Supervisor, config: node_config.
     that the node is still up. False on failure."""
     give_up = time.monotonic() + wait
     infos: list[dict[str, Any]] = []
+    running: dict[str, int] = {}  # program -> the pid it was first seen running with
     while alive():
         if sup.running():
             infos = sup.processes()
-            # STOPPED: autostart = false; everything else must be running
-            if infos and all(i["statename"] in ("RUNNING", "STOPPED") for i in infos):
+            for info in infos:  # seen running, then with another pid or starting again: it exited
+                pid = running.setdefault(info["name"], info["pid"]) if info["statename"] == "RUNNING" \
+                    else running.get(info["name"])
+                if pid is not None and (info["pid"] != pid or info["statename"] == "STARTING"):
+                    info["statename"] = "EXITED"
+            # STOPPED: autostart = false; everything else must be running, and for
+            # SETTLE_S: a process that dies a moment after supervisord's startsecs (1 s;
+            # a slow start on a loaded machine) is a failure to start too.
+            if infos and all(i["statename"] in ("RUNNING", "STOPPED") for i in infos) and not any(
+                    i["statename"] == "RUNNING" and i["now"] - i["start"] < SETTLE_S for i in infos):
                 port = read_port(home.state_dir / "port")
                 if port is not None:
                     print(f"porch: Login at http://localhost:{port}", flush=True)
                     return True
-            # BACKOFF: it exited within startsecs (1 s), so it failed to start; supervisord
-            # retries it for a while, but what it printed will not change: say it now.
-            if any(i["statename"] in ("FATAL", "BACKOFF") for i in infos):
+            # BACKOFF: it exited within startsecs, so it failed to start; EXITED: soon
+            # after. supervisord retries it, but what it printed will not change: say it now.
+            if any(i["statename"] in FAILED for i in infos):
                 not_running(home, config, infos, "failed to start", foreground)
                 return False
         if time.monotonic() >= give_up:
@@ -512,7 +527,7 @@ def not_running(home: NodeHome, config: node_config.NodeConfig, infos: list[dict
     names = supervise.display_names(config)
     out = [f"porch: {headline}:"]
     waiting = [i for i in infos if i["statename"] not in ("RUNNING", "STOPPED")]
-    failed = [i for i in waiting if i["statename"] in ("FATAL", "BACKOFF")]
+    failed = [i for i in waiting if i["statename"] in FAILED]
     waiting = failed or waiting  # what failed, not what is still on its way up
     if not infos:
         out.append("  supervisord is not answering yet; "
@@ -523,6 +538,8 @@ def not_running(home: NodeHome, config: node_config.NodeConfig, infos: list[dict
         name = names.get(info["name"], info["name"])
         if info["statename"] == "BACKOFF":
             out.append(f"  {name} exited as it started (BACKOFF: supervisord retries it a while)")
+        elif info["statename"] == "EXITED":
+            out.append(f"  {name} exited soon after it started (supervisord starts it again)")
         else:
             out.append(f"  {name} is {info['statename']}" + (f" ({info['description']})"
                                                               if info.get("description") else ""))
