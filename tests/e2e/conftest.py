@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,3 +44,22 @@ def browser() -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+@pytest.fixture
+def screenshot(tmp_path: Path) -> Callable[[Any, str], Path]:
+    """Save a page's screenshot as <name>.png: into docs/screenshots/ when
+    $PORCH_SCREENSHOTS=1 (how the pictures in the docs are refreshed), else into the
+    test's temporary directory (taking it still checks that the page renders)."""
+
+    def take(page: Any, name: str) -> Path:
+        folder = SCREENSHOTS if os.environ.get("PORCH_SCREENSHOTS") == "1" else tmp_path
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{name}.png"
+        page.screenshot(path=str(target), animations="disabled", caret="hide")
+        return target
+
+    return take

@@ -68,8 +68,8 @@ def test_homepage_lists_apps_after_login(browser: Any, site: str) -> None:
     page.goto(site + "/")
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_selector("a[href='/ui:ui:sys']")
-    page.click("a[href='/ui:ui:sys']")
+    page.wait_for_selector("a[href='/ui:ui:sys/']")
+    page.click("a[href='/ui:ui:sys/']")
     page.wait_for_selector("#hi")
     context.close()
 

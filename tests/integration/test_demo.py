@@ -1,5 +1,6 @@
 """The README's run command: `porch up --demo` from the checkout serves the examples,
-and the README's `porch send echo:demo:sys hi` is answered."""
+and the README's `porch send echo:demo:sys hi` is answered; the demo is for that run
+only (issue 14 item 7: it used to be written into porch.toml for good)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ def test_porch_up_demo_serves_hello_and_chat_and_echo_answers() -> None:
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"Login at http://localhost:{port}" in up.stdout
         config = (home / "porch.toml").read_text()
+        demo = (home / "run" / "demo.toml").read_text()
         for pid in ("hello:hello:sys", "chat:chat:sys", "echo:demo:sys"):
-            assert f'id = "{pid}"' in config
+            assert f'id = "{pid}"' not in config, "porch.toml is not edited for a demo"
+            assert f'id = "{pid}"' in demo
+        assert str(REPO) not in config
 
         def hello_up() -> bool:
             try:
@@ -52,7 +56,22 @@ def test_porch_up_demo_serves_hello_and_chat_and_echo_answers() -> None:
         assert session.get(base + "/chat:chat:sys/history", timeout=5).json() == []
         sent = subprocess.run([PY, "-m", "porch.cli", "send", "echo:demo:sys", "hi", "--home", str(home)],
                               capture_output=True, text=True, timeout=60, env=env)
-        assert (sent.returncode, sent.stdout.strip()) == (0, "echo: hi"), sent.stderr
+        assert (sent.returncode, sent.stdout) == (0, "echo: hi\n"), sent.stderr
+        status = subprocess.run([PY, "-m", "porch.cli", "status", "--home", str(home)],
+                                capture_output=True, text=True, timeout=60, env=env)
+        assert "hello:hello:sys" in status.stdout, status.stdout
+
+        # the next start without --demo runs porch.toml's processes only
+        down = subprocess.run([PY, "-m", "porch.cli", "down", "--home", str(home)],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert down.returncode == 0, down.stderr
+        again = subprocess.run([PY, "-m", "porch.cli", "up", "--detach", "--home", str(home)],
+                               capture_output=True, text=True, timeout=120, env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        status = subprocess.run([PY, "-m", "porch.cli", "status", "--home", str(home)],
+                                capture_output=True, text=True, timeout=60, env=env)
+        assert "hello:hello:sys" not in status.stdout and "kernel" in status.stdout, status.stdout
+        assert not (home / "run" / "demo.toml").exists()
     finally:
         subprocess.run([PY, "-m", "porch.cli", "down", "--home", str(home)], capture_output=True,
                        timeout=60, env=env)

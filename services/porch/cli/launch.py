@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from porch.node.config import ConfigError, load
+from porch.node.config import ConfigError, load_home
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
 from porch.node.service_token import ENV_SERVICE_TOKEN
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     home = NodeHome.resolve(args.home)
     try:
-        config = load(home.config_path)
+        config = load_home(home)
     except ConfigError as exc:
         print(f"porch launch: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,8 @@
     porch status | down | restart SERVICE... | logs SERVICE [-f] [-n N]
     porch send PROCESS BODY [--timeout S]
     porch password [--password P | --generate]
+    porch new NAME [--ui] [--async] [--add]          (a ready app directory)
+    porch dev APP_DIR                              (restart an app when its files change)
     porch rpc-token                                (the RPC endpoint's credential)
     porch keys new ID | list | revoke ID           (processes on other machines)
     porch kernel | http-server | http-client      (the services themselves)
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import subprocess
@@ -22,8 +25,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from porch.cli import foreground, procinfo, supervise
 from porch.cli import keys as keys_cli
-from porch.cli import procinfo, supervise
 from porch.files import remove_leftovers
 from porch.http_server.port import read_port
 from porch.node import config as node_config
@@ -108,10 +111,15 @@ def load_checked(home: NodeHome) -> node_config.NodeConfig:
     from porch.http_client.settings import load_settings as http_client_settings
     from porch.http_server.settings import load_settings as http_server_settings
 
-    config = node_config.load(home.config_path)  # node name, [kernel], [[process]]
+    config = node_config.load_home(home)  # node name, [kernel], [[process]] (+ run/demo.toml)
     where = str(home.config_path)
     http_server_settings(config.http_server, f"{where} [http_server]")
     http_client_settings(config.http_client, f"{where} [http_client]")
+    for spec in config.processes:
+        # supervisord could not even spawn it ("couldn't chdir"): say so before starting
+        if spec.command and spec.directory and not (home.root / spec.directory).is_dir():
+            raise node_config.ConfigError(f"{where} [[process]] {spec.id}: directory "
+                                          f"{spec.directory!r} does not exist")
     return config
 
 
@@ -124,13 +132,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         home.ensure()
     except ValueError as exc:
         return _fail(str(exc), 2)
+    sup = supervise.Supervisor(home)
+    running = sup.running()
     try:
         prepare_config(home, args)
+        prepare_demo(home, args.demo, running)
         config = load_checked(home)
     except (node_config.ConfigError, FileNotFoundError) as exc:
         return _fail(str(exc), 2)
-    sup = supervise.Supervisor(home)
-    if sup.running():
+    if running:
         return apply_config(home, config, sup, args)
     problem = check_port(home, config, args)
     if problem:
@@ -150,7 +160,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         rc = subprocess.call(cmd)
         if rc != 0:
             return _fail(f"supervisord failed to start (exit {rc}); see {home.logs_dir}")
-        return 0 if report_ready(home, sup, config, args.wait) else 1
+        if not report_ready(home, sup, config, args.wait):
+            return 1
+        print_hints(config)
+        return 0
     proc = subprocess.Popen(cmd)
 
     def forward(signum: int, _frame: object) -> None:
@@ -158,26 +171,68 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     try:
-        report_ready(home, sup, config, args.wait, alive=lambda: proc.poll() is None,
-                     foreground=True)
-        return proc.wait()
+        if report_ready(home, sup, config, args.wait, alive=lambda: proc.poll() is None,
+                        foreground=True):
+            print_hints(config, foreground=True)
+        # supervisord is silent here: say what fails from now on (from its log)
+        follower = foreground.Follower(supervise.display_names(config), home.logs_dir)
+        now = time.monotonic()
+        for info in _processes(sup):  # already said by report_ready
+            if info["statename"] not in ("RUNNING", "STOPPED"):
+                follower.quiet(info["name"], now)
+        follower.run(alive=lambda: proc.poll() is None)
+        rc = proc.wait()
     except KeyboardInterrupt:
         # The terminal sent SIGINT to supervisord too; it stops every program cleanly.
-        print("\nporch: stopping the node...", file=sys.stderr)
+        print("\nporch: stopping the node...", file=sys.stderr, flush=True)
         try:
-            return proc.wait(timeout=30)
+            rc = proc.wait(timeout=30)
         except (KeyboardInterrupt, subprocess.TimeoutExpired):
             proc.terminate()
-            return proc.wait()
+            rc = proc.wait()
+    print("porch: node stopped" + (f" (supervisord exit {rc}; see {home.logs_dir / 'supervisord.log'})"
+                                   if rc else ""), file=sys.stderr, flush=True)
+    return rc
+
+
+def _processes(sup: supervise.Supervisor) -> list[dict[str, Any]]:
+    try:
+        return sup.processes()
+    except (OSError, xmlrpc.client.Error):
+        return []
+
+
+def print_hints(config: node_config.NodeConfig, foreground: bool = False) -> None:
+    """What to try next. The `porch` of another shell is not this one's when a
+    virtualenv is active only here: name this one by its full path."""
+    if any(p.id == "echo:demo:sys" for p in config.processes):
+        print(f"porch: try it from another shell: {porch_command()} send echo:demo:sys hi")
+    if foreground:
+        print("porch: Ctrl-C stops the node", flush=True)
+
+
+def porch_command() -> str:
+    """How to run this very porch from any shell: `porch` when that is the one on PATH,
+    else its full path (a virtualenv's bin/porch), else `python -m porch.cli`."""
+    import shlex
+    import shutil
+
+    beside = Path(sys.executable).parent / "porch"
+    on_path = shutil.which("porch")
+    if beside.exists():
+        if on_path and Path(on_path).resolve() == beside.resolve() and not os.environ.get("VIRTUAL_ENV"):
+            return "porch"
+        return shlex.quote(str(beside))
+    return f"{shlex.quote(sys.executable)} -m porch.cli"
 
 
 def prepare_config(home: NodeHome, args: argparse.Namespace) -> None:
-    """Write porch.toml on first start; add the demo apps when asked."""
+    """Write porch.toml on first start."""
     path = home.config_path
     if not path.exists():
-        processes = demo_processes([]) if args.demo else []
-        path.write_text(node_config.render(args.node or node_config.DEFAULT_NODE, processes))
-        print(f"porch: created {path}")
+        node = args.node or node_config.default_node_name(home)
+        path.write_text(node_config.render(node, []))
+        print(f"porch: created {path} for node {node}")
         return
     config = node_config.load(path)
     if args.node and args.node != config.node:
@@ -185,12 +240,23 @@ def prepare_config(home: NodeHome, args: argparse.Namespace) -> None:
             f"this home belongs to node {config.node!r}; the name is fixed at creation "
             f"(edit {path} to change it, or use another --home)"
         )
-    if args.demo:
-        missing = demo_processes([p.id for p in config.processes])
-        if missing:
-            with path.open("a") as f:
-                f.write("\n" + node_config.render(config.node, missing).split("\n\n", 3)[-1])
-            print(f"porch: added the demo apps to {path}")
+
+
+def prepare_demo(home: NodeHome, demo: bool, running: bool) -> None:
+    """--demo: the example apps run with the node, from run/demo.toml, for this run
+    only (porch.toml is not touched, so no path into a checkout stays in it). A start
+    without --demo forgets them; on a running node they stay until it stops."""
+    if demo:
+        declared = [p.id for p in node_config.load(home.config_path).processes]
+        specs = demo_processes(declared)
+        home.demo_config.write_text(
+            "# The demo apps of `porch up --demo`, for this run only (porch.toml is not edited).\n\n"
+            + "".join(node_config.render_process(spec) for spec in specs))
+        if specs:
+            print(f"porch: the demo apps run with this node: {', '.join(s.id for s in specs)} "
+                  "(for this run; porch.toml is not edited)")
+    elif not running:
+        home.demo_config.unlink(missing_ok=True)
 
 
 def apply_config(home: NodeHome, config: node_config.NodeConfig, sup: supervise.Supervisor,
@@ -257,7 +323,7 @@ def apply_config(home: NodeHome, config: node_config.NodeConfig, sup: supervise.
                 print("porch: [http_server] host and port apply when the node starts: "
                       "`porch down`, then `porch up`")
     supervise.Applied(applied.foreground, applied.extra_args, programs).write(home)
-    if not (replaced or removed or restarted):
+    if not (replaced or removed or restarted) and rc == 0:
         print("porch: nothing changed")
     ready = report_ready(home, sup, config, args.wait)
     return rc if ready else 1
@@ -279,11 +345,43 @@ def check_port(home: NodeHome, config: node_config.NodeConfig, args: argparse.Na
     return None
 
 
+MIN_PASSWORD = 8
+
+
+def password_problem(password: str) -> str | None:
+    """Why a chosen node password is refused (it guards every app of the node, from
+    anywhere the port is reachable), or None."""
+    if len(password) < MIN_PASSWORD:
+        return (f"the password must be at least {MIN_PASSWORD} characters long (it has "
+                f"{len(password)}); or let porch generate one")
+    return None
+
+
+def ask_password() -> str:
+    """At a terminal: a password typed twice, or "" (Enter) for a generated one."""
+    import getpass
+
+    for _ in range(3):
+        password = getpass.getpass(f"Choose a password for the node (at least {MIN_PASSWORD} "
+                                   "characters; Enter to generate one): ")
+        if not password:
+            return ""
+        problem = password_problem(password)
+        if problem:
+            print(f"porch: {problem}", file=sys.stderr)
+            continue
+        if getpass.getpass("Repeat it: ") != password:
+            raise ValueError("the two passwords differ")
+        return password
+    raise ValueError(f"no password of at least {MIN_PASSWORD} characters given")
+
+
 def setup_password(home: NodeHome, args: argparse.Namespace, *, generate_unasked: bool) -> None:
     """Set the node password unless it is set (or args.force): --password,
     $PORCH_PASSWORD, else asked at a terminal (Enter generates one). With no terminal
     one is generated only when generate_unasked (the first `porch up`) or
-    args.generate; it is shown once."""
+    args.generate; it is shown once. A chosen one shorter than MIN_PASSWORD is
+    refused."""
     from porch.http_server.state import NodeSecrets, generate_password
 
     secrets_ = NodeSecrets(home.state_dir)
@@ -291,14 +389,16 @@ def setup_password(home: NodeHome, args: argparse.Namespace, *, generate_unasked
         return
     password = None
     if not getattr(args, "generate", False):
-        password = args.password or os.environ.get("PORCH_PASSWORD")
-        if not password and sys.stdin.isatty():
-            import getpass
-
-            password = getpass.getpass("Choose a password for the node (Enter to generate one): ")
-            if password and getpass.getpass("Repeat it: ") != password:
-                raise ValueError("the two passwords differ")
-        elif not password and not generate_unasked:
+        given = args.password or os.environ.get("PORCH_PASSWORD")
+        if given:
+            problem = password_problem(given)
+            if problem:
+                source = "--password" if args.password else "$PORCH_PASSWORD"
+                raise ValueError(f"{source}: {problem}")
+            password = given
+        elif sys.stdin.isatty():
+            password = ask_password()
+        elif not generate_unasked:
             raise ValueError("no password given and no terminal to ask for one: use "
                              "--password or $PORCH_PASSWORD, or --generate to have one made "
                              "and shown")
@@ -381,6 +481,12 @@ def service_args(args: argparse.Namespace) -> dict[str, list[str]]:
     return extra
 
 
+# supervisord's uptimes are whole seconds: 3 means at least 2 s of running before
+# porch up calls a started program up (supervisord's own startsecs is 1 s).
+SETTLE_S = 3
+FAILED = ("FATAL", "BACKOFF", "EXITED")
+
+
 def report_ready(home: NodeHome, sup: supervise.Supervisor, config: node_config.NodeConfig,
                  wait: float, alive: Callable[[], bool] = lambda: True,
                  foreground: bool = False) -> bool:
@@ -389,16 +495,27 @@ def report_ready(home: NodeHome, sup: supervise.Supervisor, config: node_config.
     that the node is still up. False on failure."""
     give_up = time.monotonic() + wait
     infos: list[dict[str, Any]] = []
+    running: dict[str, int] = {}  # program -> the pid it was first seen running with
     while alive():
         if sup.running():
             infos = sup.processes()
-            # STOPPED: autostart = false; everything else must be running
-            if infos and all(i["statename"] in ("RUNNING", "STOPPED") for i in infos):
+            for info in infos:  # seen running, then with another pid or starting again: it exited
+                pid = running.setdefault(info["name"], info["pid"]) if info["statename"] == "RUNNING" \
+                    else running.get(info["name"])
+                if pid is not None and (info["pid"] != pid or info["statename"] == "STARTING"):
+                    info["statename"] = "EXITED"
+            # STOPPED: autostart = false; everything else must be running, and for
+            # SETTLE_S: a process that dies a moment after supervisord's startsecs (1 s;
+            # a slow start on a loaded machine) is a failure to start too.
+            if infos and all(i["statename"] in ("RUNNING", "STOPPED") for i in infos) and not any(
+                    i["statename"] == "RUNNING" and i["now"] - i["start"] < SETTLE_S for i in infos):
                 port = read_port(home.state_dir / "port")
                 if port is not None:
                     print(f"porch: Login at http://localhost:{port}", flush=True)
                     return True
-            if any(i["statename"] == "FATAL" for i in infos):
+            # BACKOFF: it exited within startsecs, so it failed to start; EXITED: soon
+            # after. supervisord retries it, but what it printed will not change: say it now.
+            if any(i["statename"] in FAILED for i in infos):
                 not_running(home, config, infos, "failed to start", foreground)
                 return False
         if time.monotonic() >= give_up:
@@ -414,6 +531,8 @@ def not_running(home: NodeHome, config: node_config.NodeConfig, infos: list[dict
     names = supervise.display_names(config)
     out = [f"porch: {headline}:"]
     waiting = [i for i in infos if i["statename"] not in ("RUNNING", "STOPPED")]
+    failed = [i for i in waiting if i["statename"] in FAILED]
+    waiting = failed or waiting  # what failed, not what is still on its way up
     if not infos:
         out.append("  supervisord is not answering yet; "
                    f"see {home.logs_dir / 'supervisord.log'}")
@@ -421,8 +540,13 @@ def not_running(home: NodeHome, config: node_config.NodeConfig, infos: list[dict
         out.append(f"  http-server runs but has not chosen its port yet ({home.state_dir / 'port'})")
     for info in waiting:
         name = names.get(info["name"], info["name"])
-        out.append(f"  {name} is {info['statename']}" + (f" ({info['description']})"
-                                                          if info.get("description") else ""))
+        if info["statename"] == "BACKOFF":
+            out.append(f"  {name} exited as it started (BACKOFF: supervisord retries it a while)")
+        elif info["statename"] == "EXITED":
+            out.append(f"  {name} exited soon after it started (supervisord starts it again)")
+        else:
+            out.append(f"  {name} is {info['statename']}" + (f" ({info['description']})"
+                                                              if info.get("description") else ""))
         tail = log_tail(home, info["name"], 5)
         if tail:
             out.append(f"    last lines of {home.logs_dir / (info['name'] + '.log')}:")
@@ -438,14 +562,7 @@ def not_running(home: NodeHome, config: node_config.NodeConfig, infos: list[dict
 
 
 def log_tail(home: NodeHome, program: str, lines: int) -> list[str]:
-    path = home.logs_dir / f"{program}.log"
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - 8192))
-            data = f.read()
-    except OSError:
-        return []
-    return [line.decode(errors="replace") for line in data.splitlines()[-lines:]]
+    return foreground.log_tail(home.logs_dir / f"{program}.log", lines)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -478,7 +595,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 3
     config: node_config.NodeConfig | None = None
     try:
-        config = node_config.load(home.config_path)  # names and ids, even if a table is wrong
+        config = node_config.load_home(home)  # names and ids, even if a table is wrong
         load_checked(home)
     except node_config.ConfigError as exc:
         print(f"porch: warning: {exc}", file=sys.stderr)
@@ -614,7 +731,10 @@ def _restart(sup: supervise.Supervisor, program: str, name: str, why: str = "") 
     try:
         sup.restart(program)
     except xmlrpc.client.Fault as exc:
-        _fail(f"could not restart {name}: {exc.faultString}; `porch logs {name}`")
+        fault = exc.faultString.split(":", 1)[0]
+        said = {"SPAWN_ERROR": "it exited as it started", "ABNORMAL_TERMINATION":
+                "it exited as it started"}.get(fault, exc.faultString)
+        _fail(f"could not restart {name}: {said} ({fault}); `porch logs {name}` tells why")
         return False
     print(f"porch: restarted {name}" + (f" ({why})" if why else ""))
     return True
@@ -623,7 +743,7 @@ def _restart(sup: supervise.Supervisor, program: str, name: str, why: str = "") 
 def cmd_logs(args: argparse.Namespace) -> int:
     home = NodeHome.resolve(args.home)
     try:
-        config = node_config.load(home.config_path)
+        config = node_config.load_home(home)
     except node_config.ConfigError:  # the logs are wanted most when things are broken
         config = node_config.NodeConfig()
     try:
@@ -679,15 +799,85 @@ def cmd_send(args: argparse.Namespace) -> int:
                                                  blob=blob, mime=args.mime)
     except PorchError as exc:
         return _fail(str(exc))
-    out = sys.stdout.buffer
-    out.write(reply.body)
+    output = reply.body
     if reply.blob is not None:
-        out.write(b"\n" if reply.body else b"")
-        out.write(reply.blob.bytes)
-    if sys.stdout.isatty():
-        out.write(b"\n")
-    out.flush()
+        output += (b"\n" if reply.body else b"") + reply.blob.bytes
+    if output and not output.endswith(b"\n") and not args.raw:
+        output += b"\n"  # as `echo`: the next prompt starts on its own line
+    sys.stdout.buffer.write(output)
+    sys.stdout.flush()
     return 0
+
+
+# ---------------------------------------------------------------------------- apps
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from porch.cli import new
+
+    parent = Path(args.dir).expanduser()
+    if not parent.is_dir():
+        return _fail(f"--dir {args.dir}: no such directory", 2)
+    try:
+        app = new.create(args.name, parent, publisher=args.publisher, ui=args.ui,
+                         use_asyncio=args.use_async)
+    except (new.NewAppError, OSError) as exc:
+        return _fail(str(exc), 2)
+    shown = os.path.relpath(app.directory) if not os.path.relpath(app.directory).startswith("..") \
+        else str(app.directory)
+    print(f"porch: created {shown}/ for the process {app.spec.id}: {', '.join(app.files)}")
+    home = NodeHome.resolve(args.home)
+    if args.add:
+        try:
+            added = new.add(home, app.spec)
+        except (new.NewAppError, ValueError, OSError) as exc:
+            return _fail(f"the app was made, but not added: {exc}", 2)
+        print(f"porch: {'added' if added else 'already in'} {home.config_path}: {app.spec.id}")
+    else:
+        print(f"porch: its entry for porch.toml (`porch new --add` writes it into "
+              f"{home.config_path}):\n\n{node_config.render_process(app.spec)}", end="")
+    port = read_port(home.state_dir / "port") or 8080
+    print(f"porch: `porch up` runs it (on a running node: applies porch.toml); then "
+          f"http://localhost:{port}/{app.spec.id}/api/hello"
+          + (f" and the page, http://localhost:{port}/{app.spec.id}/" if args.ui else ""))
+    print(f"porch: `porch dev {shown}` restarts it whenever you edit it; "
+          f"`cd {shown} && python -m pytest` tests it on a node of its own")
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from porch.cli import dev, new
+
+    home = NodeHome.resolve(args.home)
+    app_dir = Path(args.app_dir).expanduser().resolve()
+    if not app_dir.is_dir():
+        return _fail(f"{args.app_dir}: no such directory", 2)
+    try:
+        if (app_dir / new.ENTRY).exists():
+            spec = new.entry(app_dir)
+            if new.add(home, spec):
+                print(f"porch: added {spec.id} to {home.config_path}")
+        else:
+            declared = [p for p in node_config.load_home(home).processes
+                        if p.directory and (home.root / p.directory).resolve() == app_dir]
+            if not declared:
+                return _fail(f"{app_dir} has no {new.ENTRY} and no [[process]] of {home.config_path} "
+                             "runs in it: which process is it?", 2)
+            spec = declared[0]
+    except (new.NewAppError, node_config.ConfigError, OSError) as exc:
+        return _fail(str(exc), 2)
+    if not spec.command:
+        return _fail(f"{spec.id} has no command in porch.toml: the node does not run it", 2)
+    up = ["up", "--detach", "--home", str(home.root)] + (["--port", str(args.port)] if args.port else [])
+    rc = cmd_up(build_parser().parse_args(up))  # start the node, or apply porch.toml
+    sup = supervise.Supervisor(home)
+    if rc == 2 or not sup.running():  # refused (porch.toml, the port...), said why
+        return rc or 1
+    if spec.program_name not in {i["name"] for i in sup.processes()}:
+        return _fail(f"{spec.id} is not in the running node", 1)
+    # rc 1: it failed to start (said above); watch on: the fix is an edit away
+    spec = next(p for p in node_config.load_home(home).processes if p.id == spec.id)
+    return dev.loop(home, dataclasses.replace(spec, directory=str(app_dir)), sup)
 
 
 # ---------------------------------------------------------------------------- main
@@ -719,6 +909,12 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def new_app_publisher() -> str:
+    from porch.cli.new import DEFAULT_PUBLISHER
+
+    return DEFAULT_PUBLISHER
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="porch",
@@ -736,13 +932,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "running node, apply porch.toml instead: start added processes, "
                         "stop removed ones, restart what an edit changed.")
     _home_arg(up)
-    up.add_argument("--node", help=f"node name, fixed at creation (default {node_config.DEFAULT_NODE})")
+    up.add_argument("--node", help="node name, fixed at creation (default porch-<6 hex digits>.os, "
+                    "from the home's path: two homes of one machine never share one)")
     up.add_argument("--port", type=port_number, help="HTTP port (1-65535); fails if busy "
                     "(default: the node's remembered port, else the first free port from 8080)")
     up.add_argument("--host", help="address the HTTP server listens on (default 0.0.0.0)")
-    up.add_argument("--password", help="node password at first start (default: $PORCH_PASSWORD, "
-                    "else asked, else generated and shown once)")
-    up.add_argument("--demo", action="store_true", help="add the example apps (hello, chat, echo)")
+    up.add_argument("--password", help=f"node password at first start, at least {MIN_PASSWORD} "
+                    "characters (default: $PORCH_PASSWORD, else asked, else generated and shown once)")
+    up.add_argument("--demo", action="store_true", help="run the example apps (hello, chat, echo) "
+                    "with the node, for this run (porch.toml is not edited)")
     up.add_argument("--detach", "-d", action="store_true", help="run in the background")
     up.add_argument("--wait", type=seconds, default=60.0, metavar="S",
                     help="seconds to wait for every service to run (default 60); the node "
@@ -819,9 +1017,39 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--no-response", action="store_true", help="do not wait for a response")
     send.add_argument("--blob", help="file whose bytes travel as the blob")
     send.add_argument("--mime", help="mime type of the blob")
+    send.add_argument("--raw", action="store_true", help="print the response's bytes exactly "
+                      "(default: a newline is added after a response that does not end in one)")
     send.add_argument("--connect-timeout", type=seconds, default=5.0,
                       help="seconds to wait for the kernel to accept the terminal (default 5)")
     send.set_defaults(func=cmd_send)
+
+    new_app = sub.add_parser("new", help="make a ready app directory (Kinode's `kit new`)",
+                             description="Make the directory NAME with an app: its process "
+                             "(app.py) with a public and a login-only API path, a test that "
+                             "starts a throwaway node and calls it (test_app.py), its porch.toml "
+                             "entry (process.toml) and, with --ui, a page in porch's look. The "
+                             "process id is NAME:NAME:PUBLISHER.")
+    _home_arg(new_app)
+    new_app.add_argument("name", metavar="NAME", help="the app's name: lower-case letters, digits, -")
+    new_app.add_argument("--ui", action="store_true", help="with a web page (ui/), served at the app's /")
+    new_app.add_argument("--async", dest="use_async", action="store_true",
+                         help="an asyncio process (porch.AsyncProcess) instead of a blocking one")
+    new_app.add_argument("--add", action="store_true", help="add its entry to the node's porch.toml "
+                         "(`porch up` then runs it)")
+    new_app.add_argument("--publisher", default=new_app_publisher(), help="the publisher part of "
+                         "its process id (default %(default)s)")
+    new_app.add_argument("--dir", default=".", help="where to make NAME/ (default: here)")
+    new_app.set_defaults(func=cmd_new)
+
+    dev = sub.add_parser("dev", help="run an app and restart it whenever its files change",
+                         description="Add the app in APP_DIR to porch.toml if needed (from its "
+                         "process.toml), start the node or apply porch.toml, then restart the "
+                         "app whenever one of its files changes, printing its log. Ctrl-C stops "
+                         "watching; the node keeps running.")
+    _home_arg(dev)
+    dev.add_argument("app_dir", metavar="APP_DIR", help="the app's directory")
+    dev.add_argument("--port", type=port_number, help="HTTP port, if the node is started here")
+    dev.set_defaults(func=cmd_dev)
 
     for name in SERVICE_MAINS:
         svc = sub.add_parser(name, help=f"run the {name} service in the foreground "

@@ -136,8 +136,10 @@ def render(home: NodeHome, config: NodeConfig, *, foreground: bool,
     auth = f"username={_escape(login[0])}\npassword={_escape(login[1])}\n" if login else ""
     # As root, supervisord logs a CRIT line at every start unless told which user to be.
     user = f"user={_escape(pwd.getpwuid(0).pw_name)}\n" if os.geteuid() == 0 else ""
-    text = head.substitute(common, nodaemon=str(foreground).lower(),
-                           silent=str(not foreground).lower(), auth=auth, user=user)
+    # silent: in the foreground, supervisord's own log lines (a dozen at every start and
+    # stop) go to logs/supervisord.log only; `porch up` says what matters itself.
+    text = head.substitute(common, nodaemon=str(foreground).lower(), silent="true",
+                           auth=auth, user=user)
     for prog in service_programs(home, extra_args) + user_programs(home, config):
         text += program.substitute(
             common,

@@ -198,16 +198,25 @@ class Gateway:
         if resolved is None:
             if path == "" and self.table.http.get("") is None and subdomain is None:
                 self._homepage(ex)
+            elif path in NODE_PATHS and subdomain is None and ex.method in ("GET", "HEAD"):
+                self._node_path(ex, path)
             else:
-                ex.respond(404, [], b"")
+                self._not_found(ex)
             return
         binding = resolved.binding
         if binding.app is None:
-            ex.respond(404, [], b"")
+            self._not_found(ex)
             return
         if subdomain is not None and binding.secure_subdomain != subdomain:
             # A secure subdomain origin serves only its own package (Kinode's D8 fix).
             ex.respond(*_text(403, "secure subdomain can only serve its associated package"))
+            return
+        if (ex.path == "/" + binding.app and binding.path == ex.path
+                and ex.method in ("GET", "HEAD") and wants_html(ex.header("Accept"))):
+            # A browser at an app's root without the trailing slash: its page's relative
+            # URLs ("style.css") would resolve beside the app, not under it. API
+            # clients get the binding itself, as in Kinode.
+            ex.respond(301, [_location(request_target(ex.path + "/", ex.query))], b"")
             return
         if binding.secure_subdomain is not None:
             if label == "":
@@ -326,6 +335,32 @@ class Gateway:
             log.error("forward to %s failed: %r", app, exc)
             ex.respond(*_text(500, "internal error"))
 
+    # ------------------------------------------------------------------ porch's own paths
+
+    def _not_found(self, ex: Exchange) -> None:
+        """404: a page for a browser (with a way back to the app list); for anyone else
+        Kinode's empty 404 (docs/kinode.md §12, item 12)."""
+        if wants_html(ex.header("Accept")):
+            ex.respond(404, [HTML], pages.not_found_page(self.node, ex.path[:200]))
+        else:
+            ex.respond(404, [], b"")
+
+    def _node_path(self, ex: Exchange, path: str) -> None:
+        """/our, /our.js and /amionline (Kinode's homepage serves them: the node's name
+        for pages that need it, and "yes") and /favicon.ico, unless the homepage binds
+        them itself. Public."""
+        if path in ("/our", "/amionline"):
+            # DEVIATION: text/plain (Kinode: text/html); the bodies are the same.
+            headers: Headers = [TEXT]
+            body = self.node.encode() if path == "/our" else b"yes"
+        elif path == "/our.js":
+            headers = [("Content-Type", "application/javascript; charset=utf-8")]
+            body = our_js(self.node)
+        else:
+            headers = [("Content-Type", "image/svg+xml"), ("Cache-Control", "max-age=86400")]
+            body = pages.ICON_SVG
+        ex.respond(200, headers, body)
+
     # ------------------------------------------------------------------ auth pages
 
     def _unauthorized(self, ex: Exchange, subdomain_app: str | None) -> None:
@@ -401,7 +436,13 @@ class Gateway:
         wait = self.login_limiter.begin(key, started)
         if wait:
             log.warning("login rate limit hit by %s", client)
-            ex.respond(429, [TEXT, ("Retry-After", str(int(wait) + 1))], b"too many failed login attempts\n")
+            retry = ("Retry-After", str(int(wait) + 1))
+            message = f"Too many failed attempts from here. Try again in {retry[1]} seconds."
+            if form:  # a browser without JavaScript: the form again, saying so
+                page = pages.login_page(self.node, redirect or "", subdomain or "", message)
+                ex.respond(429, [HTML, ("Cache-Control", "no-store"), retry], page)
+            else:
+                ex.respond(429, [JSON, retry], json.dumps({"error": message}).encode())
             return
         loop = asyncio.get_running_loop()
         good = await loop.run_in_executor(self.executor, self.auth.check_password, password)
@@ -587,6 +628,16 @@ def http_response(msg: Message) -> tuple[int, Headers, bytes]:
     if not typed and status not in (204, 304):
         headers.append(("Content-Type", "application/octet-stream"))
     return status, headers, body
+
+
+NODE_PATHS = ("/our", "/our.js", "/amionline", "/favicon.ico")
+
+
+def our_js(node: str) -> bytes:
+    """Kinode's /our.js: `window.our = {}; window.our.node = '<node>';`, the name as a
+    JSON string (escaped, whatever it holds; "<" too, so it can sit in a <script>)."""
+    name = json.dumps(node).replace("<", "\\u003c")
+    return f"window.our = {{}}; window.our.node = {name};".encode()
 
 
 def _hostname(host: str) -> str:

@@ -1,7 +1,9 @@
-"""The two pages the server draws itself: the login page and the default homepage.
+"""The pages the server draws itself: the login page, the default homepage (the list of
+apps) and the "not found" page; and the node's icon.
 
 Self-contained (inline CSS and JS, no external assets) so they work offline, behind any
-proxy, and with JavaScript off (the form posts and the server redirects).
+proxy, and with JavaScript off (the form posts and the server redirects). Apps that
+want the same look copy the app stylesheet `porch new` writes (its colours are these).
 """
 
 from __future__ import annotations
@@ -33,7 +35,19 @@ ul { list-style: none; padding: 0; margin: 0 0 1.5rem; }
 li a { display: block; padding: .55rem .7rem; border-radius: 8px; color: inherit; text-decoration: none; }
 li a:hover { background: var(--bg); }
 li small { color: var(--muted); display: block; font-size: .8rem; }
+a { color: var(--accent); }
+nav { margin: 0 0 1rem; font-size: .9rem; }
+code { font-size: .9em; word-break: break-all; }
 """
+
+# The node's icon: on every page porch draws (so browsers do not ask for /favicon.ico)
+# and at /favicon.ico itself for apps' pages that name none.
+ICON_SVG = (b"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'>"
+            b"<rect width='32' height='32' rx='7' fill='#2f6f4f'/>"
+            b"<path d='M11 26V8h6.5a5.5 5.5 0 0 1 0 11H11' fill='none' stroke='#fff' "
+            b"stroke-width='3.2' stroke-linejoin='round'/></svg>")
+ICON_LINK = '<link rel="icon" href="data:image/svg+xml,' + quote(ICON_SVG.decode(), safe="/:=' ") + '">'
+
 
 _LOGIN_JS = """
 (function () {
@@ -60,11 +74,19 @@ _LOGIN_JS = """
     }).then(function (r) {
       if (r.ok) {
         var to = form.elements.redirect.value;
+        // At /login itself there is nothing to reload into: go to the app list.
+        if (!to && location.pathname === "/login") to = "/";
         if (to) location.assign(to); else location.reload();
         return;
       }
       return r.json().catch(function () { return {}; }).then(function (body) {
-        err.textContent = body.error || ("login failed (" + r.status + ")");
+        var wait = parseInt(r.headers.get("Retry-After") || "", 10);
+        if (r.status === 429) {
+          err.textContent = "Too many failed attempts from here. Try again in " +
+            (wait > 0 ? wait + " seconds." : "a minute.");
+        } else {
+          err.textContent = body.error || ("The node answered " + r.status + ".");
+        }
         button.disabled = false;
       });
     }).catch(function () { err.textContent = "the node did not answer"; button.disabled = false; });
@@ -78,7 +100,7 @@ def login_page(node: str, redirect: str, subdomain: str = "", error: str = "") -
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Log in · {escape(node)}</title><style>{_STYLE}</style></head>
+<title>Log in · {escape(node)}</title>{ICON_LINK}<style>{_STYLE}</style></head>
 <body><main>
 <h1>Log in</h1>
 <p class="sub">to the porch node <strong>{escape(node)}</strong></p>
@@ -95,6 +117,9 @@ def login_page(node: str, redirect: str, subdomain: str = "", error: str = "") -
 
 
 def homepage(node: str, apps: dict[str, str]) -> bytes:
+    """The list of apps. An app's root is linked with its trailing slash, so that its
+    page's relative URLs resolve under the app."""
+    apps = {app: path + "/" if path == "/" + app else path for app, path in apps.items()}
     items = "".join(
         f'<li><a href="{escape(quote(path, safe="/:@.-_~"))}">{escape(app.split(":")[0])}'
         f"<small>{escape(app)}</small></a></li>"
@@ -103,11 +128,27 @@ def homepage(node: str, apps: dict[str, str]) -> bytes:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(node)}</title><style>{_STYLE}</style></head>
+<title>{escape(node)}</title>{ICON_LINK}<style>{_STYLE}</style></head>
 <body><main>
 <h1>{escape(node)}</h1>
 <p class="sub">Apps on this node</p>
 <ul>{items}</ul>
 <form method="post" action="/logout"><button type="submit">Log out</button></form>
+</main></body></html>
+""".encode()
+
+
+def not_found_page(node: str, path: str) -> bytes:
+    """What a browser gets for a path nothing on the node answers (404)."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Not found · {escape(node)}</title>{ICON_LINK}<style>{_STYLE}</style></head>
+<body><main>
+<nav><a href="/">&larr; apps on {escape(node)}</a></nav>
+<h1>Not found</h1>
+<p class="sub">Nothing on this node answers <code>{escape(path)}</code>.</p>
+<p>An app's pages live under its process id, as in <code>/hello:hello:sys/</code>; the
+app list links to every app that has bound a path.</p>
 </main></body></html>
 """.encode()

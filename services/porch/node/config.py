@@ -37,6 +37,7 @@ Unknown keys are errors, not silently ignored: a typo must not quietly change no
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import tomllib
 import types
 import typing
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from porch.address import RESERVED_PACKAGE, RPC, InvalidProcessId, ProcessId, is_reserved
+from porch.node.home import NodeHome
 from porch.node.keys import is_key
 
 DEFAULT_NODE = "porch.os"
@@ -260,6 +262,26 @@ def load(path: Path) -> NodeConfig:
     return parse(path.read_text(), str(path))
 
 
+def default_node_name(home: NodeHome) -> str:
+    """porch-<6 hex digits of the home's path>.os, the name a new home gets unless told
+    otherwise: the login cookie is named after the node (kinode-auth_<node>, as in
+    Kinode) and browsers do not tell ports apart, so two nodes of one machine with one
+    name would log each other out."""
+    return f"porch-{hashlib.sha256(str(home.root).encode()).hexdigest()[:6]}.os"
+
+
+def load_home(home: NodeHome) -> NodeConfig:
+    """The node's config as every service and command sees it: porch.toml, plus the
+    processes of run/demo.toml (`porch up --demo`) that porch.toml does not declare."""
+    config = load(home.config_path)
+    if not home.demo_config.exists():
+        return config
+    extra = parse(home.demo_config.read_text(), str(home.demo_config))
+    known = {p.id for p in config.processes}
+    added = tuple(p for p in extra.processes if p.id not in known)
+    return dataclasses.replace(config, processes=config.processes + added) if added else config
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -288,19 +310,23 @@ def render(node: str, processes: list[ProcessSpec]) -> str:
         "[http_client]",
         "",
     ]
-    for p in processes:
-        lines.append("[[process]]")
-        lines.append(f"id = {_toml_value(p.id)}")
-        if p.command:
-            lines.append(f"command = {_toml_value(p.command)}")
-        if p.directory:
-            lines.append(f"directory = {_toml_value(p.directory)}")
-        lines.append(f"capabilities = {_toml_value(list(p.capabilities))}")
-        if not p.public:
-            lines.append("public = false")
-        if p.environment:
-            lines.append(f"environment = {_toml_value(p.environment)}")
-        if p.key:
-            lines.append(f"key = {_toml_value(p.key)}")
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n" + "".join(render_process(p) for p in processes)
+
+
+def render_process(p: ProcessSpec) -> str:
+    """One [[process]] table, as porch.toml holds it (ends with a blank line)."""
+    lines = ["[[process]]", f"id = {_toml_value(p.id)}"]
+    if p.command:
+        lines.append(f"command = {_toml_value(p.command)}")
+    if p.directory:
+        lines.append(f"directory = {_toml_value(p.directory)}")
+    lines.append(f"capabilities = {_toml_value(list(p.capabilities))}")
+    if not p.public:
+        lines.append("public = false")
+    if not p.autostart:
+        lines.append("autostart = false")
+    if p.environment:
+        lines.append(f"environment = {_toml_value(p.environment)}")
+    if p.key:
+        lines.append(f"key = {_toml_value(p.key)}")
+    return "\n".join(lines) + "\n\n"

@@ -5,7 +5,8 @@ Layout (created by `porch up`, modes enforced every time):
     <home>/porch.toml      node config (node name, settings, user processes)
     <home>/run/            0700: kernel.sock, supervisor.sock, supervisord.conf (0600),
                            applied.json (what the running node was given), pid files,
-                           service.token (0600, new at every start: see service_token)
+                           service.token (0600, new at every start: see service_token),
+                           demo.toml (the demo apps of `porch up --demo`, that run only)
     <home>/logs/           one log per service
     <home>/state/          0700: chosen port, bindings, static content, secrets (0600),
                            among them supervisor.secret (supervisord's socket login)
@@ -92,6 +93,13 @@ class NodeHome:
     @property
     def applied_path(self) -> Path:
         return self.run_dir / "applied.json"
+
+    @property
+    def demo_config(self) -> Path:
+        """[[process]] entries that run with the node beside porch.toml's, for one run
+        (`porch up --demo` writes it, a `porch up` that starts the node without it
+        removes it): porch.toml itself is never edited for a demo."""
+        return self.run_dir / "demo.toml"
 
     def exists(self) -> bool:
         """A home `porch up` made (or one prepared by hand): it has its porch.toml."""

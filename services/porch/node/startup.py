@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from porch.node.config import ConfigError, NodeConfig, load
+from porch.node.config import ConfigError, NodeConfig, load_home
 from porch.node.home import NodeHome
 from porch.node.logs import setup_logging
 from porch.node.service_token import export
@@ -21,7 +21,7 @@ def start_service(name: str, home_arg: str | None) -> tuple[NodeHome, NodeConfig
     home = NodeHome.resolve(home_arg)
     try:
         home.ensure()
-        config = load(home.config_path)
+        config = load_home(home)
     except (ConfigError, ValueError) as exc:
         log.error("%s", exc)
         return None
