@@ -176,6 +176,7 @@ def test_the_token_file_is_written_beside_itself_under_a_hidden_name(
 @pytest.mark.parametrize("length, kept", [(32, True), (31, False)])
 def test_a_token_of_32_characters_is_kept_a_shorter_one_replaced(
         tmp_path: Path, length: int, kept: bool, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="porch.http_server")
     path = tmp_path / "rpc.token"
     path.write_text("k" * length + "\n")
     token = RpcToken(tmp_path).get()
