@@ -181,12 +181,13 @@ def tally(path: str, exclusions: Exclusions, used: set[str]) -> Row:
     """Count one module's mutants. An exclusion applies to a survivor with the same
     function name and the same removed and added lines (its id is only the reference)."""
     row = Row(module_of(path))
-    by_id = {e["mutant"] for entries in exclusions.values() for e in entries}
+    by_id = {e["mutant"]: key for key, entries in exclusions.items() for e in entries}
     for name, status in sorted(statuses(path).items()):
         row.mutants += 1
         if status in KILLED:
             row.killed += 1
-            if name in by_id:
+            # (the same id with other lines is another mutant: the entry's moved)
+            if name in by_id and (function_of(name), *changed_lines(diff(name, path))) == by_id[name]:
                 row.notes.append(f"{name} is excluded but killed now: drop it from the exclusions")
                 used.add(name)
             continue

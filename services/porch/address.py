@@ -33,6 +33,13 @@ class InvalidProcessId(ValueError):
     """A string that is not a kimap-safe "name:package:publisher"."""
 
 
+SHOWN = 100  # characters of a refused id that its error repeats (it reaches the wire)
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= SHOWN else text[:SHOWN] + "..."
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessId:
     process: str
@@ -42,13 +49,12 @@ class ProcessId:
     @classmethod
     def parse(cls, text: str) -> ProcessId:
         parts = text.split(":")
+        shown = _shown(text)
         if len(parts) != 3:
-            shown = text if len(text) <= 100 else text[:100] + "..."
             raise InvalidProcessId(
                 f"process id {shown!r} must be name:package:publisher (three parts)"
             )
         process, package, publisher = parts
-        shown = text if len(text) <= 100 else text[:100] + "..."
         if not _NAME.fullmatch(process) or not _NAME.fullmatch(package):
             raise InvalidProcessId(
                 f"process id {shown!r}: name and package must match [a-z0-9-]+, "

@@ -697,6 +697,30 @@ def test_network_policy_checks_resolved_addresses(server: TestServer) -> None:
         n.close()
 
 
+def test_deny_private_refuses_private_ipv4_hosts_inside_ipv6_addresses(server: TestServer) -> None:
+    """issue 16 (deny_private and NAT64): an IPv6 address that carries a private IPv4
+    address (NAT64's 64:ff9b::/96, 6to4, Teredo, IPv4-compatible) reaches that host
+    through a gateway or tunnel, so it is refused as that host would be, before any
+    connection (the unit tests show the NAT64 form of a public address is not: no
+    traffic leaves loopback here)."""
+    n = Node(config("deny_private = true\n"))
+    try:
+        n.start("kernel")
+        n.start("http-client")
+        proc = n.process("caller:demo:sys")
+        for host in ("64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:a00:1::1",
+                     "2001:0:a00:1::f5ff:fffe", "::ffff:0:7f00:1", "64:ff9b:1::a00:1"):
+            url = f"http://[{host}]:{server.port}/echo"
+            err = error_of(proc, "GET", url)
+            assert (err.kind, err.url) == ("Denied", url), err
+            assert "denied network" in err.message
+        with pytest.raises(HttpClientError) as ws_err:
+            open_ws_connection(proc, f"ws://[64:ff9b::7f00:1]:{server.port}/ws", channel_id=1)
+        assert ws_err.value.kind == "Denied"
+    finally:
+        n.close()
+
+
 def test_kill_9_gives_offline_fast_a_restart_needs_nothing_and_a_stop_is_prompt(server: TestServer) -> None:
     n = Node(config())
     try:

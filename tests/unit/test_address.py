@@ -1,6 +1,8 @@
+from collections.abc import Callable
+
 import pytest
 
-from porch.address import InvalidProcessId, ProcessId, is_valid
+from porch.address import SHOWN, InvalidProcessId, ProcessId, is_valid, validate
 
 
 @pytest.mark.parametrize("text", ["chess:chess:sys", "a-1:b-2:pub.os", "x:y:z", "0:0:0.0-"])
@@ -49,3 +51,33 @@ def test_reserved_ids_are_the_distro_sys_package() -> None:
     for text in ("hello:hello:sys", "distro:sys:x", "a:distro:sysx", "a:xdistro:sys",
                  "a:b:distro:sys"):
         assert not is_reserved(text), text
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda n: "a" * n, "three parts"),                                  # one part
+    (lambda n: "A" * (n - 4) + ":b:c", "name and package must match"),
+    (lambda n: "a:b:" + "C" * (n - 4), "publisher must match"),
+])
+def test_an_error_repeats_the_id_cut_to_a_bound(make: Callable[[int], str], reason: str) -> None:
+    """The kernel sends this text to the process that asked: a refused id of any size
+    is shown whole up to SHOWN characters, else its first SHOWN and "..."."""
+    for n in (SHOWN, SHOWN + 1, 100_000):
+        text = make(n)
+        with pytest.raises(InvalidProcessId) as err:
+            ProcessId.parse(text)
+        shown = text if n <= SHOWN else text[:SHOWN] + "..."
+        assert f"process id {shown!r}" in str(err.value), n
+        assert reason in str(err.value)
+
+
+def test_an_error_says_the_bound_each_part_broke() -> None:
+    with pytest.raises(InvalidProcessId, match="at most 64 characters each"):
+        ProcessId.parse("a:b_:c")
+    with pytest.raises(InvalidProcessId, match="at most 253 characters"):
+        ProcessId.parse("a:b:c_")
+
+
+def test_validate_gives_the_id_back_or_raises() -> None:
+    assert validate("chess:chess:sys") == "chess:chess:sys"
+    with pytest.raises(InvalidProcessId):
+        validate("chess:chess")

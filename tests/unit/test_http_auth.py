@@ -1,4 +1,6 @@
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import jwt
 import pytest
@@ -21,11 +23,20 @@ SECRET = b"k" * 32
 
 
 @pytest.fixture(scope="module")
-def auth(tmp_path_factory: pytest.TempPathFactory) -> Auth:
+def _state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The state directory and the password's hash (argon2: slow, so made once)."""
     state = tmp_path_factory.mktemp("state")
     secrets_ = NodeSecrets(state)
     secrets_.set_password("pw")
-    return Auth("n.os", SECRET, secrets_.password_hash(), sessions=open_sessions(state))
+    return state, secrets_.password_hash()
+
+
+@pytest.fixture
+def auth(_state: tuple[Path, str]) -> Iterator[Auth]:
+    state, password_hash = _state
+    sessions = open_sessions(state)
+    yield Auth("n.os", SECRET, password_hash, sessions=sessions)
+    sessions.close()
 
 
 def test_password(auth: Auth) -> None:
@@ -174,3 +185,132 @@ def test_expiry_is_checked_even_when_cached(auth: Auth) -> None:
     assert auth.valid(token)
     time.sleep(1.1)
     assert not auth.valid(token)
+
+
+# ---------------------------------------------------------------------- exact rules (issue 16)
+
+
+class FakeSessions:
+    """What Auth asks of the sessions store, recorded (the store is tested on its own)."""
+
+    def __init__(self) -> None:
+        self.created: list[tuple[str | None, int, float | None]] = []
+        self.live: set[str] = set()
+
+    def create(self, app: str | None, expires: int, now: float | None = None) -> str:
+        self.created.append((app, expires, now))
+        sid = f"sid{len(self.created)}"
+        self.live.add(sid)
+        return sid
+
+    def is_live(self, sid: str, now: float | None = None) -> bool:
+        return sid in self.live
+
+    def revoke(self, sid: str) -> None:
+        self.live.discard(sid)
+
+
+def fake_auth(**kwargs: object) -> tuple[Auth, FakeSessions]:
+    sessions = FakeSessions()
+    return Auth("n.os", SECRET, "unused", sessions=sessions, **kwargs), sessions  # type: ignore[arg-type]
+
+
+MONTH = 30 * 86400
+
+
+def test_a_login_lasts_30_days_by_default_in_its_token_session_and_cookie() -> None:
+    auth, sessions = fake_auth()
+    token = auth.issue("a:b:c", now=1000.9)
+    assert sessions.created == [("a:b:c", 1000 + MONTH, 1000.9)]
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False})
+    assert claims == {"username": "n.os", "subdomain": "a:b:c", "expiration": 1000 + MONTH,
+                      "exp": 1000 + MONTH, "sid": "sid1"}
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    auth.issue("", now=5.0)
+    assert sessions.created[-1] == (None, 5 + MONTH, 5.0), "no app: the general login"
+    assert f"Max-Age={MONTH};" in auth.set_cookie("T")
+    assert fake_auth(session_days=0.5)[0].session_s == 43200
+
+
+def test_the_cookies_exactly() -> None:
+    plain, _ = fake_auth()
+    secure, _ = fake_auth(https=True)
+    attrs = f"; Path=/; Max-Age={MONTH}; HttpOnly; SameSite=Lax"
+    cleared = "; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
+    assert plain.set_cookie("T") == "kinode-auth_n.os=T" + attrs
+    assert plain.set_cookie("T", "a:b:c") == "kinode-auth_n.os@a:b:c=T" + attrs
+    assert secure.set_cookie("T", "a:b:c") == "kinode-auth_n.os@a:b:c=T" + attrs + "; Secure"
+    assert plain.clear_cookie() == "kinode-auth_n.os=" + cleared
+    assert plain.clear_cookie("a:b:c") == "kinode-auth_n.os@a:b:c=" + cleared
+    assert secure.clear_cookie() == "kinode-auth_n.os=" + cleared + "; Secure"
+
+
+def test_a_token_expires_at_its_expiration_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    from porch.http_server import auth as auth_module
+
+    auth, _ = fake_auth()
+    auth.issue(now=1000.0)  # session sid1
+    expiration = 1000 + MONTH
+    claims = {"username": "n.os", "subdomain": None, "expiration": expiration, "sid": "sid1"}
+    unexpiring = jwt.encode(claims, SECRET, algorithm="HS256")  # no "exp": our own check decides
+    for t, live in ((expiration - 0.5, True), (expiration, False)):
+        monkeypatch.setattr(auth_module.time, "time", lambda t=t: t)
+        assert auth.valid(unexpiring) is live, t
+
+
+def test_verified_tokens_are_remembered_up_to_4096() -> None:
+    auth, _ = fake_auth()
+    base = {"username": "n.os", "subdomain": None, "expiration": 2**40, "exp": 2**40}
+    for i in range(4097):
+        token = jwt.encode({**base, "sid": f"gone{i}"}, SECRET, algorithm="HS256")
+        assert not auth.valid(token), "well signed, but its session is not live"
+        assert len(auth._verified) <= 4096
+    assert len(auth._verified) == 1, "emptied when full"
+
+
+def test_state_changing_requests_from_default_ports_and_odd_origins() -> None:
+    assert not cross_site("http://node.example:80", None, "node.example")
+    assert not cross_site("http://node.example", None, "node.example:80")
+    assert not cross_site("https://node.example:443", None, "node.example")
+    assert cross_site("https://node.example:80", None, "node.example")
+    assert cross_site("ftp://localhost:8080", None, "localhost:8080"), "not a web origin"
+    assert cross_site("http://localhost:8080", None, None), "no Host to be the same as"
+    assert cross_site("http://localhost:8080", None, "")
+    assert cross_site("http://", None, "localhost:8080")
+
+
+def test_kinode_s_cookie_separator_is_exactly_semicolon_space() -> None:
+    name = "kinode-auth_n.os"
+    assert find_cookie(f"a=1;\t{name}=T", name) is None
+    assert find_cookie(f"a=1 {name}=T", name) is None
+    assert find_cookie(f"a=1;  {name}=T", name) is None
+
+
+def test_request_target_encodes_what_latin_1_cannot_hold_as_utf_8() -> None:
+    assert request_target("/\u20ac", "q=\u00e9") == "/%E2%82%AC?q=%C3%A9"
+    assert request_target("/\ud800", "") == "/%ED%A0%80", "a lone surrogate is still written"
+
+
+@pytest.mark.parametrize("target", ["/%0A/evil.com", "/%0D/evil.com", "/%0D%0A/evil.com",
+                                    "/%0a%09%0d/evil.com"])
+def test_decoded_line_breaks_do_not_hide_a_second_slash(target: str) -> None:
+    assert safe_redirect(target) is None
+
+
+def test_undecodable_escapes_are_kept_as_they_are() -> None:
+    assert safe_redirect("/%FF%FE/x") == "/%FF%FE/x"
+    assert safe_redirect("/%C0%AF") == "/%C0%AF"
+
+
+def test_stripping_keeps_an_untouched_header_as_it_came() -> None:
+    assert strip_auth_cookies("kinode-auth_n.osx=1;b=2", "n.os", None) == "kinode-auth_n.osx=1;b=2"
+
+
+def test_an_auth_cookie_whose_value_holds_equals_signs_is_stripped() -> None:
+    assert strip_auth_cookies("kinode-auth_n.os=abc==; a=1", "n.os", "x:y:z") == "a=1"
+    assert strip_auth_cookies("a=1; kinode-auth_n.os@o:p:q=x=y", "n.os", "x:y:z") == "a=1"
+
+
+def test_a_secure_subdomain_location_keeps_https() -> None:
+    assert subdomain_location("https", "b-c", "node.example", "/a:b:c/x") == "https://b-c.node.example/a:b:c/x"
+    assert subdomain_location("ftp", "b-c", "node.example", "/a:b:c/x") is None

@@ -55,3 +55,23 @@ def test_the_inflight_limit_defaults_to_four_bodies_and_never_below_one() -> Non
     assert HttpClientSettings(max_inflight_bytes=100 * 2**20).inflight_limit == 100 * 2**20
     with pytest.raises(ConfigError, match="max_inflight_bytes"):
         HttpClientSettings(max_response_bytes=1000, max_inflight_bytes=999)
+
+
+def test_a_body_of_exactly_the_threshold_goes_into_a_memfd_and_keeps_growing_there() -> None:
+    budget = InflightBudget(10 * FD_BLOB_MIN)
+    exact = BodyCollector(budget)
+    assert exact.add(b"e" * FD_BLOB_MIN)
+    at_threshold = exact.finish()
+    assert isinstance(at_threshold.data, BlobFile) and at_threshold.data.size == FD_BLOB_MIN
+    at_threshold.release()
+    c = BodyCollector(budget)
+    assert c.add(b"a" * (FD_BLOB_MIN - 10)) and c.add(b"b" * 10)
+    assert c.add(b"c" * 5) and c.add(b"d")
+    body = c.finish()
+    assert isinstance(body.data, BlobFile)
+    assert body.size == body.data.size == FD_BLOB_MIN + 6
+    assert read_blob_fd(body.data.fd, body.size) == b"a" * (FD_BLOB_MIN - 10) + b"b" * 10 + b"ccccc" + b"d"
+    assert os.readlink(f"/proc/self/fd/{body.data.fd}").startswith("/memfd:porch-http-body "), \
+        "named for who looks at the process's descriptors"
+    body.release()
+    assert budget.used == 0

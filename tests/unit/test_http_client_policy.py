@@ -8,6 +8,7 @@ from porch.http_client.policy import (
     PRIVATE_NETWORKS,
     OutgoingPolicy,
     PolicyError,
+    embedded_ipv4,
     normalize_host,
     parse_address,
 )
@@ -159,7 +160,9 @@ def test_deny_private_covers_each_range_from_end_to_end(net: str) -> None:
 @pytest.mark.parametrize("addr", ["9.255.255.255", "11.0.0.0", "100.63.255.255", "100.128.0.0",
                                   "126.255.255.255", "128.0.0.0", "169.253.255.255", "169.255.0.0",
                                   "172.15.255.255", "172.32.0.0", "192.167.255.255", "192.169.0.0",
-                                  "198.17.255.255", "198.20.0.0", "223.255.255.255", "::2",
+                                  "198.17.255.255", "198.20.0.0", "223.255.255.255", "::1:0:0",
+                                  "::fffe:ffff:ffff:ffff", "::ffff:1:0:0",
+                                  "64:ff9b:0:ffff:ffff:ffff:ffff:ffff", "64:ff9b:2::",
                                   "fbff:ffff::1", "fe00::1"])
 def test_deny_private_leaves_the_public_neighbours_of_each_range(addr: str) -> None:
     assert OutgoingPolicy(deny_private=True).check(addr) is None
@@ -188,3 +191,64 @@ def test_only_a_whole_pair_of_brackets_is_unwrapped() -> None:
 def test_the_zone_id_is_everything_after_the_first_percent() -> None:
     assert str(parse_address("fe80::1%eth0")) == "fe80::1"
     assert str(parse_address("fe80::1%eth0%1")) == "fe80::1"
+
+
+# An IPv6 address that carries an IPv4 one (NAT64, 6to4, Teredo...) reaches that IPv4
+# host, or passes through it: a denied IPv4 range is denied in these forms too.
+CARRIERS = [
+    ("64:ff9b::a00:1", "10.0.0.1"),                          # NAT64 well-known prefix
+    ("64:ff9b::7f00:1", "127.0.0.1"),
+    ("64:ff9b::a9fe:a9fe", "169.254.169.254"),
+    ("::a00:1", "10.0.0.1"),                                 # IPv4-compatible
+    ("::ffff:0:a00:1", "10.0.0.1"),                          # IPv4-translated
+    ("2002:a00:1::1", "10.0.0.1"),                           # 6to4: bits 16-47
+    ("2002:c0a8:101:5::9", "192.168.1.1"),
+    ("2001:0:a00:1:0:0:f5ff:fffe", "10.0.0.1"),             # Teredo server
+    ("2001:0:808:808:0:0:f5ff:fffe", "10.0.0.1"),           # Teredo client (bits inverted)
+]
+
+
+@pytest.mark.parametrize("addr, ipv4", CARRIERS)
+def test_a_denied_ipv4_range_is_denied_inside_ipv6_forms_that_carry_it(addr: str, ipv4: str) -> None:
+    assert ipaddress.ip_address(ipv4) in embedded_ipv4(ipaddress.ip_address(addr))
+    for literal in (addr, f"[{addr}]"):
+        reason = OutgoingPolicy(deny_networks=[f"{ipv4}/32"]).check(literal)
+        assert reason is not None and f"carries {ipv4}" in reason, (literal, reason)
+    for policy in (OutgoingPolicy(deny_networks=[f"{ipv4}/32"]), OutgoingPolicy(deny_private=True)):
+        assert policy.check(addr) is not None
+        assert policy.check("name.example", ["93.184.216.34", addr]) is not None
+        assert policy.check("name.example", [addr], final=True) is not None
+
+
+@pytest.mark.parametrize("addr", ["64:ff9b::808:808", "64:ff9b::5db8:d822", "2002:808:808::1",
+                                  "2001:0:808:808:0:0:a2b7:22dd"])
+def test_ipv6_forms_of_public_ipv4_addresses_stay_reachable(addr: str) -> None:
+    """DNS64 gives every IPv4-only site a 64:ff9b:: address: refusing the whole prefix
+    would cut an IPv6-only node off them."""
+    assert OutgoingPolicy(deny_private=True).check(addr) is None
+    assert OutgoingPolicy(deny_networks=["10.0.0.0/8"]).check("name.example", [addr]) is None
+
+
+def test_only_the_forms_that_carry_an_ipv4_address_are_read_as_one() -> None:
+    for addr in ("2606:4700::a00:1", "64:ff9b:0:1::a00:1", "2003:a00:1::1", "2001:1::a00:1",
+                 "10.0.0.1", "::ffff:1:a00:1"):
+        assert embedded_ipv4(ipaddress.ip_address(addr)) == (), addr
+    # A denied IPv6 range is not read inside anything: only the address itself.
+    policy = OutgoingPolicy(deny_networks=["::a00:0/104"])
+    assert policy.check("10.0.0.1") is None
+    assert policy.check("::a00:1") is not None
+
+
+def test_the_denial_names_the_address_and_what_it_carries() -> None:
+    policy = OutgoingPolicy(deny_networks=["10.0.0.0/8", "fd00::/8"])
+    assert policy.check("api.example", ["64:ff9b::a00:1"]) == (
+        "address 64:ff9b::a00:1 of api.example (it carries 10.0.0.1) is in denied network 10.0.0.0/8")
+    assert policy.check("api.example", ["fd00::1"]) == (
+        "address fd00::1 of api.example is in denied network fd00::/8")
+
+
+def test_allow_networks_read_an_address_as_it_is_written() -> None:
+    """Only denial looks inside: an allowed IPv4 range does not allow its NAT64 form."""
+    policy = OutgoingPolicy(allow_networks=["192.0.2.0/24"])
+    assert policy.check("svc.example", ["192.0.2.9"]) is None
+    assert policy.check("svc.example", ["64:ff9b::c000:209"]) is not None

@@ -101,3 +101,97 @@ def test_host_problem() -> None:
 ])
 def test_same_origin(origin: str, host: str, same: bool) -> None:
     assert same_origin(origin, host) is same
+
+
+# ---------------------------------------------------------------------- exact rules (issue 16)
+
+
+def test_names_are_bounded_at_253_characters() -> None:
+    name = ".".join(["a" * 63] * 4)[:253]
+    assert len(name) == 253 and parse_host(name) == (name, None)
+    assert parse_host(name + "a") is None
+    assert check_pattern(name) == name and check_pattern("*." + name) == "*." + name
+    with pytest.raises(ValueError):
+        check_pattern(name + "a")
+
+
+def test_ports_run_to_65535() -> None:
+    assert parse_host("localhost:65535") == ("localhost", 65535)
+    assert parse_host("[::1]:65535") == ("[::1]", 65535)
+    assert parse_host("localhost:65536") is None
+
+
+@pytest.mark.parametrize("literal", ["[1::2:3]", "[::ffff:127.0.0.1]", "[2001:db8::1]"])
+def test_an_ipv6_literal_is_read_whole(literal: str) -> None:
+    assert parse_host(literal + ":80") == (literal, 80)
+    assert HostAllowList().allows(literal), "any IP literal is accepted"
+
+
+@pytest.mark.parametrize("entry, pattern, allowed", [
+    ("Node.Example.com.", "node.example.com", "node.example.com"),
+    ("*.wild.org.", "*.wild.org", "a.wild.org"),
+    (".dot.net.", ".dot.net", "dot.net"),
+])
+def test_a_pattern_s_trailing_dot_is_dropped(entry: str, pattern: str, allowed: str) -> None:
+    assert check_pattern(entry) == pattern
+    assert HostAllowList([entry]).allows(allowed)
+
+
+@pytest.mark.parametrize("entry, says", [
+    ("node.example.com:8080", "'node.example.com:8080': write the name without a port"),
+    ("*.x.org:1", "'*.x.org:1': write the name without a port"),
+    ("a b", "'a b' is not a host name"),
+    ("x..y", "'x..y' is not a host name"),
+])
+def test_a_bad_pattern_is_named_with_what_is_wrong(entry: str, says: str) -> None:
+    with pytest.raises(ValueError) as err:
+        check_pattern(entry)
+    assert str(err.value).startswith(says)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_front_door_refuses_and_logs_at_most_once_a_second(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Refusals come in floods (a scanner, a rebinding page): one warning a second, with
+    the count, the last request's Host values (two at most, 100 characters each), its
+    peer and the reason, and where the setting is."""
+    from porch import throttle
+    from porch.http_server.hosts import FrontDoor
+
+    clock = _Clock()
+    monkeypatch.setattr(throttle.time, "monotonic", clock)
+    door = FrontDoor(HostAllowList())
+    caplog.set_level("WARNING", logger="porch.http_server")
+    assert door.check("HTTP/1.1", ["localhost:8080"], "127.0.0.1") is None
+    assert door.check("HTTP/1.0", [], "127.0.0.1") is None
+    assert caplog.records == [], "a request that may go on is not counted"
+
+    why = "this node does not answer to that host name"
+    assert door.check("HTTP/1.1", ["evil.example"], "192.0.2.1") == why
+    [first] = caplog.records
+    assert first.getMessage() == (
+        f"refused 1 request(s) with a bad Host (last: 'evil.example' from 192.0.2.1: {why}); "
+        "a name the node should answer to goes in [http_server] allowed_hosts")
+
+    clock.now += 0.5
+    assert door.check("HTTP/1.1", [], "192.0.2.2") == "the Host header is missing (HTTP/1.1 requires it)"
+    long = "x" * 150
+    assert door.check("HTTP/1.1", [long, "b", "c"], "192.0.2.3") == "more than one Host header"
+    assert len(caplog.records) == 1, "within the second: counted, not logged"
+    clock.now += 0.5
+    assert door.check("HTTP/1.1", [long, "b", "c"], "192.0.2.4") == "more than one Host header"
+    second = caplog.records[-1].getMessage()
+    assert second.startswith(f"refused 3 request(s) with a bad Host (last: '{'x' * 100}', 'b' from "
+                             "192.0.2.4: more than one Host header)")
+    clock.now += 1
+    assert door.check("HTTP/1.1", ["a b"], "192.0.2.5") == "invalid Host header"
+    clock.now += 1
+    door.check("HTTP/1.1", [], "192.0.2.5")
+    assert "(last: none from 192.0.2.5: the Host header is missing" in caplog.records[-1].getMessage()

@@ -104,3 +104,46 @@ def test_expiry_still_works_after_the_heap_was_rebuilt() -> None:
     assert t.expire(10**9 + 49_999) == []
     assert t.expire(10**9 + 50_000) == [Waiting(C, 2, "d:x:y")]
     assert len(t) == 0 and t.next_deadline() is None
+
+
+def test_membership_is_by_requester_and_id() -> None:
+    t = PendingTable()
+    t.add(A, 1, B, "b:x:y", 1000)
+    assert (A, 1) in t
+    assert (C, 1) not in t and (A, 2) not in t
+    assert t.answer(A, 1, B)
+    assert (A, 1) not in t
+
+
+def test_next_deadline_is_the_earliest() -> None:
+    t = PendingTable()
+    assert t.next_deadline() is None
+    t.add(A, 1, B, "b:x:y", 3000)
+    assert t.next_deadline() == 3000
+    t.add(A, 2, B, "b:x:y", 1000)
+    t.add(A, 3, B, "b:x:y", 2000)
+    assert t.next_deadline() == 1000
+    assert t.expire(1000) == [Waiting(A, 2, "b:x:y")]
+    assert t.next_deadline() == 2000
+
+
+def test_answered_items_are_dropped_past_twice_the_live_entries_plus_10000() -> None:
+    """The heap is lazy (an answer leaves its item) but bounded: it holds at most
+    2 x live entries + 10 000 items, and is rebuilt only past that (a rebuild costs
+    the live entries, paid for by as many answered requests)."""
+    t = PendingTable()
+    live = 3000
+    for i in range(live):
+        t.add(C, i, D, "d:x:y", 10**12)
+    rebuilt = 0
+    for i in range(1, 20_000):
+        before = len(t._deadlines)
+        t.add(A, i, B, "b:x:y", 10**9 + i)
+        if before + 1 > 2 * len(t) + 10_000:
+            assert len(t._deadlines) == len(t), "rebuilt from the live entries"
+            rebuilt += 1
+        else:
+            assert len(t._deadlines) == before + 1, "not rebuilt before it is past the bound"
+        assert t.answer(A, i, B)
+    assert rebuilt == 1
+    assert len(t.expire(10**12)) == live

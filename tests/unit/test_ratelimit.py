@@ -82,3 +82,82 @@ def test_rate_key_groups_an_ipv6_host() -> None:
 def test_bad_networks_are_named() -> None:
     with pytest.raises(ValueError, match="'nope'"):
         parse_networks(["127.0.0.1", "nope"])
+
+
+# ---------------------------------------------------------------------- exact rules (issue 16)
+
+
+def test_the_defaults_are_a_minute_and_10_000_clients() -> None:
+    rl = RateLimiter(1)
+    assert rl.begin("a", 0.0) == 0.0
+    assert rl.begin("a", 59.5) == pytest.approx(0.5), "the wait is what is left of the minute"
+    assert rl.begin("a", 60.0) == 0.0, "a failure exactly a minute old no longer counts"
+    rl = RateLimiter(1)
+    for i in range(10_000):
+        rl.begin(f"k{i}", 0.0)
+    assert len(rl) == 10_000
+    rl.begin("new", 100.0)  # past 10 000 clients: the idle ones are forgotten
+    assert len(rl) == 1
+
+
+def test_without_a_clock_reading_the_limiter_uses_its_own() -> None:
+    rl = RateLimiter(1)
+    assert rl.begin("a") == 0.0
+    assert 59.0 < rl.begin("a") <= 60.0
+
+
+def test_idle_clients_are_kept_until_max_keys_and_forgotten_at_it() -> None:
+    rl = RateLimiter(5, 60, max_keys=10)
+    for i in range(9):
+        rl.begin(f"k{i}", 0.0)
+    rl.begin("k9", 100.0)  # the 10th key: nothing purged yet, however idle the others
+    assert len(rl) == 10
+    rl.begin("k10", 100.0)  # 10 keys held: the idle ones go
+    assert len(rl) == 2
+
+
+def test_a_client_whose_last_failure_just_left_the_window_is_idle() -> None:
+    rl = RateLimiter(5, 60, max_keys=2)
+    rl.begin("old", 0.0)
+    rl.begin("recent", 0.5)
+    rl.begin("new", 60.0)  # "old" failed exactly 60 s ago: it no longer counts
+    assert len(rl) == 2
+    assert rl.begin("recent", 60.0) == 0.0 and rl._failures["recent"][0] == 0.5
+
+
+def test_purges_run_at_most_once_a_second() -> None:
+    rl = RateLimiter(5, 60, max_keys=10)
+    for i in range(10):
+        rl.begin(f"idle{i}", 0.0)
+    rl.begin("first", 100.0)  # purge at 100
+    assert len(rl) == 1
+
+    def fill_idle(tag: str, now: float) -> None:  # keys whose attempt succeeded: idle
+        for i in range(10):
+            rl.begin(f"{tag}{i}", now)
+            rl.succeeded(f"{tag}{i}", now)
+
+    fill_idle("a", 100.2)
+    rl.begin("second", 100.5)  # within the second: no purge
+    assert len(rl) == 12
+    rl.begin("third", 101.0)  # a second later: the idle ones go, the active stay
+    assert sorted(rl._failures) == ["first", "second", "third"]
+
+
+def test_a_network_with_host_bits_set_means_its_network() -> None:
+    assert parse_networks(["10.1.2.3/8", " ::1/64 "]) == parse_networks(["10.0.0.0/8", "::/64"])
+
+
+def test_a_peer_that_is_not_an_address_is_the_client() -> None:
+    assert client_address("garbage", ["203.0.113.5"], "203.0.113.9", LOCAL) == "garbage"
+    assert client_address("", ["203.0.113.5"], None, LOCAL) == ""
+
+
+@pytest.mark.parametrize("entry", ["[::1", "[2001:db8::1", "[]"])
+def test_a_bracket_left_open_is_garbage(entry: str) -> None:
+    trusted = parse_networks(["::/0"])
+    assert client_address("::1", [entry], None, trusted) == "::1"
+
+
+def test_a_bracketed_address_ends_at_its_first_bracket() -> None:
+    assert client_address("127.0.0.1", ["[2001:db8::1]:4711]"], None, LOCAL) == "2001:db8::1"

@@ -117,3 +117,111 @@ def test_table_round_trips_through_persistence(table: BindingTable) -> None:
     data, blobs = table.to_data()
     again = BindingTable.from_data(data, blobs)
     assert again.http.items() == table.http.items()
+
+
+# ------------------------------------------------------------------ table rules (issue 16)
+
+
+def table_of(*patterns: str) -> RouteTable[str]:
+    t: RouteTable[str] = RouteTable()
+    for p in patterns:
+        t.add(p, p)
+    return t
+
+
+def winner(t: RouteTable[str], path: str) -> str | None:
+    m = t.recognize(path)
+    return None if m is None else m.value
+
+
+def test_more_wildcards_win_a_tie_of_statics_and_params() -> None:
+    t = table_of("/a/*x", "/a/*x/*y")
+    assert winner(t, "/a/b/c") == "/a/*x/*y"
+    assert winner(t, "/a/b") == "/a/*x"
+
+
+def test_more_params_win_a_tie_of_statics() -> None:
+    t = table_of("/a/:x.*w", "/a/:x.:y")
+    assert winner(t, "/a/b.c") == "/a/:x.:y"
+    m = t.recognize("/a/b.c")
+    assert m is not None and m.params == {"x": "b", "y": "c"}
+
+
+@pytest.mark.parametrize("app_first", [True, False])
+def test_an_app_pattern_and_a_dynamic_first_one_tie_by_order_added(app_first: bool) -> None:
+    """A homepage-like "/:page/..." competes with every app's patterns: of equal rank,
+    the one added first wins, whichever group it is in."""
+    patterns = ["/app/:x", "/:p/b"] if app_first else ["/:p/b", "/app/:x"]
+    t = table_of("/zz/:q", *patterns)  # (not first: order 0 would hide a broken order)
+    assert winner(t, "/app/b") == patterns[0]
+
+
+def test_a_dynamic_first_pattern_loses_to_a_better_app_pattern_and_serves_the_rest() -> None:
+    t = table_of("/:page", "/*", "/app/:x", "/:p/:q")
+    assert winner(t, "/app/b") == "/app/:x"
+    assert winner(t, "/other/b") == "/:p/:q"
+    assert winner(t, "/about") == "/:page"
+    assert winner(t, "/a/b/c") == "/*"
+    assert winner(t, "/app/b/c") == "/*"
+
+
+def test_a_dynamic_first_pattern_beats_a_worse_app_pattern() -> None:
+    t = table_of("/app/*rest", "/:p/b")
+    assert winner(t, "/app/b") == "/:p/b"
+    assert winner(t, "/app/c") == "/app/*rest"
+
+
+def test_a_request_tries_only_its_own_app_s_patterns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patterns are grouped by their first static segment (the app's process id): a
+    request never pays for the patterns of other apps (only for its own and for those
+    with a dynamic first segment)."""
+    from porch.http_server import routing
+
+    t: RouteTable[str] = RouteTable()
+    for i in range(200):
+        t.add(f"/app{i}:p:sys/:x", f"simple {i}")
+        t.add(f"/app{i}:p:sys/*w/z", f"general {i}")
+    t.add("/:page/z", "page")
+    tried: list[str] = []
+    simple, general = routing._Subject.match_simple, routing._Subject.match
+
+    def spy_simple(self: routing._Subject, *args: object) -> list[str] | None:
+        tried.append("simple")
+        return simple(self, *args)  # type: ignore[arg-type]
+
+    def spy_general(self: routing._Subject, *args: object) -> list[str] | None:
+        tried.append("general")
+        return general(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(routing._Subject, "match_simple", spy_simple)
+    monkeypatch.setattr(routing._Subject, "match", spy_general)
+    assert winner(t, "/app7:p:sys/q/r/z") == "general 7"
+    assert len(tried) <= 3, tried
+    tried.clear()
+    assert winner(t, "/nobody/z") == "page"
+    assert len(tried) <= 1, tried
+
+
+def test_patterns_and_lookups_with_or_without_the_leading_slash_are_the_same() -> None:
+    t: RouteTable[str] = RouteTable()
+    t.add("api/:x", "no slash")
+    t.add("/b/:y", "slash")
+    assert winner(t, "/api/1") == "no slash" and winner(t, "api/1") == "no slash"
+    assert winner(t, "/b/2") == "slash" and winner(t, "b/2") == "slash"
+    assert t.get("api/:x") == t.get("/api/:x") == "no slash"
+    assert t.get("b/:y") == t.get("/b/:y") == "slash"
+    assert t.get("/nothing") is None and t.get("nothing") is None
+    assert len(t) == 2
+
+
+@pytest.mark.parametrize("pattern, path, params", [
+    ("/app/v.1.:x", "app/v.1.json", {"x": "json"}),  # two segments before the param in one part
+    ("/app/:x.tar.gz", "app/f.tar.gz", {"x": "f"}),  # two after it
+    ("/app/a.b.:x.c.d/e", "app/a.b.y.c.d/e", {"x": "y"}),
+    ("/app/v.:id.json", "app/v..json", None),  # a param takes one character at least
+    ("/app/v.:id.json", "app/v.json", None),  # its texts may not overlap
+    ("/app/v.:id.json", "app/v.x.json", {"id": "x"}),
+])
+def test_a_param_between_texts_in_one_part(pattern: str, path: str, params: dict[str, str] | None) -> None:
+    m = table_of(pattern).recognize(path)
+    assert (None if m is None else m.params) == params

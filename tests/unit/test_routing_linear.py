@@ -67,6 +67,15 @@ def agree(pattern: str, path: str) -> None:
     assert got.params == want, (pattern, path)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_byte_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The byte -> mask tables are memoised for the process: each test builds its own,
+    so that building them is tested too, not only what an earlier test left."""
+    from porch.http_server import routing
+
+    monkeypatch.setattr(routing, "_ONE_BYTE", {})
+
+
 @pytest.mark.parametrize("pattern, path", [
     ("/:a.:b", "x.y.z"), ("/:a.:b.:c", "a.b.c.d.e"), ("/:a/:b", "x/y"), ("/:a", "x/y"),
     ("/x/:a.json", "x/a.b.json"), ("/*a/*b", "p/q/r/s"), ("/*a.:b", "p/q.r.s"),
@@ -76,6 +85,44 @@ def agree(pattern: str, path: str) -> None:
 ])
 def test_known_cases_agree_with_the_regex(pattern: str, path: str) -> None:
     agree(pattern, path)
+
+
+# The general matcher's pieces, deterministically: a pattern of each shape (literal first,
+# last or between; literals of one byte and of several; params and wildcards side by
+# side) against paths built from units repeated 1, 2, 16, 17 (the most occurrences a
+# literal is found one by one) and 40 times, with tails that let them match or not.
+GENERAL = ["/:a..:b", "/:a.ab.:b", "/*a.ab.:b", "/:a/ab/*b", "/*a..*b", "/*w/a", "/*w.json",
+           "/x.*w.y", "/:a.:b.json", "/ab/*w/ab", "/ab.:a.:b", "/:a.:b/ab", "/*a/:b..:c",
+           "/:a..:b/x", "/*a.:b.ab"]
+UNITS = ["a..", "ab.", "x..y", "a/", "ab/", ".", "..", "a.ab", "é.", "/ab"]
+TAILS = ["", "z", ".z", "/z", "..", "ab", ".json", "/ab", "/x", "y", "..z"]
+
+
+@pytest.mark.parametrize("pattern", GENERAL)
+def test_general_shapes_agree_with_the_regex_on_repeated_units(pattern: str) -> None:
+    for unit in UNITS:
+        for times in (1, 2, 16, 17, 40):
+            for tail in TAILS:
+                for head in ("", "x", "ab."):
+                    agree(pattern, head + unit * times + tail)
+
+
+def test_a_literal_of_several_bytes_found_before_a_later_one_fails() -> None:
+    m = single("/:a..:b").recognize("x..y..")
+    assert m is not None and m.params == {"a": "x", "b": "y.."}
+
+
+@pytest.mark.parametrize("pattern, path, params", [
+    ("/a/:x.:y", "a/\ud800.\udfff", {"x": "\ud800", "y": "\udfff"}),
+    ("/\ud800/*w", "\ud800/x\udc00", {"w": "x\udc00"}),
+    ("/a.\udc80/:x.:y", "a.\udc80/b.c", {"x": "b", "y": "c"}),
+])
+def test_paths_with_lone_surrogates_are_matched_not_raised(pattern: str, path: str,
+                                                           params: dict[str, str]) -> None:
+    """A str path may hold lone surrogates (the server decodes with surrogateescape):
+    they are matched like any character, and captured as they are."""
+    m = single(pattern).recognize(path)
+    assert m is not None and m.params == params
 
 
 SEGMENTS = st.sampled_from(["a", "b", "ab", "", ":p", ":q", "*w", "*", "é"])

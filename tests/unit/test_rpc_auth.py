@@ -101,3 +101,92 @@ def test_an_unusable_token_file_is_replaced(tmp_path: Path) -> None:
     token = RpcToken(tmp_path).get()
     assert len(token) >= 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# ---------------------------------------------------------------------- exact rules (issue 16)
+
+AUTHENTICATE = ("WWW-Authenticate", 'Bearer realm="porch"')
+
+
+def refusal(headers: dict[str, str], method: str = "POST",
+            logged_in: bool = False) -> tuple[int, list[tuple[str, str]], bytes]:
+    r = rpc_refusal(method, lambda name: headers.get(name), TOKEN, lambda: logged_in)
+    assert r is not None
+    status, head, body = r
+    assert body.endswith(b"\n") and body.count(b"\n") == 1, "one line of text"
+    return status, list(head), body
+
+
+def test_each_refusal_says_why_with_the_headers_its_status_needs() -> None:
+    from porch.http_server.exchange import TEXT
+
+    status, head, body = refusal(GOOD, method="GET")
+    assert (status, head) == (405, [TEXT, ("Allow", "POST")]) and b"takes POST" in body
+    status, head, body = refusal({**GOOD, "Origin": "http://evil.example"})
+    assert (status, head) == (403, [TEXT]) and b"cross-origin requests" in body
+    status, head, body = refusal({**GOOD, "Sec-Fetch-Site": "cross-site"})
+    assert (status, head) == (403, [TEXT]) and b"cross-site requests" in body
+    status, head, body = refusal(without("Content-Type"))
+    assert (status, head) == (415, [TEXT]) and b"Content-Type: application/json" in body
+    status, head, body = refusal({**GOOD, "Authorization": "Bearer nope"})
+    assert (status, head) == (401, [TEXT, AUTHENTICATE])
+    assert b"wrong RPC token" in body and b"`porch rpc-token`" in body
+    status, head, body = refusal(without("Authorization"), logged_in=True)
+    assert (status, head) == (401, [TEXT, AUTHENTICATE])
+    assert b"Authorization: Bearer <token>" in body and b"`porch rpc-token`" in body
+    assert b"X-Porch-RPC header" in body
+
+
+def test_without_a_host_the_origin_is_compared_with_localhost() -> None:
+    no_host = without("Host")
+    assert check({**no_host, "Origin": "http://localhost"}) is None
+    assert check({**no_host, "Origin": "http://localhost:8080"}) == 403
+
+
+def test_only_the_media_type_before_the_first_parameter_counts() -> None:
+    assert check({**GOOD, "Content-Type": "application/json; charset=utf-8; x=y"}) is None
+    assert check({**GOOD, "Content-Type": " Application/JSON ;charset=utf-8"}) is None
+
+
+def test_a_generated_token_is_43_url_safe_characters_on_one_line(tmp_path: Path) -> None:
+    token = RpcToken(tmp_path).get()
+    assert len(token) == 43 and token.replace("-", "").replace("_", "").isalnum()
+    assert (tmp_path / "rpc.token").read_text() == token + "\n"
+
+
+def test_the_token_file_is_written_beside_itself_under_a_hidden_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linked (or renamed) into place: the temporary file must be in the same directory
+    (one filesystem), and hidden from anyone listing it meanwhile."""
+    from porch.http_server import rpc_auth
+
+    moves: list[tuple[str, str]] = []
+    link, replace = os.link, os.replace
+    monkeypatch.setattr(rpc_auth.os, "link", lambda a, b: (moves.append((str(a), str(b))), link(a, b))[1])
+    monkeypatch.setattr(rpc_auth.os, "replace", lambda a, b: (moves.append((str(a), str(b))), replace(a, b))[1])
+    RpcToken(tmp_path).get()
+    (tmp_path / "rpc.token").write_text("short\n")
+    RpcToken(tmp_path).get()
+    assert len(moves) == 2
+    for tmp, target in moves:
+        assert Path(tmp).parent == tmp_path and Path(tmp).name.startswith(".rpc.token.")
+        assert target == str(tmp_path / "rpc.token")
+
+
+@pytest.mark.parametrize("length, kept", [(32, True), (31, False)])
+def test_a_token_of_32_characters_is_kept_a_shorter_one_replaced(
+        tmp_path: Path, length: int, kept: bool, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="porch.http_server")
+    path = tmp_path / "rpc.token"
+    path.write_text("k" * length + "\n")
+    token = RpcToken(tmp_path).get()
+    assert (token == "k" * length) is kept
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == ([] if kept else [f"{path} holds no usable token; replacing it"])
+
+
+def test_a_token_file_that_cannot_be_read_back_is_an_error_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RpcToken, "_read", lambda self: None)
+    with pytest.raises(OSError, match=f"cannot read {tmp_path / 'rpc.token'} just written"):
+        RpcToken(tmp_path).get()

@@ -173,6 +173,21 @@ def test_a_peer_s_type_and_identity_are_empty_until_its_ready_says_them() -> Non
     assert (s.peer_socket_type, s.peer_identity) == (b"REQ", b"")
 
 
+def test_our_ready_carries_the_metadata_we_were_given() -> None:
+    s = z.Session(MAX, z.DEALER, {b"X-Porch-Fds": b"1"})
+    name, data = z.parse_command(s.out[1][2:])
+    assert name == b"READY"
+    assert z.parse_properties(data) == {"socket-type": b"DEALER", "x-porch-fds": b"1"}
+
+
+def test_the_peer_s_metadata_is_empty_until_its_ready_says_it() -> None:
+    s = router()
+    assert s.peer_properties == {}
+    s.feed(z.greeting() + z.ready(b"DEALER", {b"X-Porch-Fds": b"1", b"Identity": b"me"}))
+    assert s.ready
+    assert s.peer_properties == {"socket-type": b"DEALER", "x-porch-fds": b"1", "identity": b"me"}
+
+
 @pytest.mark.parametrize("data", [b"", b"\x00", b"\x05ab", b"\x02\xff\xfe", b"\xff"])
 @pytest.mark.parametrize("handshake", [False, True])
 def test_a_malformed_error_command_closes_the_connection(data: bytes, handshake: bool) -> None:
@@ -355,3 +370,81 @@ def test_a_cleared_queue_is_empty_and_takes_messages_again() -> None:
     assert q.empty and q.buffers == [] and not q.ends and q.queued == q.written == 0
     assert q.push(b"y", None)
     assert drain(q) == z.encode_message([b"y"])
+
+
+# ------------------------------------------------------------------- descriptors in OutQueue
+
+
+def test_a_descriptor_is_queued_with_where_its_message_starts() -> None:
+    q = z.OutQueue(10, 1 << 30)
+    assert q.fds_within(100) == 0
+    assert q.push(b"a", None)  # bytes 0..3
+    assert q.push(b"env", b"blob", fd=0)  # 0 is a descriptor like any other; from byte 3
+    assert q.push(b"c", None, fd=7)  # from byte 3 + 5 + 6 = 14
+    assert list(q.fds) == [(3, 0), (14, 7)]
+
+
+@pytest.mark.parametrize("length, count", [(1, 0), (3, 0), (4, 1), (14, 1), (15, 2), (100, 2)])
+def test_a_write_carries_the_descriptors_of_the_messages_it_starts(length: int, count: int) -> None:
+    """A descriptor goes with the write holding its message's first byte (early is
+    fine, late is not), never with a write that ends before it."""
+    q = z.OutQueue(10, 1 << 30)
+    q.push(b"a", None)
+    q.push(b"env", b"blob", fd=5)
+    q.push(b"c", None, fd=7)
+    assert q.fds_within(length) == count
+
+
+def test_descriptors_are_counted_from_what_was_written_and_taken_in_order() -> None:
+    q = z.OutQueue(10, 1 << 30)
+    q.push(b"a", None)
+    q.push(b"env", b"blob", fd=5)
+    q.push(b"c", None, fd=7)
+    assert not q.consume(3)
+    assert q.fds_within(1) == 1
+    assert q.take_fds(1) == [5]
+    assert not q.consume(11)
+    assert q.fds_within(1) == 1
+    assert q.take_fds(1) == [7] and not q.fds
+    q.push(b"d", None, fd=9)
+    q.push(b"e", None, fd=11)
+    assert q.clear() == [9, 11], "the unsent ones are handed back to be closed"
+    assert not q.fds
+
+
+@pytest.mark.parametrize("blob", [None, b"blob"])
+def test_a_queue_holds_a_bounded_number_of_descriptors(blob: bytes | None) -> None:
+    """Each queued descriptor is an open file of the process: at MAX_QUEUED_FDS a
+    message with one more waits (False, nothing queued), unless forced; messages
+    without a descriptor still go."""
+    q = z.OutQueue(10**6, 1 << 30)
+    for fd in range(z.MAX_QUEUED_FDS):
+        assert q.push(b"m", blob, fd=fd)
+    before = (list(q.buffers), q.queued, list(q.ends), list(q.fds))
+    assert not q.push(b"m", blob, fd=1000)
+    assert (list(q.buffers), q.queued, list(q.ends), list(q.fds)) == before
+    assert q.push(b"m", blob)
+    assert q.push(b"m", blob, force=True, fd=1001)
+    assert [fd for _, fd in q.fds][-2:] == [z.MAX_QUEUED_FDS - 1, 1001]
+
+
+def test_an_empty_queue_takes_a_message_with_a_descriptor_whatever_it_still_holds() -> None:
+    q = z.OutQueue(10**6, 1 << 30)
+    for fd in range(z.MAX_QUEUED_FDS):
+        q.push(b"m", None, fd=fd)
+    assert q.consume(q.queued), "all written; the descriptors not yet taken"
+    assert q.push(b"m", None, fd=1000)
+    assert len(q.fds) == z.MAX_QUEUED_FDS + 1
+
+
+@pytest.mark.parametrize("blob", [None, b"blob"])
+@pytest.mark.parametrize("fd", [0, 3])
+def test_a_message_refused_for_room_does_not_keep_its_descriptor(blob: bytes | None, fd: int) -> None:
+    q = z.OutQueue(high_water_mark=1, max_bytes=1 << 30)
+    assert q.push(b"first", None, fd=9)
+    assert not q.push(b"second", blob, fd=fd)
+    assert list(q.fds) == [(0, 9)], "the caller still owns it (and closes it)"
+    q = z.OutQueue(high_water_mark=10, max_bytes=10)
+    assert q.push(b"first", None)
+    assert not q.push(b"x" * 20, blob, fd=fd)
+    assert not q.fds

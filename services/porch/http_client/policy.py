@@ -7,7 +7,9 @@ checked against the addresses a name resolves to, at connect time, and the conne
 is then made to exactly the address that was checked.
 
 Rules, in order:
-1. a host matching `deny_hosts`, or any address in a denied network, is refused;
+1. a host matching `deny_hosts`, or any address in a denied network, is refused (an
+   IPv6 address that carries an IPv4 address, for NAT64, 6to4 or Teredo, is checked as
+   both: `embedded_ipv4`);
 2. if `allow_hosts` or `allow_networks` is non-empty, only a host matching `allow_hosts`,
    or one whose every address is in `allow_networks`, is allowed;
 3. otherwise everything is allowed (the default, as in Kinode).
@@ -39,11 +41,24 @@ PRIVATE_NETWORKS: tuple[str, ...] = (
     "198.18.0.0/15",    # benchmarking
     "224.0.0.0/4",      # multicast
     "240.0.0.0/4",      # reserved, and 255.255.255.255
-    "::/128",           # unspecified
-    "::1/128",          # loopback
+    "::/96",            # unspecified (::), loopback (::1), IPv4-compatible (deprecated)
+    "::ffff:0:0:0/96",  # IPv4-translated (SIIT); IPv4-mapped addresses (::ffff:0:0/96)
+                        # are checked as the IPv4 address they are (parse_address)
+    "64:ff9b:1::/48",   # local-use NAT64 (RFC 8215): IPv4 hosts behind a gateway of the site
     "fc00::/7",         # unique local
     "fe80::/10",        # link-local
     "ff00::/8",         # multicast
+)
+
+
+# IPv6 addresses that carry an IPv4 address the network takes the packets to: a denied
+# IPv4 range is denied in these forms too (64:ff9b::a00:1 is 10.0.0.1 behind a NAT64
+# gateway). Not the whole ranges: on an IPv6-only network with DNS64, every IPv4-only
+# site has a 64:ff9b:: address.
+_LOW_32_BITS = (
+    ipaddress.IPv6Network("64:ff9b::/96"),      # NAT64's well-known prefix (RFC 6052)
+    ipaddress.IPv6Network("::/96"),             # IPv4-compatible (RFC 4291, deprecated)
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),   # IPv4-translated (RFC 2765, SIIT)
 )
 
 
@@ -73,6 +88,25 @@ def parse_address(text: str) -> IPAddress | None:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
     return addr
+
+
+def embedded_ipv4(addr: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address carries, where a packet to it goes through or
+    ends: the last 32 bits of NAT64's well-known prefix and of the IPv4-compatible and
+    -translated forms, the tunnel end of 6to4 (2002::/16, RFC 3056), the server and the
+    client of Teredo (2001::/32, RFC 4380). A NAT64 prefix of the site's own (local-use
+    64:ff9b:1::/48, or any network-specific one) puts the address where the operator
+    chose: deny that prefix itself."""
+    if not isinstance(addr, ipaddress.IPv6Address):
+        return ()
+    out = []
+    if any(addr in net for net in _LOW_32_BITS):
+        out.append(ipaddress.IPv4Address(int(addr) & 0xFFFF_FFFF))
+    if addr.sixtofour is not None:
+        out.append(addr.sixtofour)
+    if addr.teredo is not None:
+        out.extend(addr.teredo)
+    return tuple(out)
 
 
 class HostPatterns:
@@ -172,9 +206,11 @@ class OutgoingPolicy:
             addrs = None
         if addrs is not None:
             for addr in addrs:
-                for net in self.deny_networks:
-                    if addr.version == net.version and addr in net:
-                        return f"address {addr} of {name} is in denied network {net}"
+                for seen in (addr, *embedded_ipv4(addr)):
+                    for net in self.deny_networks:
+                        if seen.version == net.version and seen in net:
+                            carries = f" (it carries {seen})" if seen is not addr else ""
+                            return f"address {addr} of {name}{carries} is in denied network {net}"
         if not self.allow_list_mode or self.allow_hosts.match(name) is not None:
             return None
         if addrs is None:
