@@ -12,6 +12,12 @@ For each frame set the kernel:
 Garbage never stops it: it is counted, logged (rate-limited), and answered with a
 KernelError to the connection it came from.
 
+Registration: one live connection per process id. A node service's new process may
+take its id over from the live one (Register.takeover, with the service token: the
+http-server's restart); the old connection is then "retiring": told Superseded, sent
+no new request, but it still sends, answers what it holds and receives the answers to
+its own requests, and its end is no exit for the id's watchers.
+
 The loop is a plain blocking epoll (a blocking loop used ~35% less CPU than
 zmq.asyncio: docs/architecture.md).
 
@@ -92,6 +98,9 @@ class Peer:
     registered_at: float
     # The pid the OS reported for the connection (0 if it could not tell).
     verified_pid: int = 0
+    # Another registration took its id over (Register.takeover): it receives no new
+    # request, but still sends, answers what it holds and gets its own answers.
+    retiring: bool = False
 
 
 @dataclass
@@ -136,6 +145,9 @@ class Kernel:
         self.counters = Counters()
         self.peers: dict[Conn, Peer] = {}  # connection -> registered peer
         self.idents: dict[str, Conn] = {}  # process id -> connection
+        # process id -> connections that held it before a takeover and are finishing
+        # their work (their answers still reach them); usually empty.
+        self.retiring: dict[str, list[Conn]] = {}
         self.watched: dict[int, tuple[int, set[Conn]]] = {}  # os pid -> (pidfd, connections)
         self._pidfds: dict[int, int] = {}  # pidfd -> os pid
         self.pending = PendingTable()
@@ -359,7 +371,7 @@ class Kernel:
         tident = self.idents.get(target)
         if tident is None:
             self.counters.offline += 1
-            if expects:
+            if expects or req.report_undelivered:
                 self._send_error(requester, env.id, target, SendErrorKind.Offline,
                                  f"no process {target} is running")
             return
@@ -385,6 +397,7 @@ class Kernel:
                                source, target, exc)
             if expects:
                 self.pending.answer(requester, env.id, tident)
+            if expects or req.report_undelivered:
                 self._send_error(requester, env.id, target, SendErrorKind.Offline,
                                  f"{target} is not accepting messages ({exc})")
             return
@@ -394,8 +407,10 @@ class Kernel:
         target = env.target
         tident = self.idents.get(target)
         if tident is None or not self.pending.answer(tident, env.id, ident):
-            self.counters.late += 1  # late (after Timeout/Offline), never asked for, or not ours
-            return
+            tident = self._retiring_requester(target, env.id, ident)
+            if tident is None:
+                self.counters.late += 1  # late (after Timeout/Offline), never asked for, or not ours
+                return
         try:
             self._forward(tident, frame, blob)
         except SendFailed as exc:
@@ -411,6 +426,14 @@ class Kernel:
                              f"{target} has too much unread ({exc})", delivered=True, pending=True)
             return
         self.counters.routed += 1
+
+    def _retiring_requester(self, target: str, id_: int, responder: Conn) -> Conn | None:
+        """The superseded connection of `target` that asked request id_, if any (and
+        its entry answered): the answers to a retiring process's requests reach it."""
+        for conn in self.retiring.get(target, ()):
+            if self.pending.answer(conn, id_, responder):
+                return conn
+        return None
 
     def expire(self, now: int) -> None:
         if self._watch_checks and now >= self.started_ms + WATCH_GRACE_MS:
@@ -471,8 +494,15 @@ class Kernel:
         peer = self.peers.pop(ident, None)
         if peer is None:
             return
-        if self.idents.get(peer.process_id) == ident:
+        current = self.idents.get(peer.process_id) == ident
+        if current:
             del self.idents[peer.process_id]
+        elif peer.retiring:
+            others = self.retiring.get(peer.process_id, [])
+            if ident in others:
+                others.remove(ident)
+            if not others:
+                self.retiring.pop(peer.process_id, None)
         if peer.verified_pid:
             self._unwatch(peer.verified_pid, ident)
         failed = self.pending.responder_gone(ident)
@@ -482,10 +512,11 @@ class Kernel:
                              f"{waiting.target} went away with the request pending",
                              delivered=True, pending=True)
         self.pending.requester_gone(ident)
-        for watcher in self.watchers.pop(peer.process_id, ()):
-            self._send_exited(watcher, peer.process_id)
-        log.info("unregistered %s (os pid %d): %s; %d pending request(s) failed Offline",
-                 peer.process_id, peer.os_pid, why, len(failed))
+        if current:  # a superseded connection ending is no exit: its id lives on
+            for watcher in self.watchers.pop(peer.process_id, ()):
+                self._send_exited(watcher, peer.process_id)
+        log.info("unregistered %s%s (os pid %d): %s; %d pending request(s) failed Offline",
+                 peer.process_id, "" if current else " (superseded)", peer.os_pid, why, len(failed))
 
     def _control(self, ident: Conn, peer: Peer | None, env: kernel_pb2.Envelope) -> None:
         ctl = env.control
@@ -511,7 +542,14 @@ class Kernel:
             reg = reply.control.registry
             reg.node = self.node
             reg.kernel_boot_id = self.boot_id
-            for p in sorted(self.peers.values(), key=lambda p: p.process_id):
+            only = ctl.registry_query.process_id
+            if only:
+                held = self.idents.get(only)
+                listed = [self.peers[held]] if held is not None else []
+            else:
+                listed = sorted((p for p in self.peers.values() if not p.retiring),
+                                key=lambda p: p.process_id)
+            for p in listed:
                 reg.entries.add(process_id=p.process_id, os_pid=p.os_pid,
                                 registered_at=p.registered_at)
             c = self.counters
@@ -549,11 +587,15 @@ class Kernel:
             return
         os_pid = verified_pid or reg.os_pid
         holder = self.idents.get(pid)
+        took_over = False
         if holder is not None and holder != ident:
             held = self.peers[holder]
             if verified_pid and held.verified_pid == verified_pid:
                 # The same OS process reconnected (its old connection is gone): take over.
                 self._drop(holder, "reconnected")
+            elif reg.takeover and peer is None and is_reserved(pid):  # the token was checked above
+                self._supersede(holder, held, os_pid)
+                took_over = True
             else:
                 self.counters.refused += 1
                 self._kernel_error(ident, ErrorCode.AlreadyRegistered, 0,
@@ -569,8 +611,21 @@ class Kernel:
         self.idents[pid] = ident
         if verified_pid:
             self._watch(verified_pid, ident)
-        self._send_registered(ident, pid)
-        log.info("registered %s (os pid %d)", pid, os_pid)
+        self._send_registered(ident, pid, took_over)
+        log.info("registered %s (os pid %d)%s", pid, os_pid, " by takeover" if took_over else "")
+
+    def _supersede(self, holder: Conn, held: Peer, by_pid: int) -> None:
+        """A node service's new process takes the id over (Register.takeover): the
+        holder keeps its connection to finish what it holds, and is told."""
+        pid = held.process_id
+        held.retiring = True
+        del self.idents[pid]
+        self.retiring.setdefault(pid, []).append(holder)
+        env = Envelope(version=PROTOCOL_VERSION, source=KERNEL, target=pid)
+        env.control.superseded.process_id = pid
+        self._send(holder, env, bounded=False)
+        log.info("%s: os pid %d takes over from os pid %d, which finishes what it holds",
+                 pid, by_pid, held.os_pid)
 
     def _watch_process(self, watched: str, watcher: str) -> None:
         if watched in self.idents:
@@ -588,10 +643,11 @@ class Kernel:
         env.control.process_exited.process_id = watched
         self._send(ident, env)
 
-    def _send_registered(self, ident: Conn, pid: str) -> None:
+    def _send_registered(self, ident: Conn, pid: str, took_over: bool = False) -> None:
         reply = Envelope(version=PROTOCOL_VERSION, source=KERNEL, target=pid)
         ack = reply.control.registered
         ack.process_id, ack.node, ack.kernel_boot_id = pid, self.node, self.boot_id
+        ack.took_over = took_over
         self._send(ident, reply)
 
     # ------------------------------------------------------------------ replies

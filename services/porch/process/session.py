@@ -48,6 +48,14 @@ def expired(msg: Message) -> bool:
 class Registered:
     node: str
     boot_id: str
+    took_over: bool = False
+
+
+@dataclass(slots=True)
+class Superseded:
+    """Another process took this id over (Register.takeover): nothing new comes."""
+
+    process_id: str
 
 
 @dataclass(slots=True)
@@ -75,7 +83,7 @@ class Reply:
     error: SendError | None
 
 
-Incoming = Message | Reply | Registered | Refused | Exited | None
+Incoming = Message | Reply | Registered | Refused | Exited | Superseded | None
 Deliver = Callable[[Incoming], object]
 
 
@@ -93,13 +101,17 @@ class KernelSession:
     """One process's session with the kernel over `link`: request ids, envelopes built
     and decoded, registration state. `start(deliver, lost)` starts the link."""
 
-    def __init__(self, process_id: str, endpoint: str, link: Dealer) -> None:
+    def __init__(self, process_id: str, endpoint: str, link: Dealer, *, takeover: bool = False) -> None:
         self.process_id = validate(process_id)
         self.endpoint = endpoint
         self.link = link
         self.node = ""
         self.kernel_boot_id = ""
         self.registered = False
+        # A node service's new process taking its id over from a live one (reserved ids).
+        self.takeover = takeover
+        # Superseded: this process no longer registers (not even after a kernel restart).
+        self.retired = False
         # Ids are unique per requester; a random start keeps a restarted process from
         # reusing the ids of its previous life while those may still be pending.
         self._ids = itertools.count(random.getrandbits(62) + 1)
@@ -153,7 +165,8 @@ class KernelSession:
 
     def on_connected(self) -> None:
         self.registered = False
-        self._send_register()
+        if not self.retired:
+            self._send_register()
 
     def on_message(self, frames: list[bytes]) -> None:
         item = self.decode(frames)
@@ -173,6 +186,7 @@ class KernelSession:
         reg.os_pid = os.getpid()
         if is_reserved(self.process_id):  # only a node's service has the token
             reg.service_token = os.environ.get(ENV_SERVICE_TOKEN, "")
+            reg.takeover = self.takeover
         self.send_envelope(env, None)
 
     def unregister_envelope(self) -> bytes:
@@ -185,10 +199,12 @@ class KernelSession:
         env.control.watch.process_id = process_id
         self.send_envelope(env, None)
 
-    def send_registry_query(self) -> int:
+    def send_registry_query(self, process_id: str = "") -> int:
         env = Envelope(version=PROTOCOL_VERSION, id=next(self._ids),
                        source=self.process_id, target=KERNEL)
         env.control.registry_query.SetInParent()
+        if process_id:
+            env.control.registry_query.process_id = process_id
         self.send_envelope(env, None)
         return env.id
 
@@ -204,6 +220,7 @@ class KernelSession:
         metadata: str | None = None,
         rsvp: str | None = None,
         id: int | None = None,
+        report_undelivered: bool = False,
     ) -> kernel_pb2.Envelope:
         env = Envelope(version=PROTOCOL_VERSION, id=next(self._ids) if id is None else id,
                        source=self.process_id, target=target)
@@ -212,6 +229,8 @@ class KernelSession:
         if timeout is not None:
             req.expects_response = True
             req.deadline_ms = now_ms() + max(0, int(timeout * 1000))
+        elif report_undelivered:
+            req.report_undelivered = True
         if metadata is not None:
             req.metadata = metadata
         if rsvp:
@@ -298,7 +317,7 @@ class KernelSession:
             self.registered = True
             self.node = ctl.registered.node
             self.kernel_boot_id = ctl.registered.kernel_boot_id
-            return Registered(self.node, self.kernel_boot_id)
+            return Registered(self.node, self.kernel_boot_id, ctl.registered.took_over)
         if which == "error":
             err = ctl.error
             code = kernel_pb2.KernelError.Code.Name(err.code)
@@ -306,7 +325,8 @@ class KernelSession:
                 # We raced a reconnection: register again; the message that was refused
                 # fails like any message sent while the kernel was away.
                 try:
-                    self._send_register()
+                    if not self.retired:
+                        self._send_register()
                 except Offline:
                     pass  # the connection is going: the next one registers
                 return Reply(err.id, None, Offline(env.source, err.id, err.detail))
@@ -316,6 +336,9 @@ class KernelSession:
             return Refused(code, err.detail, err.id)
         if which == "process_exited":
             return Exited(ctl.process_exited.process_id)
+        if which == "superseded":
+            self.retired = True
+            return Superseded(ctl.superseded.process_id)
         if which == "registry":
             msg = Message(env.id, env.source, env.target, False,
                           ctl.registry.SerializeToString())
