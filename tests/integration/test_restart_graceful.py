@@ -16,7 +16,9 @@ while the kernel is away, 1011 when the owner cannot take it).
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -29,7 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from support.load import KeepAliveLoad
-from support.node import Node, children, free_port, wait_for
+from support.node import PY, Node, children, free_port, porch_cli, service_env, wait_for
 
 APP = (Path(__file__).parent.parent / "support" / "http_app.py").read_text()
 ECHO_WS = """
@@ -283,3 +285,140 @@ def test_frames_to_an_owner_that_did_not_come_back_close_with_1011(site: Site, k
     kernel_back(site)
     ws.send("anyone?")
     assert closed_with(ws) == 1011
+
+
+# ---------------------------------------------------------------------------- item 5
+
+# Starts a program the way systemd starts a socket-activated service: the listening
+# socket as fd 3, LISTEN_FDS=1 and LISTEN_PID = the program's own pid (exec keeps it).
+AS_SYSTEMD = ("import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); "
+              "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
+              "os.execv(sys.argv[2], sys.argv[2:])")
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    return sock
+
+
+def as_systemd(sock: socket.socket, home: Path, log: Path, *argv: str) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([PY, "-c", AS_SYSTEMD, str(sock.fileno()), PY, *argv],
+                                pass_fds=(sock.fileno(),), stdout=out, stderr=subprocess.STDOUT,
+                                env=service_env(home))
+
+
+class Prober:
+    """A fresh TCP connection and GET at a time, as new visitors: every refusal counted."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.url = f"http://127.0.0.1:{port}{path}"
+        self.outcomes: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(20)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                key = str(requests.get(self.url, timeout=10, headers={"Connection": "close"}).status_code)
+            except requests.ConnectionError as exc:
+                key = "refused" if "refused" in str(exc).lower() else type(exc).__name__
+            except requests.RequestException as exc:
+                key = type(exc).__name__
+            self.outcomes[key] = self.outcomes.get(key, 0) + 1
+            time.sleep(0.002)
+
+
+def test_the_keeper_serves_on_a_socket_systemd_passes_and_its_crash_refuses_nothing() -> None:
+    """Issue 10 item 5: `porch http-server` run by systemd with socket activation serves
+    on the passed socket; kill -9 of the keeper refuses no connection (systemd holds the
+    socket and starts the keeper again; the backlog holds the visitors meanwhile)."""
+    node = Node(CONFIG)
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    try:
+        node.start("kernel")
+        node.spawn("web:web:sys", APP, BINDINGS=json.dumps([{"path": "/dyn"}]))
+        log = node.log_path("http-server")
+        node.procs["http-server"] = as_systemd(sock, node.home.root, log, "-m", "porch.http_server",
+                                               "--home", str(node.home.root))
+        wait_for(lambda: _answers(port), 30, 0.1, "the app on the passed socket")
+        assert (node.home.state_dir / "port").read_text().strip() == str(port)
+        with Prober(port, "/web:web:sys/dyn") as probe:
+            for _ in range(2):
+                time.sleep(0.5)
+                node.procs["http-server"].kill()  # kill -9 of the keeper
+                node.procs["http-server"].wait(10)
+                time.sleep(0.1)  # systemd's RestartSec default
+                node.procs["http-server"] = as_systemd(sock, node.home.root, log, "-m", "porch.http_server",
+                                                       "--home", str(node.home.root))
+                wait_for(lambda: _answers(port), 30, 0.1, "the restarted keeper's worker")
+            time.sleep(0.5)
+        assert probe.outcomes.get("200", 0) > 0
+        assert set(probe.outcomes) == {"200"}, f"nothing refused, nothing failed: {probe.outcomes}"
+    finally:
+        node.close()
+        sock.close()
+
+
+def test_porch_up_socket_activated_keeps_the_port_through_a_keeper_crash() -> None:
+    """Issue 10 item 5: `porch up` (the unit's main process, in the foreground) is given
+    the socket by systemd and holds it for the keeper, which supervisord starts and
+    which cannot inherit it through supervisord: kill -9 of the keeper refuses nothing."""
+    node = Node()  # a home only: `porch up` runs the node
+    scripts = node.dir / "apps"
+    scripts.mkdir()
+    (scripts / "app.py").write_text(APP)
+    bindings = json.dumps(json.dumps([{"path": "/dyn"}]))
+    node.home.config_path.write_text(
+        'node = "activated.os"\n'
+        f'[[process]]\nid = "web:web:sys"\ncommand = "{PY} {scripts / "app.py"}"\n'
+        f'capabilities = ["http-server:distro:sys"]\nenvironment = {{ BINDINGS = {bindings} }}\n')
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    up = as_systemd(sock, node.home.root, node.dir / "up.log", "-m", "porch.cli", "up",
+                    "--home", str(node.home.root))
+    sock.close()  # `porch up` holds it now, as systemd would
+    try:
+        wait_for(lambda: _answers(port), 60, 0.2, "the node on the passed socket")
+        assert f"porch: Login at http://localhost:{port}" in (node.dir / "up.log").read_text()
+        from porch.cli.supervise import Supervisor
+
+        rpc = Supervisor(node.home).rpc
+        with Prober(port, "/web:web:sys/dyn") as probe:
+            for _ in range(2):
+                time.sleep(0.5)
+                keeper = int(rpc.getProcessInfo("http-server")["pid"])
+                os.kill(keeper, signal.SIGKILL)
+                wait_for(lambda k=keeper: int(rpc.getProcessInfo("http-server")["pid"]) not in (0, k),  # type: ignore[misc]
+                         20, what="supervisord to start the keeper again")
+                wait_for(lambda: _answers(port), 30, 0.1, "the new keeper's worker")
+            time.sleep(0.5)
+        assert probe.outcomes.get("200", 0) > 0
+        assert set(probe.outcomes) == {"200"}, f"nothing refused, nothing failed: {probe.outcomes}"
+    finally:
+        porch_cli("down", home=node.home.root)
+        try:
+            up.wait(30)
+        finally:
+            if up.poll() is None:
+                up.kill()
+            node.close()
+    assert not (node.home.run_dir / "http-listen.sock").exists()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/web:web:sys/dyn", timeout=3).status_code == 200
+    except requests.RequestException:
+        return False

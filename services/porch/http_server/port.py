@@ -65,12 +65,16 @@ def open_listener(host: str, requested: int, port_file: Path) -> socket.socket:
     """The listening socket for this node, its port remembered in port_file; raises
     PortBusy with a message for people."""
     sock = probe(host, requested, port_file)
-    port = sock.getsockname()[1]
+    remember(port_file, sock.getsockname()[1])
+    return sock
+
+
+def remember(port_file: Path, port: int) -> None:
+    """Write the port down (`porch up` and `porch status` read it)."""
     if read_port(port_file) != port:
         tmp = port_file.with_suffix(".tmp")
         tmp.write_text(f"{port}\n")
         tmp.replace(port_file)
-    return sock
 
 
 def probe(host: str, requested: int, port_file: Path) -> socket.socket:

@@ -42,7 +42,7 @@ from porch.http_server.gateway import Gateway
 from porch.http_server.handover import OwnerLock
 from porch.http_server.hosts import FrontDoor, HostAllowList
 from porch.http_server.listener import Listener, Server
-from porch.http_server.port import PortBusy, open_listener
+from porch.http_server.port import PortBusy, open_listener, remember
 from porch.http_server.rpc_auth import RpcToken
 from porch.http_server.sessions import open_sessions
 from porch.http_server.settings import HttpServerSettings, load_settings
@@ -50,6 +50,7 @@ from porch.http_server.state import BindingStore, NodeSecrets, generate_password
 from porch.http_server.websocket import WsHub
 from porch.node.config import ConfigError, NodeConfig
 from porch.node.home import NodeHome
+from porch.node.listen_socket import NotAListeningSocket, fetch, from_systemd, holder_path
 from porch.node.startup import start_service
 from porch.process.aio import AsyncProcess
 from porch.process.message import KernelRefused, Message, PorchError
@@ -368,6 +369,25 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
 # ---------------------------------------------------------------------------- main
 
 
+def inherited_socket(home: NodeHome) -> socket.socket | None:
+    """A listening socket held by someone who outlives the keeper (issue 10 item 5):
+    systemd's (socket activation, the keeper run by systemd itself), else the one a
+    socket-activated `porch up` holds (porch.node.listen_socket). None: bind the port."""
+    sock = from_systemd()
+    via = "systemd (LISTEN_FDS)"
+    if sock is None:
+        sock = fetch(holder_path(home))
+        via = "porch up (socket activation)"
+    if sock is None:
+        return None
+    port = sock.getsockname()[1]
+    remember(home.state_dir / "port", port)
+    log.info("listening socket (port %d) held by %s: a crash of this keeper refuses no "
+             "connection; [http_server] port and host do not apply", port, via)
+    return sock
+
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="porch http-server",
@@ -399,11 +419,19 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     try:
-        sock = open_listener(settings.host, settings.port, home.state_dir / "port")
-    except PortBusy as exc:
-        log.error("error: %s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+        held = inherited_socket(home)
+    except (OSError, NotAListeningSocket) as exc:
+        log.error("error: the socket passed by systemd (LISTEN_FDS) is unusable: %s", exc)
         return 2
+    if held is not None:
+        sock = held
+    else:
+        try:
+            sock = open_listener(settings.host, settings.port, home.state_dir / "port")
+        except PortBusy as exc:
+            log.error("error: %s", exc)
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     ensure_password(home)
     port = sock.getsockname()[1]
     log.info("Login at http://localhost:%d", port)
