@@ -110,6 +110,7 @@ class KeepAliveLoad:
                     self.errors[kind] = self.errors.get(kind, 0) + 1
                 conn.close()
                 conn = None
+                time.sleep(0.01)  # a refused port would otherwise be counted in a tight loop
                 continue
             took = time.monotonic() - started
             key = str(resp.status)
