@@ -48,7 +48,7 @@ ECHO_WS = """
             blob = proc.get_blob()
             send_ws_push(proc, req.web_socket_push.channel_id, "Text", blob.bytes if blob else b"")
 """
-APPS = ("web:web:sys", "other:web:sys", "echo:web:sys", "gone:web:sys", "lost:web:sys")
+APPS = ("web:web:sys", "other:web:sys", "echo:web:sys", "gone:web:sys", "lost:web:sys", "binder:web:sys")
 CONFIG = 'node = "graceful.os"\n' + "".join(
     f'[[process]]\nid = "{pid}"\ncapabilities = ["http-server:distro:sys"]\n' for pid in APPS)
 
@@ -156,6 +156,67 @@ def test_a_request_held_longer_than_5_s_is_answered_while_the_new_worker_serves(
     assert result["status"] == 200, result
     assert served_meanwhile > 0, "the new worker answered while the old one held the slow request"
     wait_for(lambda: old not in site.workers(), 10, what="the old worker to finish after answering")
+
+
+# An app that, on SIGUSR1, binds paths as fast as it can (50 binds in flight) for 2 s,
+# printing each one the http-server acknowledged; it answers every request 200.
+BINDER = """
+    import asyncio, signal, porch
+    from porch.http.server import HttpBindingConfig, HttpResponse, bind_action, read_result
+
+    async def main():
+        proc = await porch.AsyncProcess.connect()
+        reply = HttpResponse(200).to_proto()
+        proc.on_request(lambda msg: proc.respond(msg, reply, blob=b"bound") if msg.expects_response else None)
+        go = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, go.set)
+        print("READY", flush=True)
+        await go.wait()
+        n, window, end = 0, asyncio.Semaphore(50), asyncio.get_running_loop().time() + 2.0
+
+        async def bind(path):
+            async with window:
+                try:
+                    msg = await proc.request("http-server:distro:sys",
+                                             bind_action(path, HttpBindingConfig(authenticated=False))
+                                             .SerializeToString(), timeout=20)
+                    read_result(msg.body)
+                    print("ACK", path, flush=True)
+                except Exception as exc:
+                    print("FAILED", path, exc, flush=True)
+
+        tasks = []
+        while asyncio.get_running_loop().time() < end:
+            await window.acquire()
+            window.release()
+            n += 1
+            tasks.append(asyncio.ensure_future(bind(f"/b{n}")))
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+        print("DONE", n, flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+"""
+
+
+def test_every_binding_acknowledged_during_a_restart_is_served_after_it(site: Site) -> None:
+    """Issue 10 item 4: binding actions keep coming while the new worker takes over; the
+    new worker loads the bindings only once the old one has journaled every action the
+    kernel sent it (it hands them over when told it was superseded): none is lost."""
+    binder = site.node.spawn("binder:web:sys", BINDER)
+    site.node.wait_log("binder:web:sys", "READY")
+    binder.send_signal(signal.SIGUSR1)
+    site.node.wait_log("binder:web:sys", "ACK /b1")
+    site.restart()
+    site.node.wait_log("binder:web:sys", "DONE", 30)
+    log = site.node.log("binder:web:sys")
+    acked = [line.split()[1] for line in log.splitlines() if line.startswith("ACK ")]
+    assert "FAILED" not in log, log[-2000:]
+    assert len(acked) > 100
+    missing = [p for p in acked if requests.get(site.url(f"/binder:web:sys{p}"), timeout=10).status_code != 200]
+    assert missing == [], f"{len(missing)} of {len(acked)} acknowledged bindings not served: {missing[:5]}"
+    site.node.kill("binder:web:sys")
 
 
 # ---------------------------------------------------------------------------- item 6
