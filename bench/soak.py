@@ -62,9 +62,11 @@ HttpServer(proc).bind_ws_path("/ws", WsBindingConfig(authenticated=False))
 while True:
     msg = proc.await_message()
     req = http_pb2.HttpServerRequest.FromString(msg.body)
-    if req.WhichOneof("request") == "web_socket_push":
+    push = req.web_socket_push
+    # Echo what the client sent, not the pings and pongs the server tells it about.
+    if req.WhichOneof("request") == "web_socket_push" and push.message_type == http_pb2.WsMessageType.Text:
         blob = proc.get_blob()
-        send_ws_push(proc, req.web_socket_push.channel_id, "Text", blob.bytes if blob else b"")
+        send_ws_push(proc, push.channel_id, "Text", blob.bytes if blob else b"")
 """
 PROGRAMS = {"kernel": "kernel", "http-server": "http-server", "http-client": "http-client",
             "web:web:sys": "app-web-web-sys", "wsa:web:sys": "app-wsa-web-sys"}
@@ -181,6 +183,7 @@ class Soak:
             if got == text:
                 return "echoed"
             self._ws("late echo")  # the echo of an earlier message that was counted lost
+            print(f"    {time.strftime('%H:%M:%S')} late echo {got!r} while waiting for {text!r}", flush=True)
 
     def _ws(self, what: str) -> None:
         with self.lock:
