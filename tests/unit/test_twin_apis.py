@@ -39,6 +39,8 @@ ONLY: dict[type, dict[str, str]] = {
         "on_reconnect": "callbacks run by the loop; a blocking process sees a restart as Offline",
         "on_disconnect": "callbacks run by the loop",
         "watch": "a callback when another process exits, run by the loop",
+        "on_superseded": "a callback when a new process takes the id over (a node service's restart)",
+        "on_undelivered": "a callback for one-way requests the kernel could not hand over",
         "request_future": "the id with the future, for callers that forget what they await",
         "forget": "drops the future of a request whose caller went away",
         "request": "older name of send_and_await_response (the same coroutine)",

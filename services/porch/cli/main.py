@@ -30,7 +30,7 @@ from porch.cli import keys as keys_cli
 from porch.files import remove_leftovers
 from porch.http_server.port import read_port
 from porch.node import config as node_config
-from porch.node import service_token
+from porch.node import listen_socket, service_token
 from porch.node.home import NodeHome
 
 DEMO_APPS = (
@@ -140,11 +140,23 @@ def cmd_up(args: argparse.Namespace) -> int:
         config = load_checked(home)
     except (node_config.ConfigError, FileNotFoundError) as exc:
         return _fail(str(exc), 2)
+    try:
+        # Socket activation (deploy/porch.socket): systemd holds the port, we hold a copy
+        # for the keeper, which outlives any crash of it (issue 10 item 5).
+        activated = listen_socket.from_systemd()
+    except (OSError, listen_socket.NotAListeningSocket) as exc:
+        return _fail(f"the socket systemd passed (LISTEN_FDS) is unusable: {exc}", 2)
     if running:
+        if activated is not None:
+            activated.close()
         return apply_config(home, config, sup, args)
-    problem = check_port(home, config, args)
-    if problem:
-        return _fail(problem, 2)
+    if activated is None:
+        problem = check_port(home, config, args)
+        if problem:
+            return _fail(problem, 2)
+    elif args.detach:
+        return _fail("a socket passed by systemd (LISTEN_FDS) is held by `porch up` while it "
+                     "runs: run it in the foreground (without --detach)", 2)
     try:
         setup_password(home, args, generate_unasked=True)
     except (ValueError, KeyboardInterrupt) as exc:
@@ -164,6 +176,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             return 1
         print_hints(config)
         return 0
+    holder = None
+    if activated is not None:
+        from porch.http_server.port import remember
+
+        remember(home.state_dir / "port", activated.getsockname()[1])
+        holder = listen_socket.Holder(activated, listen_socket.holder_path(home))
     proc = subprocess.Popen(cmd)
 
     def forward(signum: int, _frame: object) -> None:
@@ -190,6 +208,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         except (KeyboardInterrupt, subprocess.TimeoutExpired):
             proc.terminate()
             rc = proc.wait()
+    finally:
+        if holder is not None:
+            holder.close()
     print("porch: node stopped" + (f" (supervisord exit {rc}; see {home.logs_dir / 'supervisord.log'})"
                                    if rc else ""), file=sys.stderr, flush=True)
     return rc

@@ -8,7 +8,10 @@ but its package's secure paths (403); secure subdomain (401 / 307 / login);
 authentication (login page for browsers, 401 for API clients); local_only (403);
 static content for GET; the RPC endpoint; else forward to the owning process (without
 the node's login cookies) and map its reply: no such process 503 at once, no answer by
-the deadline 504, died with the request or answered garbage 502.
+the deadline 504, died with the request or answered garbage 502. A 503 or 502 says
+what happened, and only that (issue 10 item 4): the kernel not reachable (or not
+keeping up) when the request could not be sent, the link to it lost (a kernel
+restart: 503, the request may have been handled) with the request pending.
 
 The forward path is callback-based (no coroutine per request): it is the hot path.
 """
@@ -25,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from urllib.parse import parse_qs, parse_qsl
 
-from porch.address import HOMEPAGE, is_reserved, is_valid
+from porch.address import HOMEPAGE, KERNEL, is_reserved, is_valid
 from porch.http_server import actions, pages
 from porch.http_server.auth import (
     PROXY_HEADERS,
@@ -70,8 +73,19 @@ STATUS_PATH = "/http-server:distro:sys/status"
 Persist = Callable[[HttpBinding | WsBinding], None]
 
 
+LINK_LOST = "the node's kernel went away with the request pending (it may have been handled)"
+
+
 def _text(status: int, message: str) -> tuple[int, Headers, bytes]:
     return status, [TEXT], (message + "\n").encode()
+
+
+def _kernel_unavailable(proc: AsyncProcess) -> str:
+    """Why a request could not be sent: the link is down, or the kernel is not
+    reading fast enough (the link's queue is full)."""
+    if proc.connected:
+        return "the node's kernel is not keeping up"
+    return "the node's kernel is not reachable"
 
 
 class Gateway:
@@ -288,7 +302,7 @@ class Gateway:
             id_, fut = self.proc.request_future(app, request.SerializeToString(), timeout=timeout,
                                                 blob=Blob(ex.body))
         except Offline:
-            ex.respond(*_text(503, "the node's kernel is not reachable"))
+            ex.respond(*_text(503, _kernel_unavailable(self.proc)))
             return
         self.inflight += 1
 
@@ -325,7 +339,9 @@ class Gateway:
         elif isinstance(exc, Timeout):
             ex.respond(*_text(504, f"{app} did not answer in time"))
         elif isinstance(exc, Offline):
-            if exc.delivered:
+            if exc.target == KERNEL:  # our link to the kernel ended with it pending
+                ex.respond(*_text(503, LINK_LOST))
+            elif exc.delivered:
                 ex.respond(*_text(502, f"{app} went away while handling the request"))
             else:
                 ex.respond(*_text(503, f"{app} is not running"))
@@ -564,7 +580,7 @@ class Gateway:
             id_, fut = rpc.request_future(call.process, call.body, timeout=timeout,
                                           blob=blob, metadata=call.metadata)
         except Offline:
-            ex.respond(*_text(503, "the node's kernel is not reachable"))
+            ex.respond(*_text(503, _kernel_unavailable(rpc)))
             return
         ex.on_close(lambda: rpc.forget(id_))
 
@@ -580,6 +596,8 @@ class Gateway:
                                   "grants it no capability for it"))
             elif isinstance(exc, Timeout):
                 ex.respond(*_text(504, f"{call.process} did not answer in time"))
+            elif isinstance(exc, Offline) and exc.target == KERNEL:
+                ex.respond(*_text(503, LINK_LOST))
             elif isinstance(exc, Offline) and not exc.delivered:
                 ex.respond(*_text(503, f"{call.process} is not running"))
             else:

@@ -5,6 +5,13 @@ A raw `HTTPServerConnectionDelegate` rather than `tornado.web.Application`: ever
 (413), and there is no per-request handler object on the hot path. WebSocket upgrades
 are handed, headers and all, to a Tornado Application that owns the WebSocket handlers.
 `Server` is Tornado's HTTPServer answering 431 to a request head over the limit.
+
+Draining (a worker that stops or is replaced, docs/restarts.md): `Listener.begin_drain`
+makes every answer not yet started the connection's last (`Connection: close`, then
+close), and `close_idle` closes the kept-alive connections that are between requests
+with nothing of a next one received. A request that arrives meanwhile on a kept-alive
+connection is still answered (with `Connection: close`): closing a connection the
+client may be writing to loses its request.
 """
 
 from __future__ import annotations
@@ -53,18 +60,64 @@ class Listener(httputil.HTTPServerConnectionDelegate):
         # Checked on every request head before anything else sees it (the Host rules,
         # porch.http_server.hosts): a refused one is answered 400, never routed or upgraded.
         self.front = front
+        self.draining = False
+        # The exchange each open connection is on now (the next request's, between them).
+        self.current: dict[object, _Exchange] = {}
 
     def start_request(self, server_conn: object,
                       request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
-        return _Exchange(self, server_conn, request_conn)
+        ex = _Exchange(self, server_conn, request_conn)
+        self.current[server_conn] = ex
+        return ex
+
+    def forget(self, server_conn: object) -> None:
+        """The connection closed."""
+        self.current.pop(server_conn, None)
+
+    def begin_drain(self) -> None:
+        """From now on every answer is its connection's last: `Connection: close`."""
+        self.draining = True
+        for ex in self.current.values():
+            if ex.begun and not ex.done:
+                ex.last_on_connection()
+
+    def close_idle(self) -> int:
+        """Close the connections between requests that hold no byte of a next one;
+        how many."""
+        closed = 0
+        for server_conn, ex in list(self.current.items()):
+            if ex.begun:
+                continue
+            stream: Any = getattr(server_conn, "stream", None)
+            if stream is None or stream.closed() or _has_input(stream):
+                continue
+            stream.close()
+            closed += 1
+        return closed
+
+
+def _has_input(stream: Any) -> bool:
+    """Whether bytes of a next request arrived: in the stream's buffer (Tornado's
+    private _read_buffer_size, 0 if renamed) or still in the socket."""
+    if getattr(stream, "_read_buffer_size", 0):
+        return True
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return False
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
+    except OSError:
+        return False
 
 
 class _Exchange(httputil.HTTPMessageDelegate):
     """One request on one connection; implements gateway.exchange.Exchange."""
 
     __slots__ = ("_body_timer", "_chunks", "_close_cb", "_conn", "_handoff", "_headers", "_listener",
-                 "_refusal", "_server_conn", "_size", "body", "done", "method", "path", "peer_ip",
-                 "peer_port", "query")
+                 "_refusal", "_server_conn", "_size", "begun", "body", "done", "method", "path",
+                 "peer_ip", "peer_port", "query")
 
     def __init__(self, listener: Listener, server_conn: object,
                  conn: httputil.HTTPConnection) -> None:
@@ -80,6 +133,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self._refusal: str | None = None
         self.method = "GET"
         self.done = False
+        self.begun = False  # its request head arrived
         self.body = b""
         address = getattr(getattr(conn, "context", None), "address", None)
         if isinstance(address, tuple) and len(address) >= 2:
@@ -92,6 +146,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> None:
         self._headers = headers
+        self.begun = True
+        if self._listener.draining:
+            self.last_on_connection()
         front = self._listener.front
         if front is not None:
             self._refusal = front(start_line.version, headers.get_list("Host"), self.peer_ip)
@@ -184,6 +241,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
             if cb is not None:
                 cb()
 
+    def last_on_connection(self) -> None:
+        """Answer with `Connection: close` and close the connection after it. Tornado
+        decides this per request in HTTP1Connection._disconnect_on_finish (private; set
+        after it read the head, read when it writes ours: checked on Tornado 6.4-6.6,
+        tests/integration/test_restart_graceful.py fails if that changes)."""
+        if self._handoff is None and hasattr(self._conn, "_disconnect_on_finish"):
+            self._conn._disconnect_on_finish = True
+
     # -- Exchange ------------------------------------------------------------------
 
     def header(self, name: str) -> str | None:
@@ -262,6 +327,17 @@ class Server(HTTPServer):
     connections are accepted within `max_connections` (`porch.http_server.accept`)."""
 
     max_connections = 10_000
+
+    def on_close(self, server_conn: object) -> None:
+        super().on_close(server_conn)
+        listener = self.request_callback
+        if isinstance(listener, Listener):
+            listener.forget(server_conn)
+
+    @property
+    def open_connections(self) -> int:
+        """HTTP connections open now (an upgraded WebSocket is no longer one)."""
+        return len(self._connections)
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:

@@ -70,14 +70,18 @@ def open_listener(host: str, requested: int, port_file: Path) -> socket.socket:
     """The listening socket for this node, its port remembered in port_file; raises
     PortBusy with a message for people."""
     sock = probe(host, requested, port_file)
-    port = sock.getsockname()[1]
+    remember(port_file, sock.getsockname()[1])
+    return sock
+
+
+def remember(port_file: Path, port: int) -> None:
+    """Write the port down (`porch up` and `porch status` read it)."""
     if read_port(port_file) != port:
         try:
             write_atomic(port_file, f"{port}\n".encode())
         except OSError as exc:  # a full or read-only disk: serve anyway, say what is lost
             log.error("cannot remember the port %d in %s (%s): the next start may choose "
                       "another one", port, port_file, exc)
-    return sock
 
 
 def probe(host: str, requested: int, port_file: Path) -> socket.socket:

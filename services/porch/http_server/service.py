@@ -4,12 +4,20 @@ Two processes, so that the port never refuses a connection while the server rest
 
 - the **keeper** (what supervisord runs) chooses the port, binds it once and holds the
   listening socket for the node's life. It runs the worker as its child, handing it
-  the socket, restarts it at once if it dies, and restarts it on SIGHUP
+  the socket, restarts it at once if it dies, and replaces it on SIGHUP
   (`porch restart http-server`). While no worker is accepting, new connections wait in
   the socket's backlog instead of being refused.
 - the **worker** (`--worker-fd N`) serves HTTP on that socket with Tornado, registered
   as http-server:distro:sys. Everything it needs to resume (bindings, static content,
   secrets) is in the node home, so a new worker serves exactly what the old one did.
+
+A restart overlaps the two workers (docs/restarts.md): the keeper starts the new one
+while the old one serves; the new one takes the kernel registration over
+(Register.takeover) and the bindings (`handover.OwnerLock`), then accepts. The kernel
+tells the old one it was superseded: it stops accepting, answers what it holds (each
+request up to its own deadline), closes its kept-alive connections politely
+(`Connection: close` on their last answer; idle ones are closed) and its WebSockets
+(1012), and exits.
 """
 
 from __future__ import annotations
@@ -32,12 +40,13 @@ from porch.address import HTTP_SERVER
 from porch.files import remove_leftovers
 from porch.http_server.accept import raise_open_files_limit
 from porch.http_server.auth import Auth
-from porch.http_server.bindings import RPC_PROCESS
+from porch.http_server.bindings import RPC_PROCESS, BindingTable
 from porch.http_server.db import StateDb, db_path, describe
 from porch.http_server.gateway import Gateway
+from porch.http_server.handover import OwnerLock
 from porch.http_server.hosts import FrontDoor, HostAllowList
 from porch.http_server.listener import Listener, Server
-from porch.http_server.port import PortBusy, open_listener
+from porch.http_server.port import PortBusy, open_listener, remember
 from porch.http_server.rpc_auth import RpcToken
 from porch.http_server.sessions import Sessions
 from porch.http_server.settings import HttpServerSettings, load_settings
@@ -46,6 +55,7 @@ from porch.http_server.websocket import WsHub
 from porch.http_server.writable import StateHealth
 from porch.node.config import ConfigError, NodeConfig
 from porch.node.home import NodeHome
+from porch.node.listen_socket import NotAListeningSocket, fetch, from_systemd, holder_path
 from porch.node.startup import start_service
 from porch.process.aio import AsyncProcess
 from porch.process.message import KernelRefused, Message, PorchError
@@ -53,7 +63,16 @@ from porch.throttle import Every
 
 log = logging.getLogger("porch.http_server")
 
-DRAIN_S = 5.0  # at stop, how long requests in flight may still take (the keeper waits 10 s)
+# At a stop (node down), how long requests in flight may still take: supervisord kills
+# the program's process group 5 s after its SIGTERM (stopwaitsecs in program.conf.tmpl).
+STOP_DRAIN_S = 4.0
+# A draining worker's kept-alive connections that are between requests get this long to
+# send one more (answered with Connection: close) before they are closed: a client that
+# reuses a connection the moment it got an answer is never cut off mid-request.
+IDLE_CLOSE_S = 0.5
+# A replaced worker still running this long (the kernel's longest deadline is an hour)
+# is killed by the keeper.
+RETIRE_LIMIT_S = 3700.0
 
 
 def settings_with_overrides(config: NodeConfig, args: argparse.Namespace, where: str) -> HttpServerSettings:
@@ -89,6 +108,8 @@ class Keeper:
         self.home = home
         self.sock = sock
         self.child: subprocess.Popen[bytes] | None = None
+        # Replaced workers finishing what they hold: (process, when it was replaced).
+        self.retiring: list[tuple[subprocess.Popen[bytes], float]] = []
         self.stopping = False
         self.restart_requested = False
 
@@ -99,17 +120,34 @@ class Keeper:
         self.child = subprocess.Popen(cmd, pass_fds=(fd,))
         log.info("worker started (os pid %d)", self.child.pid)
 
-    def stop_child(self, timeout: float = 10.0) -> None:
-        child = self.child
-        if child is None or child.poll() is not None:
-            return
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("worker %d did not stop in %.0f s; killing it", child.pid, timeout)
-            child.kill()
-            child.wait()
+    def stop_workers(self, timeout: float = 10.0) -> None:
+        """SIGTERM every worker (the current one and those finishing), then wait."""
+        workers = [w for w, _ in self.retiring] + ([self.child] if self.child is not None else [])
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        give_up = time.monotonic() + timeout
+        for worker in workers:
+            try:
+                worker.wait(max(0.0, give_up - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker %d did not stop in %.0f s; killing it", worker.pid, timeout)
+                worker.kill()
+                worker.wait()
+
+    def reap_retiring(self) -> None:
+        now = time.monotonic()
+        for entry in list(self.retiring):
+            worker, since = entry
+            code = worker.poll()
+            if code is not None:
+                self.retiring.remove(entry)
+                log.info("the previous worker (os pid %d) finished after %.1f s (exit %s)",
+                         worker.pid, now - since, code)
+            elif now - since > RETIRE_LIMIT_S and self.child is not None and self.child.poll() is None:
+                log.warning("the previous worker (os pid %d) still runs %.0f s after it was "
+                            "replaced; killing it", worker.pid, now - since)
+                worker.kill()
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -124,14 +162,20 @@ class Keeper:
                 code = self.child.wait(0.2)
             except subprocess.TimeoutExpired:
                 code = None
+            self.reap_retiring()
             if self.stopping:
-                self.stop_child()
+                self.stop_workers()
                 log.info("http-server stopped")
                 return 0
             if self.restart_requested:
                 self.restart_requested = False
-                log.info("restarting the worker (port kept open)")
-                self.stop_child()
+                # The new worker takes over from the old one, which then finishes what
+                # it holds: the port is never without a worker that accepts for longer
+                # than the handover itself.
+                log.info("restarting the worker (port kept open): a new one takes over from "
+                         "os pid %d", self.child.pid)
+                if code is None:
+                    self.retiring.append((self.child, time.monotonic()))
                 self.spawn()
                 started = time.monotonic()
                 backoff = 0.0
@@ -145,6 +189,7 @@ class Keeper:
             if backoff:
                 time.sleep(backoff)
             if self.stopping:
+                self.stop_workers()
                 return 0
             self.spawn()
             started = time.monotonic()
@@ -171,9 +216,10 @@ def _die_with_parent() -> None:
 async def connect_rpc(home: NodeHome) -> AsyncProcess | None:
     """The identity RPC messages go out under (rpc:distro:sys), a second registration
     of this worker: the capabilities porch.toml grants that id are RPC's, the
-    http-server's are not. None if the kernel refuses it (the endpoint then answers 503)."""
+    http-server's are not. None if the kernel refuses it (the endpoint then answers 503).
+    Like the main registration it takes the id over from a worker being replaced."""
     try:
-        rpc = await AsyncProcess.connect(RPC_PROCESS, home=home.root, connect_timeout=60)
+        rpc = await AsyncProcess.connect(RPC_PROCESS, home=home.root, connect_timeout=60, takeover=True)
     except KernelRefused as exc:
         log.error("cannot register %s, so the RPC endpoint answers 503: %s", RPC_PROCESS, exc)
         return None
@@ -189,9 +235,89 @@ async def connect_rpc(home: NodeHome) -> AsyncProcess | None:
     return rpc
 
 
+class Ending:
+    """Why and by when the worker ends: stopped (SIGTERM: the node stops, or the keeper
+    died) or superseded (a new worker took over). Set from signal handlers and the
+    kernel's Superseded; `drain_until` may only move earlier."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.event = asyncio.Event()
+        self.superseded = False
+        self.stopped = False
+        self.drain_until = float("inf")
+
+    def supersede(self) -> None:
+        self.superseded = True
+        self.event.set()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.drain_until = min(self.drain_until, self.loop.time() + STOP_DRAIN_S)
+        self.event.set()
+
+
+def longest_request_s(table: BindingTable, settings: HttpServerSettings) -> float:
+    """The longest an app may take to answer a request (its binding's timeout, else
+    request_timeout_s), plus the time a client may take to send the body."""
+    longest = max([settings.request_timeout_s,
+                   *(b.timeout_ms / 1000 for _, b in table.http.items() if b.timeout_ms)])
+    return float(longest + settings.body_timeout_s)
+
+
+async def drain(server: Server, listener: Listener, hub: WsHub, ending: Ending,
+                longest_s: float) -> None:
+    """Stop accepting and finish what this worker holds (the module docstring)."""
+    loop = asyncio.get_running_loop()
+    server.stop()  # stop accepting; the keeper (and a new worker) still hold the socket
+    hub.draining = True
+    hub.close_all()  # 1012: clients reconnect (to the new worker); owners get WebSocketClose
+    listener.begin_drain()
+    started = loop.time()
+    if not ending.stopped:
+        ending.drain_until = min(ending.drain_until, started + longest_s + 5)
+    idle_closed = 0
+    while server.open_connections:
+        now = loop.time()
+        if now >= started + IDLE_CLOSE_S:
+            idle_closed += listener.close_idle()
+        if now >= ending.drain_until:
+            break
+        await asyncio.sleep(0.02)
+    left = server.open_connections
+    if left:
+        log.warning("closing %d connection(s) still open %.1f s after the %s", left,
+                    loop.time() - started, "stop" if ending.stopped else "handover")
+        for conn in list(listener.current):
+            stream = getattr(conn, "stream", None)
+            if stream is not None:
+                stream.close()
+    log.info("drained in %.2f s (%d idle kept-alive connection(s) closed)",
+             loop.time() - started, idle_closed)
+
+
 async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings,
                 sock: socket.socket) -> None:
-    proc = await AsyncProcess.connect(HTTP_SERVER, home=home.root, connect_timeout=60)
+    loop = asyncio.get_running_loop()
+    ending = Ending(loop)
+    owner = OwnerLock(home.state_dir)
+    proc = await AsyncProcess.connect(HTTP_SERVER, home=home.root, connect_timeout=60, takeover=True)
+
+    def superseded() -> None:
+        # Every message the kernel routed to us before the takeover has been handled
+        # (and its binding journaled): the new worker may load the bindings now.
+        owner.release()
+        if not ending.superseded:
+            log.info("a new worker took over: finishing what this one holds")
+        ending.supersede()
+
+    proc.on_superseded(superseded)
+    if proc.took_over:
+        log.info("took over http-server:distro:sys from the previous worker")
+    if not ending.superseded:
+        await owner.acquire()
+        if ending.superseded:  # replaced again while waiting
+            owner.release()
     rpc = await connect_rpc(home)
     health = StateHealth(home.state_dir)
     clean_state_dir(home.state_dir)
@@ -219,10 +345,11 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     gateway.on_ws_binding = hub.binding_changed
     gateway.status_extra["websockets"] = lambda: len(hub.channels)
     proc.on_request(gateway.on_message)
+    listener = Listener(gateway.dispatch, settings.max_body_bytes, upgrade=hub.application(),
+                        body_timeout_s=settings.body_timeout_s,
+                        front=FrontDoor(HostAllowList(settings.allowed_hosts)).check)
     server = Server(
-        Listener(gateway.dispatch, settings.max_body_bytes, upgrade=hub.application(),
-                 body_timeout_s=settings.body_timeout_s,
-                 front=FrontDoor(HostAllowList(settings.allowed_hosts)).check),
+        listener,
         max_body_size=settings.max_body_bytes,
         max_header_size=settings.max_header_bytes,
         idle_connection_timeout=settings.idle_timeout_s,
@@ -234,30 +361,24 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
         log.warning("max_connections (%d) + max_websockets (%d) do not fit in the open-files "
                     "limit (%d): accepts will pause when it is reached (raise `ulimit -n`)",
                     settings.max_connections, settings.max_websockets, files)
-    server.add_sockets([sock])
-    host, port = sock.getsockname()[:2]  # the address listened on (the keeper's, not our settings)
-    if health.writable:
-        log.info("serving http on %s:%d with %d binding(s)", host, port, len(table.http) - 1)
-    else:
-        log.error("serving http on %s:%d with %d binding(s), READ-ONLY: the state cannot be "
-                  "written (%s)", host, port, len(table.http) - 1, health.reason)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, ending.stop)
+    loop.add_signal_handler(signal.SIGINT, ending.stop)
     reminder = asyncio.ensure_future(_remind(health))
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    await stop.wait()
-    server.stop()  # stop accepting; the keeper still holds the socket
-    # Let the requests in flight be answered (a restart must not cut them), within
-    # DRAIN_S; the keeper waits longer than that before it kills us.
-    drain_until = loop.time() + DRAIN_S
-    while gateway.pending() and loop.time() < drain_until:
-        await asyncio.sleep(0.02)
-    if gateway.pending():
-        log.warning("stopping with %d request(s) still in flight after %.0f s", gateway.pending(), DRAIN_S)
+    if not ending.event.is_set():
+        # Accept only now: registered, bindings loaded (the keeper's backlog held
+        # whoever connected meanwhile).
+        server.add_sockets([sock])
+        host, port = sock.getsockname()[:2]  # the address listened on (the keeper's, not our settings)
+        if health.writable:
+            log.info("serving http on %s:%d with %d binding(s)", host, port, len(table.http) - 1)
+        else:
+            log.error("serving http on %s:%d with %d binding(s), READ-ONLY: the state cannot be "
+                      "written (%s)", host, port, len(table.http) - 1, health.reason)
+        await ending.event.wait()
+    await drain(server, listener, hub, ending, longest_request_s(table, settings))
     reminder.cancel()
-    hub.close_all()  # clients reconnect to the next worker; owners get WebSocketClose
-    await asyncio.sleep(0.2)
+    owner.release()
+    await asyncio.sleep(0.2)  # let the last answers and close frames go out
     if rpc is not None:
         rpc.close()
     proc.close()
@@ -304,6 +425,25 @@ async def _remind(health: StateHealth, interval: float = 60.0) -> None:
 # ---------------------------------------------------------------------------- main
 
 
+def inherited_socket(home: NodeHome) -> socket.socket | None:
+    """A listening socket held by someone who outlives the keeper (issue 10 item 5):
+    systemd's (socket activation, the keeper run by systemd itself), else the one a
+    socket-activated `porch up` holds (porch.node.listen_socket). None: bind the port."""
+    sock = from_systemd()
+    via = "systemd (LISTEN_FDS)"
+    if sock is None:
+        sock = fetch(holder_path(home))
+        via = "porch up (socket activation)"
+    if sock is None:
+        return None
+    port = sock.getsockname()[1]
+    remember(home.state_dir / "port", port)
+    log.info("listening socket (port %d) held by %s: a crash of this keeper refuses no "
+             "connection; [http_server] port and host do not apply", port, via)
+    return sock
+
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="porch http-server",
@@ -335,11 +475,19 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     try:
-        sock = open_listener(settings.host, settings.port, home.state_dir / "port")
-    except PortBusy as exc:
-        log.error("error: %s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+        held = inherited_socket(home)
+    except (OSError, NotAListeningSocket) as exc:
+        log.error("error: the socket passed by systemd (LISTEN_FDS) is unusable: %s", exc)
         return 2
+    if held is not None:
+        sock = held
+    else:
+        try:
+            sock = open_listener(settings.host, settings.port, home.state_dir / "port")
+        except PortBusy as exc:
+            log.error("error: %s", exc)
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     ensure_password(home)
     port = sock.getsockname()[1]
     log.info("Login at http://localhost:%d", port)

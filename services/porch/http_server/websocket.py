@@ -13,6 +13,15 @@ upgrade gets a real status (Kinode falls through to the HTTP handler); the socke
 process that dies or unbinds are closed with 1001 so clients reconnect and the restarted
 process sees fresh opens; the open channels are written down so that a worker that
 crashed tells their owners WebSocketClose when it comes back.
+
+No frame vanishes while its socket stays open (issue 10 item 6). An upgrade is answered
+503 unless the kernel says the binding's owner is running (as HTTP to the same path
+is). A frame that cannot reach the owner closes its socket instead of being dropped:
+1012 (service restart) when the kernel is away, 1011 when the kernel reports that the
+owner cannot take it (frames go with report_undelivered). When the link to the kernel
+is lost, frames inside the kernel may be lost with it: the sockets that carried a frame
+since shortly (RECENT_S) before the kernel was last heard from are closed 1012; idle
+ones stay open.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +48,7 @@ from porch.http_server.hosts import same_origin
 from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
 from porch.process.aio import AsyncProcess
-from porch.process.message import Blob, Message, Offline
+from porch.process.message import Blob, Message, Offline, SendError, Timeout
 from porch.wire import http_pb2
 
 log = logging.getLogger("porch.http_server")
@@ -47,7 +57,13 @@ ErrorKind = http_pb2.HttpServerError.Kind
 WsType = http_pb2.WsMessageType
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_SLOW = 1008
+CLOSE_UNREACHABLE = 1011  # the owner cannot take frames (not running, or not reading)
 CLOSE_SERVICE_RESTART = 1012
+# When the kernel link is lost, a socket with a frame less than this before the kernel
+# was last heard from may have lost it inside the kernel (which forwards in well under
+# a millisecond when it runs).
+RECENT_S = 0.25
+OWNER_CHECK_S = 2.0  # an upgrade waits this long for the kernel to say the owner runs
 EXT_VARIANTS = frozenset({
     "Bind", "SecureBind", "Unbind", "WebSocketBind", "WebSocketSecureBind", "WebSocketUnbind",
     "WebSocketOpen", "WebSocketPush", "WebSocketExtPushOutgoing", "WebSocketExtPushData",
@@ -58,13 +74,14 @@ EXT_VARIANTS = frozenset({
 class Channel:
     """One open server-side socket: its owner, its binding, its send queue."""
 
-    __slots__ = ("app", "binding_path", "handler", "id", "push_bodies")
+    __slots__ = ("active", "app", "binding_path", "handler", "id", "push_bodies")
 
     def __init__(self, id_: int, app: str, binding_path: str, handler: PorchWebSocket) -> None:
         self.id = id_
         self.app = app
         self.binding_path = binding_path
         self.handler = handler
+        self.active = 0.0  # loop time of its last frame, either way
         # WebSocketPush{channel_id, message_type} bodies, built once per type: every
         # client frame is forwarded with one of these (the payload is the blob).
         self.push_bodies: dict[int, bytes] = {}
@@ -83,8 +100,14 @@ class WsHub:
         self._watched: set[str] = set()
         # ExtPushOutgoing requests waiting for the extension's answer: id -> request.
         self._ext_requests: dict[int, Message] = {}
-        self._record = state_dir / "ws-channels.json"
+        # One record per worker: during a restart two workers have sockets open.
+        self._state_dir = state_dir
+        self._record = state_dir / f"ws-channels.{os.getpid()}.json"
         self._record_scheduled = False
+        self.draining = False  # this worker stops or is replaced: no new sockets
+        self._loop = asyncio.get_running_loop()
+        proc.on_undelivered(self._undelivered)
+        proc.on_disconnect(self._kernel_lost)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -96,25 +119,84 @@ class WsHub:
         )
 
     def announce_lost(self) -> None:
-        """After a crash of the previous worker: tell owners their sockets are gone."""
+        """After a crash of a previous worker: tell owners their sockets are gone. The
+        records of workers still running (one finishing a restart) are theirs."""
+        told = 0
+        for record in self._state_dir.glob("ws-channels*.json"):
+            owner = _record_pid(record.name)
+            if owner is not None and (owner == os.getpid() or _is_worker(owner)):
+                continue
+            try:
+                lost = json.loads(record.read_bytes())
+            except (OSError, ValueError):
+                lost = []
+            for entry in lost:
+                self._send_close(entry["app"], entry["id"])
+            told += len(lost)
+            try:
+                record.unlink(missing_ok=True)
+            except OSError as exc:  # a read-only disk: serve anyway (the next write replaces it)
+                log.warning("cannot remove %s: %s", record, exc)
+        if told:
+            log.info("told owners of %d WebSocket(s) lost with a previous worker", told)
+
+    async def owner_refusal(self, app: str) -> str | None:
+        """Why an upgrade to a socket of `app` is refused (503), or None: the kernel
+        must say that the owner is running, as an HTTP request to it would find out."""
         try:
-            lost = json.loads(self._record.read_bytes())
-        except (OSError, ValueError):
-            return
-        for entry in lost:
-            self._send_close(entry["app"], entry["id"])
-        if lost:
-            log.info("told owners of %d WebSocket(s) lost with the previous worker", len(lost))
-        try:
-            self._record.unlink(missing_ok=True)
-        except OSError as exc:  # a read-only disk: serve anyway (the next write replaces it)
-            log.warning("cannot remove %s: %s", self._record, exc)
+            registry = await self.proc.registry(OWNER_CHECK_S, app)
+        except Offline:
+            return "the node's kernel is not reachable"
+        except Timeout:
+            return "the node's kernel did not answer"
+        if not any(e.process_id == app for e in registry.entries):
+            return f"{app} is not running"
+        return None
 
     def close_all(self, code: int = CLOSE_SERVICE_RESTART, reason: str = "server restarting") -> None:
         for channel in list(self.channels.values()):
             channel.handler.close(code, reason)
             self._forget(channel, notify=True)
         self._write_record()
+
+    def _close_channels(self, channels: list[Channel], code: int, reason: str) -> None:
+        for channel in channels:
+            channel.handler.close(code, reason)
+            self._forget(channel, notify=True)
+
+    def _undelivered(self, error: SendError) -> None:
+        """The kernel could not hand a frame (or an open) to its owner: close that
+        owner's sockets (1011) rather than let frames vanish."""
+        if not isinstance(error, Offline) or error.delivered:
+            return
+        mine = [c for c in self.channels.values() if c.app == error.target]
+        if mine:
+            log.warning("%s cannot take WebSocket frames (%s): closed its %d socket(s) with 1011",
+                        error.target, error.detail, len(mine))
+            self._close_channels(mine, CLOSE_UNREACHABLE, "the app cannot take messages")
+
+    def _kernel_lost(self) -> None:
+        """Frames inside the kernel die with it: close the sockets that carried one
+        lately (1012); the idle ones lose nothing and stay open."""
+        since = min(self._loop.time(), self.proc.last_heard) - RECENT_S
+        recent = [c for c in self.channels.values() if c.active >= since]
+        if recent:
+            log.warning("lost the kernel: closed %d WebSocket(s) with frames since %.1f s before "
+                        "it was last heard from with 1012 (%d idle one(s) stay open)", len(recent),
+                        RECENT_S, len(self.channels) - len(recent))
+            self._close_channels(recent, CLOSE_SERVICE_RESTART, "the node's kernel restarted")
+
+    def _cannot_deliver(self, channel: Channel) -> None:
+        """A send to the kernel failed (Offline): the frame cannot go."""
+        if channel.id not in self.channels:
+            return
+        if self.proc.connected:
+            code, reason = CLOSE_UNREACHABLE, "the node's kernel is not keeping up"
+        else:
+            code, reason = CLOSE_SERVICE_RESTART, "the node's kernel is restarting"
+        log.info("websocket %d (%s): a frame could not be sent (%s): closing with %d",
+                 channel.id, channel.app, reason, code)
+        self._close_channels([channel], code, reason)
 
     def register(self, handler: PorchWebSocket, binding: WsBinding, path: str) -> Channel:
         assert binding.app is not None
@@ -133,8 +215,8 @@ class WsHub:
         opened.web_socket_open.channel_id = id_
         if handler.peer is not None:
             opened.web_socket_open.source_socket_addr = handler.peer
-        self._to_app(channel.app, opened)
         log.info("websocket %d opened on %s for %s", id_, binding.path or "/", binding.app)
+        self._to_app(channel.app, opened, channel=channel)
         return channel
 
     def _forget(self, channel: Channel, *, notify: bool, close_reason: str | None = None) -> None:
@@ -172,11 +254,19 @@ class WsHub:
     # ------------------------------------------------------------------ to the app
 
     def _to_app(self, app: str, request: http_pb2.HttpServerRequest, blob: Blob | None = None,
-                id_: int | None = None) -> None:
+                id_: int | None = None, channel: Channel | None = None) -> None:
+        """Send to the owner. For a socket's own traffic (`channel`), what cannot be
+        delivered closes that socket; a WebSocketClose that cannot go is dropped (the
+        owner learns of it when the worker's record is replayed, or never needs to)."""
         try:
-            self.proc.send_request(app, request.SerializeToString(), blob=blob, id=id_)
+            self.proc.send_request(app, request.SerializeToString(), blob=blob, id=id_,
+                                   report_undelivered=channel is not None)
         except Offline:
-            pass  # the kernel is away; the socket's owner learns nothing it could use
+            if channel is not None:
+                self._cannot_deliver(channel)
+            return
+        if channel is not None:
+            channel.active = self._loop.time()
 
     def _send_close(self, app: str, channel_id: int) -> None:
         closed = http_pb2.HttpServerRequest()
@@ -191,9 +281,11 @@ class WsHub:
             push.web_socket_push.message_type = kind  # type: ignore[assignment]
             body = channel.push_bodies[kind] = push.SerializeToString()
         try:
-            self.proc.send_request(channel.app, body, blob=Blob(payload))
+            self.proc.send_request(channel.app, body, blob=Blob(payload), report_undelivered=True)
         except Offline:
-            pass  # the kernel is away; the socket's owner learns nothing it could use
+            self._cannot_deliver(channel)
+            return
+        channel.active = self._loop.time()
 
     def from_client(self, channel: Channel, payload: bytes, binary: bool, extension: bool) -> None:
         if extension and self._ext_inbound(channel, payload):
@@ -223,7 +315,7 @@ class WsHub:
         push.web_socket_push.channel_id = channel.id
         push.web_socket_push.message_type = WsType.Binary
         if kind == "Request":
-            self._to_app(channel.app, push, Blob(body), id_=id_)
+            self._to_app(channel.app, push, Blob(body), id_=id_, channel=channel)
             return True
         request = self._ext_requests.pop(id_, None)
         if request is None or request.source != channel.app:
@@ -249,6 +341,7 @@ class WsHub:
         channel = self.channels.get(channel_id)
         if channel is None or channel.app != msg.source:
             return actions.err(ErrorKind.WsChannelNotFound, f"no channel {channel_id} of {msg.source}")
+        channel.active = self._loop.time()
         if which == "web_socket_ext_push_outgoing":
             if kind != WsType.Binary:  # D11: named for what it is
                 return actions.err(ErrorKind.MalformedRequest, "extension pushes must be Binary")
@@ -324,6 +417,22 @@ class WsHub:
             log.warning("cannot record open WebSockets: %s", exc)
 
 
+def _record_pid(name: str) -> int | None:
+    """The worker pid in a record's name (ws-channels.<pid>.json); None for the
+    single record of earlier versions (ws-channels.json)."""
+    middle = name[len("ws-channels"):-len(".json")].lstrip(".")
+    return int(middle) if middle.isdigit() else None
+
+
+def _is_worker(pid: int) -> bool:
+    """Whether pid is a running http-server worker (and not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"porch.http_server" in cmdline and b"--worker-fd" in cmdline
+
+
 class PorchWebSocket(tornado.websocket.WebSocketHandler):
     """One client connection; checks happen in prepare(), before the upgrade."""
 
@@ -338,8 +447,14 @@ class PorchWebSocket(tornado.websocket.WebSocketHandler):
         self.peer = None
         self.open_path = "/"
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         hub = self.hub
+        if hub.draining:
+            # A request on a kept-alive connection of a worker being replaced: the next
+            # connection reaches the new worker.
+            self.set_header("Retry-After", "0")
+            self._refuse(503, "this server process is being replaced; connect again")
+            return
         if len(hub.channels) >= hub.settings.max_websockets:
             log.warning("too many open websockets (%d); refusing an upgrade", len(hub.channels))
             self._refuse(503, "too many open websockets")
@@ -378,6 +493,11 @@ class PorchWebSocket(tornado.websocket.WebSocketHandler):
         # The path below the app's prefix; homepage's sockets report "/" (reference 2.6).
         rest = rest[len(app):] if rest.startswith(app) else ""
         self.open_path = "/" + rest.lstrip("/")
+        # Last: it asks the kernel (one round trip), and only for an upgrade that
+        # passed every other check.
+        refusal = await hub.owner_refusal(app)
+        if refusal is not None:
+            self._refuse(503, refusal)
 
     def _refuse(self, status: int, message: str) -> None:
         self.set_status(status)

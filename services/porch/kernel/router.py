@@ -13,6 +13,12 @@ For each frame set the kernel:
 Garbage never stops it: it is counted, logged (rate-limited), and answered with a
 KernelError to the connection it came from.
 
+Registration: one live connection per process id. A node service's new process may
+take its id over from the live one (Register.takeover, with the service token: the
+http-server's restart); the old connection is then "retiring": told Superseded, sent
+no new request, but it still sends, answers what it holds and receives the answers to
+its own requests, and its end is no exit for the id's watchers.
+
 The loop is a plain blocking epoll (a blocking loop used ~35% less CPU than
 zmq.asyncio: docs/decisions.md §2).
 
@@ -102,6 +108,9 @@ class Peer:
     verified_pid: int = 0
     # The transport the connection belongs to (sends to it go there).
     transport: Any = None
+    # Another registration took its id over (Register.takeover): it receives no new
+    # request, but still sends, answers what it holds and gets its own answers.
+    retiring: bool = False
 
 
 @dataclass
@@ -147,6 +156,9 @@ class Kernel:
         self.counters = Counters()
         self.peers: dict[Conn, Peer] = {}  # connection -> registered peer
         self.idents: dict[str, Conn] = {}  # process id -> connection
+        # process id -> connections that held it before a takeover and are finishing
+        # their work (their answers still reach them); usually empty.
+        self.retiring: dict[str, list[Conn]] = {}
         self.watched: dict[int, tuple[int, set[Conn]]] = {}  # os pid -> (pidfd, connections)
         self._pidfds: dict[int, int] = {}  # pidfd -> os pid
         self.pending = PendingTable()
@@ -425,7 +437,7 @@ class Kernel:
         tident = self.idents.get(target)
         if tident is None:
             self.counters.offline += 1
-            if expects:
+            if expects or req.report_undelivered:
                 self._send_error(requester, env.id, target, SendErrorKind.Offline,
                                  f"no process {target} is running")
             return
@@ -451,6 +463,7 @@ class Kernel:
                                source, target, exc)
             if expects:
                 self.pending.answer(requester, env.id, tident)
+            if expects or req.report_undelivered:
                 self._send_error(requester, env.id, target, SendErrorKind.Offline,
                                  f"{target} is not accepting messages ({exc})")
             return
@@ -460,8 +473,10 @@ class Kernel:
         target = env.target
         tident = self.idents.get(target)
         if tident is None or not self.pending.answer(tident, env.id, ident):
-            self.counters.late += 1  # late (after Timeout/Offline), never asked for, or not ours
-            return
+            tident = self._retiring_requester(target, env.id, ident)
+            if tident is None:
+                self.counters.late += 1  # late (after Timeout/Offline), never asked for, or not ours
+                return
         try:
             self._forward(tident, frame, blob)
         except SendFailed as exc:
@@ -477,6 +492,14 @@ class Kernel:
                              f"{target} has too much unread ({exc})", delivered=True, pending=True)
             return
         self.counters.routed += 1
+
+    def _retiring_requester(self, target: str, id_: int, responder: Conn) -> Conn | None:
+        """The superseded connection of `target` that asked request id_, if any (and
+        its entry answered): the answers to a retiring process's requests reach it."""
+        for conn in self.retiring.get(target, ()):
+            if self.pending.answer(conn, id_, responder):
+                return conn
+        return None
 
     def expire(self, now: int) -> None:
         if self._watch_checks and now >= self.started_ms + WATCH_GRACE_MS:
@@ -537,8 +560,15 @@ class Kernel:
         peer = self.peers.pop(ident, None)
         if peer is None:
             return
-        if self.idents.get(peer.process_id) == ident:
+        current = self.idents.get(peer.process_id) == ident
+        if current:
             del self.idents[peer.process_id]
+        elif peer.retiring:
+            others = self.retiring.get(peer.process_id, [])
+            if ident in others:
+                others.remove(ident)
+            if not others:
+                self.retiring.pop(peer.process_id, None)
         if peer.verified_pid:
             self._unwatch(peer.verified_pid, ident)
         failed = self.pending.responder_gone(ident)
@@ -548,10 +578,11 @@ class Kernel:
                              f"{waiting.target} went away with the request pending",
                              delivered=True, pending=True)
         self.pending.requester_gone(ident)
-        for watcher in self.watchers.pop(peer.process_id, ()):
-            self._send_exited(watcher, peer.process_id)
-        log.info("unregistered %s (os pid %d): %s; %d pending request(s) failed Offline",
-                 peer.process_id, peer.os_pid, why, len(failed))
+        if current:  # a superseded connection ending is no exit: its id lives on
+            for watcher in self.watchers.pop(peer.process_id, ()):
+                self._send_exited(watcher, peer.process_id)
+        log.info("unregistered %s%s (os pid %d): %s; %d pending request(s) failed Offline",
+                 peer.process_id, "" if current else " (superseded)", peer.os_pid, why, len(failed))
 
     def _control(self, ident: Conn, peer: Peer | None, env: kernel_pb2.Envelope) -> None:
         ctl = env.control
@@ -577,7 +608,14 @@ class Kernel:
             reg = reply.control.registry
             reg.node = self.node
             reg.kernel_boot_id = self.boot_id
-            for conn, p in sorted(self.peers.items(), key=lambda cp: cp[1].process_id):
+            only = ctl.registry_query.process_id
+            if only:
+                held = self.idents.get(only)
+                listed = [(held, self.peers[held])] if held is not None else []
+            else:
+                listed = sorted(((c, p) for c, p in self.peers.items() if not p.retiring),
+                                key=lambda cp: cp[1].process_id)
+            for conn, p in listed:
                 entry = reg.entries.add(process_id=p.process_id, os_pid=p.os_pid,
                                         registered_at=p.registered_at)
                 if self.remote is not None and p.transport is self.remote:
@@ -621,6 +659,7 @@ class Kernel:
             return
         os_pid = verified_pid or reg.os_pid
         holder = self.idents.get(pid)
+        took_over = False
         if holder is not None and holder != ident:
             held = self.peers[holder]
             if verified_pid and held.verified_pid == verified_pid:
@@ -630,6 +669,9 @@ class Kernel:
                     and not self.remote.alive(holder):
                 # A remote holder whose connection libzmq has closed (not reported yet).
                 self._drop(holder, "its connection is gone")
+            elif reg.takeover and peer is None and is_reserved(pid):  # the token was checked above
+                self._supersede(holder, held, os_pid)
+                took_over = True
             else:
                 self.counters.refused += 1
                 self._kernel_error(ident, ErrorCode.AlreadyRegistered, 0,
@@ -645,11 +687,11 @@ class Kernel:
         self.idents[pid] = ident
         if verified_pid:
             self._watch(verified_pid, ident)
-        self._send_registered(ident, pid)
+        self._send_registered(ident, pid, took_over)
         if remote:
             log.info("registered %s from another machine: %s", pid, self._current.describe(ident))
         else:
-            log.info("registered %s (os pid %d)", pid, os_pid)
+            log.info("registered %s (os pid %d)%s", pid, os_pid, " by takeover" if took_over else "")
 
     def _admit_remote(self, ident: Conn, pid: str) -> bool:
         """A registration from another machine: the proven key must be granted this id
@@ -672,6 +714,19 @@ class Kernel:
             return False
         return True
 
+    def _supersede(self, holder: Conn, held: Peer, by_pid: int) -> None:
+        """A node service's new process takes the id over (Register.takeover): the
+        holder keeps its connection to finish what it holds, and is told."""
+        pid = held.process_id
+        held.retiring = True
+        del self.idents[pid]
+        self.retiring.setdefault(pid, []).append(holder)
+        env = Envelope(version=PROTOCOL_VERSION, source=KERNEL, target=pid)
+        env.control.superseded.process_id = pid
+        self._send(holder, env, bounded=False)
+        log.info("%s: os pid %d takes over from os pid %d, which finishes what it holds",
+                 pid, by_pid, held.os_pid)
+
     def _watch_process(self, watched: str, watcher: str) -> None:
         if watched in self.idents:
             self.watchers.setdefault(watched, set()).add(watcher)
@@ -688,11 +743,12 @@ class Kernel:
         env.control.process_exited.process_id = watched
         self._send(ident, env)
 
-    def _send_registered(self, ident: Conn, pid: str) -> None:
+    def _send_registered(self, ident: Conn, pid: str, took_over: bool = False) -> None:
         reply = Envelope(version=PROTOCOL_VERSION, source=KERNEL, target=pid)
         ack = reply.control.registered
         ack.process_id, ack.node, ack.kernel_boot_id = pid, self.node, self.boot_id
         ack.kernel_time_ms = now_ms()
+        ack.took_over = took_over
         self._send(ident, reply)
 
     # ------------------------------------------------------------------ replies

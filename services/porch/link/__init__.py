@@ -42,6 +42,8 @@ class Link(Protocol):
     takes_fds: bool
     # The kernel is on another machine (its clock may differ: deadlines are converted).
     remote: bool
+    # time.monotonic() when the kernel last sent anything (0 before it ever did).
+    last_heard: float
 
     @property
     def connected(self) -> bool: ...

@@ -145,6 +145,9 @@ class Dealer:
         self._rx = 0
         self._rx_seen = 0
         self._silent_s = 0.0
+        # time.monotonic() of the last bytes from the kernel (PONGs included): what was
+        # sent before it may be inside a kernel that dies (the http-server's WebSockets).
+        self.last_heard = 0.0
         self._backoff = RECONNECT_IVL_S
         self._last_failure = ""
         # Socket writes, output queue changes and closes happen under this lock: the
@@ -342,6 +345,7 @@ class Dealer:
                     return
                 msgs = session.feed(data) if buf is None else session.filled(n)
                 self._rx += 1
+                self.last_heard = time.monotonic()
                 if session.out:  # PONGs (an ERROR before a close)
                     self._queue_raw(b"".join(session.out))
                     session.out.clear()

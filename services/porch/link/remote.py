@@ -27,6 +27,7 @@ import asyncio
 import atexit
 import logging
 import os
+import time
 from typing import Any, cast
 
 import zmq
@@ -85,6 +86,7 @@ class RemoteDealer:
         self.heartbeat_ivl_s = ivl
         self.heartbeat_timeout_s = HEARTBEATS_TO_TIMEOUT * ivl
         self.connected = False
+        self.last_heard = 0.0  # time.monotonic() when the kernel last sent anything
         self._closed = False
         self._handler: Handler = _NO_HANDLER
         self._ctx = context or _context()
@@ -223,6 +225,7 @@ class RemoteDealer:
             except zmq.Again:
                 return n
             n += 1
+            self.last_heard = time.monotonic()
             frames = [frame.bytes]
             while frame.more:
                 frame = recv(NOBLOCK, copy=False)

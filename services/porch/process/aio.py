@@ -46,6 +46,7 @@ from porch.process.session import (
     Refused,
     Registered,
     Reply,
+    Superseded,
     expired,
     refused_error,
     remote_settings,
@@ -92,6 +93,9 @@ class AsyncProcess:
         self._on_reconnect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
         self._watches: dict[str, list[Callable[[str], None]]] = {}
+        self._on_superseded: list[Callable[[], None]] = []
+        self._on_undelivered: Callable[[SendError], None] | None = None
+        self.took_over = False  # the first registration took the id over from a live process
         link = core.link
         if not isinstance(link, AsyncioDealer | AsyncioRemoteDealer):
             raise TypeError(f"AsyncProcess needs an asyncio-driven link, not {type(link).__name__}")
@@ -107,18 +111,23 @@ class AsyncProcess:
         endpoint: str | None = None,
         connect_timeout: float = 30.0,
         keys: KeysArg = None,
+        takeover: bool = False,
     ) -> AsyncProcess:
         """Connect as process_id and wait until registered (KernelUnreachable after
         connect_timeout, KernelRefused for a bad or duplicate id, or a key the kernel
         refused). `keys`: the key file of a process on another machine (default
-        $PORCH_KEYS), used when the endpoint is tcp://."""
+        $PORCH_KEYS), used when the endpoint is tcp://.
+
+        `takeover` (a node service's reserved id only): take the id over from a live
+        process instead of being refused; that one is told (see `on_superseded`) and
+        finishes what it holds. `took_over` says whether there was one."""
         pid, endpoint_, client = resolve(process_id, home, endpoint, keys)
         link: AsyncioDealer | AsyncioRemoteDealer
         if client is not None:
             link = AsyncioRemoteDealer(endpoint_, name=pid, **remote_settings(client))
         else:
             link = AsyncioDealer(endpoint_, name=pid)
-        self = cls(KernelSession(pid, endpoint_, link), asyncio.get_running_loop())
+        self = cls(KernelSession(pid, endpoint_, link, takeover=takeover), asyncio.get_running_loop())
         try:
             await asyncio.wait_for(asyncio.shield(self._registered), connect_timeout)
         except TimeoutError:
@@ -140,6 +149,16 @@ class AsyncProcess:
     @property
     def node(self) -> str:
         return self._core.node
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link to the kernel is up now (sends can go out)."""
+        return self._core.connected
+
+    @property
+    def last_heard(self) -> float:
+        """time.monotonic() (the loop's clock) when the kernel last sent anything."""
+        return self._core.link.last_heard
 
     def close(self) -> None:
         core = self._core
@@ -186,6 +205,17 @@ class AsyncProcess:
     def on_disconnect(self, callback: Callable[[], None]) -> None:
         self._on_disconnect.append(callback)
 
+    def on_superseded(self, callback: Callable[[], None]) -> None:
+        """Called once when another process took this id over (or, after a kernel
+        restart, holds it already): no new request comes; answer what is held, then
+        close. Called in the loop, after every message that arrived before it."""
+        self._on_superseded.append(callback)
+
+    def on_undelivered(self, callback: Callable[[SendError], None] | None) -> None:
+        """Called with the kernel's SendError for a request nobody waits for: a
+        `report_undelivered` one it could not deliver (Offline), or one forgotten."""
+        self._on_undelivered = callback
+
     def watch(self, process_id: str, callback: Callable[[str], None]) -> None:
         """Call callback(process_id) once, when that process's registration ends (it
         exited, was killed, or closed its connection). Survives kernel restarts."""
@@ -208,21 +238,23 @@ class AsyncProcess:
         metadata: str | None = None,
         rsvp: str | None = None,
         id: int | None = None,
+        report_undelivered: bool = False,
     ) -> int:
         """Send a Request and return its id without waiting.
 
         With expects_response (seconds), the Response (or the SendError) is delivered
         later by await_message, as for `porch.Process`; without, none is expected.
         `id` reuses a given id (http-client: WebSocket frames carry the id of the
-        request that opened the connection, as in Kinode)."""
+        request that opened the connection, as in Kinode). `report_undelivered`: if the
+        kernel cannot hand it to the target, `on_undelivered` hears it (Offline)."""
         blob_ = as_blob(blob, mime)
         if expects_response is not None:
             id_, fut = self.request_future(target, as_bytes(body), timeout=expects_response,
                                            blob=blob_, metadata=metadata, rsvp=rsvp, id=id)
             fut.add_done_callback(self._file_outcome)
             return id_
-        env = self._core.new_request(target, as_bytes(body), blob=blob_,
-                                     metadata=metadata, rsvp=rsvp, id=id)
+        env = self._core.new_request(target, as_bytes(body), blob=blob_, metadata=metadata,
+                                     rsvp=rsvp, id=id, report_undelivered=report_undelivered)
         self._core.send_envelope(env, blob_)
         return env.id
 
@@ -300,9 +332,10 @@ class AsyncProcess:
         request, body = answer_args(to, body)
         return respond_or_drop(self._core, request, body, blob, mime, metadata)
 
-    async def registry(self, timeout: float = 5.0) -> kernel_pb2.Registry:
-        """The kernel's registry and counters (what `porch status` shows)."""
-        id_ = self._core.send_registry_query()
+    async def registry(self, timeout: float = 5.0, process_id: str = "") -> kernel_pb2.Registry:
+        """The kernel's registry and counters (what `porch status` shows); with
+        `process_id`, that process's entry only (or none)."""
+        id_ = self._core.send_registry_query(process_id)
         fut: asyncio.Future[Message] = self._loop.create_future()
         self._track(id_, fut, KERNEL, timeout)
         msg = await fut
@@ -343,7 +376,13 @@ class AsyncProcess:
         if isinstance(item, Reply):
             fut = self._futures.pop(item.id, None)
             if fut is None or fut.done():
-                return  # late (already timed out) or unsolicited: dropped
+                # Late (already timed out), forgotten, or an undelivered fire-and-forget.
+                if fut is None and item.error is not None and self._on_undelivered is not None:
+                    try:
+                        self._on_undelivered(item.error)
+                    except Exception:
+                        log.exception("%s: undelivered callback failed", self.our)
+                return
             if item.error is not None:
                 fut.set_exception(item.error)
             else:
@@ -357,6 +396,7 @@ class AsyncProcess:
         elif isinstance(item, Registered):
             first = not self._registered.done()
             if first:
+                self.took_over = item.took_over
                 self._registered.set_result(None)
             else:
                 log.info("%s: re-registered with kernel %s", self.our, item.boot_id)
@@ -370,11 +410,29 @@ class AsyncProcess:
                     watcher(item.process_id)
                 except Exception:
                     log.exception("%s: watch callback for %s failed", self.our, item.process_id)
+        elif isinstance(item, Superseded):
+            self._superseded()
         elif isinstance(item, Refused):
             err = refused_error(item)
+            if (self._registered.done() and item.code == "AlreadyRegistered"
+                    and self._on_superseded):
+                # After a kernel restart our successor registered first: the same as
+                # being superseded (we stop registering, and finish).
+                log.info("%s: the id is held by a successor; finishing", self.our)
+                self._core.retired = True
+                self._superseded()
+                return
             log.error("%s: %s", self.our, err)
             if not self._registered.done():
                 self._registered.set_exception(err)
+
+    def _superseded(self) -> None:
+        callbacks, self._on_superseded = self._on_superseded, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                log.exception("%s: superseded callback failed", self.our)
 
     def _call_handler(self, msg: Message) -> None:
         assert self._handler is not None

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 from porch.address import KERNEL
 from porch.link.blocking_dealer import BlockingDealer
@@ -62,6 +62,7 @@ from porch.process.shared import (
 from porch.wire import kernel_pb2
 
 log = logging.getLogger("porch.process")
+UNDELIVERED_KEPT = 10_000
 
 
 class Process:
@@ -72,6 +73,8 @@ class Process:
     the kernel and raises KernelUnreachable, or KernelRefused (bad or duplicate id, or a
     key the kernel refused). `keys`: the key file of a process on another machine
     (default $PORCH_KEYS), used when the endpoint is tcp:// (docs/remote.md).
+    `takeover` (a node service's reserved id only): take the id over from a live
+    process instead of being refused (see `porch.AsyncProcess.connect`).
     """
 
     def __init__(
@@ -82,11 +85,14 @@ class Process:
         endpoint: str | None = None,
         connect_timeout: float = 30.0,
         keys: KeysArg = None,
+        takeover: bool = False,
     ) -> None:
         pid, endpoint_, client = resolve(process_id, home, endpoint, keys)
         self._inbox: deque[Message | SendError] = deque()
         # Requests sent with expects_response whose outcome await_message reports.
         self._awaiting: dict[int, str] = {}
+        # One-way requests sent with report_undelivered (the kernel says only on failure).
+        self._one_way: OrderedDict[int, str] = OrderedDict()
         # The reply a call waits for (send_and_await_response, registry), once it is in.
         self._wanted: int | None = None
         self._found: Reply | None = None
@@ -99,7 +105,7 @@ class Process:
             self._link = BlockingRemoteDealer(endpoint_, name=pid, **remote_settings(client))
         else:
             self._link = BlockingDealer(endpoint_, name=pid)
-        self._core = KernelSession(pid, endpoint_, self._link)
+        self._core = KernelSession(pid, endpoint_, self._link, takeover=takeover)
         self._core.bind(self._deliver, self._lost)
         self._link.start(self._core)
         self._wait_registered(connect_timeout)
@@ -114,6 +120,16 @@ class Process:
     @property
     def node(self) -> str:
         return self._core.node
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link to the kernel is up now (sends can go out)."""
+        return self._core.connected
+
+    @property
+    def last_heard(self) -> float:
+        """time.monotonic() when the kernel last sent anything (0 before it ever did)."""
+        return self._link.last_heard
 
     def close(self) -> None:
         self._core.close()
@@ -137,20 +153,27 @@ class Process:
         metadata: str | None = None,
         rsvp: str | None = None,
         id: int | None = None,
+        report_undelivered: bool = False,
     ) -> int:
         """Send a Request and return its id without waiting.
 
         With expects_response (seconds), the Response (or the SendError) is delivered
-        later by await_message.
+        later by await_message. `report_undelivered` (without expects_response): if the
+        kernel cannot hand it to the target, await_message raises that Offline (the
+        last UNDELIVERED_KEPT such requests are remembered).
         """
         self._check_connection()
         blob_ = as_blob(blob, mime)
         env = self._core.new_request(target, as_bytes(body), blob=blob_,
                                      timeout=expects_response, metadata=metadata, rsvp=rsvp,
-                                     id=id)
+                                     id=id, report_undelivered=report_undelivered)
         self._core.send_envelope(env, blob_)
         if expects_response is not None:
             self._awaiting[env.id] = target
+        elif report_undelivered:
+            self._one_way[env.id] = target
+            if len(self._one_way) > UNDELIVERED_KEPT:
+                self._one_way.popitem(last=False)
         return env.id
 
     def send_and_await_response(
@@ -225,9 +248,10 @@ class Process:
         """The blob of the last message returned (Kinode's get_blob)."""
         return self._last_blob
 
-    def registry(self, timeout: float = 5.0) -> kernel_pb2.Registry:
-        """The kernel's registry and counters (what `porch status` shows)."""
-        wanted = self._core.send_registry_query()
+    def registry(self, timeout: float = 5.0, process_id: str = "") -> kernel_pb2.Registry:
+        """The kernel's registry and counters (what `porch status` shows); with
+        `process_id`, that process's entry only (or none)."""
+        wanted = self._core.send_registry_query(process_id)
         reply = self._await_reply(wanted, time.monotonic() + timeout)
         if reply is None:
             raise Timeout(KERNEL, wanted, "no registry answer")
@@ -299,6 +323,8 @@ class Process:
                 return True
             if self._awaiting.pop(item.id, None) is not None:
                 self._inbox.append(item.error if item.error is not None else item.message)  # type: ignore[arg-type]
+            elif self._one_way.pop(item.id, None) is not None and item.error is not None:
+                self._inbox.append(item.error)
             # else: late or unsolicited; dropped
         elif isinstance(item, Refused):
             self._refused = refused_error(item)

@@ -57,6 +57,14 @@ def expired(msg: Message) -> bool:
 class Registered:
     node: str
     boot_id: str
+    took_over: bool = False
+
+
+@dataclass(slots=True)
+class Superseded:
+    """Another process took this id over (Register.takeover): nothing new comes."""
+
+    process_id: str
 
 
 @dataclass(slots=True)
@@ -84,7 +92,7 @@ class Reply:
     error: SendError | None
 
 
-Incoming = Message | Reply | Registered | Refused | Exited | None
+Incoming = Message | Reply | Registered | Refused | Exited | Superseded | None
 Deliver = Callable[[Incoming], object]
 
 
@@ -143,7 +151,7 @@ class KernelSession:
     """One process's session with the kernel over `link`: request ids, envelopes built
     and decoded, registration state. `start(deliver, lost)` starts the link."""
 
-    def __init__(self, process_id: str, endpoint: str, link: Link) -> None:
+    def __init__(self, process_id: str, endpoint: str, link: Link, *, takeover: bool = False) -> None:
         self.process_id = validate(process_id)
         self.endpoint = endpoint
         self.link = link
@@ -152,6 +160,10 @@ class KernelSession:
         self.registered = False
         # The kernel's clock minus ours, in ms (0 for a local link: one clock).
         self.clock_offset_ms = 0
+        # A node service's new process taking its id over from a live one (reserved ids).
+        self.takeover = takeover
+        # Superseded: this process no longer registers (not even after a kernel restart).
+        self.retired = False
         # Ids are unique per requester; a random start keeps a restarted process from
         # reusing the ids of its previous life while those may still be pending.
         self._ids = itertools.count(random.getrandbits(62) + 1)
@@ -208,7 +220,8 @@ class KernelSession:
 
     def on_connected(self) -> None:
         self.registered = False
-        self._send_register()
+        if not self.retired:
+            self._send_register()
 
     def on_message(self, frames: list[bytes]) -> None:
         item = self.decode(frames)
@@ -233,6 +246,7 @@ class KernelSession:
         reg.os_pid = os.getpid()
         if is_reserved(self.process_id):  # only a node's service has the token
             reg.service_token = os.environ.get(ENV_SERVICE_TOKEN, "")
+            reg.takeover = self.takeover
         self.send_envelope(env, None)
 
     def unregister_envelope(self) -> bytes:
@@ -245,10 +259,12 @@ class KernelSession:
         env.control.watch.process_id = process_id
         self.send_envelope(env, None)
 
-    def send_registry_query(self) -> int:
+    def send_registry_query(self, process_id: str = "") -> int:
         env = Envelope(version=PROTOCOL_VERSION, id=next(self._ids),
                        source=self.process_id, target=KERNEL)
         env.control.registry_query.SetInParent()
+        if process_id:
+            env.control.registry_query.process_id = process_id
         self.send_envelope(env, None)
         return env.id
 
@@ -264,6 +280,7 @@ class KernelSession:
         metadata: str | None = None,
         rsvp: str | None = None,
         id: int | None = None,
+        report_undelivered: bool = False,
     ) -> kernel_pb2.Envelope:
         env = Envelope(version=PROTOCOL_VERSION, id=next(self._ids) if id is None else id,
                        source=self.process_id, target=target)
@@ -272,6 +289,8 @@ class KernelSession:
         if timeout is not None:
             req.expects_response = True
             req.deadline_ms = now_ms() + self.clock_offset_ms + max(0, int(timeout * 1000))
+        elif report_undelivered:
+            req.report_undelivered = True
         if metadata is not None:
             req.metadata = metadata
         if rsvp:
@@ -363,7 +382,7 @@ class KernelSession:
             self.kernel_boot_id = ctl.registered.kernel_boot_id
             if self.link.remote and ctl.registered.kernel_time_ms:
                 self.clock_offset_ms = ctl.registered.kernel_time_ms - now_ms()
-            return Registered(self.node, self.kernel_boot_id)
+            return Registered(self.node, self.kernel_boot_id, ctl.registered.took_over)
         if which == "error":
             err = ctl.error
             code = kernel_pb2.KernelError.Code.Name(err.code)
@@ -371,7 +390,8 @@ class KernelSession:
                 # We raced a reconnection: register again; the message that was refused
                 # fails like any message sent while the kernel was away.
                 try:
-                    self._send_register()
+                    if not self.retired:
+                        self._send_register()
                 except Offline:
                     pass  # the connection is going: the next one registers
                 return Reply(err.id, None, Offline(env.source, err.id, err.detail))
@@ -381,6 +401,9 @@ class KernelSession:
             return Refused(code, err.detail, err.id)
         if which == "process_exited":
             return Exited(ctl.process_exited.process_id)
+        if which == "superseded":
+            self.retired = True
+            return Superseded(ctl.superseded.process_id)
         if which == "registry":
             msg = Message(env.id, env.source, env.target, False,
                           ctl.registry.SerializeToString())

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15porch/v1/kernel.proto\x12\x08porch.v1\"\xc9\x02\n\x08\x45nvelope\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\x04\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x0c\n\x04rsvp\x18\x05 \x01(\t\x12$\n\x07request\x18\x06 \x01(\x0b\x32\x11.porch.v1.RequestH\x00\x12&\n\x08response\x18\x07 \x01(\x0b\x32\x12.porch.v1.ResponseH\x00\x12)\n\nsend_error\x18\x08 \x01(\x0b\x32\x13.porch.v1.SendErrorH\x00\x12$\n\x07\x63ontrol\x18\t \x01(\x0b\x32\x11.porch.v1.ControlH\x00\x12\x16\n\tblob_mime\x18\n \x01(\tH\x01\x88\x01\x01\x12\x0f\n\x07\x62lob_fd\x18\x0b \x01(\x08\x12\x11\n\tblob_size\x18\x0c \x01(\x04\x42\t\n\x07messageB\x0c\n\n_blob_mime\"j\n\x07Request\x12\x18\n\x10\x65xpects_response\x18\x01 \x01(\x08\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x02 \x01(\x04\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x15\n\x08metadata\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x0b\n\t_metadata\"<\n\x08Response\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x15\n\x08metadata\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x0b\n\t_metadata\"\xb0\x01\n\tSendError\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.porch.v1.SendError.Kind\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x11\n\tdelivered\x18\x04 \x01(\x08\"H\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07Offline\x10\x01\x12\x0b\n\x07Timeout\x10\x02\x12\x10\n\x0cNoCapability\x10\x03\"\xe9\x02\n\x07\x43ontrol\x12&\n\x08register\x18\x01 \x01(\x0b\x32\x12.porch.v1.RegisterH\x00\x12*\n\nregistered\x18\x02 \x01(\x0b\x32\x14.porch.v1.RegisteredH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.porch.v1.KernelErrorH\x00\x12\x31\n\x0eregistry_query\x18\x04 \x01(\x0b\x32\x17.porch.v1.RegistryQueryH\x00\x12&\n\x08registry\x18\x05 \x01(\x0b\x32\x12.porch.v1.RegistryH\x00\x12*\n\nunregister\x18\x06 \x01(\x0b\x32\x14.porch.v1.UnregisterH\x00\x12 \n\x05watch\x18\x07 \x01(\x0b\x32\x0f.porch.v1.WatchH\x00\x12\x31\n\x0eprocess_exited\x18\x08 \x01(\x0b\x32\x17.porch.v1.ProcessExitedH\x00\x42\x06\n\x04kind\"\x1b\n\x05Watch\x12\x12\n\nprocess_id\x18\x01 \x01(\t\"#\n\rProcessExited\x12\x12\n\nprocess_id\x18\x01 \x01(\t\"\x0c\n\nUnregister\"E\n\x08Register\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x0e\n\x06os_pid\x18\x02 \x01(\r\x12\x15\n\rservice_token\x18\x03 \x01(\t\"^\n\nRegistered\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x16\n\x0ekernel_boot_id\x18\x03 \x01(\t\x12\x16\n\x0ekernel_time_ms\x18\x04 \x01(\x04\"\xfd\x01\n\x0bKernelError\x12(\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1a.porch.v1.KernelError.Code\x12\n\n\x02id\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xa7\x01\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\r\n\tMalformed\x10\x01\x12\x13\n\x0fVersionMismatch\x10\x02\x12\x11\n\rNotRegistered\x10\x03\x12\x14\n\x10InvalidProcessId\x10\x04\x12\x15\n\x11\x41lreadyRegistered\x10\x05\x12\x15\n\x11ReservedProcessId\x10\x06\x12\x0e\n\nNotGranted\x10\x07\"\x0f\n\rRegistryQuery\"\xb6\x02\n\x08Registry\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.porch.v1.Registry.Entry\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x16\n\x0ekernel_boot_id\x18\x03 \x01(\t\x12\x0e\n\x06routed\x18\x04 \x01(\x04\x12\x11\n\tmalformed\x18\x05 \x01(\x04\x12\x0f\n\x07refused\x18\x06 \x01(\x04\x12\x10\n\x08timeouts\x18\x07 \x01(\x04\x12\x0f\n\x07offline\x18\x08 \x01(\x04\x1a\x81\x01\n\x05\x45ntry\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x0e\n\x06os_pid\x18\x02 \x01(\r\x12\x15\n\rregistered_at\x18\x03 \x01(\x01\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x14\n\x0c\x63onnected_at\x18\x05 \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\x06 \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15porch/v1/kernel.proto\x12\x08porch.v1\"\xc9\x02\n\x08\x45nvelope\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\x04\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x0c\n\x04rsvp\x18\x05 \x01(\t\x12$\n\x07request\x18\x06 \x01(\x0b\x32\x11.porch.v1.RequestH\x00\x12&\n\x08response\x18\x07 \x01(\x0b\x32\x12.porch.v1.ResponseH\x00\x12)\n\nsend_error\x18\x08 \x01(\x0b\x32\x13.porch.v1.SendErrorH\x00\x12$\n\x07\x63ontrol\x18\t \x01(\x0b\x32\x11.porch.v1.ControlH\x00\x12\x16\n\tblob_mime\x18\n \x01(\tH\x01\x88\x01\x01\x12\x0f\n\x07\x62lob_fd\x18\x0b \x01(\x08\x12\x11\n\tblob_size\x18\x0c \x01(\x04\x42\t\n\x07messageB\x0c\n\n_blob_mime\"\x86\x01\n\x07Request\x12\x18\n\x10\x65xpects_response\x18\x01 \x01(\x08\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x02 \x01(\x04\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x15\n\x08metadata\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x1a\n\x12report_undelivered\x18\x05 \x01(\x08\x42\x0b\n\t_metadata\"<\n\x08Response\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x15\n\x08metadata\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x0b\n\t_metadata\"\xb0\x01\n\tSendError\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.porch.v1.SendError.Kind\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x11\n\tdelivered\x18\x04 \x01(\x08\"H\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07Offline\x10\x01\x12\x0b\n\x07Timeout\x10\x02\x12\x10\n\x0cNoCapability\x10\x03\"\x95\x03\n\x07\x43ontrol\x12&\n\x08register\x18\x01 \x01(\x0b\x32\x12.porch.v1.RegisterH\x00\x12*\n\nregistered\x18\x02 \x01(\x0b\x32\x14.porch.v1.RegisteredH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.porch.v1.KernelErrorH\x00\x12\x31\n\x0eregistry_query\x18\x04 \x01(\x0b\x32\x17.porch.v1.RegistryQueryH\x00\x12&\n\x08registry\x18\x05 \x01(\x0b\x32\x12.porch.v1.RegistryH\x00\x12*\n\nunregister\x18\x06 \x01(\x0b\x32\x14.porch.v1.UnregisterH\x00\x12 \n\x05watch\x18\x07 \x01(\x0b\x32\x0f.porch.v1.WatchH\x00\x12\x31\n\x0eprocess_exited\x18\x08 \x01(\x0b\x32\x17.porch.v1.ProcessExitedH\x00\x12*\n\nsuperseded\x18\t \x01(\x0b\x32\x14.porch.v1.SupersededH\x00\x42\x06\n\x04kind\" \n\nSuperseded\x12\x12\n\nprocess_id\x18\x01 \x01(\t\"\x1b\n\x05Watch\x12\x12\n\nprocess_id\x18\x01 \x01(\t\"#\n\rProcessExited\x12\x12\n\nprocess_id\x18\x01 \x01(\t\"\x0c\n\nUnregister\"W\n\x08Register\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x0e\n\x06os_pid\x18\x02 \x01(\r\x12\x15\n\rservice_token\x18\x03 \x01(\t\x12\x10\n\x08takeover\x18\x04 \x01(\x08\"q\n\nRegistered\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x16\n\x0ekernel_boot_id\x18\x03 \x01(\t\x12\x16\n\x0ekernel_time_ms\x18\x04 \x01(\x04\x12\x11\n\ttook_over\x18\x05 \x01(\x08\"\xfd\x01\n\x0bKernelError\x12(\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1a.porch.v1.KernelError.Code\x12\n\n\x02id\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xa7\x01\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\r\n\tMalformed\x10\x01\x12\x13\n\x0fVersionMismatch\x10\x02\x12\x11\n\rNotRegistered\x10\x03\x12\x14\n\x10InvalidProcessId\x10\x04\x12\x15\n\x11\x41lreadyRegistered\x10\x05\x12\x15\n\x11ReservedProcessId\x10\x06\x12\x0e\n\nNotGranted\x10\x07\"#\n\rRegistryQuery\x12\x12\n\nprocess_id\x18\x01 \x01(\t\"\xb6\x02\n\x08Registry\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.porch.v1.Registry.Entry\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x16\n\x0ekernel_boot_id\x18\x03 \x01(\t\x12\x0e\n\x06routed\x18\x04 \x01(\x04\x12\x11\n\tmalformed\x18\x05 \x01(\x04\x12\x0f\n\x07refused\x18\x06 \x01(\x04\x12\x10\n\x08timeouts\x18\x07 \x01(\x04\x12\x0f\n\x07offline\x18\x08 \x01(\x04\x1a\x81\x01\n\x05\x45ntry\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x0e\n\x06os_pid\x18\x02 \x01(\r\x12\x15\n\rregistered_at\x18\x03 \x01(\x01\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x14\n\x0c\x63onnected_at\x18\x05 \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\x06 \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,34 +33,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENVELOPE']._serialized_start=36
   _globals['_ENVELOPE']._serialized_end=365
-  _globals['_REQUEST']._serialized_start=367
-  _globals['_REQUEST']._serialized_end=473
-  _globals['_RESPONSE']._serialized_start=475
-  _globals['_RESPONSE']._serialized_end=535
-  _globals['_SENDERROR']._serialized_start=538
-  _globals['_SENDERROR']._serialized_end=714
-  _globals['_SENDERROR_KIND']._serialized_start=642
-  _globals['_SENDERROR_KIND']._serialized_end=714
-  _globals['_CONTROL']._serialized_start=717
-  _globals['_CONTROL']._serialized_end=1078
-  _globals['_WATCH']._serialized_start=1080
-  _globals['_WATCH']._serialized_end=1107
-  _globals['_PROCESSEXITED']._serialized_start=1109
-  _globals['_PROCESSEXITED']._serialized_end=1144
-  _globals['_UNREGISTER']._serialized_start=1146
-  _globals['_UNREGISTER']._serialized_end=1158
-  _globals['_REGISTER']._serialized_start=1160
-  _globals['_REGISTER']._serialized_end=1229
-  _globals['_REGISTERED']._serialized_start=1231
-  _globals['_REGISTERED']._serialized_end=1325
-  _globals['_KERNELERROR']._serialized_start=1328
-  _globals['_KERNELERROR']._serialized_end=1581
-  _globals['_KERNELERROR_CODE']._serialized_start=1414
-  _globals['_KERNELERROR_CODE']._serialized_end=1581
-  _globals['_REGISTRYQUERY']._serialized_start=1583
-  _globals['_REGISTRYQUERY']._serialized_end=1598
-  _globals['_REGISTRY']._serialized_start=1601
-  _globals['_REGISTRY']._serialized_end=1911
-  _globals['_REGISTRY_ENTRY']._serialized_start=1782
-  _globals['_REGISTRY_ENTRY']._serialized_end=1911
+  _globals['_REQUEST']._serialized_start=368
+  _globals['_REQUEST']._serialized_end=502
+  _globals['_RESPONSE']._serialized_start=504
+  _globals['_RESPONSE']._serialized_end=564
+  _globals['_SENDERROR']._serialized_start=567
+  _globals['_SENDERROR']._serialized_end=743
+  _globals['_SENDERROR_KIND']._serialized_start=671
+  _globals['_SENDERROR_KIND']._serialized_end=743
+  _globals['_CONTROL']._serialized_start=746
+  _globals['_CONTROL']._serialized_end=1151
+  _globals['_SUPERSEDED']._serialized_start=1153
+  _globals['_SUPERSEDED']._serialized_end=1185
+  _globals['_WATCH']._serialized_start=1187
+  _globals['_WATCH']._serialized_end=1214
+  _globals['_PROCESSEXITED']._serialized_start=1216
+  _globals['_PROCESSEXITED']._serialized_end=1251
+  _globals['_UNREGISTER']._serialized_start=1253
+  _globals['_UNREGISTER']._serialized_end=1265
+  _globals['_REGISTER']._serialized_start=1267
+  _globals['_REGISTER']._serialized_end=1354
+  _globals['_REGISTERED']._serialized_start=1356
+  _globals['_REGISTERED']._serialized_end=1469
+  _globals['_KERNELERROR']._serialized_start=1472
+  _globals['_KERNELERROR']._serialized_end=1725
+  _globals['_KERNELERROR_CODE']._serialized_start=1558
+  _globals['_KERNELERROR_CODE']._serialized_end=1725
+  _globals['_REGISTRYQUERY']._serialized_start=1727
+  _globals['_REGISTRYQUERY']._serialized_end=1762
+  _globals['_REGISTRY']._serialized_start=1765
+  _globals['_REGISTRY']._serialized_end=2075
+  _globals['_REGISTRY_ENTRY']._serialized_start=1946
+  _globals['_REGISTRY_ENTRY']._serialized_end=2075
 # @@protoc_insertion_point(module_scope)

@@ -36,16 +36,18 @@ class Envelope(_message.Message):
     def __init__(self, version: _Optional[int] = ..., id: _Optional[int] = ..., source: _Optional[str] = ..., target: _Optional[str] = ..., rsvp: _Optional[str] = ..., request: _Optional[_Union[Request, _Mapping]] = ..., response: _Optional[_Union[Response, _Mapping]] = ..., send_error: _Optional[_Union[SendError, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., blob_mime: _Optional[str] = ..., blob_fd: _Optional[bool] = ..., blob_size: _Optional[int] = ...) -> None: ...
 
 class Request(_message.Message):
-    __slots__ = ("expects_response", "deadline_ms", "body", "metadata")
+    __slots__ = ("expects_response", "deadline_ms", "body", "metadata", "report_undelivered")
     EXPECTS_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    REPORT_UNDELIVERED_FIELD_NUMBER: _ClassVar[int]
     expects_response: bool
     deadline_ms: int
     body: bytes
     metadata: str
-    def __init__(self, expects_response: _Optional[bool] = ..., deadline_ms: _Optional[int] = ..., body: _Optional[bytes] = ..., metadata: _Optional[str] = ...) -> None: ...
+    report_undelivered: bool
+    def __init__(self, expects_response: _Optional[bool] = ..., deadline_ms: _Optional[int] = ..., body: _Optional[bytes] = ..., metadata: _Optional[str] = ..., report_undelivered: _Optional[bool] = ...) -> None: ...
 
 class Response(_message.Message):
     __slots__ = ("body", "metadata")
@@ -78,7 +80,7 @@ class SendError(_message.Message):
     def __init__(self, kind: _Optional[_Union[SendError.Kind, str]] = ..., target: _Optional[str] = ..., detail: _Optional[str] = ..., delivered: _Optional[bool] = ...) -> None: ...
 
 class Control(_message.Message):
-    __slots__ = ("register", "registered", "error", "registry_query", "registry", "unregister", "watch", "process_exited")
+    __slots__ = ("register", "registered", "error", "registry_query", "registry", "unregister", "watch", "process_exited", "superseded")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +89,7 @@ class Control(_message.Message):
     UNREGISTER_FIELD_NUMBER: _ClassVar[int]
     WATCH_FIELD_NUMBER: _ClassVar[int]
     PROCESS_EXITED_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_FIELD_NUMBER: _ClassVar[int]
     register: Register
     registered: Registered
     error: KernelError
@@ -95,7 +98,14 @@ class Control(_message.Message):
     unregister: Unregister
     watch: Watch
     process_exited: ProcessExited
-    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., registered: _Optional[_Union[Registered, _Mapping]] = ..., error: _Optional[_Union[KernelError, _Mapping]] = ..., registry_query: _Optional[_Union[RegistryQuery, _Mapping]] = ..., registry: _Optional[_Union[Registry, _Mapping]] = ..., unregister: _Optional[_Union[Unregister, _Mapping]] = ..., watch: _Optional[_Union[Watch, _Mapping]] = ..., process_exited: _Optional[_Union[ProcessExited, _Mapping]] = ...) -> None: ...
+    superseded: Superseded
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., registered: _Optional[_Union[Registered, _Mapping]] = ..., error: _Optional[_Union[KernelError, _Mapping]] = ..., registry_query: _Optional[_Union[RegistryQuery, _Mapping]] = ..., registry: _Optional[_Union[Registry, _Mapping]] = ..., unregister: _Optional[_Union[Unregister, _Mapping]] = ..., watch: _Optional[_Union[Watch, _Mapping]] = ..., process_exited: _Optional[_Union[ProcessExited, _Mapping]] = ..., superseded: _Optional[_Union[Superseded, _Mapping]] = ...) -> None: ...
+
+class Superseded(_message.Message):
+    __slots__ = ("process_id",)
+    PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
+    process_id: str
+    def __init__(self, process_id: _Optional[str] = ...) -> None: ...
 
 class Watch(_message.Message):
     __slots__ = ("process_id",)
@@ -114,26 +124,30 @@ class Unregister(_message.Message):
     def __init__(self) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("process_id", "os_pid", "service_token")
+    __slots__ = ("process_id", "os_pid", "service_token", "takeover")
     PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
     OS_PID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TAKEOVER_FIELD_NUMBER: _ClassVar[int]
     process_id: str
     os_pid: int
     service_token: str
-    def __init__(self, process_id: _Optional[str] = ..., os_pid: _Optional[int] = ..., service_token: _Optional[str] = ...) -> None: ...
+    takeover: bool
+    def __init__(self, process_id: _Optional[str] = ..., os_pid: _Optional[int] = ..., service_token: _Optional[str] = ..., takeover: _Optional[bool] = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("process_id", "node", "kernel_boot_id", "kernel_time_ms")
+    __slots__ = ("process_id", "node", "kernel_boot_id", "kernel_time_ms", "took_over")
     PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     KERNEL_BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     KERNEL_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    TOOK_OVER_FIELD_NUMBER: _ClassVar[int]
     process_id: str
     node: str
     kernel_boot_id: str
     kernel_time_ms: int
-    def __init__(self, process_id: _Optional[str] = ..., node: _Optional[str] = ..., kernel_boot_id: _Optional[str] = ..., kernel_time_ms: _Optional[int] = ...) -> None: ...
+    took_over: bool
+    def __init__(self, process_id: _Optional[str] = ..., node: _Optional[str] = ..., kernel_boot_id: _Optional[str] = ..., kernel_time_ms: _Optional[int] = ..., took_over: _Optional[bool] = ...) -> None: ...
 
 class KernelError(_message.Message):
     __slots__ = ("code", "id", "detail")
@@ -164,8 +178,10 @@ class KernelError(_message.Message):
     def __init__(self, code: _Optional[_Union[KernelError.Code, str]] = ..., id: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class RegistryQuery(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("process_id",)
+    PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
+    process_id: str
+    def __init__(self, process_id: _Optional[str] = ...) -> None: ...
 
 class Registry(_message.Message):
     __slots__ = ("entries", "node", "kernel_boot_id", "routed", "malformed", "refused", "timeouts", "offline")
