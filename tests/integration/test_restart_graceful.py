@@ -453,7 +453,8 @@ def test_porch_up_socket_activated_keeps_the_port_through_a_keeper_crash() -> No
     sock.close()  # `porch up` holds it now, as systemd would
     try:
         wait_for(lambda: _answers(port), 60, 0.2, "the node on the passed socket")
-        assert f"porch: Login at http://localhost:{port}" in (node.dir / "up.log").read_text()
+        wait_for(lambda: f"porch: Login at http://localhost:{port}" in (node.dir / "up.log").read_text(),
+                 30, what="porch up to say where to log in")
         from porch.cli.supervise import Supervisor
 
         rpc = Supervisor(node.home).rpc

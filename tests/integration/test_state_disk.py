@@ -173,10 +173,14 @@ def worker_of(node: SupervisedNode) -> int:
 
 
 def restarted_worker(node: SupervisedNode, old: int) -> int:
+    """The new worker, once it has taken over: a restart runs both for a moment (the old
+    one finishes what it holds and exits), and until then the old one may answer."""
     def new() -> int | None:
         kids = [k for k in children(node.pid_of("http-server")) if k != old and running(k)]
         return kids[0] if kids else None
-    return int(wait_for(new, 30, 0.1, "a new worker"))
+    worker = int(wait_for(new, 30, 0.1, "a new worker"))
+    wait_for(lambda: not running(old), 30, 0.1, "the old worker to hand over and exit")
+    return worker
 
 
 def status_line(node: SupervisedNode) -> str:

@@ -40,7 +40,15 @@ class OwnerLock:
     async def acquire(self, wait_s: float = WAIT_S) -> bool:
         """Take the lock, polling while the predecessor holds it; False (and carry on
         without it) if it did not let go within wait_s."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            try:  # a read-only state disk: flock works on a descriptor opened to read
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:  # none there, and none can be made: nothing to hand over
+                log.warning("cannot take the bindings' handover lock %s (%s); loading them "
+                            "without it", self.path, exc)
+                return False
         loop = asyncio.get_running_loop()
         give_up = loop.time() + wait_s
         while True:
