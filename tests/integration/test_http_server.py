@@ -1,6 +1,6 @@
 """http-server with a real kernel, real user processes and real HTTP clients.
 
-Reference section 12, items 1-40, adapted to the protobuf wire; each deliberate
+docs/kinode.md §12 items 1-40, adapted to the protobuf wire; each deliberate
 deviation from Kinode is named in its test ("DEVIATION").
 """
 

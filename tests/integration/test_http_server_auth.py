@@ -2,7 +2,7 @@
 
 Reference section 12 items 25, 31, 32, 37, 40, 50 and defects D4, D7 (each deviation
 from Kinode named in its test, "DEVIATION"), plus the node password and the modes of
-the files that hold secrets (DESIGN.md "Auth").
+the files that hold secrets (SECURITY.md; docs/architecture.md §9).
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def test_31_expired_or_wrong_user_tokens_signed_with_the_node_secret(site: Site)
 
 
 def test_32_cookie_header_parsing(site: Site) -> None:
-    """Kinode's parser (reference 4.4), kept as is (auth.find_cookie), so no deviation:
+    """Kinode's parser (docs/kinode.md §4.4), kept as is (auth.find_cookie), so no deviation:
     entries split on exactly "; ", the first entry "name=value" with exactly two parts
     and that exact name is the token."""
     site.app("a32:pkg:pub.os", [{"path": "/p", "authenticated": True}])
@@ -237,7 +237,7 @@ def test_32_cookie_header_parsing(site: Site) -> None:
 
 
 def test_32_the_last_of_two_cookie_headers_wins(site: Site) -> None:
-    """Kinode reads the last Cookie header (reference 2.2, 4.4)."""
+    """Kinode reads the last Cookie header (docs/kinode.md §2.2, §4.4)."""
     site.app("a32b:pkg:pub.os", [{"path": "/p", "authenticated": True}])
     tok = site.token()
     conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=10)
@@ -368,8 +368,8 @@ def test_d7_a_timed_out_request_leaves_nothing_in_flight(site: Site) -> None:
 
 
 def test_25_restored_binding_whose_owner_is_not_running_is_503() -> None:
-    """DEVIATION: Kinode forgets every binding when it restarts (reference 8), and a
-    request for a process that is not running waits 15 s for a 408 (2.4). porch
+    """DEVIATION: Kinode forgets every binding when it restarts (docs/kinode.md §8, §1.13), and a
+    request for a process that is not running waits 15 s for a 408 (docs/kinode.md §2.4). porch
     restores the bindings from the node's state, and one whose owner is not running
     answers 503 at once."""
     s = Site()
@@ -495,7 +495,7 @@ def plaintext_on_disk(root: Path, secret: str) -> list[Path]:
 
 
 def test_generated_password_shown_once_stored_as_argon2id_in_private_files() -> None:
-    """DESIGN.md "Auth": a node password generated at first `porch up` is printed once
+    """docs/kinode.md §4.1: a node password generated at first `porch up` is printed once
     and stored only as an argon2id hash; secret files are 0600 in a 0700 home;
     `porch password` changes it and logs everyone out."""
     n = UpNode()

@@ -1,6 +1,6 @@
 """Server-side WebSockets with a real kernel, http-server, processes and WS clients.
 
-Reference section 12 items 41-50, adapted, with Kinode's WebSocket defects fixed (each
+docs/kinode.md §12 items 41-50, adapted, with Kinode's WebSocket defects fixed (each
 fix named in its test), plus slow readers and owners that die.
 """
 

@@ -1,4 +1,4 @@
-"""Route matching against the reference's verified table (section 1.3)."""
+"""Route matching against the table of docs/kinode.md §1.3."""
 
 import pytest
 

@@ -4,7 +4,7 @@ The old matcher compiled each pattern to a regex (`:x` -> `([^/]+)`, `*x` -> `(.
 that backtracks: `/:a.:b.:c` against "a.a.a...a/x" tried every split of the dots
 (cubic), seconds of CPU on the event loop for a few KiB of unauthenticated path. That
 regex is kept here as the oracle the new matcher must agree with (same match, same
-captures, same winner), on the reference table and on random patterns and paths.
+captures, same winner), on the table of docs/kinode.md §1.3 and on random patterns and paths.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
     resp = send_request_await_response(proc, "GET", "https://example.com/", timeout=10)
     print(resp.status, resp.headers.get("content-type"), len(resp.body))
 
-The calls mirror reference section 7.2. One deliberate difference: when the kernel
+The calls mirror docs/kinode.md §7.2. One deliberate difference: when the kernel
 answers instead of the http-client (Kinode turns every such SendError into
 `ExecuteRequestFailed("http-client timed out")`, and into WsOpenFailed/WsCloseFailed for
 WebSockets), the HttpClientError raised here keeps the kernel's variant as its kind:

@@ -1,4 +1,4 @@
-"""What a process's binding actions do to the table (reference sections 1.4-1.7, 1.11).
+"""What a process's binding actions do to the table (docs/kinode.md §1.4-§1.7, §1.11).
 
 Pure: decode, validate, mutate the BindingTable, say what to answer. The WebSocket
 actions that touch live sockets (push, close) are the websocket module's business.

@@ -1,5 +1,5 @@
 """Login and auth: password, JWT cookies and sessions, redirects, cross-site requests
-(reference section 4).
+(docs/kinode.md §4).
 
 The secrets come from `state.NodeSecrets`, the sessions from `sessions.Sessions`.
 Differences from Kinode, on purpose: the password is checked against an argon2id hash
@@ -31,7 +31,7 @@ def cookie_name(node: str, subdomain_app: str | None = None) -> str:
 
 
 def find_cookie(header: str | None, name: str) -> str | None:
-    """Kinode's parser (reference 4.4): entries split on exactly "; ", the first entry
+    """Kinode's parser (docs/kinode.md §4.4): entries split on exactly "; ", the first entry
     "name=value" with exactly two parts and that name wins."""
     if not header:
         return None

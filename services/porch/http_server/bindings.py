@@ -65,7 +65,7 @@ class BindingTable:
     def __init__(self) -> None:
         self.http: RouteTable[HttpBinding] = RouteTable()
         self.ws: RouteTable[WsBinding] = RouteTable()
-        # The built-in RPC endpoint (reference section 4.8): local only, no login.
+        # The built-in RPC endpoint (docs/kinode.md §4.8): local only, no login.
         self.http.add(RPC_PATH, HttpBinding(RPC_PATH, RPC_PROCESS, local_only=True))
 
     def bind_http(self, binding: HttpBinding) -> None:
@@ -81,7 +81,7 @@ class BindingTable:
             self.bind_http(binding)
 
     def resolve_http(self, path: str) -> Resolved | None:
-        """The binding for a normalised request path (reference 1.3), or None (404).
+        """The binding for a normalised request path (docs/kinode.md §1.3), or None (404).
 
         No match: fall back to the binding of the path's first segment (in practice the
         app's "/" binding), without params. A tombstone matches (and then 404s); it

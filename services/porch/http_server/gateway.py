@@ -1,7 +1,7 @@
 """The http-server's decisions: which binding answers a request, whether the client may
 reach it, and how the owning process's reply becomes the HTTP response.
 
-Order of checks per request (reference section 2.5, with DESIGN.md's deviations):
+Order of checks per request (docs/kinode.md §2.5: porch's order and its differences):
 login/logout pages (on a secure subdomain's host: that subdomain's apps only); route
 (with the app-root fallback) or 404; tombstone 404; a subdomain host serving anything
 but its package's secure paths (403); secure subdomain (401 / 307 / login);
@@ -140,7 +140,7 @@ class Gateway:
     # ------------------------------------------------------------------ processes -> us
 
     def on_message(self, msg: Message) -> None:
-        """An action from a process (reference section 1)."""
+        """An action from a process (docs/kinode.md §1)."""
         try:
             if is_reserved(msg.source):
                 # The http-server itself (a message to itself), the RPC identity, the
@@ -222,7 +222,7 @@ class Gateway:
             self._not_found(ex)
             return
         if subdomain is not None and binding.secure_subdomain != subdomain:
-            # A secure subdomain origin serves only its own package (Kinode's D8 fix).
+            # A secure subdomain origin serves only its own package (Kinode's D8 fixed: docs/kinode.md §9).
             ex.respond(*_text(403, "secure subdomain can only serve its associated package"))
             return
         if (ex.path == "/" + binding.app and binding.path == ex.path
@@ -614,7 +614,7 @@ class BadAnswer(ValueError):
 
 
 def http_response(msg: Message) -> tuple[int, Headers, bytes]:
-    """The process's Response as HTTP (reference 2.3), or BadAnswer: garbage, a status
+    """The process's Response as HTTP (docs/kinode.md §2.3), or BadAnswer: garbage, a status
     that is not a final HTTP status (Kinode: 500), or a header HTTP cannot carry (an
     invalid name, a value with a control byte, DEL or a character beyond Latin-1;
     DEVIATION: Kinode drops such a header, and its client may hang) all become 502.

@@ -1,4 +1,4 @@
-"""Path prefixing and normalisation (reference section 1.2), secure subdomains (1.5)."""
+"""Path prefixing and normalisation (docs/kinode.md §1.2), secure subdomains (§1.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Choosing and holding the node's HTTP port (reference section 5, improved).
+"""Choosing and holding the node's HTTP port (docs/kinode.md §5, improved).
 
 - `--port P`: bind P or fail with a message naming the next free port (Kinode panics
   with the same hint; it never falls back).

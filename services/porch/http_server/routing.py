@@ -1,4 +1,4 @@
-"""Route matching with route-recognizer 0.3.1's semantics (reference section 1.3).
+"""Route matching with route-recognizer 0.3.1's semantics (docs/kinode.md §1.3).
 
 - A leading "/" is ignored when adding and when recognising.
 - Patterns split into segments at both "/" and "."; a segment is static text,

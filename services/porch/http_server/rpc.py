@@ -1,4 +1,4 @@
-"""The RPC endpoint /rpc:distro:sys/message (reference section 4.8): a local script
+"""The RPC endpoint /rpc:distro:sys/message (docs/kinode.md §4.8): a local script
 sends a message to any process over HTTP.
 
 Body (JSON): {"process": "name:package:publisher", "body": "text", "expects_response":

@@ -1,6 +1,6 @@
 """The http-server's settings: the [http_server] table of porch.toml, with defaults.
 
-Every limit DESIGN.md asks for is here, with a default a serious server would pick.
+Every limit docs/architecture.md §6 and the README name is here, with a default a serious server would pick.
 """
 
 from __future__ import annotations

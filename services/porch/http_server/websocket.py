@@ -1,5 +1,5 @@
-"""Server-side WebSockets (reference sections 1.7-1.10, 2.6, 4.6), with Kinode's defects
-fixed (section 9):
+"""Server-side WebSockets (docs/kinode.md §1.7-§1.10, §2.6, §4.6), with Kinode's defects
+fixed (docs/kinode.md §9):
 
 - D1: a pushed Close closes the socket; it never crashes anything.
 - D2: a process closing its own socket never stalls the server.
@@ -293,7 +293,7 @@ class WsHub:
         self._push_to_app(channel, WsType.Binary if binary else WsType.Text, payload)
 
     def _ext_inbound(self, channel: Channel, payload: bytes) -> bool:
-        """An extension's frame (reference 1.9). True if it was handled (or dropped)."""
+        """An extension's frame (docs/kinode.md §1.9). True if it was handled (or dropped)."""
         try:
             decoded = msgpack.unpackb(payload, raw=False, strict_map_key=False)
         except Exception:
@@ -354,7 +354,7 @@ class WsHub:
                 self._ext_requests[msg.id] = msg
                 if len(self._ext_requests) > 10_000:  # answers that never came
                     self._ext_requests.pop(next(iter(self._ext_requests)))
-            return None  # no ack: the extension answers (reference 1.9)
+            return None  # no ack: the extension answers (docs/kinode.md §1.9)
         if kind == WsType.Text:
             self._send(channel, data.decode("utf-8", "replace"), binary=False)
         elif kind == WsType.Binary:
@@ -490,7 +490,7 @@ class PorchWebSocket(tornado.websocket.WebSocketHandler):
         app = binding.app
         assert app is not None
         rest = path.lstrip("/")
-        # The path below the app's prefix; homepage's sockets report "/" (reference 2.6).
+        # The path below the app's prefix; homepage's sockets report "/" (docs/kinode.md §2.6).
         rest = rest[len(app):] if rest.startswith(app) else ""
         self.open_path = "/" + rest.lstrip("/")
         # Last: it asks the kernel (one round trip), and only for an upgrade that
