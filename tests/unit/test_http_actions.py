@@ -143,7 +143,8 @@ def test_the_homepage_cannot_bind_into_a_process_namespace(path: str) -> None:
 
 
 @pytest.mark.parametrize(("path", "full"), [("/", ""), ("/our", "/our"), ("apps/x", "apps/x"),
-                                            ("/favicon.ico", "/favicon.ico"), ("/a/:id", "/a/:id")])
+                                            ("/favicon.ico", "/favicon.ico"), ("/a/:id", "/a/:id"),
+                                            ("/games/:id/moves", "/games/:id/moves")])
 def test_the_homepage_binds_its_own_raw_paths(path: str, full: str) -> None:
     table = BindingTable()
     assert actions.apply_binding(table, "homepage:homepage:sys", "bind", bind(path), None) == full
