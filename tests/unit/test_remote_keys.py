@@ -84,6 +84,7 @@ def test_key_ring_grants_each_key_its_own_id_only(tmp_path: Path) -> None:
     ring = KeyRing({"a:x:y": a, "b:x:y": b}, tmp_path / "revoked")
     assert ring.grants(a, "a:x:y") == ""
     assert "granted a:x:y, not b:x:y" in ring.grants(a, "b:x:y")
+    assert "porch keys new" in ring.grants(a, "b:x:y"), "the command that makes b:x:y a key"
     assert "not declared" in ring.grants(stranger, "a:x:y")
     assert ring.zap_allows("10.0.0.2", a)
     assert not ring.zap_allows("10.0.0.9", stranger)
@@ -100,6 +101,16 @@ def test_key_ring_reloads_revocations_when_the_file_changes(tmp_path: Path) -> N
     assert not ring.zap_allows("h", a)
     assert "revoked" in ring.grants(a, "a:x:y")
     assert ring.reload() == frozenset()  # once
+
+
+def test_key_ring_says_why_a_handshake_was_refused(tmp_path: Path) -> None:
+    """The kernel's log line for a refused handshake: revoked or never declared."""
+    a, stranger = keys.new_pair().public, keys.new_pair().public
+    path = tmp_path / "revoked"
+    path.write_text(f"{a} a:x:y\n")
+    ring = KeyRing({"a:x:y": a}, path)
+    assert ring.why_refused(a) == "revoked key"
+    assert ring.why_refused(stranger) == "unknown key"
 
 
 def test_key_ring_refusals_noted_are_bounded(tmp_path: Path) -> None:
