@@ -179,12 +179,15 @@ class Limits:
     limit: int = 1
     label: str = ""
     spare: int | None = None
+    either: int | str = 0
 
     def __post_init__(self) -> None:
         if self.limit < 1:
             raise ConfigError("limit must be positive")
         if self.label == "tabled":
             raise ConfigError("[limits] label is wrong")
+        if self.label == "coloned":
+            raise ConfigError("[limits]: label has a colon")
 
 
 def test_a_service_settings_message_is_kept_whole_after_its_place() -> None:
@@ -198,6 +201,9 @@ def test_a_service_settings_message_is_kept_whole_after_its_place() -> None:
     with pytest.raises(ConfigError) as err:
         settings_from({"label": "tabled"}, Limits, "f.toml [limits]")
     assert str(err.value) == "f.toml [limits]: label is wrong"
+    with pytest.raises(ConfigError) as err:
+        settings_from({"label": "coloned"}, Limits, "f.toml [limits]")
+    assert str(err.value) == "f.toml [limits]: label has a colon"
 
 
 def test_optional_settings_take_a_value_of_their_type() -> None:
@@ -206,6 +212,8 @@ def test_optional_settings_take_a_value_of_their_type() -> None:
     with pytest.raises(ConfigError) as err:
         settings_from({"spare": "3"}, Limits, "f [limits]")
     assert str(err.value) == "f [limits].spare: unexpected value '3'"
+    assert settings_from({"either": "x"}, Limits, "f [limits]").either == "x", "any alternative"
+    assert settings_from({"either": 2}, Limits, "f [limits]").either == 2
 
 
 @dataclass(frozen=True)
