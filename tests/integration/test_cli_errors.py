@@ -73,6 +73,19 @@ def test_up_checks_every_services_settings_before_starting_anything(
     assert not (home / "run" / "supervisord.pid").exists()
 
 
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("kernel = 3", "[kernel] must be a table"),
+    ("process = 3", "process must be an array of [[process]] tables"),
+])
+def test_up_refuses_a_value_where_porch_toml_needs_a_table(home: Path, text: str, fragment: str) -> None:
+    """Issue 16 (found by mutation testing): `kernel = 3` or `process = 3` was a
+    traceback (TypeError) instead of the file's one-line error."""
+    (home / "porch.toml").write_text(f'node = "cli.os"\n{text}\n')
+    result = porch("up", "--detach", "--wait", "60", home=home, PORCH_PASSWORD="pw")
+    assert_clean_error(result, 2, f"{home / 'porch.toml'}: {fragment}")
+    assert not (home / "run" / "supervisor.sock").exists(), "nothing was started"
+
+
 # ---------------------------------------------------------------------------- arguments
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from porch.http_server import actions
-from porch.http_server.bindings import BindingTable
+from porch.http_server.bindings import BindingTable, HttpBinding, Static, WsBinding
 from porch.http_server.gateway import BadAnswer, http_response
 from porch.process.message import Blob, Message
 from porch.wire import http_pb2
@@ -143,7 +143,116 @@ def test_the_homepage_cannot_bind_into_a_process_namespace(path: str) -> None:
 
 
 @pytest.mark.parametrize(("path", "full"), [("/", ""), ("/our", "/our"), ("apps/x", "apps/x"),
-                                            ("/favicon.ico", "/favicon.ico"), ("/a/:id", "/a/:id")])
+                                            ("/favicon.ico", "/favicon.ico"), ("/a/:id", "/a/:id"),
+                                            ("/games/:id/moves", "/games/:id/moves")])
 def test_the_homepage_binds_its_own_raw_paths(path: str, full: str) -> None:
     table = BindingTable()
     assert actions.apply_binding(table, "homepage:homepage:sys", "bind", bind(path), None) == full
+
+
+SRC = "app:pkg:pub.os"
+
+
+def action(which: str, **fields: object) -> http_pb2.HttpServerAction:
+    a = http_pb2.HttpServerAction()
+    variant = getattr(a, which)
+    variant.SetInParent()
+    for name, value in fields.items():
+        setattr(variant, name, value)
+    return a
+
+
+@pytest.mark.parametrize(("which", "fields", "expected"), [
+    ("bind", {"path": "/b", "authenticated": False, "local_only": True, "timeout_ms": 1500},
+     HttpBinding(f"/{SRC}/b", SRC, False, True, None, None, 1500)),
+    ("bind", {"path": "/b"}, HttpBinding(f"/{SRC}/b", SRC, True, False, None, None, 0)),
+    ("secure_bind", {"path": "/s", "timeout_ms": 700},
+     HttpBinding(f"/{SRC}/s", SRC, True, False, "pkg-pub-os", None, 700)),
+    ("unbind", {"path": "/b"}, HttpBinding(f"/{SRC}/b", None)),
+    ("web_socket_bind", {"path": "/w", "authenticated": False, "extension": True},
+     WsBinding(f"/{SRC}/w", SRC, False, None, True)),
+    ("web_socket_bind", {"path": "/w"}, WsBinding(f"/{SRC}/w", SRC, True, None, False)),
+    ("web_socket_secure_bind", {"path": "/ws", "extension": True},
+     WsBinding(f"/{SRC}/ws", SRC, True, "pkg-pub-os", True)),
+    ("web_socket_secure_bind", {"path": "/ws"}, WsBinding(f"/{SRC}/ws", SRC, True, "pkg-pub-os", False)),
+    ("web_socket_unbind", {"path": "/w"}, WsBinding(f"/{SRC}/w", None)),
+])
+def test_each_binding_action_plans_exactly_its_binding(which: str, fields: dict[str, object],
+                                                       expected: HttpBinding | WsBinding) -> None:
+    """Every field of the binding each action asks for, of the right kind (HTTP or
+    WebSocket; an unbind is a tombstone, owned by nobody), secure ones always with login."""
+    planned = actions.plan_binding(SRC, which, action(which, **fields), None)
+    assert type(planned) is type(expected) and planned == expected
+    table = BindingTable()
+    assert actions.apply_binding(table, SRC, which, action(which, **fields), None) == expected.path
+    routes = table.ws if isinstance(expected, WsBinding) else table.http
+    assert routes.get(expected.path) == expected
+
+
+@pytest.mark.parametrize("which", ["bind", "secure_bind"])
+def test_a_cached_bind_serves_the_blob_with_its_mime(which: str) -> None:
+    a = action(which, path="/c.css", cache=True)
+    planned = actions.plan_binding(SRC, which, a, Blob(b"body{}", "text/css"))
+    assert isinstance(planned, HttpBinding) and planned.static == Static.of(b"body{}", "text/css")
+    table = BindingTable()
+    actions.apply_binding(table, SRC, which, a, Blob(b"x", None))
+    bound = table.http.get(f"/{SRC}/c.css")
+    assert bound is not None and bound.static == Static.of(b"x", None)
+    uncached = actions.plan_binding(SRC, which, action(which, path="/d"), Blob(b"ignored", "text/plain"))
+    assert isinstance(uncached, HttpBinding) and uncached.static is None, "no cache: dynamic"
+
+
+@pytest.mark.parametrize("which", ["bind", "secure_bind"])
+def test_a_cached_bind_without_its_blob_is_refused_saying_why(which: str) -> None:
+    with pytest.raises(actions.ActionError) as err:
+        actions.plan_binding(SRC, which, action(which, path="/c", cache=True), None)
+    assert err.value.kind == Kind.NoBlob and "blob" in err.value.detail
+
+
+@pytest.mark.parametrize("which", ["web_socket_push", "web_socket_close", "web_socket_ext_push_outgoing"])
+def test_only_binding_actions_are_planned(which: str) -> None:
+    with pytest.raises(actions.ActionError) as err:
+        actions.plan_binding(SRC, which, action(which), None)
+    assert err.value.kind == Kind.MalformedRequest and which in err.value.detail
+
+
+def test_refusals_name_the_source_and_path_they_refuse() -> None:
+    with pytest.raises(actions.ActionError) as err:
+        actions.plan_binding("Bad_Id:x:y", "bind", bind("/x"), None)
+    assert "Bad_Id:x:y" in err.value.detail
+    with pytest.raises(actions.ActionError) as err:
+        actions.plan_binding("homepage:homepage:sys", "bind", bind("/victim:b:c/x"), None)
+    assert "/victim:b:c/x" in err.value.detail
+    assert str(err.value) == f"InvalidSourceProcess: {err.value.detail}", "logs say the kind and why"
+
+
+@pytest.mark.parametrize("which", ["bind", "unbind", "web_socket_bind", "web_socket_close", "web_socket_push"])
+def test_an_action_decodes_to_its_variant(which: str) -> None:
+    a = action(which, **({"path": "/p"} if "bind" in which else {"channel_id": 3}))
+    got, decoded = actions.decode(a.SerializeToString())
+    assert got == which and decoded == a
+
+
+@pytest.mark.parametrize("which", ["web_socket_open", "web_socket_ext_push_data"])
+def test_what_only_the_server_sends_is_refused_as_an_action(which: str) -> None:
+    with pytest.raises(actions.ActionError) as err:
+        actions.decode(action(which).SerializeToString())
+    assert err.value.kind == Kind.MalformedRequest and which in err.value.detail
+
+
+def test_a_malformed_body_is_refused_saying_what_it_is_not() -> None:
+    with pytest.raises(actions.ActionError) as err:
+        actions.decode(b"\xff\xff")
+    assert "HttpServerAction" in err.value.detail
+    with pytest.raises(actions.ActionError) as err:
+        actions.decode(b"")
+    assert "no action" in err.value.detail
+
+
+def test_results_on_the_wire() -> None:
+    for ok in (actions.ok(), actions._ok()):
+        result = http_pb2.HttpServerResult.FromString(ok)
+        assert result.WhichOneof("result") == "ok"
+    result = http_pb2.HttpServerResult.FromString(actions.err(Kind.NoBlob, "why"))
+    assert result.WhichOneof("result") == "err"
+    assert (result.err.kind, result.err.detail) == (Kind.NoBlob, "why")

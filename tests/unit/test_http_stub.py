@@ -231,6 +231,29 @@ def test_ws_config_flags_are_bools() -> None:
         WsBindingConfig(extension="yes")  # type: ignore[arg-type]
 
 
+def test_each_builder_step_sets_its_field() -> None:
+    assert HttpBindingConfig().with_secure_subdomain(True).secure_subdomain is True
+    changed = HttpBindingConfig().with_(local_only=True, timeout=2.5)
+    assert changed == HttpBindingConfig(local_only=True, timeout=2.5)
+    assert WsBindingConfig().with_(extension=True, authenticated=False) == WsBindingConfig(False, False, True)
+
+
+def test_a_timeout_under_a_second_is_a_timeout() -> None:
+    assert HttpBindingConfig(timeout=0.25).timeout == 0.25
+
+
+def test_config_refusals_say_which_field_and_what_was_given() -> None:
+    with pytest.raises(TypeError) as err:
+        HttpBindingConfig(local_only="no")  # type: ignore[arg-type]
+    assert str(err.value) == "HttpBindingConfig.local_only must be a bool, not 'no'"
+    with pytest.raises(TypeError, match=r"WsBindingConfig\.extension must be a bool, not 1"):
+        WsBindingConfig(extension=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout must be positive seconds, not -2"):
+        HttpBindingConfig(timeout=-2)
+    with pytest.raises(TypeError, match=r"static_content must be a porch\.Blob"):
+        HttpBindingConfig(static_content=b"raw")  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------------------- the twins' plans
 
 

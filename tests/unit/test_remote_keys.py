@@ -6,6 +6,7 @@ tests/integration/test_remote.py."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,7 @@ def test_key_ring_grants_each_key_its_own_id_only(tmp_path: Path) -> None:
     ring = KeyRing({"a:x:y": a, "b:x:y": b}, tmp_path / "revoked")
     assert ring.grants(a, "a:x:y") == ""
     assert "granted a:x:y, not b:x:y" in ring.grants(a, "b:x:y")
+    assert "porch keys new" in ring.grants(a, "b:x:y"), "the command that makes b:x:y a key"
     assert "not declared" in ring.grants(stranger, "a:x:y")
     assert ring.zap_allows("10.0.0.2", a)
     assert not ring.zap_allows("10.0.0.9", stranger)
@@ -100,6 +102,16 @@ def test_key_ring_reloads_revocations_when_the_file_changes(tmp_path: Path) -> N
     assert not ring.zap_allows("h", a)
     assert "revoked" in ring.grants(a, "a:x:y")
     assert ring.reload() == frozenset()  # once
+
+
+def test_key_ring_says_why_a_handshake_was_refused(tmp_path: Path) -> None:
+    """The kernel's log line for a refused handshake: revoked or never declared."""
+    a, stranger = keys.new_pair().public, keys.new_pair().public
+    path = tmp_path / "revoked"
+    path.write_text(f"{a} a:x:y\n")
+    ring = KeyRing({"a:x:y": a}, path)
+    assert ring.why_refused(a) == "revoked key"
+    assert ring.why_refused(stranger) == "unknown key"
 
 
 def test_key_ring_refusals_noted_are_bounded(tmp_path: Path) -> None:
@@ -157,3 +169,88 @@ def test_stub_resolves_kernel_and_keys(tmp_path: Path, monkeypatch: pytest.Monke
     # A home means that node's own socket: no keys, whatever the environment says.
     pid, where, client = resolve("l:g:s", tmp_path / "home", None)
     assert where.startswith("ipc://") and client is None
+
+
+def test_the_key_files_live_where_the_docs_say(home: NodeHome) -> None:
+    """docs/remote.md and README name these paths; `porch keys` and the kernel share them."""
+    assert keys.server_key_path(home) == home.state_dir / "kernel.curve"
+    assert keys.keys_dir(home) == home.state_dir / "keys"
+    assert keys.revoked_path(home) == home.state_dir / "revoked-keys"
+
+
+def test_a_key_is_shown_by_its_first_eight_characters() -> None:
+    key = keys.new_pair().public
+    assert keys.short(key) == key[:8] + "…"
+
+
+@pytest.mark.parametrize("broken", ["public", "secret"])
+def test_a_node_key_pair_with_either_half_broken_is_refused_naming_the_file(
+        home: NodeHome, broken: str) -> None:
+    good = keys.server_keys(home)
+    path = keys.server_key_path(home)
+    text = path.read_text()
+    path.write_text(text.replace(good.public if broken == "public" else good.secret, "short"))
+    with pytest.raises(keys.KeyFileError, match="not a CURVE key pair") as err:
+        keys.server_keys(home)
+    assert str(path) in str(err.value)
+
+
+def test_a_node_without_a_key_pair_says_where_it_looked(home: NodeHome) -> None:
+    with pytest.raises(keys.KeyFileError, match="no CURVE key pair yet") as err:
+        keys.server_keys(home, create=False)
+    assert str(keys.server_key_path(home)) in str(err.value)
+
+
+def test_a_key_file_that_is_not_toml_is_refused_naming_it(home: NodeHome, tmp_path: Path) -> None:
+    path = tmp_path / "x.key"
+    path.write_text("this is = = not toml")
+    os.chmod(path, 0o600)
+    with pytest.raises(keys.KeyFileError, match="not a porch key file") as err:
+        keys.read_client(path)
+    assert str(path) in str(err.value)
+    keys.server_key_path(home).write_text("[[[")
+    with pytest.raises(keys.KeyFileError, match="not a porch key file"):
+        keys.server_keys(home)
+
+
+def test_a_key_file_that_cannot_be_read_says_the_os_reason(tmp_path: Path) -> None:
+    with pytest.raises(keys.KeyFileError) as err:
+        keys.read_client(tmp_path)  # a directory
+    assert str(err.value) == f"cannot read the key file {tmp_path}: Is a directory"
+
+
+@pytest.mark.parametrize("name", ["public_key", "secret_key", "server_key"])
+def test_each_key_of_a_key_file_is_checked_by_name(tmp_path: Path, name: str) -> None:
+    pair, server = keys.new_pair(), keys.new_pair()
+    path = tmp_path / "a.key"
+    keys.write_client(path, keys.ClientKeys("a:b:c", pair.public, pair.secret, server.public))
+    text = "\n".join(line for line in path.read_text().splitlines() if not line.startswith(name))
+    path.write_text(text)
+    os.chmod(path, 0o600)
+    with pytest.raises(keys.KeyFileError, match=f"{name} is missing or not a Z85 CURVE key"):
+        keys.read_client(path)
+
+
+def test_a_key_file_without_process_or_kernel_names_neither(tmp_path: Path) -> None:
+    pair, server = keys.new_pair(), keys.new_pair()
+    path = tmp_path / "deep" / "er" / "a.key"  # folders made as needed
+    keys.write_client(path, keys.ClientKeys("a:b:c", pair.public, pair.secret, server.public))
+    text = path.read_text()
+    assert "$PORCH_KEYS" in text and "docs/remote.md" in text, "the file says how to use it"
+    path.write_text("\n".join(line for line in text.splitlines() if not line.startswith("process")))
+    os.chmod(path, 0o600)
+    assert keys.read_client(path) == keys.ClientKeys("", pair.public, pair.secret, server.public, "")
+
+
+def test_the_revoked_keys_file_skips_blanks_and_comments_and_takes_a_bare_key(tmp_path: Path) -> None:
+    a, b, c = (keys.new_pair().public for _ in range(3))
+    path = tmp_path / "revoked"
+    path.write_text(f"# heading\n\n   \n{a}\n# {b} (commented out)\n#\n{c} a note\nnot-a-key note\n")
+    assert keys.read_revoked(path) == {a, c}
+
+
+def test_a_revocation_records_the_id_and_when(home: NodeHome) -> None:
+    key = keys.new_pair().public
+    keys.revoke(home, key, "a:b:c")
+    last = keys.revoked_path(home).read_text().splitlines()[-1]
+    assert re.fullmatch(re.escape(key) + r" a:b:c revoked \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", last), last

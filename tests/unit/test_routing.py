@@ -3,7 +3,7 @@
 import pytest
 
 from porch.http_server.bindings import BindingTable, HttpBinding
-from porch.http_server.paths import format_path, normalize, secure_subdomain
+from porch.http_server.paths import first_segment, format_path, normalize, secure_subdomain
 from porch.http_server.routing import RouteTable
 
 CHESS = "chess:chess:sys"
@@ -94,6 +94,19 @@ def test_params_need_one_character_and_exclude_slash() -> None:
 ])
 def test_prefixing(path: str, full: str) -> None:
     assert format_path(CHESS, path) == full
+
+
+@pytest.mark.parametrize("path, base", [
+    ("/chess:chess:sys/a/b", "chess:chess:sys"), ("/chess:chess:sys", "chess:chess:sys"),
+    ("/chess:chess:sys/", "chess:chess:sys"), ("/", ""), ("", ""), ("no-slash", ""),
+])
+def test_the_fallback_base_is_the_first_segment(path: str, base: str) -> None:
+    """A path with no "/" (the node's root, normalised to "") has no first segment."""
+    assert first_segment(path) == base
+
+
+def test_the_node_root_with_nothing_bound_is_404() -> None:
+    assert BindingTable().resolve_http(normalize("/")) is None
 
 
 def test_homepage_is_not_prefixed() -> None:

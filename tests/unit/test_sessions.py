@@ -4,6 +4,7 @@ database file's setup (0600, WAL, schema versions)."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import stat
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from porch.http_server.db import MIGRATIONS, SchemaTooNew, db_path, migrate, open_db
+from porch.http_server.db import MIGRATIONS, SchemaTooNew, StateDb, db_path, migrate, open_db
 from porch.http_server.sessions import Sessions, open_sessions
 
 
@@ -89,3 +90,63 @@ def test_a_failed_migration_leaves_the_old_version(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "t.db")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'b'").fetchone()[0] == 0
+
+
+def test_a_session_expiring_now_is_over(tmp_path: Path) -> None:
+    s = open_sessions(tmp_path)
+    sid = s.create(None, 1000, now=900)
+    assert s.is_live(sid, 999.5) and not s.is_live(sid, 1000)
+
+
+def test_a_session_id_carries_144_random_bits(tmp_path: Path) -> None:
+    s = open_sessions(tmp_path)
+    sids = {s.create(None, int(time.time()) + 60) for _ in range(20)}
+    assert len(sids) == 20 and {len(sid) for sid in sids} == {24}, "18 bytes, URL-safe base64"
+
+
+def test_live_count_at_a_given_time_and_now(tmp_path: Path) -> None:
+    s = open_sessions(tmp_path)
+    now = time.time()
+    s.create(None, int(now) + 60, now)
+    s.create(None, int(now) + 600, now)
+    assert s.live_count() == 2, "the clock's now"
+    assert s.live_count(now + 100) == 1 and s.live_count(now + 700) == 0
+
+
+def test_an_unreadable_store_opens_nothing_and_says_why(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail closed: a session whose row cannot be read is not live."""
+    monkeypatch.setattr(logging.getLogger("porch.http_server"), "disabled", False)
+    conn = open_db(db_path(tmp_path))
+    s = Sessions(conn)
+    sid = s.create(None, int(time.time()) + 60)
+    conn.close()
+    with caplog.at_level(logging.ERROR, "porch.http_server"):
+        assert not s.is_live(sid)
+    assert "cannot read the sessions" in caplog.text and "closed database" in caplog.text
+
+
+class CannotOpenForWriting(StateDb):
+    def writer(self) -> sqlite3.Connection:
+        raise PermissionError(13, "Permission denied", str(self.path))
+
+
+def test_a_store_that_cannot_be_written_refuses_with_the_os_reason(tmp_path: Path) -> None:
+    """Callers handle one kind of failure (sqlite3.Error); its text keeps the OS's."""
+    state = CannotOpenForWriting(db_path(tmp_path), open_db(db_path(tmp_path)))
+    s = Sessions(state)
+    for attempt in (lambda: s.create(None, int(time.time()) + 60), lambda: s.revoke("sid"), s.revoke_all):
+        with pytest.raises(sqlite3.OperationalError, match="Permission denied"):
+            attempt()
+    assert s.live_count() == 0
+
+
+def test_the_answer_cache_is_bounded(tmp_path: Path) -> None:
+    """A flood of made-up session ids must not grow the worker: at 10 000 answers the
+    cache starts again."""
+    s = open_sessions(tmp_path)
+    for i in range(10_000):
+        assert not s.is_live(f"made-up-{i}", 1.0)
+    assert len(s._cache) == 10_000
+    assert not s.is_live("one-more", 1.0)
+    assert len(s._cache) == 1

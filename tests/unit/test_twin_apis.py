@@ -174,8 +174,9 @@ def test_headers_rule_for_repeated_names_is_the_last() -> None:
     assert h.get("set-cookie") == "b=2" and h["SET-COOKIE"] == "b=2"
     assert h.get_all("Set-Cookie") == ["a=1", "b=2"] and h.get_all("x-a") == ["1", "2"]
     assert h.get("missing") is None and h.get("missing", "d") == "d" and h.get_all("missing") == []
-    with pytest.raises(KeyError):
-        h["missing"]
+    with pytest.raises(KeyError) as missing:
+        h["Missing"]
+    assert missing.value.args == ("Missing",), "a dict's KeyError: the name asked for"
     assert "X-a" in h and "x-b" not in h and 3 not in h
     assert list(h) == h.items() == [("Set-Cookie", "a=1"), ("x-a", "1"), ("set-cookie", "b=2"), ("X-A", "2")]
     assert len(h) == 4 and h.names() == ["set-cookie", "x-a"]

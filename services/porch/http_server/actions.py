@@ -6,8 +6,6 @@ actions that touch live sockets (push, close) are the websocket module's busines
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from porch.address import HOMEPAGE, is_valid
 from porch.http_server.bindings import BindingTable, HttpBinding, Static, WsBinding
 from porch.http_server.paths import format_path, homepage_may_bind, secure_subdomain
@@ -124,14 +122,3 @@ def err(kind: int, detail: str) -> bytes:
     result.err.kind = kind  # type: ignore[assignment]
     result.err.detail = detail
     return result.SerializeToString()
-
-
-@dataclass(frozen=True)
-class Described:
-    """For logs: one line per binding change."""
-
-    which: str
-    path: str
-
-    def __str__(self) -> str:
-        return f"{self.which} {self.path or '/'}"

@@ -109,10 +109,13 @@ class BindingTable:
         return subs
 
     def apps(self) -> dict[str, str]:
-        """app process id -> the path to link to (its root binding if it has one)."""
+        """app process id -> the path to link to (its root binding if it has one).
+        Never a pattern: a param or wildcard in any segment after the first (the first
+        is a process id, with its ":"s, or a homepage path that holds none)."""
         out: dict[str, str] = {}
         for path, b in self.http.items():
-            if b.app is None or b.app == RPC_PROCESS or "/:" in path or "*" in path:
+            after_first = path.lstrip("/").partition("/")[2]
+            if b.app is None or b.app == RPC_PROCESS or ":" in after_first or "*" in after_first:
                 continue
             root = "/" + b.app
             if path == root or b.app not in out:

@@ -150,7 +150,7 @@ def settings_from(section: dict[str, Any], cls: type[T], where: str) -> T:
         # The class checks values without knowing the file: "[kernel] max_request_timeout_s must be
         # ..." becomes "<file> [kernel]: max_request_timeout_s must be ...".
         message = str(exc)
-        table = where[where.find(" ["):].strip() if " [" in where else ""
+        table = where[where.rfind(" ["):].strip() if " [" in where else ""
         if table and message.startswith(table):
             message = message[len(table):].lstrip(" :")
         raise ConfigError(f"{where}: {message}") from None
@@ -199,6 +199,12 @@ def parse(text: str, where: str = "porch.toml") -> NodeConfig:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: "
                           + ", ".join(sorted(known)))
+    for key, kind, shape in (("kernel", dict, "[kernel] must be a table"),
+                             ("process", list, "process must be an array of [[process]] tables"),
+                             ("http_server", dict, "[http_server] must be a table"),
+                             ("http_client", dict, "[http_client] must be a table")):
+        if not isinstance(raw.get(key, kind()), kind):
+            raise ConfigError(f"{where}: {shape}")
     node = raw.get("node", DEFAULT_NODE)
     if not isinstance(node, str) or not node or any(c.isspace() or c in ";=,@/" for c in node):
         raise ConfigError(f"{where}: node must be a name like 'mynode.os', got {node!r}")
@@ -232,9 +238,6 @@ def parse(text: str, where: str = "porch.toml") -> NodeConfig:
             raise ConfigError(f"{here}: process {spec.id} is declared twice")
         seen.add(spec.id)
         processes.append(spec)
-    for section in ("http_server", "http_client"):
-        if not isinstance(raw.get(section, {}), dict):
-            raise ConfigError(f"{where}: [{section}] must be a table")
     return NodeConfig(node, kernel, tuple(processes),
                       dict(raw.get("http_server", {})), dict(raw.get("http_client", {})))
 
