@@ -2,8 +2,10 @@
 
 A raw `HTTPServerConnectionDelegate` rather than `tornado.web.Application`: every method
 (extension methods too) reaches the gateway, bodies are capped before they are read
-(413), and there is no per-request handler object on the hot path. WebSocket upgrades
-are handed, headers and all, to a Tornado Application that owns the WebSocket handlers.
+(413), and there is no per-request handler object on the hot path. A WebSocket
+upgrade is checked by the `Upgrader` (the WebSocket hub): refused with an ordinary
+answer, or admitted, when the connection is taken from Tornado and handed to it
+(`porch.http_server.upgrade`).
 `Server` is Tornado's HTTPServer answering 431 to a request head over the limit.
 
 Draining (a worker that stops or is replaced, docs/restarts.md): `Listener.begin_drain`
@@ -20,7 +22,7 @@ import logging
 import socket
 from asyncio import Future
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from tornado import httputil
 from tornado.httpserver import HTTPServer
@@ -31,12 +33,14 @@ from porch.http_server.accept import Acceptor
 from porch.http_server.exchange import (
     DATE,
     TEXT,
+    Exchange,
     Headers,
     closing_response,
     last_value,
     reason,
     with_own_headers,
 )
+from porch.http_server.upgrade import take_socket
 
 log = logging.getLogger("porch.http_server")
 
@@ -45,13 +49,23 @@ Dispatch = Callable[["_Exchange"], None]
 FrontCheck = Callable[[str, list[str], str | None], str | None]
 
 
+class Upgrader(Protocol):
+    """Who takes WebSocket upgrades (porch.http_server.websocket.WsHub)."""
+
+    async def admit(self, ex: Exchange, version: str) -> Any:
+        """An admission (opaque here), or the refusal to answer: (status, headers, body)."""
+
+    def open(self, sock: socket.socket, leftover: bytes, admission: Any) -> object:
+        """Open the admitted socket (write the 101, and so on)."""
+
+
 class Listener(httputil.HTTPServerConnectionDelegate):
     """`body_timeout_s`: a request body not complete this long after its head is
     answered 408 and its connection closed (give Tornado's own body_timeout more: it
     closes without an answer)."""
 
     def __init__(self, dispatch: Dispatch, max_body_bytes: int,
-                 upgrade: httputil.HTTPServerConnectionDelegate | None = None,
+                 upgrade: Upgrader | None = None,
                  body_timeout_s: float | None = None, front: FrontCheck | None = None) -> None:
         self.dispatch = dispatch
         self.max_body_bytes = max_body_bytes
@@ -115,9 +129,9 @@ def _has_input(stream: Any) -> bool:
 class _Exchange(httputil.HTTPMessageDelegate):
     """One request on one connection; implements gateway.exchange.Exchange."""
 
-    __slots__ = ("_body_timer", "_chunks", "_close_cb", "_conn", "_handoff", "_headers", "_listener",
-                 "_refusal", "_server_conn", "_size", "begun", "body", "done", "method", "path",
-                 "peer_ip", "peer_port", "query")
+    __slots__ = ("_body_timer", "_chunks", "_close_cb", "_conn", "_headers", "_listener",
+                 "_refusal", "_server_conn", "_size", "_upgrade_refusal", "begun", "body", "done",
+                 "method", "path", "peer_ip", "peer_port", "query")
 
     def __init__(self, listener: Listener, server_conn: object,
                  conn: httputil.HTTPConnection) -> None:
@@ -125,7 +139,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self._server_conn = server_conn
         # An HTTP1Connection: the HTTPConnection interface lacks set_close_callback/detach.
         self._conn: Any = conn
-        self._handoff: httputil.HTTPMessageDelegate | None = None
+        # A refused WebSocket upgrade: answered once the request is read.
+        self._upgrade_refusal: tuple[int, Headers, bytes] | None = None
         self._chunks: list[bytes] = []
         self._size = 0
         self._close_cb: Callable[[], None] | None = None
@@ -144,7 +159,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     # -- tornado.httputil.HTTPMessageDelegate ---------------------------------------
 
-    def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> None:
+    def headers_received(self, start_line: Any,
+                         headers: httputil.HTTPHeaders) -> Awaitable[None] | None:
         self._headers = headers
         self.begun = True
         if self._listener.draining:
@@ -152,37 +168,49 @@ class _Exchange(httputil.HTTPMessageDelegate):
         front = self._listener.front
         if front is not None:
             self._refusal = front(start_line.version, headers.get_list("Host"), self.peer_ip)
-        upgrade = self._listener.upgrade
-        if (upgrade is not None and self._refusal is None
-                and headers.get("Upgrade", "").lower() == "websocket"):
-            self._handoff = upgrade.start_request(self._server_conn, self._conn)
-            self._handoff.headers_received(start_line, headers)
-            return
         self.method = start_line.method
         target = start_line.path
         path, _, query = target.partition("?")
         self.path = path
         self.query = query
+        if (self._listener.upgrade is not None and self._refusal is None
+                and headers.get("Upgrade", "").lower() == "websocket"):
+            # Tornado waits for this before it reads on (a body, or the next request).
+            return self._upgrade(start_line.version)
         length = headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > self._listener.max_body_bytes:
             self._reject_too_large()
-            return
+            return None
         timeout = self._listener.body_timeout_s
         if timeout and ((length is not None and length != "0")
                         or "chunked" in headers.get("Transfer-Encoding", "").lower()):
             self._body_timer = IOLoop.current().call_later(timeout, self._body_timed_out)
+        return None
+
+    async def _upgrade(self, version: str) -> None:
+        """Admitted: the connection leaves Tornado (detach, during headers_received as
+        Tornado requires) for the upgrader. Refused: answered when the request is read,
+        on the kept-alive connection."""
+        upgrader = self._listener.upgrade
+        assert upgrader is not None
+        try:
+            verdict = await upgrader.admit(self, version)
+        except Exception:
+            log.exception("error checking a websocket upgrade on %s", self.path)
+            verdict = (500, [TEXT], b"internal error\n")
+        if isinstance(verdict, tuple):
+            self._upgrade_refusal = verdict
+            return
+        self.done = True
+        taken = take_socket(self._conn.detach())
+        if taken is not None:
+            upgrader.open(taken[0], taken[1], verdict)
 
     def data_received(self, chunk: bytes) -> None:
-        if self._handoff is not None:
-            self._handoff.data_received(chunk)
-            return
         if not self.done:  # done: answered already (408, 413), what follows is dropped
             self._chunks.append(chunk)
 
     def finish(self) -> None:
-        if self._handoff is not None:
-            self._handoff.finish()
-            return
         if self.done:
             return
         if self._body_timer is not None:
@@ -193,6 +221,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if self._refusal is not None:
             self.respond(400, [TEXT], (self._refusal + "\n").encode())
             return
+        if self._upgrade_refusal is not None:
+            self.respond(*self._upgrade_refusal)
+            return
         try:
             self._listener.dispatch(self)
         except Exception:
@@ -200,9 +231,6 @@ class _Exchange(httputil.HTTPMessageDelegate):
             self.respond(500, [TEXT], b"internal error\n")
 
     def on_connection_close(self) -> None:
-        if self._handoff is not None:
-            self._handoff.on_connection_close()
-            return
         self._client_gone()
 
     def _body_timed_out(self) -> None:
@@ -246,7 +274,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         decides this per request in HTTP1Connection._disconnect_on_finish (private; set
         after it read the head, read when it writes ours: checked on Tornado 6.4-6.6,
         tests/integration/test_restart_graceful.py fails if that changes)."""
-        if self._handoff is None and hasattr(self._conn, "_disconnect_on_finish"):
+        if hasattr(self._conn, "_disconnect_on_finish"):
             self._conn._disconnect_on_finish = True
 
     # -- Exchange ------------------------------------------------------------------

@@ -345,7 +345,7 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     gateway.on_ws_binding = hub.binding_changed
     gateway.status_extra["websockets"] = lambda: len(hub.channels)
     proc.on_request(gateway.on_message)
-    listener = Listener(gateway.dispatch, settings.max_body_bytes, upgrade=hub.application(),
+    listener = Listener(gateway.dispatch, settings.max_body_bytes, upgrade=hub,
                         body_timeout_s=settings.body_timeout_s,
                         front=FrontDoor(HostAllowList(settings.allowed_hosts)).check)
     server = Server(
