@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from peers import NGINX, Nginx, Tornado, cpu_ns  # noqa: E402
 
+from porch.cli.procinfo import children  # noqa: E402
 from support.node import Node, free_port, wait_for  # noqa: E402
 
 QUICK = os.environ.get("PORCH_BENCH_QUICK") == "1"
@@ -116,6 +117,7 @@ def main() -> None:
     closers: list[object] = []
     urls: dict[str, str] = {}
     pids: dict[str, list[int]] = {}
+    parts: dict[str, dict[str, list[int]]] = {}
     try:
         tornado = Tornado(free_port())
         closers.append(tornado)
@@ -135,6 +137,9 @@ def main() -> None:
             closers.append(node)
             urls[side] = f"http://127.0.0.1:{port}/hello:bench:sys/"
             pids[side] = [p.pid for p in node.procs.values()]
+            server = node.procs["http-server"].pid
+            parts[side] = {"kernel": [node.procs["kernel"].pid], "keeper": [server],
+                           "worker": children(server), "app": [node.procs["hello:bench:sys"].pid]}
             wait_for(lambda u=urls[side]: subprocess.run(["curl", "-sf", u],  # type: ignore[misc]
                                                          capture_output=True).returncode == 0,
                      10, what="porch to answer")
@@ -144,16 +149,32 @@ def main() -> None:
         rps: dict[str, list[float]] = {n: [] for n in names}
         cpu: dict[str, list[float]] = {n: [] for n in names}
         lat: dict[str, list[float]] = {n: [] for n in names}
+        # Per process of a porch side, CPU per request: (at c=connections, at c=1).
+        split: dict[str, dict[str, tuple[list[float], list[float]]]] = {
+            n: {k: ([], []) for k in parts.get(n, {})} for n in names}
         for r in range(args.rounds):
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
-                before = cpu_ns(pids[name])
-                rate, _, count = wrk(urls[name], args.connections, args.seconds)
-                cpu[name].append((cpu_ns(pids[name]) - before) / 1000 / max(1, count))
-                rps[name].append(rate)
-                lat[name].append(wrk(urls[name], 1, max(1.0, args.seconds / 2))[1])
+                for which, conns, seconds in ((0, args.connections, args.seconds),
+                                              (1, 1, max(1.0, args.seconds / 2))):
+                    groups = parts.get(name, {})
+                    each = {k: cpu_ns(v, False) for k, v in groups.items()}
+                    before = cpu_ns(pids[name])
+                    rate, p50, count = wrk(urls[name], conns, seconds)
+                    if which == 0:
+                        cpu[name].append((cpu_ns(pids[name]) - before) / 1000 / max(1, count))
+                        rps[name].append(rate)
+                    else:
+                        lat[name].append(p50)
+                    for k, v in groups.items():
+                        split[name][k][which].append((cpu_ns(v, False) - each[k]) / 1000 / max(1, count))
                 time.sleep(0.2)
         report(names, rps, cpu, lat, args)
+        for name, groups in split.items():
+            for which, label in ((0, f"c={args.connections}"), (1, "c=1")):
+                if groups:
+                    print(f"http-server: {name} CPU us/request by process at {label}: " + ", ".join(
+                        f"{k} {statistics.median(v[which]):.1f}" for k, v in groups.items()))
     finally:
         for closer in reversed(closers):
             closer.close()  # type: ignore[attr-defined]

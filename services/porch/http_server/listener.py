@@ -111,8 +111,10 @@ class Listener(httputil.HTTPServerConnectionDelegate):
 
 
 def _has_input(stream: Any) -> bool:
-    """Whether bytes of a next request arrived: in the stream's buffer (Tornado's
-    private _read_buffer_size, 0 if renamed) or still in the socket."""
+    """Whether bytes of a next request arrived: in the stream's buffer or still in the
+    socket. The buffer's size is Tornado's private IOStream._read_buffer_size (no public
+    call says it; checked on Tornado 6.4.2-6.6.1, tests/unit/test_tornado_privates.py
+    fails if it changes)."""
     if getattr(stream, "_read_buffer_size", 0):
         return True
     sock = getattr(stream, "socket", None)
@@ -272,8 +274,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def last_on_connection(self) -> None:
         """Answer with `Connection: close` and close the connection after it. Tornado
         decides this per request in HTTP1Connection._disconnect_on_finish (private; set
-        after it read the head, read when it writes ours: checked on Tornado 6.4-6.6,
-        tests/integration/test_restart_graceful.py fails if that changes)."""
+        after it read the head, read when it writes ours: checked on Tornado 6.4.2, 6.5.2
+        and 6.6.1; tests/integration/test_restart_graceful.py and
+        tests/unit/test_tornado_privates.py fail if that changes)."""
         if hasattr(self._conn, "_disconnect_on_finish"):
             self._conn._disconnect_on_finish = True
 
@@ -352,12 +355,22 @@ class _Exchange(httputil.HTTPMessageDelegate):
 class Server(HTTPServer):
     """Tornado's HTTPServer, except that a request head larger than `max_header_size`
     is answered 431 instead of a silent close (or, with bytes left unread, a reset), and
-    connections are accepted within `max_connections` (`porch.http_server.accept`)."""
+    connections are accepted within `max_connections` (`porch.http_server.accept`).
+
+    Accepting is porch's own (no TCPServer private is touched): `add_sockets` starts an
+    `Acceptor` per socket, which makes each connection's IOStream and hands it to
+    `handle_stream` (Tornado's public hook); `stop` stops them and closes the sockets."""
 
     max_connections = 10_000
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open = 0  # HTTP connections open now: handle_stream counts up, on_close down
+        self._acceptors: list[tuple[Acceptor, socket.socket]] = []
+
     def on_close(self, server_conn: object) -> None:
         super().on_close(server_conn)
+        self._open -= 1
         listener = self.request_callback
         if isinstance(listener, Listener):
             listener.forget(server_conn)
@@ -365,19 +378,35 @@ class Server(HTTPServer):
     @property
     def open_connections(self) -> int:
         """HTTP connections open now (an upgraded WebSocket is no longer one)."""
-        return len(self._connections)
+        return self._open
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
-            acceptor = Acceptor(sock, self._handle_connection, lambda: len(self._connections),
-                                self.max_connections)
-            self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = acceptor.stop
+            acceptor = Acceptor(sock, self._connected, lambda: self._open, self.max_connections)
+            self._acceptors.append((acceptor, sock))
             acceptor.start()
+
+    def stop(self) -> None:
+        """Stop accepting and close this process's copies of the listening sockets (the
+        keeper keeps its own)."""
+        acceptors, self._acceptors = self._acceptors, []
+        for acceptor, sock in acceptors:
+            acceptor.stop()
+            sock.close()
+
+    def _connected(self, connection: socket.socket, address: Any) -> None:
+        stream = IOStream(connection, max_buffer_size=self.max_buffer_size,
+                          read_chunk_size=self.read_chunk_size)
+        self.handle_stream(stream, address)
 
     def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
         _HeadLimit(stream)
-        super().handle_stream(stream, address)
+        self._open += 1  # before: on_close may follow at once
+        try:
+            super().handle_stream(stream, address)
+        except BaseException:
+            self._open -= 1
+            raise
 
 
 _LINGER_S = 2.0  # how long a 431'd client may keep sending before it is reset
@@ -386,6 +415,11 @@ _LINGER_BYTES = 1024 * 1024
 
 class _HeadLimit:
     """Answers 431 on one connection when Tornado gives up on a request head.
+
+    It relies on how Tornado reads a head (checked on Tornado 6.4.2-6.6.1;
+    tests/unit/test_tornado_privates.py fails if that changes): with the stream's
+    `read_until_regex(regex, max_bytes)`, and past the limit by closing the stream
+    through `close_fd()` with `stream.error` an UnsatisfiableReadError.
 
     Tornado reads each request head with `read_until_regex(..., max_bytes=limit)`; past
     the limit the stream closes itself (UnsatisfiableReadError) and the client is left

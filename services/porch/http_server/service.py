@@ -38,6 +38,7 @@ from pathlib import Path
 
 from porch.address import HTTP_SERVER
 from porch.files import remove_leftovers
+from porch.http_server import loops
 from porch.http_server.accept import raise_open_files_limit
 from porch.http_server.auth import Auth
 from porch.http_server.bindings import RPC_PROCESS, BindingTable
@@ -299,6 +300,7 @@ async def drain(server: Server, listener: Listener, hub: WsHub, ending: Ending,
 async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings,
                 sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
+    log.info("worker on the %s event loop", "uvloop" if "uvloop" in type(loop).__module__ else "asyncio")
     ending = Ending(loop)
     owner = OwnerLock(home.state_dir)
     proc = await AsyncProcess.connect(HTTP_SERVER, home=home.root, connect_timeout=60, takeover=True)
@@ -462,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     home, config = started
     try:
         settings = settings_with_overrides(config, args, f"{home.config_path} [http_server]")
+        loops.chosen(settings.event_loop)  # "uvloop" without uvloop: say so once, here
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
@@ -469,8 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         _die_with_parent()
         sock = socket.socket(fileno=args.worker_fd)
         try:
-            asyncio.run(serve(home, config, settings, sock))
-        except PorchError as exc:
+            loops.run(serve(home, config, settings, sock), settings.event_loop)
+        except (PorchError, ConfigError) as exc:
             log.error("%s", exc)
             return 1
         return 0

@@ -67,6 +67,9 @@ class HttpServerSettings:
     # name and one label in front of it (secure subdomains); "*.example.com" any
     # subdomain; ".example.com" the name and any subdomain; "*" any name (no check).
     allowed_hosts: tuple[str, ...] = ()
+    # The worker's event loop: "auto" (uvloop when it is installed, else asyncio's
+    # own), "asyncio", or "uvloop" (refused at start if it is not installed).
+    event_loop: str = "auto"
 
     def __post_init__(self) -> None:
         """Values that would make the server misbehave are refused at load, with the
@@ -80,6 +83,8 @@ class HttpServerSettings:
         for name in ("request_timeout_s", "idle_timeout_s", "body_timeout_s", "session_days"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"[http_server] {name} must be more than 0")
+        if self.event_loop not in ("auto", "asyncio", "uvloop"):
+            raise ConfigError('[http_server] event_loop must be "auto", "asyncio" or "uvloop"')
         if self.ws_ping_interval_s < 0:
             raise ConfigError("[http_server] ws_ping_interval_s must be 0 (never) or more")
         for entry in self.allowed_hosts:

@@ -45,7 +45,7 @@ from porch.files import write_atomic
 from porch.http_server import actions
 from porch.http_server.auth import PROXY_HEADERS, Auth, is_local
 from porch.http_server.bindings import BindingTable, WsBinding
-from porch.http_server.exchange import TEXT, Exchange, Headers
+from porch.http_server.exchange import TEXT, Exchange, Headers, closing_response
 from porch.http_server.hosts import same_origin
 from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
@@ -322,6 +322,14 @@ class WsHub:
         """Answer 101 on the socket taken from the HTTP connection, and open the channel
         (its owner is told WebSocketOpen); None if the client is already gone."""
         binding = admission.binding
+        if self.draining:  # replaced while the owner check was out: as if refused
+            try:
+                sock.send(closing_response(503, "this server process is being replaced; connect again",
+                                           "Retry-After: 0\r\n"))
+            except OSError:
+                pass
+            sock.close()
+            return None
         while True:
             id_ = random.getrandbits(32)
             if id_ not in self.channels:
