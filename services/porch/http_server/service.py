@@ -266,14 +266,13 @@ def longest_request_s(table: BindingTable, settings: HttpServerSettings) -> floa
     return float(longest + settings.body_timeout_s)
 
 
-async def drain(server: Server, listener: Listener, hub: WsHub, ending: Ending,
-                longest_s: float) -> None:
+async def drain(server: Server, hub: WsHub, ending: Ending, longest_s: float) -> None:
     """Stop accepting and finish what this worker holds (the module docstring)."""
     loop = asyncio.get_running_loop()
     server.stop()  # stop accepting; the keeper (and a new worker) still hold the socket
     hub.draining = True
     hub.close_all()  # 1012: clients reconnect (to the new worker); owners get WebSocketClose
-    listener.begin_drain()
+    server.begin_drain()
     started = loop.time()
     if not ending.stopped:
         ending.drain_until = min(ending.drain_until, started + longest_s + 5)
@@ -281,7 +280,7 @@ async def drain(server: Server, listener: Listener, hub: WsHub, ending: Ending,
     while server.open_connections:
         now = loop.time()
         if now >= started + IDLE_CLOSE_S:
-            idle_closed += listener.close_idle()
+            idle_closed += server.close_idle()
         if now >= ending.drain_until:
             break
         await asyncio.sleep(0.02)
@@ -289,10 +288,7 @@ async def drain(server: Server, listener: Listener, hub: WsHub, ending: Ending,
     if left:
         log.warning("closing %d connection(s) still open %.1f s after the %s", left,
                     loop.time() - started, "stop" if ending.stopped else "handover")
-        for conn in list(listener.current):
-            stream = getattr(conn, "stream", None)
-            if stream is not None:
-                stream.close()
+        server.close_all()
     log.info("drained in %.2f s (%d idle kept-alive connection(s) closed)",
              loop.time() - started, idle_closed)
 
@@ -355,7 +351,6 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
         max_body_size=settings.max_body_bytes,
         max_header_size=settings.max_header_bytes,
         idle_connection_timeout=settings.idle_timeout_s,
-        body_timeout=settings.body_timeout_s + 5,  # a backstop: the Listener answers 408 first
     )
     server.max_connections = settings.max_connections
     files = raise_open_files_limit()
@@ -377,7 +372,7 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
             log.error("serving http on %s:%d with %d binding(s), READ-ONLY: the state cannot be "
                       "written (%s)", host, port, len(table.http) - 1, health.reason)
         await ending.event.wait()
-    await drain(server, listener, hub, ending, longest_request_s(table, settings))
+    await drain(server, hub, ending, longest_request_s(table, settings))
     reminder.cancel()
     owner.release()
     await asyncio.sleep(0.2)  # let the last answers and close frames go out
