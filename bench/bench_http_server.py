@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from peers import NGINX, Nginx, Tornado, cpu_ns  # noqa: E402
+from peers import NGINX, Nginx, Tornado, cpu_ns, with_descendants  # noqa: E402
 
 from porch.cli.procinfo import children  # noqa: E402
 from support.node import Node, free_port, wait_for  # noqa: E402
@@ -59,10 +59,14 @@ while True:
 """
 
 
+WRK_CPUS: list[str] = []  # --wrk-cpus: taskset's CPU list for wrk
+
+
 def wrk(url: str, connections: int, seconds: float) -> tuple[float, float, int]:
     """(requests/second, p50 latency in ms, requests completed)."""
     duration = f"-d{max(1, round(seconds))}s"  # wrk takes whole seconds only
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", duration, "--latency", url],
+    pin = ["taskset", "-c", WRK_CPUS[0]] if WRK_CPUS else []
+    out = subprocess.run([*pin, "wrk", "-t1", f"-c{connections}", duration, "--latency", url],
                          capture_output=True, text=True, timeout=seconds + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -96,6 +100,10 @@ def main() -> None:
     parser.add_argument("--porch-config", action="append", default=[],
                         help="NAME:LINE, a porch.toml line of porch-NAME, e.g. 'w2:[http_server]' "
                         "then 'w2:workers = 2'")
+    parser.add_argument("--pin", action="append", default=[],
+                        help="SIDE:CPUS, every thread of that side's processes on those CPUs "
+                        "(taskset's list, e.g. porch:1 or porch-w2:0-1), for the scaling model")
+    parser.add_argument("--wrk-cpus", help="taskset's CPU list for wrk")
     args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop what it started
     if shutil.which("wrk") is None:
@@ -143,6 +151,12 @@ def main() -> None:
             wait_for(lambda u=urls[side]: subprocess.run(["curl", "-sf", u],  # type: ignore[misc]
                                                          capture_output=True).returncode == 0,
                      10, what="porch to answer")
+        if args.wrk_cpus:
+            WRK_CPUS.append(args.wrk_cpus)
+        for item in args.pin:
+            side, _, cpus = item.partition(":")
+            for pid in with_descendants(pids[side]):
+                subprocess.run(["taskset", "-a", "-c", "-p", cpus, str(pid)], capture_output=True)
         for url in urls.values():  # warm up
             wrk(url, args.connections, 1)
         names = list(urls)

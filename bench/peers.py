@@ -84,7 +84,7 @@ def cpu_ns(pids: Iterable[int], descendants: bool = True) -> int:
     """CPU time (ns) so far of every thread of these processes and (unless told not
     to) their descendants alive now: the sides keep their processes for the whole bench."""
     total = 0
-    for pid in _with_descendants(pids) if descendants else set(pids):
+    for pid in with_descendants(pids) if descendants else set(pids):
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
         except OSError:
@@ -98,7 +98,7 @@ def cpu_ns(pids: Iterable[int], descendants: bool = True) -> int:
     return total
 
 
-def _with_descendants(pids: Iterable[int]) -> set[int]:
+def with_descendants(pids: Iterable[int]) -> set[int]:
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

@@ -37,7 +37,9 @@ import logging
 import os
 import random
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
@@ -51,6 +53,7 @@ from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
 from porch.http_server.upgrade import Refusal, handshake_refusal, switching_protocols
 from porch.http_server.wsconn import WsConnection
+from porch.http_server.wshandover import HandoverClient, refuse
 from porch.process.aio import AsyncProcess
 from porch.process.message import Blob, Message, Offline, SendError, Timeout
 from porch.wire import http_pb2
@@ -160,6 +163,10 @@ class WsHub:
         self._record = state_dir / f"ws-channels.{os.getpid()}.json"
         self._record_scheduled = False
         self.draining = False  # this worker stops or is replaced: no new sockets
+        # A member worker hands the sockets it admits to the primary (docs/workers.md),
+        # and checks its bindings are the database's before it admits one.
+        self.handover: HandoverClient | None = None
+        self.refresh: Callable[[], None] | None = None
         self._loop = asyncio.get_running_loop()
         proc.on_undelivered(self._undelivered)
         proc.on_disconnect(self._kernel_lost)
@@ -257,6 +264,8 @@ class WsHub:
         refusal = handshake_refusal(ex.method, version, ex.header)
         if refusal is not None:
             return refusal
+        if self.refresh is not None:
+            self.refresh()
         if self.draining:
             # A request on a kept-alive connection of a worker being replaced: the next
             # connection reaches the new worker.
@@ -322,6 +331,18 @@ class WsHub:
         """Answer 101 on the socket taken from the HTTP connection, and open the channel
         (its owner is told WebSocketOpen); None if the client is already gone."""
         binding = admission.binding
+        if self.handover is not None:  # a member: the primary holds every WebSocket
+            record = {"path": binding.path, "app": binding.app, "open_path": admission.open_path,
+                      "peer": admission.peer, "key": admission.key,
+                      "leftover": leftover.decode("latin-1")}
+            if self.handover.hand(sock, record):
+                sock.close()  # the primary has its own descriptor now
+            else:
+                refuse(sock, "the server is restarting; connect again")
+            return None
+        if len(self.channels) >= self.settings.max_websockets:
+            refuse(sock, "too many open websockets")
+            return None
         if self.draining:  # replaced while the owner check was out: as if refused
             try:
                 sock.send(closing_response(503, "this server process is being replaced; connect again",
@@ -355,6 +376,24 @@ class WsHub:
         log.info("websocket %d opened on %s for %s", id_, binding.path or "/", app)
         self._to_app(app, opened, channel=channel)
         return channel
+
+    def handed(self, sock: socket.socket, record: dict[str, Any]) -> None:
+        """A socket a member worker admitted (porch.http_server.wshandover): open it
+        here, if its binding is still what the member saw."""
+        path = record.get("path")
+        binding = self.table.ws.get(path) if isinstance(path, str) else None
+        if binding is None or binding.app is None or binding.app != record.get("app"):
+            refuse(sock, "no websocket bound here any more")
+            return
+        try:
+            admission = Admission(binding, str(record["open_path"]),
+                                  None if record.get("peer") is None else str(record["peer"]),
+                                  str(record["key"]))
+            leftover = str(record.get("leftover", "")).encode("latin-1")
+        except (KeyError, UnicodeEncodeError):
+            refuse(sock, "the server could not open this websocket")
+            return
+        self.open(sock, leftover, admission)
 
     def _forget(self, channel: Channel, *, notify: bool, close_reason: str | None = None) -> None:
         if self.channels.pop(channel.id, None) is None:
