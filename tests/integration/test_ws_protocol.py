@@ -200,3 +200,22 @@ def test_a_message_over_the_limit_arriving_in_pieces_is_refused_1009(site: Site)
             client.recv(timeout=10)
         assert client.close_code == 1009
     assert site.event()[0] == "web_socket_close"
+
+
+def test_an_upgrade_pipelined_behind_a_request_is_taken_after_its_answer(site: Site) -> None:
+    """A request, the upgrade and a first frame in one packet: the request is answered,
+    then the upgrade, and the frame reaches the app (the upgrade waited its turn)."""
+    first = b"GET /our HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with site.raw(first + upgrade_request() + masked(0x81, b"behind")) as s:
+        head = head_of(s)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        body = b""
+        while len(body) < length:
+            body += s.recv(length - len(body))
+        assert body == NODE.encode()
+        assert head_of(s).startswith(b"HTTP/1.1 101 ")
+        site.opened()
+        which, _, msg = site.event()
+        assert which == "web_socket_push" and msg.blob is not None and msg.blob.bytes == b"behind"
+    assert site.event()[0] == "web_socket_close"

@@ -337,6 +337,9 @@ class H1Connection:
         if self._paused and not self._lingering:
             self._paused = False
             self.loop.add_reader(self.fd, self._readable)
+        if self._queue:  # (an upgrade pipelined behind other requests among them)
+            self.loop.call_soon(self._start_queued)
+            return
         if self._upgrading:  # an upgrade refused, or an Upgrade that was not ours
             self._upgrading = False
             self.parser = httptools.HttpRequestParser(self)
@@ -346,9 +349,6 @@ class H1Connection:
             self._arm_idle()
             if pending:
                 self.loop.call_soon(self._feed_later, pending)
-            return
-        if self._queue:
-            self.loop.call_soon(self._start_queued)
             return
         if self._in_head and self._parsing is None:
             self._arm_idle()
