@@ -9,6 +9,7 @@ unchanged against porch's."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -198,3 +199,23 @@ def test_a_large_answer_leaves_whole(site: Site) -> None:
         s.sendall(head.encode() + body)
         status, _, answer = read_response(s, bytearray())
         assert status == b"HTTP/1.1 200 OK" and answer.endswith(body)
+
+
+def test_many_pipelined_requests_from_a_client_that_reads_late(site: Site) -> None:
+    """300 requests of 20 KB (6 MB) sent before any answer is read: the server parses
+    a bounded amount ahead (its reading pauses, so the sender blocks) and writes at the
+    pace the client reads (6 MB of answers do not fit in the sockets' buffers); every
+    answer comes, in order."""
+    bodies = [str(i).encode() * (20_000 // len(str(i))) for i in range(300)]
+    data = b"".join(f"POST /{APP}/echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(b)}\r\n\r\n"
+                    .encode() + b for b in bodies)
+    with site.connect() as s:
+        s.settimeout(30)
+        writer = threading.Thread(target=s.sendall, args=(data,))
+        writer.start()
+        time.sleep(1.0)  # nothing read yet: answers pile up
+        buf = bytearray()
+        for i, expected in enumerate(bodies):
+            status, _, body = read_response(s, buf)
+            assert status == b"HTTP/1.1 200 OK" and body == b"POST " + expected, i
+        writer.join(30)

@@ -45,6 +45,7 @@ log = logging.getLogger("porch.http_server")
 
 READ_SIZE = 65536
 PIPELINE_BYTES = 1024 * 1024  # input kept while a request is answered; past it, reading pauses
+PIPELINE_REQUESTS = 64  # requests parsed and queued behind the one answered; at it, reading pauses
 LINGER_S = 2.0  # how long a closing answer's client may keep sending before the close
 LINGER_BYTES = 1024 * 1024  # ... and how much of it is read and dropped
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -126,6 +127,7 @@ class H1Connection:
         self._out = bytearray()
         self._writing = False
         self._close_after_write = False
+        self._resume_after_write = False  # the next request waits for the answer to leave
         self._lingering = False
         self._lingered = 0
         self._idle: asyncio.TimerHandle | None = None
@@ -217,12 +219,15 @@ class H1Connection:
         request.upgrade = parser.should_upgrade()
         request.method = parser.get_method().decode("latin-1")
         request.version = "HTTP/" + parser.get_http_version()
-        if self.current is None:
+        if self.current is None and not self._queue and not self._writing:
             self._start(request)
             if self.closed or self.detached:
                 raise _Stop
-        else:
+        else:  # behind the one answered (or its answer, still leaving), and those waiting
             self._queue.append(request)
+            self._resume_after_write = self._resume_after_write or self._writing
+            if len(self._queue) >= PIPELINE_REQUESTS:
+                self._pause()
 
     def on_body(self, body: bytes) -> None:
         request = self._parsing
@@ -333,7 +338,13 @@ class H1Connection:
         self._next_request()
 
     def _next_request(self) -> None:
-        """Answered and kept alive: the next request, queued already, or to come."""
+        """Answered and kept alive: the next request, queued already, or to come. Not
+        while the last answer is still being written: a client that pipelines without
+        reading is served at the pace it reads (and reading pauses when its queue
+        is full)."""
+        if self._writing:
+            self._resume_after_write = True
+            return
         if self._paused and not self._lingering:
             self._paused = False
             self.loop.add_reader(self.fd, self._readable)
@@ -417,6 +428,9 @@ class H1Connection:
         self.loop.remove_writer(self.fd)
         if self._close_after_write:
             self._finish_close()
+        elif self._resume_after_write:
+            self._resume_after_write = False
+            self._next_request()
 
     def _gone(self) -> None:
         """The socket failed while writing: the client is gone."""
