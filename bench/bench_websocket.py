@@ -1,47 +1,49 @@
-"""WebSocket echo through a porch process vs a plain Tornado echo, side by side.
+"""WebSocket echo through porch vs direct Tornado and nginx -> Tornado, side by side.
 
     python bench/bench_websocket.py [--rounds N] [--seconds S] [--connections C]
+                                    [--sides direct,nginx,porch,porch-async]
+                                    [--porch-env NAME:K=V ...]
 
-Porch path: client -> http-server -> kernel -> echo process -> kernel -> http-server ->
-client, with the echo process written on the asyncio stub (AsyncHttpServer; it talks
-ZMTP to the kernel itself) and, as a second figure, on the blocking stub (HttpServer;
-both stubs speak ZMTP to the kernel). Plain: client -> one
-Tornado WebSocketHandler echoing. The same client (a
-separate Python process with 10 connections, each sending its next message as soon as
-the echo of the last arrives) drives all of them, alternating rounds; medians compared.
+The same client (a separate Python process, the `websockets` library, `--connections`
+10 connections each sending its next 64-byte text message as soon as the echo of the
+last arrives) drives every side in turn, the order rotating from round to round:
 
-Target (issue 4): porch messages/second >= 0.4 x plain.
+- direct: one Tornado `WebSocketHandler` echoing (bench/peers.py);
+- nginx: nginx (one worker) -> that same Tornado process (skipped, with a note, where
+  nginx is not installed);
+- porch: client -> http-server worker -> kernel -> echo process (blocking stub,
+  `HttpServer`) -> kernel -> worker -> client;
+- porch-async: the same with the echo process on the asyncio stub (`AsyncHttpServer`).
+
+Per side: messages/s, and the CPU all of the side's processes burnt per message
+(bench/peers.py; the client's own CPU is not counted); for porch sides also per process.
+Medians over the rounds and per-round ratios to direct are printed.
+
+Goals (issue 12): porch msg/s >= 0.8 x direct; porch CPU per message <= 1.3 x direct.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 
+from peers import NGINX, Nginx, Tornado, cpu_ns  # noqa: E402
+
+from porch.cli.procinfo import children  # noqa: E402
 from support.node import Node, free_port  # noqa: E402
 
 QUICK = os.environ.get("PORCH_BENCH_QUICK") == "1"
-
-PLAIN = """
-import asyncio, sys
-import tornado.web, tornado.websocket
-class Echo(tornado.websocket.WebSocketHandler):
-    def on_message(self, message):
-        self.write_message(message)
-async def main():
-    tornado.web.Application([(r"/.*", Echo)]).listen(int(sys.argv[1]), "127.0.0.1")
-    print("READY", flush=True)
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
 
 ECHO_ASYNC = """
 import asyncio
@@ -78,7 +80,7 @@ CLIENT = """
 import asyncio, sys, time
 from websockets.asyncio.client import connect
 async def one(url, until, counts, i):
-    async with connect(url, max_queue=None) as ws:
+    async with connect(url, max_queue=None, compression=None) as ws:
         payload = "x" * 64
         while time.monotonic() < until:
             await ws.send(payload)
@@ -88,17 +90,33 @@ async def main(url, conns, seconds):
     counts = [0] * conns
     start = time.monotonic()
     await asyncio.gather(*(one(url, start + seconds, counts, i) for i in range(conns)))
-    print(sum(counts) / (time.monotonic() - start))
+    print(sum(counts) / (time.monotonic() - start), sum(counts))
 asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))
 """
 
 
-def drive(client: Path, url: str, conns: int, seconds: float) -> float:
+def drive(client: Path, url: str, conns: int, seconds: float) -> tuple[float, int]:
+    """(messages/second, messages echoed)."""
     out = subprocess.run([sys.executable, str(client), url, str(conns), str(seconds)],
                          capture_output=True, text=True, timeout=seconds + 60)
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
-    return float(out.stdout.strip())
+    rate, count = out.stdout.split()
+    return float(rate), int(count)
+
+
+def porch_node(env: dict[str, str], config_extra: str = "") -> tuple[Node, int]:
+    node = Node('node = "bench.os"\n' + config_extra + "".join(
+        f'[[process]]\nid = "{pid}"\ncapabilities = ["http-server:distro:sys"]\n'
+        for pid in ("echo:bench:sys", "aecho:bench:sys")))
+    node.start("kernel", env=env)
+    port = free_port()
+    node.start("http-server", "--port", str(port), env={"PORCH_PASSWORD": "bench", **env})
+    node.spawn("echo:bench:sys", ECHO, **env)
+    node.spawn("aecho:bench:sys", ECHO_ASYNC, **env)
+    node.wait_log("echo:bench:sys", "READY")
+    node.wait_log("aecho:bench:sys", "READY")
+    return node, port
 
 
 def main() -> None:
@@ -106,44 +124,97 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1 if QUICK else 3)
     parser.add_argument("--seconds", type=float, default=2 if QUICK else 5)
     parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--sides", default="direct,nginx,porch,porch-async")
+    parser.add_argument("--porch-env", action="append", default=[],
+                        help="NAME:KEY=VALUE: the environment of the porch node behind sides "
+                        "porch-NAME and porch-NAME-async (e.g. uv:PORCH_UVLOOP=1)")
+    parser.add_argument("--porch-config", action="append", default=[],
+                        help="NAME:LINE, a porch.toml line of that node")
     args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
-    node = Node('node = "bench.os"\n' + "".join(
-        f'[[process]]\nid = "{pid}"\ncapabilities = ["http-server:distro:sys"]\n'
-        for pid in ("echo:bench:sys", "aecho:bench:sys")))
-    plain_port = free_port()
-    (node.dir / "plain.py").write_text(textwrap.dedent(PLAIN))
-    client = node.dir / "client.py"
-    client.write_text(textwrap.dedent(CLIENT))
-    plain = subprocess.Popen([sys.executable, str(node.dir / "plain.py"), str(plain_port)],
-                             stdout=subprocess.PIPE)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop what it started
+    sides = [s for s in args.sides.split(",") if s]
+    if "nginx" in sides and NGINX is None:
+        print("websocket: nginx -> Tornado row skipped: nginx is not installed (apt-get install nginx)")
+        sides.remove("nginx")
+    envs: dict[str, dict[str, str]] = {}
+    configs: dict[str, str] = {}
+    for item in args.porch_env:
+        name, _, kv = item.partition(":")
+        key, _, value = kv.partition("=")
+        envs.setdefault(name, {})[key] = value
+    for item in args.porch_config:
+        name, _, line = item.partition(":")
+        configs[name] = configs.get(name, "") + line + "\n"
+    closers: list[object] = []
+    urls: dict[str, str] = {}
+    pids: dict[str, list[int]] = {}
+    parts: dict[str, dict[str, list[int]]] = {}
+    nodes: dict[str, tuple[Node, int]] = {}
     try:
-        assert plain.stdout is not None and plain.stdout.readline().strip() == b"READY"
-        node.start("kernel")
-        porch_port = free_port()
-        node.start("http-server", "--port", str(porch_port), env={"PORCH_PASSWORD": "bench"})
-        node.spawn("echo:bench:sys", ECHO)
-        node.spawn("aecho:bench:sys", ECHO_ASYNC)
-        node.wait_log("echo:bench:sys", "READY")
-        node.wait_log("aecho:bench:sys", "READY")
-        urls = {"plain": f"ws://127.0.0.1:{plain_port}/",
-                "asyncio": f"ws://127.0.0.1:{porch_port}/aecho:bench:sys/ws",
-                "blocking": f"ws://127.0.0.1:{porch_port}/echo:bench:sys/ws"}
+        tornado = Tornado(free_port())
+        closers.append(tornado)
+        client = tornado.dir / "client.py"
+        client.write_text(textwrap.dedent(CLIENT))
+        if "direct" in sides:
+            urls["direct"] = f"ws://127.0.0.1:{tornado.port}/ws"
+            pids["direct"] = tornado.pids
+        if "nginx" in sides:
+            nginx = Nginx(free_port(), tornado.port)
+            closers.append(nginx)
+            urls["nginx"] = f"ws://127.0.0.1:{nginx.port}/ws"
+            pids["nginx"] = nginx.pids + tornado.pids
+        for side in sides:
+            if not side.startswith("porch"):
+                continue
+            variant = side.removeprefix("porch").removeprefix("-").removesuffix("async").rstrip("-")
+            if variant not in nodes:
+                nodes[variant] = porch_node(envs.get(variant, {}), configs.get(variant, ""))
+                closers.append(nodes[variant][0])
+            node, port = nodes[variant]
+            app = "aecho:bench:sys" if side.endswith("async") else "echo:bench:sys"
+            urls[side] = f"ws://127.0.0.1:{port}/{app}/ws"
+            server = node.procs["http-server"].pid
+            parts[side] = {"kernel": [node.procs["kernel"].pid], "keeper": [server],
+                           "worker": children(server), "echo": [node.procs[app].pid]}
+            pids[side] = [pid for group in parts[side].values() for pid in group]
+        names = list(urls)
         for url in urls.values():
             drive(client, url, args.connections, 1)
-        rates: dict[str, list[float]] = {name: [] for name in urls}
-        for _ in range(args.rounds):
-            for name, url in urls.items():
-                rates[name].append(drive(client, url, args.connections, args.seconds))
-        med = {k: statistics.median(v) for k, v in rates.items()}
-        print(f"websocket: echo messages/s, {args.connections} connections, median of {args.rounds}: "
-              f"plain tornado {med['plain']:.0f}, porch with an asyncio-stub echo process "
-              f"{med['asyncio']:.0f}, ratio {med['asyncio'] / med['plain']:.2f} (target >= 0.4)")
-        print(f"websocket: the same with a blocking-stub echo process {med['blocking']:.0f}, "
-              f"ratio {med['blocking'] / med['plain']:.2f}")
+        rates: dict[str, list[float]] = {n: [] for n in names}
+        cpu: dict[str, list[float]] = {n: [] for n in names}
+        split: dict[str, dict[str, list[float]]] = {n: {k: [] for k in parts.get(n, {})} for n in names}
+        for r in range(args.rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for name in order:
+                groups = parts.get(name, {})
+                before = cpu_ns(pids[name])
+                each = {k: cpu_ns(v, False) for k, v in groups.items()}
+                rate, count = drive(client, urls[name], args.connections, args.seconds)
+                cpu[name].append((cpu_ns(pids[name]) - before) / 1000 / max(1, count))
+                for k, v in groups.items():
+                    split[name][k].append((cpu_ns(v, False) - each[k]) / 1000 / max(1, count))
+                rates[name].append(rate)
+                time.sleep(0.2)
+        report(names, rates, cpu, split, args)
     finally:
-        plain.kill()
-        plain.wait()
-        node.close()
+        for closer in reversed(closers):
+            closer.close()  # type: ignore[attr-defined]
+
+
+def report(names: list[str], rates: dict[str, list[float]], cpu: dict[str, list[float]],
+           split: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> None:
+    print(f"websocket: {args.rounds} round(s) of {args.seconds:.0f} s per side, {args.connections} "
+          f"ping-pong connections, 64 B text, load average {os.getloadavg()[0]:.1f}; medians "
+          "(per-round ratios to direct)")
+    base = "direct" if "direct" in names else names[0]
+    for name in names:
+        r = " ".join(f"{a / b:.2f}" for a, b in zip(rates[name], rates[base], strict=True))
+        c = " ".join(f"{a / b:.2f}" for a, b in zip(cpu[name], cpu[base], strict=True))
+        line = (f"websocket: {name:>11}: {statistics.median(rates[name]):7.0f} msg/s ({r}), "
+                f"CPU {statistics.median(cpu[name]):6.1f} us/msg ({c})")
+        if split[name]:
+            line += " = " + " + ".join(f"{k} {statistics.median(v):.1f}" for k, v in split[name].items())
+        print(line)
 
 
 if __name__ == "__main__":

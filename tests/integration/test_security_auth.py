@@ -191,10 +191,16 @@ def test_secure_subdomain_redirect_is_safe(site: Site) -> None:
     path: "localhost@evil.example" made it http://<sub>.localhost@evil.example/...
     (a user name, then another host), and raw non-ASCII bytes went out unencoded."""
     site.app("r3:rpkg:pub.os", [{"path": "/", "secure": True}])
-    status, headers, _ = raw_get(site.port, "/r3:rpkg:pub.os/caf\xc3\xa9?q=\xe2\x82\xac",
+    status, headers, _ = raw_get(site.port, "/r3:rpkg:pub.os/caf%C3%A9?q=%E2%82%AC",
                                  {"Host": f"localhost:{site.port}"})
     assert status == 307
     assert headers["location"] == f"http://rpkg-pub-os.localhost:{site.port}/r3:rpkg:pub.os/caf%C3%A9?q=%E2%82%AC"
+    # Raw non-ASCII bytes in the request target are not HTTP (RFC 9112 3.2; Kinode's
+    # hyper refuses them too): 400 since porch parses requests with llhttp (issue 12),
+    # so they never reach a Location at all.
+    status, headers, _ = raw_get(site.port, "/r3:rpkg:pub.os/caf\xc3\xa9?q=\xe2\x82\xac",
+                                 {"Host": f"localhost:{site.port}"})
+    assert status == 400 and "location" not in headers
     status, headers, _ = raw_get(site.port, "/r3:rpkg:pub.os/sec", {"Host": "localhost@evil.example"})
     assert status >= 400 and "location" not in headers, (status, headers)
 

@@ -195,3 +195,21 @@ def test_the_front_door_refuses_and_logs_at_most_once_a_second(
     clock.now += 1
     door.check("HTTP/1.1", [], "192.0.2.5")
     assert "(last: none from 192.0.2.5: the Host header is missing" in caplog.records[-1].getMessage()
+
+
+def test_the_front_door_remembers_verdicts_within_a_bound() -> None:
+    """Issue 12: verdicts for single Host values are kept (parsing an IP literal per
+    request cost ~2% of the worker), a refused one is still refused (and counted) each
+    time, and the memo never holds more than FrontDoor.MEMO values."""
+    from porch.http_server.hosts import FrontDoor
+
+    door = FrontDoor(HostAllowList())
+    why = "this node does not answer to that host name"
+    for _ in range(3):
+        assert door.check("HTTP/1.1", ["127.0.0.1:8080"], None) is None
+        assert door.check("HTTP/1.1", ["evil.example"], None) == why
+        assert door.check("HTTP/1.0", ["evil.example"], None) == why
+    for i in range(3 * FrontDoor.MEMO):
+        assert door.check("HTTP/1.1", [f"h{i}.example"], None) == why
+        assert len(door._memo) <= FrontDoor.MEMO
+    assert door.check("HTTP/1.1", ["localhost"], None) is None

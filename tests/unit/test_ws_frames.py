@@ -1,20 +1,179 @@
-"""The Tornado privates porch.http_server.websocket.MaskedFramesOnly relies on (issue 9
-item 14): if a Tornado upgrade renames them, this fails before anything misbehaves."""
+"""porch's own WebSocket framing (porch.http_server.frames, issue 12) held to a second
+implementation: the `websockets` library's sans-I/O protocol, as the client that
+writes the frames porch reads and as the client that reads the frames porch writes,
+and as the server that judges the same malformed input."""
 
 from __future__ import annotations
 
-import inspect
+import random
 
-import tornado.websocket
+import pytest
+from websockets.frames import Opcode
+from websockets.protocol import Protocol, Side, State
 
-from porch.http_server.websocket import MaskedFramesOnly
+from porch.http_server.frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameReader,
+    ProtocolError,
+    accept_key,
+    close_payload,
+    frame,
+    parse_close,
+    unmask,
+    valid_key,
+)
 
 
-def test_the_frame_reading_privates_are_still_there() -> None:
-    base = tornado.websocket.WebSocketProtocol13
-    for name in ("_receive_frame", "_read_bytes"):
-        method = getattr(base, name, None)
-        assert method is not None and inspect.iscoroutinefunction(method), name
-    assert list(inspect.signature(base._read_bytes).parameters) == ["self", "n"]
-    assert "self._read_bytes(2)" in inspect.getsource(base._receive_frame), "the header is read first, 2 bytes"
-    assert issubclass(MaskedFramesOnly, base)
+def client() -> Protocol:
+    return Protocol(Side.CLIENT, state=State.OPEN, max_size=None)
+
+
+def feed_in_pieces(reader: FrameReader, data: bytes, rng: random.Random) -> list[tuple[int, bytes]]:
+    out: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos < len(data):
+        step = rng.choice((1, 2, 3, 7, 64, 1000, len(data)))
+        out += reader.feed(data[pos:pos + step])
+        pos += step
+    return out
+
+
+def test_accept_key_is_the_rfc_example() -> None:
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert valid_key("dGhlIHNhbXBsZSBub25jZQ==")
+    for bad in (None, "", "short", "dGhlIHNhbXBsZSBub25jZQ=", "dGhlIHNhbXBsZSBub25jZQ=!", "é" * 24,
+                "dGhlIHNhbXBsZSBub25jZXg="):  # the last: 17 bytes
+        assert not valid_key(bad), bad
+
+
+def test_unmask_matches_a_byte_loop() -> None:
+    rng = random.Random(1)
+    for n in (0, 1, 3, 4, 5, 125, 126, 65535, 65536, 100_001):
+        data = rng.randbytes(n)
+        mask = rng.randbytes(4)
+        assert unmask(data, mask) == bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_what_a_websockets_client_sends_is_read_message_for_message(seed: int) -> None:
+    """Random texts and binaries, fragmented or not, with pings and pongs between the
+    fragments, cut into random pieces: porch reads the messages the client sent."""
+    rng = random.Random(seed)
+    c = client()
+    expected: list[tuple[int, bytes]] = []
+    for _ in range(rng.randint(1, 30)):
+        binary = rng.random() < 0.5
+        size = rng.choice((0, 1, 125, 126, 127, 65535, 65536, 70_000, rng.randint(0, 300)))
+        payload = rng.randbytes(size) if binary else ("é€x" * size)[:size].encode()
+        parts = rng.randint(1, 4)
+        cuts = sorted(rng.sample(range(len(payload) + 1), min(parts - 1, len(payload) + 1)))
+        pieces = [payload[a:b] for a, b in zip([0, *cuts], [*cuts, len(payload)], strict=True)]
+        for i, piece in enumerate(pieces):
+            fin = i == len(pieces) - 1
+            if i == 0:
+                (c.send_binary if binary else c.send_text)(piece, fin=fin)
+            else:
+                c.send_continuation(piece, fin=fin)
+            if not fin and rng.random() < 0.3:
+                c.send_ping(b"p%d" % i)
+                expected.append((OP_PING, b"p%d" % i))
+        expected.append((OP_BINARY if binary else OP_TEXT, payload))
+        if rng.random() < 0.2:
+            c.send_pong(b"q")
+            expected.append((OP_PONG, b"q"))
+    c.send_close(1000, "bye")
+    expected.append((OP_CLOSE, close_payload(1000, "bye")))
+    # pings sent mid-message arrive before the message they interrupt
+    got = feed_in_pieces(FrameReader(1 << 20), b"".join(c.data_to_send()), rng)
+    assert sorted(got) == sorted(expected)
+    messages = (OP_TEXT, OP_BINARY)
+    assert [m for m in got if m[0] in messages] == [m for m in expected if m[0] in messages]
+
+
+def test_what_porch_sends_is_read_by_a_websockets_client() -> None:
+    c = client()
+    rng = random.Random(7)
+    sent = [(OP_TEXT, "héllo".encode()), (OP_BINARY, rng.randbytes(126)), (OP_BINARY, rng.randbytes(70_000)),
+            (OP_PING, b"x"), (OP_PONG, b""), (OP_TEXT, b""), (OP_CLOSE, close_payload(1012, "restart"))]
+    c.receive_data(b"".join(frame(op, data) for op, data in sent))
+    events = c.events_received()
+    assert [(int(e.opcode), e.data, e.fin) for e in events] == [(op, data, True) for op, data in sent]
+
+
+def test_a_close_reason_is_cut_on_a_character_boundary() -> None:
+    payload = close_payload(1000, "é" * 100)
+    assert len(payload) <= 125
+    assert parse_close(payload) == (1000, "é" * 61)
+
+
+# ---------------------------------------------------------------------------- malformed
+
+MASK = b"\x01\x02\x03\x04"
+
+
+def masked(b0: int, payload: bytes, length: bytes | None = None) -> bytes:
+    if length is None:
+        n = len(payload)
+        length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return bytes([b0]) + length + MASK + unmask(payload, MASK)
+
+
+MALFORMED = {
+    "unmasked": (bytes([0x81, 5]) + b"hello", 1002),
+    "rsv1 without an extension": (masked(0xC1, b"hi"), 1002),
+    "rsv3": (masked(0x91, b"hi"), 1002),
+    "unknown data opcode": (masked(0x83, b"hi"), 1002),
+    "unknown control opcode": (masked(0x8B, b"hi"), 1002),
+    "fragmented ping": (masked(0x09, b"hi"), 1002),
+    "ping over 125 bytes": (masked(0x89, b"x" * 126), 1002),
+    "continuation first": (masked(0x80, b"hi"), 1002),
+    "text inside a fragmented text": (masked(0x01, b"a") + masked(0x81, b"b"), 1002),
+    "invalid UTF-8 text": (masked(0x81, b"\xff\xfe"), 1007),
+    "invalid UTF-8 across fragments": (masked(0x01, b"\xe2\x82") + masked(0x80, b"\x28"), 1007),
+    "close with 1 byte": (masked(0x88, b"\x03"), 1002),
+    "close code 1005": (masked(0x88, (1005).to_bytes(2, "big")), 1002),
+    "close code 999": (masked(0x88, (999).to_bytes(2, "big")), 1002),
+    "close code 5000": (masked(0x88, (5000).to_bytes(2, "big")), 1002),
+    "close reason not UTF-8": (masked(0x88, (1000).to_bytes(2, "big") + b"\xff"), 1007),
+    "64-bit length with the top bit": (bytes([0x82, 0x80 | 127]) + (1 << 63).to_bytes(8, "big") + MASK, 1002),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_frames_close_with_the_code_websockets_also_gives(name: str) -> None:
+    data, code = MALFORMED[name]
+    with pytest.raises(ProtocolError) as caught:
+        FrameReader(1 << 20).feed(data)
+    assert caught.value.code == code
+    server = Protocol(Side.SERVER, state=State.OPEN, max_size=None)
+    server.receive_data(data)
+    if server.close_sent is not None:  # it judged it too (a 2**63 length it does not check)
+        assert server.close_sent.code == code, name
+
+
+def test_a_message_over_the_limit_is_refused_at_its_header() -> None:
+    reader = FrameReader(1000)
+    assert reader.feed(masked(0x81, b"x" * 1000)) == [(OP_TEXT, b"x" * 1000)]
+    header_only = bytes([0x82, 0x80 | 127]) + (1 << 40).to_bytes(8, "big") + MASK
+    with pytest.raises(ProtocolError) as caught:
+        FrameReader(1000).feed(header_only)  # a terabyte announced: refused before any payload
+    assert caught.value.code == 1009
+    fragments = FrameReader(1000)
+    fragments.feed(masked(0x01, b"x" * 600))
+    with pytest.raises(ProtocolError) as caught:
+        fragments.feed(masked(0x80, b"x" * 401)[:8])
+    assert caught.value.code == 1009
+
+
+def test_control_frames_between_fragments_and_a_split_header() -> None:
+    reader = FrameReader(1 << 20)
+    data = masked(0x01, b"ab") + masked(0x89, b"p") + masked(0x80, b"cd")
+    out = []
+    for i in range(len(data)):
+        out += reader.feed(data[i:i + 1])
+    assert out == [(OP_PING, b"p"), (OP_TEXT, b"abcd")]
+    assert Opcode.PING == OP_PING

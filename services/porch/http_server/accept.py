@@ -1,6 +1,7 @@
 """Accepting connections within limits, for the worker's `Server`.
 
-Tornado's accept handler has two failure modes a gateway cannot afford:
+An accept handler needs to avoid two failure modes a gateway cannot afford (Tornado's
+had both):
 
 - no bound on open connections: idle or slow clients can hold every file descriptor
   the worker may open (`idle_timeout_s` bounds how long, not how many);
@@ -18,14 +19,13 @@ hard one at start, so the default limits fit in it.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import resource
 import socket
 from collections.abc import Callable
 from typing import Any
-
-from tornado.ioloop import IOLoop
 
 from porch.http_server.exchange import closing_response
 from porch.throttle import Every
@@ -61,29 +61,29 @@ class Acceptor:
         self.on_connection = on_connection
         self.open_count = open_count
         self.max_connections = max_connections
-        self.loop = IOLoop.current()
+        self.loop = asyncio.get_running_loop()
+        self._pause: asyncio.TimerHandle | None = None
         self.watching = False
         self.stopped = False
-        self._pause: object | None = None
         self._busy_log = Every()
         self._exhausted_log = Every()
 
     def start(self) -> None:
         if not self.stopped and not self.watching:
-            self.loop.add_handler(self.sock, self._ready, IOLoop.READ)
+            self.loop.add_reader(self.sock.fileno(), self._ready)
             self.watching = True
 
     def stop(self) -> None:
-        """Stop accepting (TCPServer.stop calls this, then closes the socket)."""
+        """Stop accepting (Server.stop calls this, then closes the socket)."""
         self.stopped = True
         if self._pause is not None:
-            self.loop.remove_timeout(self._pause)
+            self._pause.cancel()
             self._pause = None
         if self.watching:
-            self.loop.remove_handler(self.sock)
+            self.loop.remove_reader(self.sock.fileno())
             self.watching = False
 
-    def _ready(self, _fd: object, _events: int) -> None:
+    def _ready(self) -> None:
         for _ in range(ACCEPTS_PER_WAKEUP):
             if self.stopped:
                 return
@@ -123,7 +123,7 @@ class Acceptor:
     def _out_of_descriptors(self, exc: OSError) -> None:
         """Stop watching the listening socket for PAUSE_S: retrying at once would spin."""
         if self.watching:
-            self.loop.remove_handler(self.sock)
+            self.loop.remove_reader(self.sock.fileno())
             self.watching = False
         self._pause = self.loop.call_later(PAUSE_S, self._resume)
         failed = self._exhausted_log.due()

@@ -68,6 +68,12 @@ class BindingTable:
         # The built-in RPC endpoint (docs/kinode.md §4.8): local only, no login.
         self.http.add(RPC_PATH, HttpBinding(RPC_PATH, RPC_PROCESS, local_only=True))
 
+    def replace(self, other: BindingTable) -> None:
+        """Serve `other`'s bindings from now on (a member worker following the
+        database, porch.http_server.follow); references to this table stay valid."""
+        self.http = other.http
+        self.ws = other.ws
+
     def bind_http(self, binding: HttpBinding) -> None:
         self.http.add(binding.path, binding)
 

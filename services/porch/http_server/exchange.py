@@ -1,7 +1,8 @@
-"""One HTTP request and the means to answer it, independent of Tornado.
+"""One HTTP request and the means to answer it, independent of the connection.
 
-The gateway decides; the listener (Tornado glue) implements `respond`. Keeping the
-decision code free of Tornado types makes it testable and keeps the hot path short.
+The gateway decides; the listener (over porch.http_server.h1) implements `respond`.
+Keeping the decision code free of connection types makes it testable and keeps the
+hot path short.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Protocol
 
 Headers = list[tuple[str, str]]
 
@@ -74,14 +75,6 @@ def closing_response(status: int, text: str, extra: str = "") -> bytes:
             f"X-Content-Type-Options: nosniff\r\n{extra}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\nDate: {DATE.now()}\r\n\r\n"
             ).encode() + body
-
-
-def last_value(headers: Any, name: str) -> str | None:
-    """The last value of a request header (Tornado's HTTPHeaders.get() would join
-    repeated ones with commas, hiding a cookie behind an earlier Cookie header; Kinode
-    takes the last)."""
-    values = headers.get_list(name)
-    return values[-1] if values else None
 
 
 TEXT = ("Content-Type", "text/plain; charset=utf-8")

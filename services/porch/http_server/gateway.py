@@ -129,6 +129,9 @@ class Gateway:
         # Called with the full path after a WebSocket binding changed (the WebSocket
         # layer closes what was opened on it).
         self.on_ws_binding: Callable[[str], None] | None = None
+        # A member worker's check that its bindings are the database's
+        # (porch.http_server.follow), run before each request is routed; None: the primary.
+        self.refresh: Callable[[], None] | None = None
         # Extra action handlers (the WebSocket layer registers push/close here).
         self.extra_actions: dict[str, Callable[[Message, str, http_pb2.HttpServerAction], bytes | None]] = {}
 
@@ -188,7 +191,12 @@ class Gateway:
 
     # ------------------------------------------------------------------ clients -> us
 
+    def bindings_reloaded(self) -> None:
+        self._subdomains = self.table.secure_subdomains()
+
     def dispatch(self, ex: Exchange) -> None:
+        if self.refresh is not None:
+            self.refresh()
         path = normalize(ex.path)
         host = ex.header("Host") or "localhost"
         hostname = _hostname(host)

@@ -140,12 +140,27 @@ class FrontDoor:
     """The Host check every request passes before anything else looks at it (HTTP
     and WebSocket upgrades alike); refusals are logged at most once a second."""
 
+    MEMO = 1024  # verdicts kept for single Host values (the same few come every request)
+
     def __init__(self, allowed: HostAllowList) -> None:
         self.allowed = allowed
         self._refused = Every()
+        # (version, Host) -> verdict: parsing an IP literal's Host was ~2% of the
+        # worker's CPU per request (issue 12). Emptied when full: clients choose Hosts.
+        self._memo: dict[tuple[str, str], str | None] = {}
 
     def check(self, version: str, hosts: list[str], peer: str | None) -> str | None:
-        problem = host_problem(version, hosts, self.allowed)
+        if len(hosts) == 1:
+            key = (version, hosts[0])
+            try:
+                problem = self._memo[key]
+            except KeyError:
+                problem = host_problem(version, hosts, self.allowed)
+                if len(self._memo) >= self.MEMO:
+                    self._memo.clear()
+                self._memo[key] = problem
+        else:
+            problem = host_problem(version, hosts, self.allowed)
         if problem is not None:
             count = self._refused.due()
             if count:

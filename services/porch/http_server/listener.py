@@ -1,42 +1,40 @@
-"""Tornado glue: HTTP/1.1 connections in, `Exchange`s to the gateway, responses out.
+"""HTTP/1.1 connections in, `Exchange`s to the gateway, responses out.
 
-A raw `HTTPServerConnectionDelegate` rather than `tornado.web.Application`: every method
-(extension methods too) reaches the gateway, bodies are capped before they are read
-(413), and there is no per-request handler object on the hot path. WebSocket upgrades
-are handed, headers and all, to a Tornado Application that owns the WebSocket handlers.
-`Server` is Tornado's HTTPServer answering 431 to a request head over the limit.
+Every method (extension methods too) reaches the gateway, bodies are capped before
+they are read (413, by Content-Length; a chunked body at the limit), a body that does
+not arrive in time is answered 408, and there is no per-request handler object or
+coroutine on the hot path. A WebSocket upgrade is checked by the `Upgrader` (the
+WebSocket hub): refused with an ordinary answer, or admitted, when the connection's
+socket is handed to it. The bytes are porch's own (`porch.http_server.h1`, parsing by
+llhttp): Tornado is no longer on the HTTP path (issue 12), and none of its private
+names is used (issue 11 item 6).
 
-Draining (a worker that stops or is replaced, docs/restarts.md): `Listener.begin_drain`
-makes every answer not yet started the connection's last (`Connection: close`, then
-close), and `close_idle` closes the kept-alive connections that are between requests
-with nothing of a next one received. A request that arrives meanwhile on a kept-alive
-connection is still answered (with `Connection: close`): closing a connection the
-client may be writing to loses its request.
+`Server` accepts within `max_connections` (`porch.http_server.accept`) and holds the
+open connections. Draining (a worker that stops or is replaced, docs/restarts.md):
+`Server.begin_drain` makes every answer not yet started the connection's last
+(`Connection: close`, then close), and `close_idle` closes the kept-alive connections
+that are between requests with nothing of a next one received. A request that arrives
+meanwhile on a kept-alive connection is still answered (with `Connection: close`):
+closing a connection the client may be writing to loses its request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
-from asyncio import Future
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
-
-from tornado import httputil
-from tornado.httpserver import HTTPServer
-from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from porch.http_server.accept import Acceptor
 from porch.http_server.exchange import (
-    DATE,
     TEXT,
+    Exchange,
     Headers,
     closing_response,
-    last_value,
-    reason,
     with_own_headers,
 )
+from porch.http_server.h1 import BadHeader, H1Connection
 
 log = logging.getLogger("porch.http_server")
 
@@ -45,13 +43,22 @@ Dispatch = Callable[["_Exchange"], None]
 FrontCheck = Callable[[str, list[str], str | None], str | None]
 
 
-class Listener(httputil.HTTPServerConnectionDelegate):
-    """`body_timeout_s`: a request body not complete this long after its head is
-    answered 408 and its connection closed (give Tornado's own body_timeout more: it
-    closes without an answer)."""
+class Upgrader(Protocol):
+    """Who takes WebSocket upgrades (porch.http_server.websocket.WsHub)."""
+
+    async def admit(self, ex: Exchange, version: str) -> Any:
+        """An admission (opaque here), or the refusal to answer: (status, headers, body)."""
+
+    def open(self, sock: socket.socket, leftover: bytes, admission: Any) -> object:
+        """Open the admitted socket (write the 101, and so on)."""
+
+
+class Listener:
+    """What the server does with requests: `body_timeout_s`: a request body not
+    complete this long after its head is answered 408 and its connection closed."""
 
     def __init__(self, dispatch: Dispatch, max_body_bytes: int,
-                 upgrade: httputil.HTTPServerConnectionDelegate | None = None,
+                 upgrade: Upgrader | None = None,
                  body_timeout_s: float | None = None, front: FrontCheck | None = None) -> None:
         self.dispatch = dispatch
         self.max_body_bytes = max_body_bytes
@@ -60,133 +67,79 @@ class Listener(httputil.HTTPServerConnectionDelegate):
         # Checked on every request head before anything else sees it (the Host rules,
         # porch.http_server.hosts): a refused one is answered 400, never routed or upgraded.
         self.front = front
-        self.draining = False
-        # The exchange each open connection is on now (the next request's, between them).
-        self.current: dict[object, _Exchange] = {}
-
-    def start_request(self, server_conn: object,
-                      request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
-        ex = _Exchange(self, server_conn, request_conn)
-        self.current[server_conn] = ex
-        return ex
-
-    def forget(self, server_conn: object) -> None:
-        """The connection closed."""
-        self.current.pop(server_conn, None)
-
-    def begin_drain(self) -> None:
-        """From now on every answer is its connection's last: `Connection: close`."""
-        self.draining = True
-        for ex in self.current.values():
-            if ex.begun and not ex.done:
-                ex.last_on_connection()
-
-    def close_idle(self) -> int:
-        """Close the connections between requests that hold no byte of a next one;
-        how many."""
-        closed = 0
-        for server_conn, ex in list(self.current.items()):
-            if ex.begun:
-                continue
-            stream: Any = getattr(server_conn, "stream", None)
-            if stream is None or stream.closed() or _has_input(stream):
-                continue
-            stream.close()
-            closed += 1
-        return closed
+        self._upgrades: set[asyncio.Future[None]] = set()
 
 
-def _has_input(stream: Any) -> bool:
-    """Whether bytes of a next request arrived: in the stream's buffer (Tornado's
-    private _read_buffer_size, 0 if renamed) or still in the socket."""
-    if getattr(stream, "_read_buffer_size", 0):
-        return True
-    sock = getattr(stream, "socket", None)
-    if sock is None:
-        return False
-    try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except BlockingIOError:
-        return False
-    except OSError:
-        return False
-
-
-class _Exchange(httputil.HTTPMessageDelegate):
+class _Exchange:
     """One request on one connection; implements gateway.exchange.Exchange."""
 
-    __slots__ = ("_body_timer", "_chunks", "_close_cb", "_conn", "_handoff", "_headers", "_listener",
-                 "_refusal", "_server_conn", "_size", "begun", "body", "done", "method", "path",
-                 "peer_ip", "peer_port", "query")
+    __slots__ = ("_body_timer", "_chunks", "_close_cb", "_conn", "_headers", "_listener",
+                 "_refusal", "_upgrading", "body", "done", "method", "path", "peer_ip",
+                 "peer_port", "query", "version")
 
-    def __init__(self, listener: Listener, server_conn: object,
-                 conn: httputil.HTTPConnection) -> None:
+    def __init__(self, listener: Listener) -> None:
         self._listener = listener
-        self._server_conn = server_conn
-        # An HTTP1Connection: the HTTPConnection interface lacks set_close_callback/detach.
-        self._conn: Any = conn
-        self._handoff: httputil.HTTPMessageDelegate | None = None
+        self._conn: H1Connection | None = None
         self._chunks: list[bytes] = []
-        self._size = 0
         self._close_cb: Callable[[], None] | None = None
-        self._body_timer: object | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._refusal: str | None = None
+        self._upgrading = False
+        self._headers: list[tuple[str, str]] = []
         self.method = "GET"
+        self.path = "/"
+        self.query = ""
+        self.version = "HTTP/1.1"
         self.done = False
-        self.begun = False  # its request head arrived
         self.body = b""
-        address = getattr(getattr(conn, "context", None), "address", None)
-        if isinstance(address, tuple) and len(address) >= 2:
-            self.peer_ip: str | None = str(address[0])
-            self.peer_port: int | None = int(address[1])
-        else:
-            self.peer_ip = self.peer_port = None
+        self.peer_ip: str | None = None
+        self.peer_port: int | None = None
 
-    # -- tornado.httputil.HTTPMessageDelegate ---------------------------------------
+    # -- porch.http_server.h1.Handler -------------------------------------------------
 
-    def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> None:
+    def headers_received(self, conn: H1Connection, method: str, target: str, version: str,
+                         headers: list[tuple[str, str]]) -> None:
+        self._conn = conn
         self._headers = headers
-        self.begun = True
-        if self._listener.draining:
-            self.last_on_connection()
-        front = self._listener.front
-        if front is not None:
-            self._refusal = front(start_line.version, headers.get_list("Host"), self.peer_ip)
-        upgrade = self._listener.upgrade
-        if (upgrade is not None and self._refusal is None
-                and headers.get("Upgrade", "").lower() == "websocket"):
-            self._handoff = upgrade.start_request(self._server_conn, self._conn)
-            self._handoff.headers_received(start_line, headers)
-            return
-        self.method = start_line.method
-        target = start_line.path
+        self.method = method
+        self.version = version
+        address = conn.peer
+        if isinstance(address, tuple) and len(address) >= 2:
+            self.peer_ip, self.peer_port = str(address[0]), int(address[1])
         path, _, query = target.partition("?")
         self.path = path
         self.query = query
-        length = headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self._listener.max_body_bytes:
-            self._reject_too_large()
+        listener = self._listener
+        if listener.front is not None:
+            hosts = [v for n, v in headers if n.lower() == "host"]
+            self._refusal = listener.front(version, hosts, self.peer_ip)
+        if (listener.upgrade is not None and self._refusal is None
+                and (self.header("Upgrade") or "").lower() == "websocket"):
+            self._upgrading = True
+            task = asyncio.ensure_future(self._upgrade(listener.upgrade))
+            listener._upgrades.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(listener._upgrades.discard)
             return
-        timeout = self._listener.body_timeout_s
+        length = self.header("Content-Length")
+        if length is not None and length.isdigit() and int(length) > listener.max_body_bytes:
+            self.done = True
+            conn.answer_and_close(closing_response(
+                413, f"request body larger than {listener.max_body_bytes} bytes"))
+            return
+        timeout = listener.body_timeout_s
         if timeout and ((length is not None and length != "0")
-                        or "chunked" in headers.get("Transfer-Encoding", "").lower()):
-            self._body_timer = IOLoop.current().call_later(timeout, self._body_timed_out)
+                        or "chunked" in (self.header("Transfer-Encoding") or "").lower()):
+            self._body_timer = conn.loop.call_later(timeout, self._body_timed_out)
 
     def data_received(self, chunk: bytes) -> None:
-        if self._handoff is not None:
-            self._handoff.data_received(chunk)
-            return
-        if not self.done:  # done: answered already (408, 413), what follows is dropped
+        if not self.done:  # done: answered already, what follows is dropped
             self._chunks.append(chunk)
 
     def finish(self) -> None:
-        if self._handoff is not None:
-            self._handoff.finish()
-            return
-        if self.done:
+        if self.done or self._upgrading:
             return
         if self._body_timer is not None:
-            IOLoop.current().remove_timeout(self._body_timer)
+            self._body_timer.cancel()
             self._body_timer = None
         self.body = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
         self._chunks = []
@@ -199,41 +152,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
             log.exception("error handling %s %s", self.method, self.path)
             self.respond(500, [TEXT], b"internal error\n")
 
-    def on_connection_close(self) -> None:
-        if self._handoff is not None:
-            self._handoff.on_connection_close()
-            return
-        self._client_gone()
-
-    def _body_timed_out(self) -> None:
-        """The body did not arrive in time: 408, then close (the app never sees it)."""
-        self._body_timer = None
-        stream = getattr(self._conn, "stream", None)
-        if self.done or stream is None or stream.closed():
-            return
-        self.done = True
-        log.info("request body from %s not complete after %.0f s (body_timeout_s): 408",
-                 self.peer_ip, self._listener.body_timeout_s)
-        try:
-            written = stream.write(closing_response(408, "request body not received in time"))
-        except StreamClosedError:
-            return
-
-        def linger(_: object) -> None:
-            # Half-close, and let Tornado read (and us drop) what the client still sends
-            # for a moment: closing at once, with its bytes unread, would reset the
-            # connection before the client has read the 408.
-            try:
-                stream.socket.shutdown(socket.SHUT_WR)
-            except (OSError, AttributeError):
-                pass
-            IOLoop.current().call_later(_LINGER_S, stream.close)
-
-        written.add_done_callback(linger)
-
-    def _client_gone(self) -> None:
+    def client_gone(self) -> None:
         if self._body_timer is not None:
-            IOLoop.current().remove_timeout(self._body_timer)
+            self._body_timer.cancel()
             self._body_timer = None
         if not self.done:
             self.done = True
@@ -241,194 +162,142 @@ class _Exchange(httputil.HTTPMessageDelegate):
             if cb is not None:
                 cb()
 
+    # -- upgrades -------------------------------------------------------------------
+
+    async def _upgrade(self, upgrader: Upgrader) -> None:
+        """Admitted: the socket goes to the upgrader. Refused: answered on the
+        kept-alive connection."""
+        try:
+            verdict = await upgrader.admit(self, self.version)
+        except Exception:
+            log.exception("error checking a websocket upgrade on %s", self.path)
+            verdict = (500, [TEXT], b"internal error\n")
+        conn = self._conn
+        if self.done or conn is None or conn.closed:
+            return  # the client went away meanwhile
+        if isinstance(verdict, tuple):
+            self._upgrading = False
+            self.respond(*verdict)
+            return
+        self.done = True
+        sock, leftover = conn.detach()
+        upgrader.open(sock, leftover, verdict)
+
+    def _body_timed_out(self) -> None:
+        """The body did not arrive in time: 408, then close (the app never sees it)."""
+        self._body_timer = None
+        conn = self._conn
+        if self.done or conn is None or conn.closed:
+            return
+        self.done = True
+        log.info("request body from %s not complete after %.0f s (body_timeout_s): 408",
+                 self.peer_ip, self._listener.body_timeout_s)
+        conn.answer_and_close(closing_response(408, "request body not received in time"))
+
     def last_on_connection(self) -> None:
-        """Answer with `Connection: close` and close the connection after it. Tornado
-        decides this per request in HTTP1Connection._disconnect_on_finish (private; set
-        after it read the head, read when it writes ours: checked on Tornado 6.4-6.6,
-        tests/integration/test_restart_graceful.py fails if that changes)."""
-        if self._handoff is None and hasattr(self._conn, "_disconnect_on_finish"):
-            self._conn._disconnect_on_finish = True
+        """Answer with `Connection: close` and close the connection after it."""
+        if self._conn is not None:
+            self._conn.last = True
 
     # -- Exchange ------------------------------------------------------------------
 
     def header(self, name: str) -> str | None:
-        return last_value(self._headers, name)
+        """The last value (Kinode takes the last; joining repeated ones with commas
+        would hide a cookie behind an earlier Cookie header)."""
+        lname = name.lower()
+        for key, value in reversed(self._headers):
+            if key.lower() == lname:
+                return value
+        return None
 
     def header_items(self) -> list[tuple[str, str]]:
-        return list(self._headers.get_all())
+        return list(self._headers)
 
     def on_close(self, callback: Callable[[], None]) -> None:
-        # After the body is read, Tornado reports a closed connection through the
-        # connection's close callback, not the delegate's on_connection_close.
         self._close_cb = callback
-        self._conn.set_close_callback(self._client_gone)
 
     def respond(self, status: int, headers: Headers, body: bytes, *, own: bool = True) -> None:
         if self.done:
             return
         self.done = True
-        if self._close_cb is not None:
-            self._close_cb = None
-            self._conn.set_close_callback(None)
+        self._close_cb = None
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
         if own:
             headers = with_own_headers(headers)
+        head_only = self.method == "HEAD"
+        body_allowed = status not in (204, 304) and status >= 200
         try:
-            self._write(status, headers, body)
-        except StreamClosedError:
-            pass
-        except Exception as exc:
-            # A header HTTP cannot carry (Tornado refuses it in HTTPHeaders.add or when
-            # encoding the head as Latin-1): nothing was written yet, so the client
-            # still gets an answer instead of a connection left hanging (issue 9 item 6).
+            conn.respond(status, headers, body, head_only=head_only, body_allowed=body_allowed)
+        except BadHeader as exc:
+            # A header HTTP cannot carry: nothing was written yet, so the client still
+            # gets an answer instead of a connection left hanging (issue 9 item 6).
             log.error("cannot send the %d answer to %s %s (%s); answered 500 instead",
-                      status, self.method, getattr(self, "path", "?"), exc)
-            try:
-                self._write(500, with_own_headers([TEXT]), b"internal error: invalid response header\n")
-            except Exception:
-                self._conn.close()
-
-    def _write(self, status: int, headers: Headers, body: bytes) -> None:
-        out = httputil.HTTPHeaders()
-        for name, value in headers:
-            out.add(name, value)
-        if status not in (204, 304):
-            out["Content-Length"] = str(len(body))
-        else:
-            body = b""
-        out["Date"] = DATE.now()
-        if self.method == "HEAD":
-            body = b""
-        self._conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", status, reason(status)),
-                                 out, body or None)
-        self._conn.finish()
-
-    # -- limits ----------------------------------------------------------------------
-
-    def _reject_too_large(self) -> None:
-        """413 before reading the body, then close (detaching skips Tornado's body read)."""
-        self.done = True
-        detach = getattr(self._conn, "detach", None)
-        if detach is None:
-            return
-        stream = detach()
-        answer = closing_response(413, f"request body larger than {self._listener.max_body_bytes} bytes")
-        try:
-            stream.write(answer).add_done_callback(lambda _: stream.close())
-        except StreamClosedError:
-            stream.close()
+                      status, self.method, self.path, exc)
+            conn.respond(500, with_own_headers([TEXT]), b"internal error: invalid response header\n",
+                         head_only=head_only, body_allowed=True)
 
 
-# ---------------------------------------------------------------------- request heads
+# ---------------------------------------------------------------------- connections
 
 
-class Server(HTTPServer):
-    """Tornado's HTTPServer, except that a request head larger than `max_header_size`
-    is answered 431 instead of a silent close (or, with bytes left unread, a reset), and
-    connections are accepted within `max_connections` (`porch.http_server.accept`)."""
+class Server:
+    """Accepts connections within `max_connections` (`porch.http_server.accept`) and
+    serves each with the listener."""
 
     max_connections = 10_000
 
-    def on_close(self, server_conn: object) -> None:
-        super().on_close(server_conn)
-        listener = self.request_callback
-        if isinstance(listener, Listener):
-            listener.forget(server_conn)
+    def __init__(self, listener: Listener, *, max_header_size: int, max_body_size: int,
+                 idle_connection_timeout: float) -> None:
+        self.listener = listener
+        self.max_header_size = max_header_size
+        self.max_body_size = max_body_size
+        self.idle_connection_timeout = idle_connection_timeout
+        self.connections: set[H1Connection] = set()
+        self._acceptors: list[tuple[Acceptor, socket.socket]] = []
+        self.draining = False
 
     @property
     def open_connections(self) -> int:
         """HTTP connections open now (an upgraded WebSocket is no longer one)."""
-        return len(self._connections)
+        return len(self.connections)
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
-            acceptor = Acceptor(sock, self._handle_connection, lambda: len(self._connections),
-                                self.max_connections)
-            self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = acceptor.stop
+            acceptor = Acceptor(sock, self._connected, lambda: len(self.connections), self.max_connections)
+            self._acceptors.append((acceptor, sock))
             acceptor.start()
 
-    def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
-        _HeadLimit(stream)
-        super().handle_stream(stream, address)
-
-
-_LINGER_S = 2.0  # how long a 431'd client may keep sending before it is reset
-_LINGER_BYTES = 1024 * 1024
-
-
-class _HeadLimit:
-    """Answers 431 on one connection when Tornado gives up on a request head.
-
-    Tornado reads each request head with `read_until_regex(..., max_bytes=limit)`; past
-    the limit the stream closes itself (UnsatisfiableReadError) and the client is left
-    with no status. We note when a head is being read, and take the socket over just
-    before the stream would close it: write the 431, stop writing, and read and discard
-    what the client still sends (bounded) so that closing does not reset the connection
-    before the client has read the answer. Other oversized reads (a chunk-size line)
-    keep Tornado's plain close.
-    """
-
-    __slots__ = ("close_fd", "head", "read_until_regex", "stream")
-
-    def __init__(self, stream: IOStream) -> None:
-        self.stream = stream
-        self.read_until_regex = stream.read_until_regex
-        self.close_fd = stream.close_fd
-        self.head: Awaitable[bytes] | None = None  # the pending (or last) head read
-        stream.read_until_regex = self._read_head  # type: ignore[method-assign]
-        stream.close_fd = self._close_fd  # type: ignore[method-assign]
-
-    def _read_head(self, regex: bytes, max_bytes: int | None = None) -> Awaitable[bytes]:
-        # The HTTP/1 server reads nothing but request heads with a regex. The read may
-        # fail (and close the stream) before it returns: `head` is unset meanwhile.
-        self.head = None
-        self.head = self.read_until_regex(regex, max_bytes)
-        return self.head
-
-    def _close_fd(self) -> None:
-        stream, head = self.stream, self.head
-        reading_head = head is None or not (isinstance(head, Future) and head.done())
-        sock = stream.socket
-        if sock is None or not reading_head or not isinstance(stream.error, UnsatisfiableReadError):
-            self.close_fd()
-            return
-        stream.socket = None  # type: ignore[assignment]
-        _Answer431(sock)
-
-
-class _Answer431:
-    """Write the 431 on a socket taken from its stream, then close it gracefully."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.drained = 0
-        self.closed = False
-        answer = closing_response(431, "request head (request line and headers) too large")
-        try:
-            sock.send(answer)  # a few bytes into an empty send buffer
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
+    def stop(self) -> None:
+        """Stop accepting and close this process's copies of the listening sockets (the
+        keeper keeps its own)."""
+        acceptors, self._acceptors = self._acceptors, []
+        for acceptor, sock in acceptors:
+            acceptor.stop()
             sock.close()
-            return
-        self.loop = IOLoop.current()
-        self.loop.add_handler(sock, self._drain, IOLoop.READ)
-        self.timer = self.loop.call_later(_LINGER_S, self._close)
 
-    def _drain(self, _fd: object, _events: int) -> None:
-        try:
-            data = self.sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        self.drained += len(data)
-        if not data or self.drained > _LINGER_BYTES:
-            self._close()
+    def _connected(self, sock: socket.socket, address: Any) -> None:
+        listener = self.listener
+        conn = H1Connection(sock, address, lambda: _Exchange(listener),
+                            max_header_bytes=self.max_header_size, max_body_bytes=self.max_body_size,
+                            idle_timeout_s=self.idle_connection_timeout, on_closed=self.connections.discard)
+        if self.draining:
+            conn.draining = True
+        if not conn.closed:
+            self.connections.add(conn)
 
-    def _close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.loop.remove_handler(self.sock)
-        self.loop.remove_timeout(self.timer)
-        self.sock.close()
+    def begin_drain(self) -> None:
+        """From now on every answer is its connection's last: `Connection: close`."""
+        self.draining = True
+        for conn in self.connections:
+            conn.draining = True
+
+    def close_idle(self) -> int:
+        """Close the connections between requests that hold no byte of a next one;
+        how many."""
+        return sum(conn.close_if_idle() for conn in list(self.connections))
+
+    def close_all(self) -> None:
+        for conn in list(self.connections):
+            conn.close()

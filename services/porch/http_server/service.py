@@ -38,10 +38,12 @@ from pathlib import Path
 
 from porch.address import HTTP_SERVER
 from porch.files import remove_leftovers
+from porch.http_server import loops
 from porch.http_server.accept import raise_open_files_limit
 from porch.http_server.auth import Auth
 from porch.http_server.bindings import RPC_PROCESS, BindingTable
 from porch.http_server.db import StateDb, db_path, describe
+from porch.http_server.follow import BindingFollower
 from porch.http_server.gateway import Gateway
 from porch.http_server.handover import OwnerLock
 from porch.http_server.hosts import FrontDoor, HostAllowList
@@ -53,6 +55,8 @@ from porch.http_server.settings import HttpServerSettings, load_settings
 from porch.http_server.state import BindingStore, NodeSecrets, generate_password
 from porch.http_server.websocket import WsHub
 from porch.http_server.writable import StateHealth
+from porch.http_server.wshandover import HandoverClient, HandoverServer
+from porch.http_server.wshandover import socket_path as handover_path
 from porch.node.config import ConfigError, NodeConfig
 from porch.node.home import NodeHome
 from porch.node.listen_socket import NotAListeningSocket, fetch, from_systemd, holder_path
@@ -104,25 +108,93 @@ def ensure_password(home: NodeHome) -> None:
 
 
 class Keeper:
-    def __init__(self, home: NodeHome, sock: socket.socket) -> None:
+    """Holds the port and runs the workers: one primary (the holder of
+    http-server:distro:sys) and, with `workers` > 1, members that join it once it
+    serves (docs/workers.md)."""
+
+    def __init__(self, home: NodeHome, sock: socket.socket, workers: int = 1) -> None:
         self.home = home
         self.sock = sock
-        self.child: subprocess.Popen[bytes] | None = None
+        self.workers = workers
+        self.child: subprocess.Popen[bytes] | None = None  # the primary
+        self.members: list[subprocess.Popen[bytes]] = []  # the primary's members
         # Replaced workers finishing what they hold: (process, when it was replaced).
         self.retiring: list[tuple[subprocess.Popen[bytes], float]] = []
         self.stopping = False
         self.restart_requested = False
+        self._ready = -1  # the read end of the primary's "serving" pipe
+        self._members_due = False
+        self._member_respawn_at = 0.0
 
     def spawn(self) -> None:
         fd = self.sock.fileno()
         cmd = [sys.executable, "-m", "porch.http_server", "--home", str(self.home.root),
                "--worker-fd", str(fd)]
-        self.child = subprocess.Popen(cmd, pass_fds=(fd,))
-        log.info("worker started (os pid %d)", self.child.pid)
+        pass_fds: tuple[int, ...] = (fd,)
+        if self.workers > 1:
+            if self._ready >= 0:
+                os.close(self._ready)
+            self._ready, ready_w = os.pipe()
+            os.set_blocking(self._ready, False)
+            cmd += ["--ready-fd", str(ready_w)]
+            pass_fds += (ready_w,)
+        self.child = subprocess.Popen(cmd, pass_fds=pass_fds)
+        if self.workers > 1:
+            os.close(ready_w)
+            self._members_due = True
+        log.info("worker started (os pid %d)%s", self.child.pid,
+                 f"; {self.workers - 1} more join it once it serves" if self.workers > 1 else "")
+
+    def spawn_member(self) -> None:
+        assert self.child is not None
+        fd = self.sock.fileno()
+        cmd = [sys.executable, "-m", "porch.http_server", "--home", str(self.home.root),
+               "--worker-fd", str(fd), "--member-of", str(self.child.pid)]
+        member = subprocess.Popen(cmd, pass_fds=(fd,))
+        self.members.append(member)
+        log.info("worker started (os pid %d), a member of os pid %d", member.pid, self.child.pid)
+
+    def _tend_members(self) -> None:
+        """Start the members once the primary serves; start again those that died."""
+        if self.workers <= 1 or self.child is None or self.child.poll() is not None:
+            return
+        if self._members_due:
+            try:
+                serving = os.read(self._ready, 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                serving = b""
+            if not serving:  # the pipe closed without a word: the primary failed
+                return
+            self._members_due = False
+            for _ in range(self.workers - 1):
+                self.spawn_member()
+            return
+        for member in list(self.members):
+            code = member.poll()
+            if code is None:
+                continue
+            self.members.remove(member)
+            log.error("worker os pid %d (a member) exited with %s", member.pid, code)
+        now = time.monotonic()
+        if len(self.members) < self.workers - 1 and now >= self._member_respawn_at:
+            self._member_respawn_at = now + 1.0  # one start a second at most
+            self.spawn_member()
+
+    def _retire_generation(self) -> None:
+        """The primary is replaced (or gone): it and its members finish what they hold
+        (the kernel tells the members they are superseded with it)."""
+        now = time.monotonic()
+        for worker in ([self.child] if self.child is not None else []) + self.members:
+            if worker.poll() is None:
+                self.retiring.append((worker, now))
+        self.members = []
 
     def stop_workers(self, timeout: float = 10.0) -> None:
-        """SIGTERM every worker (the current one and those finishing), then wait."""
-        workers = [w for w, _ in self.retiring] + ([self.child] if self.child is not None else [])
+        """SIGTERM every worker (the current ones and those finishing), then wait."""
+        workers = [w for w, _ in self.retiring] + ([self.child] if self.child is not None else []) \
+            + self.members
         for worker in workers:
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
@@ -174,14 +246,15 @@ class Keeper:
                 # than the handover itself.
                 log.info("restarting the worker (port kept open): a new one takes over from "
                          "os pid %d", self.child.pid)
-                if code is None:
-                    self.retiring.append((self.child, time.monotonic()))
+                self._retire_generation()
                 self.spawn()
                 started = time.monotonic()
                 backoff = 0.0
                 continue
             if code is None:
+                self._tend_members()
                 continue
+            self._retire_generation()  # its members finish (superseded with it), then exit
             ran = time.monotonic() - started
             backoff = 0.0 if ran > 5 else min(5.0, max(0.25, backoff * 2))
             log.error("worker exited with %s after %.1f s; restarting%s", code, ran,
@@ -213,13 +286,14 @@ def _die_with_parent() -> None:
         pass
 
 
-async def connect_rpc(home: NodeHome) -> AsyncProcess | None:
+async def connect_rpc(home: NodeHome, member_of: int = 0) -> AsyncProcess | None:
     """The identity RPC messages go out under (rpc:distro:sys), a second registration
     of this worker: the capabilities porch.toml grants that id are RPC's, the
     http-server's are not. None if the kernel refuses it (the endpoint then answers 503).
     Like the main registration it takes the id over from a worker being replaced."""
     try:
-        rpc = await AsyncProcess.connect(RPC_PROCESS, home=home.root, connect_timeout=60, takeover=True)
+        rpc = await AsyncProcess.connect(RPC_PROCESS, home=home.root, connect_timeout=60,
+                                         takeover=not member_of, member_of=member_of)
     except KernelRefused as exc:
         log.error("cannot register %s, so the RPC endpoint answers 503: %s", RPC_PROCESS, exc)
         return None
@@ -265,14 +339,13 @@ def longest_request_s(table: BindingTable, settings: HttpServerSettings) -> floa
     return float(longest + settings.body_timeout_s)
 
 
-async def drain(server: Server, listener: Listener, hub: WsHub, ending: Ending,
-                longest_s: float) -> None:
+async def drain(server: Server, hub: WsHub, ending: Ending, longest_s: float) -> None:
     """Stop accepting and finish what this worker holds (the module docstring)."""
     loop = asyncio.get_running_loop()
     server.stop()  # stop accepting; the keeper (and a new worker) still hold the socket
     hub.draining = True
     hub.close_all()  # 1012: clients reconnect (to the new worker); owners get WebSocketClose
-    listener.begin_drain()
+    server.begin_drain()
     started = loop.time()
     if not ending.stopped:
         ending.drain_until = min(ending.drain_until, started + longest_s + 5)
@@ -280,7 +353,7 @@ async def drain(server: Server, listener: Listener, hub: WsHub, ending: Ending,
     while server.open_connections:
         now = loop.time()
         if now >= started + IDLE_CLOSE_S:
-            idle_closed += listener.close_idle()
+            idle_closed += server.close_idle()
         if now >= ending.drain_until:
             break
         await asyncio.sleep(0.02)
@@ -288,43 +361,49 @@ async def drain(server: Server, listener: Listener, hub: WsHub, ending: Ending,
     if left:
         log.warning("closing %d connection(s) still open %.1f s after the %s", left,
                     loop.time() - started, "stop" if ending.stopped else "handover")
-        for conn in list(listener.current):
-            stream = getattr(conn, "stream", None)
-            if stream is not None:
-                stream.close()
+        server.close_all()
     log.info("drained in %.2f s (%d idle kept-alive connection(s) closed)",
              loop.time() - started, idle_closed)
 
 
 async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings,
-                sock: socket.socket) -> None:
+                sock: socket.socket, member_of: int = 0, ready_fd: int | None = None) -> None:
+    """One worker: the primary (it holds http-server:distro:sys, taking it over from a
+    worker being replaced), or with `member_of` a member of the primary with that OS
+    pid (docs/workers.md). `ready_fd`: the primary writes to it once it serves."""
     loop = asyncio.get_running_loop()
+    log.info("worker on the %s event loop%s", "uvloop" if "uvloop" in type(loop).__module__ else "asyncio",
+             f", a member of os pid {member_of}" if member_of else "")
     ending = Ending(loop)
     owner = OwnerLock(home.state_dir)
-    proc = await AsyncProcess.connect(HTTP_SERVER, home=home.root, connect_timeout=60, takeover=True)
+    proc = await AsyncProcess.connect(HTTP_SERVER, home=home.root, connect_timeout=60,
+                                      takeover=not member_of, member_of=member_of)
 
     def superseded() -> None:
         # Every message the kernel routed to us before the takeover has been handled
         # (and its binding journaled): the new worker may load the bindings now.
         owner.release()
         if not ending.superseded:
-            log.info("a new worker took over: finishing what this one holds")
+            log.info("%s: finishing what this one holds",
+                     "its primary was replaced or went away" if member_of else "a new worker took over")
         ending.supersede()
 
     proc.on_superseded(superseded)
     if proc.took_over:
         log.info("took over http-server:distro:sys from the previous worker")
-    if not ending.superseded:
+    if not ending.superseded and not member_of:
         await owner.acquire()
         if ending.superseded:  # replaced again while waiting
             owner.release()
-    rpc = await connect_rpc(home)
+    rpc = await connect_rpc(home, member_of)
     health = StateHealth(home.state_dir)
-    clean_state_dir(home.state_dir)
+    if not member_of:
+        clean_state_dir(home.state_dir)
     db = StateDb.open(db_path(home.state_dir))
     store = BindingStore(db, home.state_dir, health)
-    table = store.load()
-    store.maintain()
+    table = store.load() if not member_of else store.read()
+    if not member_of:
+        store.maintain()
     rpc_token = _rpc_token(home, health)
     secrets_ = NodeSecrets(home.state_dir)
     try:
@@ -339,13 +418,23 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     gateway = Gateway(settings, config.node, table, auth, proc, store.save, executor, rpc, rpc_token,
                       health=health)
     hub = WsHub(settings, table, auth, proc, home.state_dir)
-    hub.announce_lost()
+    handover_server: HandoverServer | None = None
+    if member_of:
+        follow = BindingFollower(db, store, table, gateway.bindings_reloaded)
+        gateway.refresh = hub.refresh = follow
+        hub.handover = HandoverClient(handover_path(home.run_dir, member_of))
+    else:
+        hub.announce_lost()
+        if ready_fd is not None:  # the keeper runs members beside this worker
+            handover_server = HandoverServer(handover_path(home.run_dir, os.getpid()), hub.handed)
     gateway.extra_actions.update({"web_socket_push": hub.on_push, "web_socket_close": hub.on_close,
                                   "web_socket_ext_push_outgoing": hub.on_push})
     gateway.on_ws_binding = hub.binding_changed
     gateway.status_extra["websockets"] = lambda: len(hub.channels)
+    gateway.status_extra["worker_pid"] = os.getpid  # which worker answered (docs/workers.md)
+    gateway.status_extra["primary"] = lambda: 0 if member_of else 1
     proc.on_request(gateway.on_message)
-    listener = Listener(gateway.dispatch, settings.max_body_bytes, upgrade=hub.application(),
+    listener = Listener(gateway.dispatch, settings.max_body_bytes, upgrade=hub,
                         body_timeout_s=settings.body_timeout_s,
                         front=FrontDoor(HostAllowList(settings.allowed_hosts)).check)
     server = Server(
@@ -353,7 +442,6 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
         max_body_size=settings.max_body_bytes,
         max_header_size=settings.max_header_bytes,
         idle_connection_timeout=settings.idle_timeout_s,
-        body_timeout=settings.body_timeout_s + 5,  # a backstop: the Listener answers 408 first
     )
     server.max_connections = settings.max_connections
     files = raise_open_files_limit()
@@ -374,8 +462,18 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
         else:
             log.error("serving http on %s:%d with %d binding(s), READ-ONLY: the state cannot be "
                       "written (%s)", host, port, len(table.http) - 1, health.reason)
+        if ready_fd is not None:  # the keeper starts the members now
+            try:
+                os.write(ready_fd, b"1")
+            except OSError:
+                pass
+            os.close(ready_fd)
         await ending.event.wait()
-    await drain(server, listener, hub, ending, longest_request_s(table, settings))
+    if handover_server is not None:
+        handover_server.close()
+    if hub.handover is not None:
+        hub.handover.close()
+    await drain(server, hub, ending, longest_request_s(table, settings))
     reminder.cancel()
     owner.release()
     await asyncio.sleep(0.2)  # let the last answers and close frames go out
@@ -455,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
                         "node's remembered port, else the first free from 8080)")
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # primary: say when serving
+    parser.add_argument("--member-of", type=int, default=0, help=argparse.SUPPRESS)  # a member worker
     args = parser.parse_args(argv)
     started = start_service("http-server", args.home)
     if started is None:
@@ -462,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     home, config = started
     try:
         settings = settings_with_overrides(config, args, f"{home.config_path} [http_server]")
+        loops.chosen(settings.event_loop)  # "uvloop" without uvloop: say so once, here
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
@@ -469,8 +570,9 @@ def main(argv: list[str] | None = None) -> int:
         _die_with_parent()
         sock = socket.socket(fileno=args.worker_fd)
         try:
-            asyncio.run(serve(home, config, settings, sock))
-        except PorchError as exc:
+            loops.run(serve(home, config, settings, sock, member_of=args.member_of,
+                            ready_fd=args.ready_fd), settings.event_loop)
+        except (PorchError, ConfigError) as exc:
             log.error("%s", exc)
             return 1
         return 0
@@ -491,4 +593,4 @@ def main(argv: list[str] | None = None) -> int:
     ensure_password(home)
     port = sock.getsockname()[1]
     log.info("Login at http://localhost:%d", port)
-    return Keeper(home, sock).run()
+    return Keeper(home, sock, settings.worker_count()).run()

@@ -5,6 +5,7 @@ Every limit docs/architecture.md §6 and the README name is here, with a default
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,14 @@ class HttpServerSettings:
     # name and one label in front of it (secure subdomains); "*.example.com" any
     # subdomain; ".example.com" the name and any subdomain; "*" any name (no check).
     allowed_hosts: tuple[str, ...] = ()
+    # Worker processes serving HTTP on the one port (docs/workers.md): one holds the
+    # node's WebSockets and binding actions, the others serve HTTP beside it. 0: a
+    # quarter of the cores, 1 to 4 (the kernel and each app are one process each: past
+    # that, more workers wait for them; bench/README.md "Scaling model").
+    workers: int = 0
+    # The worker's event loop: "auto" (uvloop when it is installed, else asyncio's
+    # own), "asyncio", or "uvloop" (refused at start if it is not installed).
+    event_loop: str = "auto"
 
     def __post_init__(self) -> None:
         """Values that would make the server misbehave are refused at load, with the
@@ -80,6 +89,10 @@ class HttpServerSettings:
         for name in ("request_timeout_s", "idle_timeout_s", "body_timeout_s", "session_days"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"[http_server] {name} must be more than 0")
+        if not 0 <= self.workers <= 64:
+            raise ConfigError("[http_server] workers must be 0 (a quarter of the cores, 1-4) or 1-64")
+        if self.event_loop not in ("auto", "asyncio", "uvloop"):
+            raise ConfigError('[http_server] event_loop must be "auto", "asyncio" or "uvloop"')
         if self.ws_ping_interval_s < 0:
             raise ConfigError("[http_server] ws_ping_interval_s must be 0 (never) or more")
         for entry in self.allowed_hosts:
@@ -91,6 +104,13 @@ class HttpServerSettings:
             parse_networks(self.trusted_proxies)
         except ValueError as exc:
             raise ConfigError(f"[http_server] trusted_proxies: {exc}") from None
+
+    def worker_count(self, cores: int | None = None) -> int:
+        """How many workers run: `workers`, or for 0 a quarter of the cores (1 to 4)."""
+        if self.workers:
+            return self.workers
+        cores = cores if cores is not None else len(os.sched_getaffinity(0))
+        return min(4, max(1, cores // 4))
 
     def trusted_networks(self) -> tuple[Network, ...]:
         return parse_networks(self.trusted_proxies)

@@ -72,6 +72,15 @@ class BindingStore:
             log.error("cannot read the bindings from %s (%s): serving none", self.db.path, describe(exc))
             return BindingTable()
 
+    def read(self) -> BindingTable:
+        """The bindings as saved now (a member worker following the primary's commits);
+        what it has if the database cannot be read."""
+        try:
+            return self._read(self.db.reader())
+        except sqlite3.Error as exc:
+            log.error("cannot read the bindings from %s (%s)", self.db.path, describe(exc))
+            raise
+
     @staticmethod
     def _imported(conn: sqlite3.Connection) -> bool:
         try:

@@ -22,6 +22,11 @@ owner cannot take it (frames go with report_undelivered). When the link to the k
 is lost, frames inside the kernel may be lost with it: the sockets that carried a frame
 since shortly (RECENT_S) before the kernel was last heard from are closed 1012; idle
 ones stay open.
+
+The frames are porch's own (issue 12): after the handshake (`WsHub.admit`, answered
+through the HTTP listener) the worker owns the connection's socket
+(`porch.http_server.wsconn`, framing in `porch.http_server.frames`); Tornado's
+WebSocket layer is not used.
 """
 
 from __future__ import annotations
@@ -31,22 +36,24 @@ import json
 import logging
 import os
 import random
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgpack
-import tornado.web
-import tornado.websocket
 
 from porch.files import write_atomic
 from porch.http_server import actions
 from porch.http_server.auth import PROXY_HEADERS, Auth, is_local
 from porch.http_server.bindings import BindingTable, WsBinding
-from porch.http_server.exchange import OWN_HEADERS, last_value
+from porch.http_server.exchange import TEXT, Exchange, Headers, closing_response
 from porch.http_server.hosts import same_origin
 from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
+from porch.http_server.upgrade import Refusal, handshake_refusal, switching_protocols
+from porch.http_server.wsconn import WsConnection
+from porch.http_server.wshandover import HandoverClient, refuse
 from porch.process.aio import AsyncProcess
 from porch.process.message import Blob, Message, Offline, SendError, Timeout
 from porch.wire import http_pb2
@@ -72,19 +79,70 @@ EXT_VARIANTS = frozenset({
 
 
 class Channel:
-    """One open server-side socket: its owner, its binding, its send queue."""
+    """One open server-side socket: its owner, its binding, its connection; it hears
+    the connection's events (porch.http_server.wsconn.Events) for the hub."""
 
-    __slots__ = ("active", "app", "binding_path", "handler", "id", "push_bodies")
+    __slots__ = ("active", "app", "binding_path", "conn", "extension", "hub", "id", "push_bodies")
 
-    def __init__(self, id_: int, app: str, binding_path: str, handler: PorchWebSocket) -> None:
+    def __init__(self, hub: WsHub, id_: int, binding: WsBinding) -> None:
+        assert binding.app is not None
+        self.hub = hub
         self.id = id_
-        self.app = app
-        self.binding_path = binding_path
-        self.handler = handler
+        self.app = binding.app
+        self.binding_path = binding.path
+        self.extension = binding.extension
+        self.conn: WsConnection | None = None
         self.active = 0.0  # loop time of its last frame, either way
         # WebSocketPush{channel_id, message_type} bodies, built once per type: every
         # client frame is forwarded with one of these (the payload is the blob).
         self.push_bodies: dict[int, bytes] = {}
+
+    def close(self, code: int, reason: str | None, wait_s: float | None = None) -> None:
+        conn = self.conn
+        if conn is not None:
+            if wait_s is None:
+                conn.close(code, reason)
+            else:
+                conn.close(code, reason, wait_s)
+
+    # -- the connection's events ------------------------------------------------------
+
+    def on_message(self, payload: bytes, binary: bool) -> None:
+        hub = self.hub
+        if self.id not in hub.channels:
+            return
+        if self.extension and hub._ext_inbound(self, payload):
+            return
+        hub._push_to_app(self, WsType.Binary if binary else WsType.Text, payload)
+
+    def on_ping(self, payload: bytes) -> None:  # answered by the connection; also told to the app
+        if self.id in self.hub.channels:
+            self.hub._push_to_app(self, WsType.Ping, payload)
+
+    def on_pong(self, payload: bytes) -> None:
+        if payload and self.id in self.hub.channels:
+            self.hub._push_to_app(self, WsType.Pong, payload)
+
+    def on_closed(self, code: int | None, reason: str | None) -> None:
+        if self.id in self.hub.channels:
+            self.hub.client_closed(self, (reason or "") if code is not None else None)
+
+
+class Admission:
+    """An upgrade that passed every check: what opening it needs."""
+
+    __slots__ = ("binding", "key", "open_path", "peer")
+
+    def __init__(self, binding: WsBinding, open_path: str, peer: str | None, key: str) -> None:
+        self.binding = binding
+        self.open_path = open_path
+        self.peer = peer
+        self.key = key
+
+
+def _refusal(status: int, message: str, *extra: tuple[str, str]) -> Refusal:
+    headers: Headers = [TEXT, *extra]
+    return status, headers, (message + "\n").encode()
 
 
 class WsHub:
@@ -105,18 +163,15 @@ class WsHub:
         self._record = state_dir / f"ws-channels.{os.getpid()}.json"
         self._record_scheduled = False
         self.draining = False  # this worker stops or is replaced: no new sockets
+        # A member worker hands the sockets it admits to the primary (docs/workers.md),
+        # and checks its bindings are the database's before it admits one.
+        self.handover: HandoverClient | None = None
+        self.refresh: Callable[[], None] | None = None
         self._loop = asyncio.get_running_loop()
         proc.on_undelivered(self._undelivered)
         proc.on_disconnect(self._kernel_lost)
 
     # ------------------------------------------------------------------ lifecycle
-
-    def application(self) -> tornado.web.Application:
-        return tornado.web.Application(
-            [(r".*", PorchWebSocket, {"hub": self})],
-            websocket_max_message_size=self.settings.ws_max_message_bytes,
-            websocket_ping_interval=self.settings.ws_ping_interval_s or None,
-        )
 
     def announce_lost(self) -> None:
         """After a crash of a previous worker: tell owners their sockets are gone. The
@@ -155,13 +210,13 @@ class WsHub:
 
     def close_all(self, code: int = CLOSE_SERVICE_RESTART, reason: str = "server restarting") -> None:
         for channel in list(self.channels.values()):
-            channel.handler.close(code, reason)
+            channel.close(code, reason)
             self._forget(channel, notify=True)
         self._write_record()
 
     def _close_channels(self, channels: list[Channel], code: int, reason: str) -> None:
         for channel in channels:
-            channel.handler.close(code, reason)
+            channel.close(code, reason)
             self._forget(channel, notify=True)
 
     def _undelivered(self, error: SendError) -> None:
@@ -198,26 +253,147 @@ class WsHub:
                  channel.id, channel.app, reason, code)
         self._close_channels([channel], code, reason)
 
-    def register(self, handler: PorchWebSocket, binding: WsBinding, path: str) -> Channel:
-        assert binding.app is not None
+    # ------------------------------------------------------------------ upgrades
+
+    async def admit(self, ex: Exchange, version: str) -> Refusal | Admission:
+        """Whether to open this upgrade: an Admission, or the answer refusing it. The
+        checks, in order: a valid handshake; a worker being replaced (503); the socket
+        limit (503); a binding (404); login (a secure subdomain's host 403, the cookie
+        401); an extension's loopback peer (403); the Origin (403); last, as it costs a
+        round trip to the kernel, the owner running (503)."""
+        refusal = handshake_refusal(ex.method, version, ex.header)
+        if refusal is not None:
+            return refusal
+        if self.refresh is not None:
+            self.refresh()
+        if self.draining:
+            # A request on a kept-alive connection of a worker being replaced: the next
+            # connection reaches the new worker.
+            return _refusal(503, "this server process is being replaced; connect again",
+                            ("Retry-After", "0"))
+        if len(self.channels) >= self.settings.max_websockets:
+            log.warning("too many open websockets (%d); refusing an upgrade", len(self.channels))
+            return _refusal(503, "too many open websockets")
+        path = normalize(ex.path)
+        found = self.table.resolve_ws(path)
+        if found is None or found[0].app is None:
+            return _refusal(404, "no websocket bound here")
+        binding = found[0]
+        app = binding.app
+        assert app is not None
+        if binding.authenticated:
+            app_scope = None
+            if binding.secure_subdomain is not None:
+                host = (ex.header("Host") or "").rsplit(":", 1)[0]
+                if host.split(".", 1)[0] != binding.secure_subdomain:
+                    return _refusal(403, "secure websocket must be opened on its subdomain")
+                app_scope = app
+            if not self.auth.authorized(ex.header("Cookie"), app_scope):
+                return _refusal(401, "authentication required")
+        if binding.extension:
+            proxied = any(ex.header(h) is not None for h in PROXY_HEADERS)
+            if not is_local(ex.peer_ip, proxied):
+                return _refusal(403, "extension websockets are local only")
+        origin = ex.header("Origin")
+        if origin is not None and not self._origin_allowed(binding, origin, ex):
+            return _refusal(403, "Cross origin websockets not allowed")
+        peer = f"{ex.peer_ip}:{ex.peer_port}" if ex.peer_ip is not None else None
+        rest = path.lstrip("/")
+        # The path below the app's prefix; homepage's sockets report "/" (docs/kinode.md §2.6).
+        rest = rest[len(app):] if rest.startswith(app) else ""
+        open_path = "/" + rest.lstrip("/")
+        # Last: it asks the kernel (one round trip), and only for an upgrade that
+        # passed every other check.
+        why = await self.owner_refusal(app)
+        if why is not None:
+            return _refusal(503, why)
+        key = ex.header("Sec-WebSocket-Key")
+        assert key is not None  # handshake_refusal checked it
+        return Admission(binding, open_path, peer, key)
+
+    def _origin_allowed(self, binding: WsBinding, origin: str, ex: Exchange) -> bool:
+        """Cross-origin upgrades only for bindings anyone may use; an authenticated one
+        must come from the node's own origin, or a cookie-carrying page elsewhere could
+        hijack it (cross-site WebSocket hijacking). So must an extension socket: its
+        only check is a loopback peer, which any page in the owner's browser is, and
+        a page there could pose as the extension (issue 9 item 8). A request without
+        Origin is not a browser page (browsers always send one on an upgrade): it must
+        present the cookie itself."""
+        if not (binding.authenticated or binding.extension):
+            return True
+        fetch_site = (ex.header("Sec-Fetch-Site") or "same-origin").strip().lower()
+        if fetch_site in ("same-origin", "none") and same_origin(origin, ex.header("Host") or ""):
+            return True
+        log.info("refused a websocket upgrade on %s from origin %r", ex.path, origin[:200])
+        return False
+
+    def open(self, sock: socket.socket, leftover: bytes, admission: Admission) -> Channel | None:
+        """Answer 101 on the socket taken from the HTTP connection, and open the channel
+        (its owner is told WebSocketOpen); None if the client is already gone."""
+        binding = admission.binding
+        if self.handover is not None:  # a member: the primary holds every WebSocket
+            record = {"path": binding.path, "app": binding.app, "open_path": admission.open_path,
+                      "peer": admission.peer, "key": admission.key,
+                      "leftover": leftover.decode("latin-1")}
+            if self.handover.hand(sock, record):
+                sock.close()  # the primary has its own descriptor now
+            else:
+                refuse(sock, "the server is restarting; connect again")
+            return None
+        if len(self.channels) >= self.settings.max_websockets:
+            refuse(sock, "too many open websockets")
+            return None
+        if self.draining:  # replaced while the owner check was out: as if refused
+            try:
+                sock.send(closing_response(503, "this server process is being replaced; connect again",
+                                           "Retry-After: 0\r\n"))
+            except OSError:
+                pass
+            sock.close()
+            return None
         while True:
             id_ = random.getrandbits(32)
             if id_ not in self.channels:
                 break
-        channel = Channel(id_, binding.app, binding.path, handler)
+        channel = Channel(self, id_, binding)
+        conn = WsConnection(sock, channel, max_message=self.settings.ws_max_message_bytes,
+                            ping_interval_s=self.settings.ws_ping_interval_s,
+                            greeting=switching_protocols(admission.key), leftover=leftover)
+        if conn.closed:
+            return None
+        channel.conn = conn
         self.channels[id_] = channel
-        if binding.app not in self._watched:
-            self._watched.add(binding.app)
-            self.proc.watch(binding.app, self._owner_gone)
+        app = channel.app
+        if app not in self._watched:
+            self._watched.add(app)
+            self.proc.watch(app, self._owner_gone)
         self._schedule_record()
         opened = http_pb2.HttpServerRequest()
-        opened.web_socket_open.path = path
+        opened.web_socket_open.path = admission.open_path
         opened.web_socket_open.channel_id = id_
-        if handler.peer is not None:
-            opened.web_socket_open.source_socket_addr = handler.peer
-        log.info("websocket %d opened on %s for %s", id_, binding.path or "/", binding.app)
-        self._to_app(channel.app, opened, channel=channel)
+        if admission.peer is not None:
+            opened.web_socket_open.source_socket_addr = admission.peer
+        log.info("websocket %d opened on %s for %s", id_, binding.path or "/", app)
+        self._to_app(app, opened, channel=channel)
         return channel
+
+    def handed(self, sock: socket.socket, record: dict[str, Any]) -> None:
+        """A socket a member worker admitted (porch.http_server.wshandover): open it
+        here, if its binding is still what the member saw."""
+        path = record.get("path")
+        binding = self.table.ws.get(path) if isinstance(path, str) else None
+        if binding is None or binding.app is None or binding.app != record.get("app"):
+            refuse(sock, "no websocket bound here any more")
+            return
+        try:
+            admission = Admission(binding, str(record["open_path"]),
+                                  None if record.get("peer") is None else str(record["peer"]),
+                                  str(record["key"]))
+            leftover = str(record.get("leftover", "")).encode("latin-1")
+        except (KeyError, UnicodeEncodeError):
+            refuse(sock, "the server could not open this websocket")
+            return
+        self.open(sock, leftover, admission)
 
     def _forget(self, channel: Channel, *, notify: bool, close_reason: str | None = None) -> None:
         if self.channels.pop(channel.id, None) is None:
@@ -238,7 +414,7 @@ class WsHub:
         self._watched.discard(app)
         mine = [c for c in self.channels.values() if c.app == app]
         for channel in mine:
-            channel.handler.close(CLOSE_GOING_AWAY, "the app went away")
+            channel.close(CLOSE_GOING_AWAY, "the app went away")
             self._forget(channel, notify=False)
         if mine:
             log.info("%s went away: closed its %d WebSocket(s)", app, len(mine))
@@ -248,7 +424,7 @@ class WsHub:
         current = self.table.ws.get(path)
         for channel in [c for c in self.channels.values() if c.binding_path == path]:
             if current is None or current.app != channel.app:
-                channel.handler.close(CLOSE_GOING_AWAY, "unbound")
+                channel.close(CLOSE_GOING_AWAY, "unbound")
                 self._forget(channel, notify=True)
 
     # ------------------------------------------------------------------ to the app
@@ -286,11 +462,6 @@ class WsHub:
             self._cannot_deliver(channel)
             return
         channel.active = self._loop.time()
-
-    def from_client(self, channel: Channel, payload: bytes, binary: bool, extension: bool) -> None:
-        if extension and self._ext_inbound(channel, payload):
-            return
-        self._push_to_app(channel, WsType.Binary if binary else WsType.Text, payload)
 
     def _ext_inbound(self, channel: Channel, payload: bytes) -> bool:
         """An extension's frame (docs/kinode.md §1.9). True if it was handled (or dropped)."""
@@ -356,13 +527,22 @@ class WsHub:
                     self._ext_requests.pop(next(iter(self._ext_requests)))
             return None  # no ack: the extension answers (docs/kinode.md §1.9)
         if kind == WsType.Text:
-            self._send(channel, data.decode("utf-8", "replace"), binary=False)
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:  # a text frame must be UTF-8: as Kinode's lossy conversion
+                data = data.decode("utf-8", "replace").encode("utf-8")
+            self._send(channel, data, binary=False)
         elif kind == WsType.Binary:
             self._send(channel, data, binary=True)
         elif kind in (WsType.Ping, WsType.Pong):
             if len(data) > 125:
                 return actions.err(ErrorKind.WsPingPongTooLong, f"{len(data)} bytes (at most 125)")
-            channel.handler.control(0x9 if kind == WsType.Ping else 0xA, data)
+            conn = channel.conn
+            if conn is not None:
+                if kind == WsType.Ping:
+                    conn.ping(data)
+                else:
+                    conn.pong(data)
         else:
             return actions.err(ErrorKind.MalformedRequest, "unknown message type")
         return actions.ok()
@@ -376,27 +556,27 @@ class WsHub:
             return actions.ok()  # Kinode: closing an unknown channel is not an error
         if channel.app != source:
             return actions.err(ErrorKind.WsChannelNotFound, f"channel {channel_id} is not {source}'s")
-        channel.handler.close(1000, reason or None)
+        channel.close(1000, reason or None)
         self._forget(channel, notify=True)
         return actions.ok()
 
-    def _send(self, channel: Channel, data: str | bytes, binary: bool) -> None:
+    def _send(self, channel: Channel, data: bytes, binary: bool) -> None:
         """Queue one frame; a client whose unsent bytes pass the limit is closed (1008).
 
-        Tornado writes to the socket at once when it can, so the stream's unsent bytes
-        are exactly what this client has not taken yet."""
-        queued = channel.handler.unsent_bytes()
+        The connection writes to the socket at once when it can, so its unsent bytes
+        are exactly what this client has not taken yet. A client that does not read
+        will not read the close frame either: its socket is closed 1 s after it."""
+        conn = channel.conn
+        if conn is None:
+            return
+        queued = conn.unsent_bytes()
         if queued + len(data) > self.settings.ws_send_queue_bytes:
             log.warning("websocket %d (%s): client too slow (%d bytes unsent); closing",
                         channel.id, channel.app, queued)
-            channel.handler.close(CLOSE_TOO_SLOW, "too slow: send queue full")
-            channel.handler.abort_soon()
+            conn.close(CLOSE_TOO_SLOW, "too slow: send queue full", 1.0)
             self._forget(channel, notify=True)
             return
-        try:
-            channel.handler.write_message(data, binary=binary)
-        except tornado.websocket.WebSocketClosedError:
-            pass
+        conn.send(data, binary)
 
     # ------------------------------------------------------------------ record
 
@@ -431,201 +611,3 @@ def _is_worker(pid: int) -> bool:
     except OSError:
         return False
     return b"porch.http_server" in cmdline and b"--worker-fd" in cmdline
-
-
-class PorchWebSocket(tornado.websocket.WebSocketHandler):
-    """One client connection; checks happen in prepare(), before the upgrade."""
-
-    hub: WsHub
-    binding: WsBinding
-    channel: Channel | None
-    peer: str | None
-
-    def initialize(self, hub: WsHub) -> None:
-        self.hub = hub
-        self.channel = None
-        self.peer = None
-        self.open_path = "/"
-
-    async def prepare(self) -> None:
-        hub = self.hub
-        if hub.draining:
-            # A request on a kept-alive connection of a worker being replaced: the next
-            # connection reaches the new worker.
-            self.set_header("Retry-After", "0")
-            self._refuse(503, "this server process is being replaced; connect again")
-            return
-        if len(hub.channels) >= hub.settings.max_websockets:
-            log.warning("too many open websockets (%d); refusing an upgrade", len(hub.channels))
-            self._refuse(503, "too many open websockets")
-            return
-        path = normalize(self.request.path)
-        found = hub.table.resolve_ws(path)
-        if found is None or found[0].app is None:
-            self._refuse(404, "no websocket bound here")
-            return
-        binding = found[0]
-        self.binding = binding
-        headers = self.request.headers
-        if binding.authenticated:
-            app_scope = None
-            if binding.secure_subdomain is not None:
-                host = (last_value(headers, "Host") or "").rsplit(":", 1)[0]
-                if host.split(".", 1)[0] != binding.secure_subdomain:
-                    self._refuse(403, "secure websocket must be opened on its subdomain")
-                    return
-                app_scope = binding.app
-            if not hub.auth.authorized(last_value(headers, "Cookie"), app_scope):
-                self._refuse(401, "authentication required")
-                return
-        if binding.extension:
-            proxied = any(headers.get(h) is not None for h in PROXY_HEADERS)
-            if not is_local(self.request.remote_ip, proxied):
-                self._refuse(403, "extension websockets are local only")
-                return
-        ip = self.request.remote_ip
-        port = getattr(self.request.connection, "context", None)
-        address = getattr(port, "address", None)
-        self.peer = f"{ip}:{address[1]}" if isinstance(address, tuple) else None
-        app = binding.app
-        assert app is not None
-        rest = path.lstrip("/")
-        # The path below the app's prefix; homepage's sockets report "/" (docs/kinode.md §2.6).
-        rest = rest[len(app):] if rest.startswith(app) else ""
-        self.open_path = "/" + rest.lstrip("/")
-        # Last: it asks the kernel (one round trip), and only for an upgrade that
-        # passed every other check.
-        refusal = await hub.owner_refusal(app)
-        if refusal is not None:
-            self._refuse(503, refusal)
-
-    def _refuse(self, status: int, message: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(message + "\n")
-
-    def set_default_headers(self) -> None:
-        # Refusals (and the 101) are porch's own answers (issue 9 item 15).
-        for name, value in OWN_HEADERS:
-            self.set_header(name, value)
-
-    def check_origin(self, origin: str) -> bool:
-        """Cross-origin upgrades only for bindings anyone may use; an authenticated one
-        must come from the node's own origin, or a cookie-carrying page elsewhere could
-        hijack it (cross-site WebSocket hijacking). So must an extension socket: its
-        only check is a loopback peer, which any page in the owner's browser is, and
-        a page there could pose as the extension.
-
-        The Origin == Host comparison is porch's own (hosts.same_origin), so that it
-        holds on every Tornado this package allows: 6.6 compares before calling this,
-        6.4 and 6.5 leave it all to this method (issue 9 item 8). A request without
-        Origin never gets here: browsers always send one on an upgrade; a client that
-        sends none is not a browser page, and must present the cookie itself."""
-        if not (self.binding.authenticated or self.binding.extension):
-            return True
-        headers = self.request.headers
-        fetch_site = (last_value(headers, "Sec-Fetch-Site") or "same-origin").strip().lower()
-        if fetch_site in ("same-origin", "none") and same_origin(origin, last_value(headers, "Host") or ""):
-            return True
-        log.info("refused a websocket upgrade on %s from origin %r",
-                 self.request.path, origin[:200])
-        return False
-
-    def get_compression_options(self) -> dict[str, Any] | None:
-        return None
-
-    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
-        protocol = super().get_websocket_protocol()
-        if type(protocol) is tornado.websocket.WebSocketProtocol13:
-            protocol.__class__ = MaskedFramesOnly
-        return protocol
-
-    def open(self, *args: Any, **kwargs: Any) -> None:
-        self.channel = self.hub.register(self, self.binding, self.open_path)
-
-    def on_message(self, message: str | bytes) -> None:
-        channel = self.channel
-        if channel is None or channel.id not in self.hub.channels:
-            return
-        if isinstance(message, str):
-            self.hub.from_client(channel, message.encode(), False, self.binding.extension)
-        else:
-            self.hub.from_client(channel, message, True, self.binding.extension)
-
-    def on_ping(self, data: bytes) -> None:  # answered by Tornado; also told to the app
-        if self.channel is not None and self.channel.id in self.hub.channels:
-            self.hub._push_to_app(self.channel, WsType.Ping, data)
-
-    def on_pong(self, data: bytes) -> None:
-        if self.channel is not None and self.channel.id in self.hub.channels and data:
-            self.hub._push_to_app(self.channel, WsType.Pong, data)
-
-    def on_close(self) -> None:
-        channel = self.channel
-        if channel is not None and channel.id in self.hub.channels:
-            reason = self.close_reason or "" if self.close_code is not None else None
-            self.hub.client_closed(channel, reason)
-
-    def control(self, opcode: int, data: bytes) -> None:
-        """Send a ping or an unsolicited pong (Tornado has no public pong)."""
-        conn = self.ws_connection
-        if conn is None or conn.is_closing():
-            return
-        if opcode == 0x9:
-            self.ping(data)
-        else:
-            write_frame: Callable[..., object] | None = getattr(conn, "_write_frame", None)
-            if write_frame is not None:
-                write_frame(True, 0xA, data)
-
-    def unsent_bytes(self) -> int:
-        """Bytes written to the stream that the client has not taken yet (Tornado keeps
-        them in the IOStream's private _write_buffer; tests/integration/test_websockets
-        fails if a Tornado upgrade renames it)."""
-        stream = getattr(self.ws_connection, "stream", None)
-        buffer = getattr(stream, "_write_buffer", None)
-        return len(buffer) if buffer is not None else 0
-
-    def abort_soon(self, delay: float = 1.0) -> None:
-        """A client that does not read will not read the close frame either: tear the
-        connection down shortly after instead of waiting Tornado's 5 s."""
-        conn = self.ws_connection
-        abort = getattr(conn, "_abort", None)
-        if abort is not None:
-            asyncio.get_running_loop().call_later(delay, abort)
-
-
-class _Unmasked(Exception):
-    pass
-
-
-class MaskedFramesOnly(tornado.websocket.WebSocketProtocol13):
-    """RFC 6455 5.1: a client's frame must be masked; on one that is not, the server
-    closes the connection (1002, protocol error). Tornado accepts unmasked frames.
-
-    Tornado has no public hook for a frame's header, so this reaches two privates of
-    WebSocketProtocol13, checked on Tornado 6.4.2, 6.5.2 and 6.6.1: `_receive_frame`
-    (reads one frame) and `_read_bytes` (every read of it; the first, 2 bytes, is the
-    header). tests/unit/test_ws_frames.py fails if either disappears, and
-    tests/integration/test_security_front.py if the behaviour changes."""
-
-    _frame_head_next = False
-
-    async def _receive_frame(self) -> None:
-        self._frame_head_next = True
-        try:
-            await super()._receive_frame()
-        except _Unmasked:
-            log.info("websocket client sent an unmasked frame: closing with 1002")
-            # Read nothing more; with the client counted as terminated, close() writes
-            # the close frame and then closes the stream (no 5 s wait for an answer).
-            self.client_terminated = True
-            self.close(1002, "client frames must be masked")
-
-    async def _read_bytes(self, n: int) -> bytes:
-        data = await super()._read_bytes(n)
-        if self._frame_head_next:
-            self._frame_head_next = False
-            if len(data) == 2 and not data[1] & 0x80:
-                raise _Unmasked
-        return data

@@ -17,7 +17,11 @@ Registration: one live connection per process id. A node service's new process m
 take its id over from the live one (Register.takeover, with the service token: the
 http-server's restart); the old connection is then "retiring": told Superseded, sent
 no new request, but it still sends, answers what it holds and receives the answers to
-its own requests, and its end is no exit for the id's watchers.
+its own requests, and its end is no exit for the id's watchers. A node service may
+also run several processes under one id (Register.member_of: the http-server's
+workers, docs/workers.md): the holder receives the id's requests; each member sends
+as the id and receives the answers to its own requests; a member's end is no exit,
+and the holder's end (or its being superseded) supersedes its members.
 
 The loop is a plain blocking epoll (a blocking loop used ~35% less CPU than
 zmq.asyncio: docs/decisions.md §2).
@@ -111,6 +115,9 @@ class Peer:
     # Another registration took its id over (Register.takeover): it receives no new
     # request, but still sends, answers what it holds and gets its own answers.
     retiring: bool = False
+    # A member of the id's holder (Register.member_of): sends as the id, gets its own
+    # answers, receives no request.
+    member: bool = False
 
 
 @dataclass
@@ -159,6 +166,8 @@ class Kernel:
         # process id -> connections that held it before a takeover and are finishing
         # their work (their answers still reach them); usually empty.
         self.retiring: dict[str, list[Conn]] = {}
+        # process id -> the members of its holder (Register.member_of); usually empty.
+        self.members: dict[str, list[Conn]] = {}
         self.watched: dict[int, tuple[int, set[Conn]]] = {}  # os pid -> (pidfd, connections)
         self._pidfds: dict[int, int] = {}  # pidfd -> os pid
         self.pending = PendingTable()
@@ -494,11 +503,12 @@ class Kernel:
         self.counters.routed += 1
 
     def _retiring_requester(self, target: str, id_: int, responder: Conn) -> Conn | None:
-        """The superseded connection of `target` that asked request id_, if any (and
-        its entry answered): the answers to a retiring process's requests reach it."""
-        for conn in self.retiring.get(target, ()):
-            if self.pending.answer(conn, id_, responder):
-                return conn
+        """The member or superseded connection of `target` that asked request id_, if
+        any (and its entry answered): the answers to their requests reach them."""
+        for group in (self.members, self.retiring):
+            for conn in group.get(target, ()):
+                if self.pending.answer(conn, id_, responder):
+                    return conn
         return None
 
     def expire(self, now: int) -> None:
@@ -563,6 +573,14 @@ class Kernel:
         current = self.idents.get(peer.process_id) == ident
         if current:
             del self.idents[peer.process_id]
+            for member in self.members.pop(peer.process_id, []):
+                self._supersede(member, self.peers[member], 0, quiet=True)
+        elif peer.member:
+            group = self.members.get(peer.process_id, [])
+            if ident in group:
+                group.remove(ident)
+            if not group:
+                self.members.pop(peer.process_id, None)
         elif peer.retiring:
             others = self.retiring.get(peer.process_id, [])
             if ident in others:
@@ -613,7 +631,7 @@ class Kernel:
                 held = self.idents.get(only)
                 listed = [(held, self.peers[held])] if held is not None else []
             else:
-                listed = sorted(((c, p) for c, p in self.peers.items() if not p.retiring),
+                listed = sorted(((c, p) for c, p in self.peers.items() if not (p.retiring or p.member)),
                                 key=lambda cp: cp[1].process_id)
             for conn, p in listed:
                 entry = reg.entries.add(process_id=p.process_id, os_pid=p.os_pid,
@@ -659,6 +677,14 @@ class Kernel:
             return
         os_pid = verified_pid or reg.os_pid
         holder = self.idents.get(pid)
+        if reg.member_of:
+            if not is_reserved(pid):
+                self.counters.refused += 1
+                self._kernel_error(ident, ErrorCode.ReservedProcessId, 0,
+                                   f"{pid}: only a node service's id (distro:sys) may have members")
+                return
+            self._register_member(ident, peer, pid, reg.member_of, os_pid, verified_pid)  # token checked
+            return
         took_over = False
         if holder is not None and holder != ident:
             held = self.peers[holder]
@@ -714,18 +740,48 @@ class Kernel:
             return False
         return True
 
-    def _supersede(self, holder: Conn, held: Peer, by_pid: int) -> None:
+    def _register_member(self, ident: Conn, peer: Peer | None, pid: str, member_of: int,
+                         os_pid: int, verified_pid: int) -> None:
+        """Register.member_of: join the holder of pid, if its OS pid is member_of."""
+        holder = self.idents.get(pid)
+        held = self.peers.get(holder) if holder is not None else None
+        if peer is not None and peer.member and held is not None:
+            self._send_registered(ident, pid)  # the same connection again: idempotent
+            return
+        if held is None or peer is not None or member_of not in (held.verified_pid, held.os_pid):
+            self.counters.refused += 1
+            self._kernel_error(ident, ErrorCode.AlreadyRegistered, 0,
+                               f"{pid} is not held by os pid {member_of}: cannot join it as a member")
+            return
+        self.peers[ident] = Peer(pid, os_pid, time.time(), verified_pid, self._current, member=True)
+        self.members.setdefault(pid, []).append(ident)
+        if verified_pid:
+            self._watch(verified_pid, ident)
+        self._send_registered(ident, pid)
+        log.info("registered %s (os pid %d) as a member of os pid %d", pid, os_pid, member_of)
+
+    def _supersede(self, holder: Conn, held: Peer, by_pid: int, quiet: bool = False) -> None:
         """A node service's new process takes the id over (Register.takeover): the
-        holder keeps its connection to finish what it holds, and is told."""
+        holder (and each of its members) keeps its connection to finish what it holds,
+        and is told. Also for the members of a holder that went away (by_pid 0)."""
         pid = held.process_id
+        if held.member:
+            held.member = False
+        elif self.idents.get(pid) == holder:
+            del self.idents[pid]
+            for member in self.members.pop(pid, []):
+                self._supersede(member, self.peers[member], by_pid, quiet=True)
         held.retiring = True
-        del self.idents[pid]
         self.retiring.setdefault(pid, []).append(holder)
         env = Envelope(version=PROTOCOL_VERSION, source=KERNEL, target=pid)
         env.control.superseded.process_id = pid
         self._send(holder, env, bounded=False)
-        log.info("%s: os pid %d takes over from os pid %d, which finishes what it holds",
-                 pid, by_pid, held.os_pid)
+        if not quiet:
+            log.info("%s: os pid %d takes over from os pid %d, which finishes what it holds",
+                     pid, by_pid, held.os_pid)
+        else:
+            log.info("%s: member os pid %d superseded with its holder; it finishes what it holds",
+                     pid, held.os_pid)
 
     def _watch_process(self, watched: str, watcher: str) -> None:
         if watched in self.idents:

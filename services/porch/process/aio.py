@@ -112,6 +112,7 @@ class AsyncProcess:
         connect_timeout: float = 30.0,
         keys: KeysArg = None,
         takeover: bool = False,
+        member_of: int = 0,
     ) -> AsyncProcess:
         """Connect as process_id and wait until registered (KernelUnreachable after
         connect_timeout, KernelRefused for a bad or duplicate id, or a key the kernel
@@ -120,14 +121,19 @@ class AsyncProcess:
 
         `takeover` (a node service's reserved id only): take the id over from a live
         process instead of being refused; that one is told (see `on_superseded`) and
-        finishes what it holds. `took_over` says whether there was one."""
+        finishes what it holds. `took_over` says whether there was one. `member_of` (a
+        node service's reserved id only): join the live process (that OS pid) holding
+        the id as a member: send as the id and get the answers, receive no requests
+        (docs/workers.md); while that process is not registered, registering is
+        retried (until connect_timeout at first)."""
         pid, endpoint_, client = resolve(process_id, home, endpoint, keys)
         link: AsyncioDealer | AsyncioRemoteDealer
         if client is not None:
             link = AsyncioRemoteDealer(endpoint_, name=pid, **remote_settings(client))
         else:
             link = AsyncioDealer(endpoint_, name=pid)
-        self = cls(KernelSession(pid, endpoint_, link, takeover=takeover), asyncio.get_running_loop())
+        self = cls(KernelSession(pid, endpoint_, link, takeover=takeover, member_of=member_of),
+                   asyncio.get_running_loop())
         try:
             await asyncio.wait_for(asyncio.shield(self._registered), connect_timeout)
         except TimeoutError:
@@ -413,6 +419,10 @@ class AsyncProcess:
         elif isinstance(item, Superseded):
             self._superseded()
         elif isinstance(item, Refused):
+            if self._core.member_of and item.code == "AlreadyRegistered" and not self._core.retired:
+                # The holder is not registered (yet, or again after a kernel restart).
+                self._loop.call_later(0.1, self._core.register_again)
+                return
             err = refused_error(item)
             if (self._registered.done() and item.code == "AlreadyRegistered"
                     and self._on_superseded):

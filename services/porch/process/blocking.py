@@ -74,7 +74,8 @@ class Process:
     key the kernel refused). `keys`: the key file of a process on another machine
     (default $PORCH_KEYS), used when the endpoint is tcp:// (docs/remote.md).
     `takeover` (a node service's reserved id only): take the id over from a live
-    process instead of being refused (see `porch.AsyncProcess.connect`).
+    process instead of being refused (see `porch.AsyncProcess.connect`); `member_of`
+    likewise: join that OS pid's registration of the id (refused if it holds none).
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class Process:
         connect_timeout: float = 30.0,
         keys: KeysArg = None,
         takeover: bool = False,
+        member_of: int = 0,
     ) -> None:
         pid, endpoint_, client = resolve(process_id, home, endpoint, keys)
         self._inbox: deque[Message | SendError] = deque()
@@ -105,7 +107,7 @@ class Process:
             self._link = BlockingRemoteDealer(endpoint_, name=pid, **remote_settings(client))
         else:
             self._link = BlockingDealer(endpoint_, name=pid)
-        self._core = KernelSession(pid, endpoint_, self._link, takeover=takeover)
+        self._core = KernelSession(pid, endpoint_, self._link, takeover=takeover, member_of=member_of)
         self._core.bind(self._deliver, self._lost)
         self._link.start(self._core)
         self._wait_registered(connect_timeout)

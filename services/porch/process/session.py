@@ -151,7 +151,8 @@ class KernelSession:
     """One process's session with the kernel over `link`: request ids, envelopes built
     and decoded, registration state. `start(deliver, lost)` starts the link."""
 
-    def __init__(self, process_id: str, endpoint: str, link: Link, *, takeover: bool = False) -> None:
+    def __init__(self, process_id: str, endpoint: str, link: Link, *, takeover: bool = False,
+                 member_of: int = 0) -> None:
         self.process_id = validate(process_id)
         self.endpoint = endpoint
         self.link = link
@@ -162,6 +163,9 @@ class KernelSession:
         self.clock_offset_ms = 0
         # A node service's new process taking its id over from a live one (reserved ids).
         self.takeover = takeover
+        # A node service's process joining the live holder of its id (that OS pid) as a
+        # member (Register.member_of; the http-server's workers, docs/workers.md).
+        self.member_of = member_of
         # Superseded: this process no longer registers (not even after a kernel restart).
         self.retired = False
         # Ids are unique per requester; a random start keeps a restarted process from
@@ -247,7 +251,17 @@ class KernelSession:
         if is_reserved(self.process_id):  # only a node's service has the token
             reg.service_token = os.environ.get(ENV_SERVICE_TOKEN, "")
             reg.takeover = self.takeover
+        reg.member_of = self.member_of  # (the kernel refuses it for any other id)
         self.send_envelope(env, None)
+
+    def register_again(self) -> None:
+        """A member refused because its holder is not (yet, or again) registered: try
+        again, if still connected and unregistered."""
+        if self.link.connected and not self.registered and not self.retired:
+            try:
+                self._send_register()
+            except Offline:
+                pass  # the connection is going: the next one registers
 
     def unregister_envelope(self) -> bytes:
         env = Envelope(version=PROTOCOL_VERSION, source=self.process_id, target=KERNEL)

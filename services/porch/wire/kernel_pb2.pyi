@@ -124,16 +124,18 @@ class Unregister(_message.Message):
     def __init__(self) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("process_id", "os_pid", "service_token", "takeover")
+    __slots__ = ("process_id", "os_pid", "service_token", "takeover", "member_of")
     PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
     OS_PID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TAKEOVER_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_OF_FIELD_NUMBER: _ClassVar[int]
     process_id: str
     os_pid: int
     service_token: str
     takeover: bool
-    def __init__(self, process_id: _Optional[str] = ..., os_pid: _Optional[int] = ..., service_token: _Optional[str] = ..., takeover: _Optional[bool] = ...) -> None: ...
+    member_of: int
+    def __init__(self, process_id: _Optional[str] = ..., os_pid: _Optional[int] = ..., service_token: _Optional[str] = ..., takeover: _Optional[bool] = ..., member_of: _Optional[int] = ...) -> None: ...
 
 class Registered(_message.Message):
     __slots__ = ("process_id", "node", "kernel_boot_id", "kernel_time_ms", "took_over")

@@ -1,0 +1,221 @@
+"""porch's own HTTP/1 connection (porch.http_server.h1, issue 12) on a real node, with
+raw sockets: what HTTP/1.1 clients (and attackers) send beyond one request at a time.
+
+The rest of the HTTP behaviour (limits 408/413/431, max_connections, idle timeout,
+draining, Host rules) is held by test_http_limits.py, test_security_front.py and
+test_restart_graceful.py, which ran against Tornado's HTTP/1 server before and pass
+unchanged against porch's."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from support.node import Node, free_port
+
+APP = "h1:pkg:pub.os"
+
+
+class Site:
+    def __init__(self) -> None:
+        self.node = Node('node = "h1.os"\n[http_server]\nmax_body_bytes = 100000\nmax_header_bytes = 4096\n'
+                         f'[[process]]\nid = "{APP}"\ncapabilities = ["http-server:distro:sys"]\n')
+        self.port = free_port()
+        self.node.start("kernel")
+        self.node.start("http-server", "--port", str(self.port), env={"PORCH_PASSWORD": "pw"})
+        self.node.spawn(APP, """
+            import porch
+            from porch.http.server import HttpBindingConfig, HttpResponse, HttpServer
+            proc = porch.Process()
+            server = HttpServer(proc)
+            server.bind_http_path("/echo", HttpBindingConfig(authenticated=False))
+            print("READY", flush=True)
+            def answer(req):
+                blob = proc.get_blob()
+                body = req.method.encode() + b" " + (blob.bytes if blob else b"")
+                return HttpResponse(200).header("Content-Type", "text/plain").body(body)
+            while True:
+                server.handle_request(proc.await_message(), answer)
+        """)
+        self.node.wait_log(APP, "READY")
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    s = Site()
+    try:
+        yield s
+    finally:
+        s.node.close()
+
+
+def read_response(s: socket.socket, buf: bytearray) -> tuple[bytes, dict[str, str], bytes]:
+    """One response from the stream (buf keeps what follows it)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        assert chunk, bytes(buf)
+        buf += chunk
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = {k.decode().lower(): v.decode() for k, v in (line.split(b": ", 1) for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        assert chunk
+        rest += chunk
+    buf[:] = rest[length:]
+    return lines[0], headers, rest[:length]
+
+
+def closed(s: socket.socket) -> bool:
+    s.settimeout(5)
+    try:
+        while s.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def test_pipelined_requests_are_answered_in_order(site: Site) -> None:
+    with site.connect() as s:
+        s.sendall(b"".join(f"POST /{APP}/echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nn={i}"
+                           .encode() for i in range(5))
+                  + f"GET /{APP}/echo HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        buf = bytearray()
+        for i in range(5):
+            status, _, body = read_response(s, buf)
+            assert status == b"HTTP/1.1 200 OK" and body == f"POST n={i}".encode(), body
+        status, _, body = read_response(s, buf)
+        assert body == b"GET "
+
+
+def test_chunked_bodies_and_100_continue(site: Site) -> None:
+    with site.connect() as s:
+        s.sendall(f"POST /{APP}/echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n".encode())
+        buf = bytearray()
+        assert read_response(s, buf)[2].endswith(b" abcde")
+        s.sendall(f"POST /{APP}/echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n"
+                  "Expect: 100-continue\r\n\r\n".encode())
+        status, _, _ = read_response(s, buf)
+        assert status == b"HTTP/1.1 100 Continue"
+        s.sendall(b"hi")
+        assert read_response(s, buf)[2].endswith(b" hi")
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_closed(site: Site) -> None:
+    with site.connect() as s:
+        s.sendall(f"POST /{APP}/echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  .encode())
+        chunk = b"%x\r\n" % 50_000 + b"x" * 50_000 + b"\r\n"
+        try:
+            for _ in range(3):
+                s.sendall(chunk)
+        except OSError:
+            pass
+        status, headers, _ = read_response(s, bytearray())
+        assert status.startswith(b"HTTP/1.1 413 ")
+        assert headers["connection"] == "close"
+        assert closed(s)
+
+
+@pytest.mark.parametrize("request_", [
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nX: a\r\n folded\r\n\r\n",  # obs-fold
+    b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n",
+    b"GET /\x00 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS hello on the HTTP port
+], ids=["obs-fold", "length-and-chunked", "two-lengths", "space-in-name", "nul-in-target", "tls"])
+def test_ambiguous_or_malformed_requests_are_400_and_closed(site: Site, request_: bytes) -> None:
+    """No request smuggling: a message whose framing two servers could read differently
+    is refused, not guessed."""
+    with site.connect() as s:
+        s.sendall(request_)
+        status, headers, _ = read_response(s, bytearray())
+        assert status.startswith(b"HTTP/1.1 400 "), status
+        assert headers["connection"] == "close"
+        assert closed(s)
+
+
+def test_http_1_0_keeps_alive_only_when_asked(site: Site) -> None:
+    with site.connect() as s:
+        s.sendall(f"GET /{APP}/echo HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n".encode())
+        buf = bytearray()
+        status, headers, _ = read_response(s, buf)
+        assert headers["connection"].lower() == "keep-alive"
+        s.sendall(f"GET /{APP}/echo HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        status, headers, _ = read_response(s, buf)
+        assert status == b"HTTP/1.1 200 OK" and headers["connection"] == "close"
+        assert closed(s)
+
+
+def test_head_has_no_body_and_the_connection_goes_on(site: Site) -> None:
+    with site.connect() as s:
+        s.sendall(f"HEAD /{APP}/echo HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        buf = bytearray()
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: " in head and rest == b""
+        s.sendall(f"GET /{APP}/echo HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        assert read_response(s, bytearray())[0] == b"HTTP/1.1 200 OK"
+
+
+def test_a_head_over_the_limit_in_small_pieces_is_431(site: Site) -> None:
+    with site.connect() as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        try:
+            for _ in range(100):
+                s.sendall(b"X-Pad: " + b"p" * 60 + b"\r\n")
+                time.sleep(0.001)
+        except OSError:
+            pass
+        status, headers, _ = read_response(s, bytearray())
+        assert status.startswith(b"HTTP/1.1 431 ") and headers["connection"] == "close"
+
+
+def test_a_client_that_leaves_mid_request_leaves_the_server_serving(site: Site) -> None:
+    for _ in range(20):
+        with site.connect() as s:
+            s.sendall(f"POST /{APP}/echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc".encode())
+    with site.connect() as s:
+        s.sendall(f"GET /{APP}/echo HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        assert read_response(s, bytearray())[0] == b"HTTP/1.1 200 OK"
+
+
+def test_a_large_answer_leaves_whole(site: Site) -> None:
+    with site.connect() as s:
+        body = b"y" * 90_000
+        head = f"POST /{APP}/echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n"
+        s.sendall(head.encode() + body)
+        status, _, answer = read_response(s, bytearray())
+        assert status == b"HTTP/1.1 200 OK" and answer.endswith(body)
+
+
+def test_many_pipelined_requests_from_a_client_that_reads_late(site: Site) -> None:
+    """300 requests of 20 KB (6 MB) sent before any answer is read: the server parses
+    a bounded amount ahead (its reading pauses, so the sender blocks) and writes at the
+    pace the client reads (6 MB of answers do not fit in the sockets' buffers); every
+    answer comes, in order."""
+    bodies = [str(i).encode() * (20_000 // len(str(i))) for i in range(300)]
+    data = b"".join(f"POST /{APP}/echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(b)}\r\n\r\n"
+                    .encode() + b for b in bodies)
+    with site.connect() as s:
+        s.settimeout(30)
+        writer = threading.Thread(target=s.sendall, args=(data,))
+        writer.start()
+        time.sleep(1.0)  # nothing read yet: answers pile up
+        buf = bytearray()
+        for i, expected in enumerate(bodies):
+            status, _, body = read_response(s, buf)
+            assert status == b"HTTP/1.1 200 OK" and body == b"POST " + expected, i
+        writer.join(30)
