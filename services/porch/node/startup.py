@@ -1,6 +1,7 @@
 """What every service does first: log to stdout, check the protobuf backend, open the
 node home and read its config, turning a bad home or config into one clear log line,
-and take the node's service token (so its stub may register a reserved id)."""
+log in the config's format from then on, and take the node's service token (so its
+stub may register a reserved id)."""
 
 from __future__ import annotations
 
@@ -25,5 +26,7 @@ def start_service(name: str, home_arg: str | None) -> tuple[NodeHome, NodeConfig
     except (ConfigError, ValueError) as exc:
         log.error("%s", exc)
         return None
+    if config.logging.format != "text":
+        setup_logging(name, config.logging.format)
     export(home)
     return home, config
