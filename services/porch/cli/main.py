@@ -30,7 +30,7 @@ from porch.cli import keys as keys_cli
 from porch.files import remove_leftovers
 from porch.http_server.port import read_port
 from porch.node import config as node_config
-from porch.node import listen_socket, service_token
+from porch.node import listen_socket, service_token, starts
 from porch.node.home import NodeHome
 
 DEMO_APPS = (
@@ -164,6 +164,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     extra = service_args(args)
     remove_leftovers(home.run_dir)  # of writes a crash interrupted (the services clean state/)
     service_token.renew(home)  # this start's: only the services it starts read it
+    starts.reset(home)  # restarts are counted from this start of the node
     conf = supervise.write(home, config, foreground=not args.detach, extra_args=extra)
     supervise.Applied(not args.detach, extra, supervise.fingerprints(config)).write(home)
     cmd = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]

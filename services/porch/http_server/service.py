@@ -70,6 +70,9 @@ STOP_DRAIN_S = 4.0
 # send one more (answered with Connection: close) before they are closed: a client that
 # reuses a connection the moment it got an answer is never cut off mid-request.
 IDLE_CLOSE_S = 0.5
+# What a start of the worker counts as (porch.node.starts): its restarts are the
+# http-server's, whether supervisord or the keeper started it again.
+WORKER_PROGRAM = "http-server.worker"
 # A replaced worker still running this long (the kernel's longest deadline is an hour)
 # is killed by the keeper.
 RETIRE_LIMIT_S = 3700.0
@@ -456,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    started = start_service("http-server", args.home)
+    started = start_service("http-server", args.home,
+                            "http-server" if args.worker_fd is None else WORKER_PROGRAM)
     if started is None:
         return 2
     home, config = started
