@@ -83,3 +83,45 @@ def test_logging_and_metrics_tables() -> None:
         parse("[metrics]\nenable = true\n")
     with pytest.raises(ConfigError, match=r"\[metrics\] must be a table"):
         parse("metrics = 1\n")
+
+
+def test_an_apps_lines_during_a_request_carry_its_id(restore_logging: None,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stub sets the request id while the handler runs; porch.setup_logging (JSON,
+    as the launcher asks) puts it on every line, the stub's own too."""
+    import porch
+    from porch.http.server import HttpResponse, IncomingHttpRequest
+    from porch.http.server import _Operations as Operations
+    from porch.wire import http_pb2
+
+    monkeypatch.setenv("PORCH_LOG_FORMAT", "json")
+    monkeypatch.setenv("PORCH_PROCESS", "app:pkg:pub.os")
+    porch.setup_logging()
+    out = io.StringIO()
+    logging.getLogger().handlers[0].setStream(out)  # type: ignore[attr-defined]
+
+    class Proc:
+        our = "app:pkg:pub.os"
+
+        def respond(self, *args: object, **kw: object) -> bool:
+            return True
+
+    req = http_pb2.HttpServerRequest()
+    req.http.method = "GET"
+    req.http.url = "http://localhost/app:pkg:pub.os/x"
+    req.http.headers.add(name="x-request-id", value="feed-7")
+    msg = porch.Message(7, porch.HTTP_SERVER, "app:pkg:pub.os", True, req.SerializeToString(), None)
+
+    def handler(r: IncomingHttpRequest) -> HttpResponse:
+        assert r.request_id == "feed-7"
+        logging.getLogger("app").info("handling")
+        raise RuntimeError("boom")
+
+    Operations(Proc(), 5, 5).handle_request(msg, handler)  # type: ignore[arg-type]
+    logging.getLogger("app").info("after")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["msg"].split(";")[0], r.get("request_id")) for r in lines] == [
+        ("handling", "feed-7"),
+        ("app:pkg:pub.os: the HTTP handler failed on GET http://localhost/app:pkg:pub.os/x", "feed-7"),
+        ("after", None)]
+    assert all(r["service"] == "app:pkg:pub.os" for r in lines)

@@ -86,7 +86,8 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self, service: str, timestamps: bool = True) -> None:
         prefix = "%(asctime)s " if timestamps else ""
-        super().__init__(f"{prefix}%(levelname)s {service.replace('%', '%%')}: %(message)s")
+        name = f"{service.replace('%', '%%')}: " if service else ""
+        super().__init__(f"{prefix}%(levelname)s {name}%(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -103,7 +104,8 @@ def formatter(service: str, fmt: str, timestamps: bool = True) -> logging.Format
 def setup_logging(service: str, fmt: str = "text", *, stream: IO[str] | None = None,
                   timestamps: bool = True) -> None:
     """Every record of the process to one handler on stdout, in `fmt` ("text" or
-    "json"). PORCH_LOG_LEVEL sets the level (default INFO)."""
+    "json"); `service` names the process on each line ("": not at all). PORCH_LOG_LEVEL
+    sets the level (default INFO)."""
     level = os.environ.get("PORCH_LOG_LEVEL", "INFO").upper()
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(formatter(service, fmt, timestamps))
@@ -117,7 +119,9 @@ def setup_app_logging(level: int | str = logging.INFO) -> None:
     """For a user process: log the way the node logs (porch.setup_logging). Under
     `porch up` the launcher says which format and timestamps each line; run by hand,
     text lines without a time."""
-    fmt = os.environ.get(ENV_LOG_FORMAT, "text")
     service = os.environ.get("PORCH_PROCESS") or os.path.basename(sys.argv[0] or "app")
-    setup_logging(service, "json" if fmt == "json" else "text", timestamps=False)
+    if os.environ.get(ENV_LOG_FORMAT) == "json":
+        setup_logging(service, "json")
+    else:  # the launcher's own prefix names the process and the time
+        setup_logging("", "text", timestamps=False)
     logging.getLogger().setLevel(level)
