@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from asyncio import Future
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -41,6 +42,9 @@ from porch.http_server.exchange import (
 log = logging.getLogger("porch.http_server")
 
 Dispatch = Callable[["_Exchange"], None]
+# (exchange, status, body bytes) after each answer: the figures and access log
+# (porch.http_server.figures); None when neither is on.
+Record = Callable[["_Exchange", int, int], None]
 # (HTTP version, every Host value, peer address) -> why to answer 400, or None.
 FrontCheck = Callable[[str, list[str], str | None], str | None]
 
@@ -63,6 +67,7 @@ class Listener(httputil.HTTPServerConnectionDelegate):
         self.draining = False
         # The exchange each open connection is on now (the next request's, between them).
         self.current: dict[object, _Exchange] = {}
+        self.record: Record | None = None
 
     def start_request(self, server_conn: object,
                       request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
@@ -116,8 +121,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
     """One request on one connection; implements gateway.exchange.Exchange."""
 
     __slots__ = ("_body_timer", "_chunks", "_close_cb", "_conn", "_handoff", "_headers", "_listener",
-                 "_refusal", "_server_conn", "_size", "begun", "body", "done", "method", "path",
-                 "peer_ip", "peer_port", "query")
+                 "_refusal", "_server_conn", "_size", "app", "begun", "body", "bound", "done", "forwarded",
+                 "method", "path", "peer_ip", "peer_port", "query", "rid", "started")
 
     def __init__(self, listener: Listener, server_conn: object,
                  conn: httputil.HTTPConnection) -> None:
@@ -135,6 +140,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.done = False
         self.begun = False  # its request head arrived
         self.body = b""
+        # For the figures and the access log: the owning process and bound path (set by
+        # the gateway; "" for porch's own answers), the request id, when the head came
+        # and when the request went to its process.
+        self.app = self.bound = self.rid = ""
+        self.started = self.forwarded = 0.0
         address = getattr(getattr(conn, "context", None), "address", None)
         if isinstance(address, tuple) and len(address) >= 2:
             self.peer_ip: str | None = str(address[0])
@@ -147,6 +157,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> None:
         self._headers = headers
         self.begun = True
+        self.started = time.monotonic()
         if self._listener.draining:
             self.last_on_connection()
         front = self._listener.front
@@ -214,6 +225,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.done = True
         log.info("request body from %s not complete after %.0f s (body_timeout_s): 408",
                  self.peer_ip, self._listener.body_timeout_s)
+        if self._listener.record is not None:
+            self._listener.record(self, 408, 0)
         try:
             written = stream.write(closing_response(408, "request body not received in time"))
         except StreamClosedError:
@@ -240,6 +253,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
             cb, self._close_cb = self._close_cb, None
             if cb is not None:
                 cb()
+            if self.begun and self._handoff is None and self._listener.record is not None:
+                self._listener.record(self, 499, 0)  # the client left before its answer
 
     def last_on_connection(self) -> None:
         """Answer with `Connection: close` and close the connection after it. Tornado
@@ -272,6 +287,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
             self._conn.set_close_callback(None)
         if own:
             headers = with_own_headers(headers)
+        record = self._listener.record
+        if record is not None:
+            record(self, status, len(body))
         try:
             self._write(status, headers, body)
         except StreamClosedError:
@@ -307,6 +325,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def _reject_too_large(self) -> None:
         """413 before reading the body, then close (detaching skips Tornado's body read)."""
         self.done = True
+        if self._listener.record is not None:
+            self._listener.record(self, 413, 0)
         detach = getattr(self._conn, "detach", None)
         if detach is None:
             return

@@ -44,6 +44,7 @@ from porch.http_server import actions
 from porch.http_server.auth import PROXY_HEADERS, Auth, is_local
 from porch.http_server.bindings import BindingTable, WsBinding
 from porch.http_server.exchange import OWN_HEADERS, last_value
+from porch.http_server.figures import AppStats, HttpFigures
 from porch.http_server.hosts import same_origin
 from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
@@ -74,7 +75,7 @@ EXT_VARIANTS = frozenset({
 class Channel:
     """One open server-side socket: its owner, its binding, its send queue."""
 
-    __slots__ = ("active", "app", "binding_path", "handler", "id", "push_bodies")
+    __slots__ = ("active", "app", "binding_path", "fig", "handler", "id", "opened", "push_bodies")
 
     def __init__(self, id_: int, app: str, binding_path: str, handler: PorchWebSocket) -> None:
         self.id = id_
@@ -82,6 +83,8 @@ class Channel:
         self.binding_path = binding_path
         self.handler = handler
         self.active = 0.0  # loop time of its last frame, either way
+        self.opened = 0.0  # loop time
+        self.fig: AppStats | None = None  # its owner's figures (None: not counting)
         # WebSocketPush{channel_id, message_type} bodies, built once per type: every
         # client frame is forwarded with one of these (the payload is the blob).
         self.push_bodies: dict[int, bytes] = {}
@@ -105,6 +108,9 @@ class WsHub:
         self._record = state_dir / f"ws-channels.{os.getpid()}.json"
         self._record_scheduled = False
         self.draining = False  # this worker stops or is replaced: no new sockets
+        # Frames, opens and closes for the node's figures and access log (the worker
+        # sets one that counts).
+        self.figures = HttpFigures(enabled=False)
         self._loop = asyncio.get_running_loop()
         proc.on_undelivered(self._undelivered)
         proc.on_disconnect(self._kernel_lost)
@@ -156,13 +162,14 @@ class WsHub:
     def close_all(self, code: int = CLOSE_SERVICE_RESTART, reason: str = "server restarting") -> None:
         for channel in list(self.channels.values()):
             channel.handler.close(code, reason)
-            self._forget(channel, notify=True)
+            self._forget(channel, notify=True, why="server_restart")
         self._write_record()
 
     def _close_channels(self, channels: list[Channel], code: int, reason: str) -> None:
+        why = "kernel_restart" if code == CLOSE_SERVICE_RESTART else "undeliverable"
         for channel in channels:
             channel.handler.close(code, reason)
-            self._forget(channel, notify=True)
+            self._forget(channel, notify=True, why=why)
 
     def _undelivered(self, error: SendError) -> None:
         """The kernel could not hand a frame (or an open) to its owner: close that
@@ -205,6 +212,8 @@ class WsHub:
             if id_ not in self.channels:
                 break
         channel = Channel(id_, binding.app, binding.path, handler)
+        channel.opened = self._loop.time()
+        channel.fig = self.figures.ws_opened(binding.app, binding.path or "/", id_, handler.peer)
         self.channels[id_] = channel
         if binding.app not in self._watched:
             self._watched.add(binding.app)
@@ -219,9 +228,11 @@ class WsHub:
         self._to_app(channel.app, opened, channel=channel)
         return channel
 
-    def _forget(self, channel: Channel, *, notify: bool, close_reason: str | None = None) -> None:
+    def _forget(self, channel: Channel, *, notify: bool, why: str, close_reason: str | None = None) -> None:
+        """`why`: the reason the figures count the close under."""
         if self.channels.pop(channel.id, None) is None:
             return
+        self.figures.ws_closed(channel.app, why, channel.id, self._loop.time() - channel.opened)
         self._schedule_record()
         if notify:
             if close_reason is not None:
@@ -229,17 +240,17 @@ class WsHub:
             self._send_close(channel.app, channel.id)
         log.info("websocket %d closed (%s)", channel.id, channel.app)
 
-    def client_closed(self, channel: Channel, reason: str | None) -> None:
-        """The client went away (or closed): Kinode's push{Close} (if it sent a close
-        frame), then WebSocketClose."""
-        self._forget(channel, notify=True, close_reason=reason)
+    def client_closed(self, channel: Channel, reason: str | None, why: str = "client") -> None:
+        """The client went away (or closed, or broke a limit: `why`): Kinode's
+        push{Close} (if it sent a close frame), then WebSocketClose."""
+        self._forget(channel, notify=True, why=why, close_reason=reason)
 
     def _owner_gone(self, app: str) -> None:
         self._watched.discard(app)
         mine = [c for c in self.channels.values() if c.app == app]
         for channel in mine:
             channel.handler.close(CLOSE_GOING_AWAY, "the app went away")
-            self._forget(channel, notify=False)
+            self._forget(channel, notify=False, why="owner_died")
         if mine:
             log.info("%s went away: closed its %d WebSocket(s)", app, len(mine))
 
@@ -249,7 +260,7 @@ class WsHub:
         for channel in [c for c in self.channels.values() if c.binding_path == path]:
             if current is None or current.app != channel.app:
                 channel.handler.close(CLOSE_GOING_AWAY, "unbound")
-                self._forget(channel, notify=True)
+                self._forget(channel, notify=True, why="unbound")
 
     # ------------------------------------------------------------------ to the app
 
@@ -288,6 +299,10 @@ class WsHub:
         channel.active = self._loop.time()
 
     def from_client(self, channel: Channel, payload: bytes, binary: bool, extension: bool) -> None:
+        fig = channel.fig
+        if fig is not None:
+            fig.ws_in += 1
+            fig.ws_bytes_in += len(payload)
         if extension and self._ext_inbound(channel, payload):
             return
         self._push_to_app(channel, WsType.Binary if binary else WsType.Text, payload)
@@ -377,7 +392,7 @@ class WsHub:
         if channel.app != source:
             return actions.err(ErrorKind.WsChannelNotFound, f"channel {channel_id} is not {source}'s")
         channel.handler.close(1000, reason or None)
-        self._forget(channel, notify=True)
+        self._forget(channel, notify=True, why="app")
         return actions.ok()
 
     def _send(self, channel: Channel, data: str | bytes, binary: bool) -> None:
@@ -391,8 +406,12 @@ class WsHub:
                         channel.id, channel.app, queued)
             channel.handler.close(CLOSE_TOO_SLOW, "too slow: send queue full")
             channel.handler.abort_soon()
-            self._forget(channel, notify=True)
+            self._forget(channel, notify=True, why="slow_reader")
             return
+        fig = channel.fig
+        if fig is not None:
+            fig.ws_out += 1
+            fig.ws_bytes_out += len(data)
         try:
             channel.handler.write_message(data, binary=binary)
         except tornado.websocket.WebSocketClosedError:
@@ -564,7 +583,9 @@ class PorchWebSocket(tornado.websocket.WebSocketHandler):
         channel = self.channel
         if channel is not None and channel.id in self.hub.channels:
             reason = self.close_reason or "" if self.close_code is not None else None
-            self.hub.client_closed(channel, reason)
+            limit = getattr(self, "porch_limit", None)  # set by MaskedFramesOnly.close
+            why = "too_big" if limit == 1009 else "protocol" if limit == 1002 else "client"
+            self.hub.client_closed(channel, reason, why)
 
     def control(self, opcode: int, data: bytes) -> None:
         """Send a ping or an unsolicited pong (Tornado has no public pong)."""
@@ -610,6 +631,13 @@ class MaskedFramesOnly(tornado.websocket.WebSocketProtocol13):
     tests/integration/test_security_front.py if the behaviour changes."""
 
     _frame_head_next = False
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Tornado closes on its own for a limit (1009, a message too big) as this class
+        does for an unmasked frame (1002): the handler learns which, for the figures."""
+        if code in (1002, 1009) and not self.server_terminated and self.handler is not None:
+            self.handler.porch_limit = code  # type: ignore[attr-defined]
+        super().close(code, reason)
 
     async def _receive_frame(self) -> None:
         self._frame_head_next = True

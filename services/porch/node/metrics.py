@@ -82,7 +82,7 @@ class Family:
 
     def __init__(self, name: str, help: str, kind: int, labels: Sequence[str] = (), *,
                  buckets: Sequence[float] = LATENCY_BUCKETS, max_series: int = MAX_SERIES,
-                 collect: Callable[[], Iterable[tuple[Labels, float]]] | None = None) -> None:
+                 collect: Callable[[], Iterable[tuple[Labels, Any]]] | None = None) -> None:
         self.name = name
         self.help = help
         self.kind = kind
