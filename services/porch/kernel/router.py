@@ -631,6 +631,7 @@ class Kernel:
             reg = reply.control.registry
             reg.node = self.node
             reg.kernel_boot_id = self.boot_id
+            reg.kernel_pid = os.getpid()
             only = ctl.registry_query.process_id
             if only:
                 held = self.idents.get(only)

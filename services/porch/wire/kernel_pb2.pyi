@@ -186,7 +186,7 @@ class RegistryQuery(_message.Message):
     def __init__(self, process_id: _Optional[str] = ..., metrics: _Optional[bool] = ...) -> None: ...
 
 class Registry(_message.Message):
-    __slots__ = ("entries", "node", "kernel_boot_id", "routed", "malformed", "refused", "timeouts", "offline", "metrics")
+    __slots__ = ("entries", "node", "kernel_boot_id", "routed", "malformed", "refused", "timeouts", "offline", "metrics", "kernel_pid")
     class Entry(_message.Message):
         __slots__ = ("process_id", "os_pid", "registered_at", "address", "connected_at", "last_heartbeat")
         PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +211,7 @@ class Registry(_message.Message):
     TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
     OFFLINE_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_PID_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[Registry.Entry]
     node: str
     kernel_boot_id: str
@@ -220,4 +221,5 @@ class Registry(_message.Message):
     timeouts: int
     offline: int
     metrics: bytes
-    def __init__(self, entries: _Optional[_Iterable[_Union[Registry.Entry, _Mapping]]] = ..., node: _Optional[str] = ..., kernel_boot_id: _Optional[str] = ..., routed: _Optional[int] = ..., malformed: _Optional[int] = ..., refused: _Optional[int] = ..., timeouts: _Optional[int] = ..., offline: _Optional[int] = ..., metrics: _Optional[bytes] = ...) -> None: ...
+    kernel_pid: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[Registry.Entry, _Mapping]]] = ..., node: _Optional[str] = ..., kernel_boot_id: _Optional[str] = ..., routed: _Optional[int] = ..., malformed: _Optional[int] = ..., refused: _Optional[int] = ..., timeouts: _Optional[int] = ..., offline: _Optional[int] = ..., metrics: _Optional[bytes] = ..., kernel_pid: _Optional[int] = ...) -> None: ...
