@@ -147,7 +147,7 @@ def test_history_rates_errors_and_percentiles() -> None:
     figures = HttpFigures(enabled=True)
     history = History(figures)
     stats = figures.stats("a:b:c")
-    history.take(0.0)
+    history.take(0.0)  # its first sample: zero at the start, then this one
     for i in range(100):
         stats.requests += 1
         stats.front.observe(0.002 if i < 90 else 0.2)
@@ -161,6 +161,21 @@ def test_history_rates_errors_and_percentiles() -> None:
     assert summary["spark"] == [10.0] and summary["spark_errors"] == [0.5]
     assert summary["requests"] == 100 and summary["errors"] == 5
     assert history.summary("nobody:b:c", 10.0)["rate"] == 0.0
+
+
+def test_a_process_first_seen_between_samples_started_from_zero() -> None:
+    figures = HttpFigures(enabled=True)
+    history = History(figures, 0.0)
+    history.take(2.0)  # nothing yet
+    stats = figures.stats("a:b:c")
+    for _ in range(5):
+        stats.requests += 1
+        stats.front.observe(0.003)
+    summary = history.summary("a:b:c", 3.0)  # before the next sample
+    assert summary["rate"] == 5.0 and summary["error_rate"] == 0.0
+    assert summary["p50_ms"] is not None and 2.5 < summary["p50_ms"] <= 5.0
+    history.take(4.0)
+    assert history.summary("a:b:c", 4.0)["spark"] == [2.5]
 
 
 def test_exposition_is_what_prometheus_reads() -> None:

@@ -71,23 +71,29 @@ class Sample:
 class History:
     """Each process's counts, sampled; what they say about the last seconds."""
 
-    def __init__(self, figures: HttpFigures) -> None:
+    def __init__(self, figures: HttpFigures, t: float = 0.0) -> None:
         self.figures = figures
         self.samples: dict[str, deque[Sample]] = {}
+        self.last_t = t  # the last sample's time (the start: every count was 0 then)
+
+    def _zero(self) -> Sample:
+        """A process first seen after the last sample had counted nothing at it."""
+        return Sample(self.last_t, 0, 0, (0,) * (len(LATENCY_BUCKETS) + 1))
 
     def take(self, t: float) -> None:
         for app, stats in list(self.figures.apps.items()):
             ring = self.samples.get(app)
             if ring is None:
-                ring = self.samples[app] = deque(maxlen=KEEP)
+                ring = self.samples[app] = deque([self._zero()], maxlen=KEEP)
             ring.append(Sample(t, stats.requests, stats.errors, tuple(stats.front.counts)))
+        self.last_t = t
 
     def summary(self, app: str, t: float) -> dict[str, Any]:
         """rate (requests/s over RATE_WINDOW_S), error_rate (share of 5xx) and p50/p99
         (ms) over LATENCY_WINDOW_S, totals, and sparklines (requests/s and errors/s per
         sample interval, oldest first)."""
         stats = self.figures.apps.get(app)
-        ring = self.samples.get(app, deque())
+        ring = self.samples.get(app) or deque([self._zero()])
         out: dict[str, Any] = {"requests": 0, "errors": 0, "rate": 0.0, "error_rate": None,
                                "p50_ms": None, "p99_ms": None, "spark": [], "spark_errors": []}
         if stats is None:
@@ -138,7 +144,7 @@ class Dashboard:
         self.token = token
         self.own_pid = own_pid
         self.open_sockets = open_sockets
-        self.history = History(figures)
+        self.history = History(figures, time.monotonic())
         self.subscribers: set[DashboardSocket] = set()
         self._pusher: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None

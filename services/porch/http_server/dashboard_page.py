@@ -19,13 +19,13 @@ table { border-collapse: collapse; width: 100%; font-size: .85rem; }
 th, td { padding: .35rem .45rem; text-align: right; white-space: nowrap; border-bottom: 1px solid
          color-mix(in srgb, var(--muted) 25%, transparent); }
 th { color: var(--muted); font-weight: 600; font-size: .75rem; }
-th:first-child, td:first-child, td.state { text-align: left; }
+th:first-child, td:first-child, th:nth-child(2), td.state { text-align: left; }
 td:first-child small { color: var(--muted); display: block; font-size: .75rem; }
 .badge { display: inline-block; padding: .05rem .45rem; border-radius: 999px; font-size: .75rem;
-         font-weight: 600; color: #fff; background: var(--muted); }
+         font-weight: 600; color: var(--card); background: var(--muted); }
 .badge.running { background: var(--accent); }
 .badge.starting, .badge.restarting, .badge.stopping { background: #b7791f; }
-.badge.backing-off, .badge.fatal { background: var(--err); }
+.badge.backing-off, .badge.fatal { background: var(--err); color: #fff; }
 svg.spark { width: 120px; height: 24px; display: block; }
 svg.spark polyline { fill: none; stroke-width: 1.5; }
 svg.spark .rate { stroke: var(--accent); }
