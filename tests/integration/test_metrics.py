@@ -403,7 +403,18 @@ def test_status_top_and_all_logs(supervised: tuple[SupervisedNode, str]) -> None
     assert re.search(rf"^http-server +\| {STAMP} INFO http-server: GET /{BEAT}/api 200 ", logs, re.M)
 
 
-def test_the_scrape_config_in_the_docs_is_the_endpoint() -> None:
-    """The documented Prometheus job names this path and the token file."""
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
-    assert f"metrics_path: {METRICS}" in doc and "credentials_file:" in doc
+def test_the_scrape_config_and_dashboard_name_what_the_node_serves(site: Site) -> None:
+    """deploy/prometheus.yml scrapes this path with the token; every metric the Grafana
+    dashboard (deploy/grafana-porch.json) queries is one a real node serves."""
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    config = (deploy / "prometheus.yml").read_text()
+    assert f"metrics_path: {METRICS}" in config and "credentials_file:" in config
+    answer = requests.get(site.base + METRICS, headers={"Authorization": f"Bearer {site.token}"}, timeout=15)
+    served = set()
+    for family in text_string_to_metric_families(answer.text):
+        served |= {family.name, *(s.name for s in family.samples)}
+        served |= {family.name + suffix for suffix in ("_total", "_bucket", "_count", "_sum")}
+    dashboard = json.loads((deploy / "grafana-porch.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\b(porch_[a-z_]+)\b", target["expr"])}
+    assert queried and queried <= served, queried - served
