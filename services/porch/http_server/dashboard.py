@@ -219,7 +219,7 @@ class Dashboard:
         if refusal is not None:
             ex.respond(*refusal)
             return
-        self._spawn(self._answer_processes(ex))
+        self._spawn(ex, self._answer_processes(ex))
 
     async def _answer_processes(self, ex: Exchange) -> None:
         view = self.view(await self.gatherer.now(metrics=False))
@@ -243,7 +243,7 @@ class Dashboard:
         if not isinstance(process, str):
             ex.respond(400, [TEXT], b'a restart takes {"process": "<process id>"}\n')
             return
-        self._spawn(self._restart(ex, process))
+        self._spawn(ex, self._restart(ex, process))
 
     async def _restart(self, ex: Exchange, process: str) -> None:
         config = self.gatherer.config()
@@ -268,10 +268,18 @@ class Dashboard:
         log.info("restarted %s from the node page (client %s)", process, ex.peer_ip)
         ex.respond(200, [JSON], json.dumps({"ok": True, "process": process}).encode())
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, ex: Exchange, coro: Any) -> None:
+        """Answer `ex` from a task; one that fails still answers (500), never hangs."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+        def done(t: asyncio.Future[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("the node page's %s failed", ex.path, exc_info=t.exception())
+                ex.respond(500, [TEXT], b"internal error\n")  # no-op if answered
+
+        task.add_done_callback(done)
 
     def handler(self) -> tuple[str, type[DashboardSocket], dict[str, Any]]:
         """The WebSocket route for the hub's Tornado application."""
