@@ -200,3 +200,41 @@ def test_exposition_is_what_prometheus_reads() -> None:
     assert {s.labels["source"]: s.value for s in families["porch_g"].samples} == {"kernel": 1, "http-client": 0}
     open_metrics, kind = exposition([snapshot([requests])], "application/openmetrics-text; version=1.0.0")
     assert kind.startswith("application/openmetrics-text") and open_metrics.endswith(b"# EOF\n")
+
+
+def test_rows_join_supervisord_the_kernel_and_the_start_counts() -> None:
+    """Services first, then porch.toml's processes, then other registered ones; each
+    process's state from supervisord and the kernel, restarts from run/starts."""
+    from porch.http_server.gather import NodeNow
+    from porch.http_server.processes import rows
+    from porch.node.config import parse
+    from porch.wire import kernel_pb2
+
+    config = parse('[[process]]\nid = "a:b:c"\ncommand = "x"\n[[process]]\nid = "d:e:f"\ncommand = "y"\n'
+                   '[[process]]\nid = "rpc:distro:sys"\n')
+    registry = kernel_pb2.Registry(kernel_pid=0)
+    for pid in ("http-server:distro:sys", "http-client:distro:sys", "a:b:c", "hand:run:sys",
+                "rpc:distro:sys"):
+        registry.entries.add(process_id=pid, os_pid=0, registered_at=100.0)
+    registry.entries.add(process_id="far:away:sys", address="192.0.2.1", connected_at=1.0)
+    supervised = [{"name": "kernel", "statename": "RUNNING", "description": "pid 1", "pid": 0},
+                  {"name": "http-server", "statename": "RUNNING", "description": "", "pid": 0},
+                  {"name": "http-client", "statename": "BACKOFF", "description": "", "pid": 0},
+                  {"name": "app-a-b-c", "statename": "RUNNING", "description": "", "pid": 0},
+                  {"name": "app-d-e-f", "statename": "RUNNING", "description": "", "pid": 0}]
+    now = NodeNow(config, registry=registry, supervised=supervised,
+                  starts={"kernel": 1, "http-server.worker": 3, "http-client": 4, "app-a-b-c": 2,
+                          "app-d-e-f": 2})
+    table = {r.id: r for r in rows(now, with_traffic=["gone:b:c", "_other", "http-server:distro:sys"])}
+    assert list(table) == ["kernel:distro:sys", "http-server:distro:sys", "http-client:distro:sys",
+                           "a:b:c", "d:e:f", "far:away:sys", "gone:b:c", "hand:run:sys"]
+    assert {k: (r.state, r.restarts) for k, r in table.items()} == {
+        "kernel:distro:sys": ("running", 0), "http-server:distro:sys": ("running", 2),
+        "http-client:distro:sys": ("backing off", 3), "a:b:c": ("running", 1),
+        "d:e:f": ("restarting", 1), "far:away:sys": ("running", None), "gone:b:c": ("offline", None),
+        "hand:run:sys": ("running", None)}
+    assert [k for k, r in table.items() if r.restartable] == ["a:b:c", "d:e:f"]
+    assert table["far:away:sys"].kind == "remote" and table["far:away:sys"].detail == "connected from 192.0.2.1"
+    unsupervised = {r.id: r.state for r in rows(NodeNow(config, registry=registry))}
+    assert unsupervised["d:e:f"] == "offline" and unsupervised["a:b:c"] == "running"
+    assert {r.id: r.state for r in rows(NodeNow(config))}["kernel:distro:sys"] == "offline"
