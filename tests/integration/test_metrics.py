@@ -338,6 +338,14 @@ def test_a_killed_process_restarts_and_the_figures_say_so(supervised: tuple[Supe
     assert value(scraped, "porch_process_restarts_total", process=BEAT) == 1
     assert value(scraped, "porch_process_state", process=BEAT, state="running") == 1
     assert value(scraped, "porch_scrape_source_up", source="supervisord") == 1
+    # The restarted process's traffic is counted on, exactly.
+    for _ in range(4):
+        assert requests.get(f"{base}/{BEAT}/api", timeout=10).status_code == 200
+    after = scrape(base, token)
+    assert delta(scraped, after, "porch_http_requests_total", process=BEAT, bound_path=f"/{BEAT}/api",
+                 method="GET", status="2xx") == 4
+    assert delta(scraped, after, "porch_kernel_messages_routed_total", source=BEAT,
+                 target="http-server:distro:sys") == 4
     # The app's output went through the launcher: each line has its time.
     log = node.cli("logs", BEAT).stdout
     assert re.search(rf"^{STAMP} {BEAT}: READY$", log, re.M), log
