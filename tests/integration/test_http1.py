@@ -219,3 +219,58 @@ def test_many_pipelined_requests_from_a_client_that_reads_late(site: Site) -> No
             status, _, body = read_response(s, buf)
             assert status == b"HTTP/1.1 200 OK" and body == b"POST " + expected, i
         writer.join(30)
+
+
+@pytest.mark.parametrize("method", ["BREW", "PROPFIND", "MKCALENDAR", "X-CUSTOM_1", "get", "Q!#$%&'*+.^`|~"])
+def test_extension_methods_reach_the_app_as_sent(site: Site, method: str) -> None:
+    """HTTP allows any token as a method and Kinode forwards it: llhttp knows a fixed
+    list, so porch parses the others as POST and keeps their name. With a body, kept
+    alive, sent in pieces (the method split across reads), and with leading empty lines."""
+    head = f"{method} /{APP}/echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nhi"
+    with site.connect() as s:
+        buf = bytearray()
+        s.sendall(head.encode())
+        status, _, body = read_response(s, buf)
+        assert status == b"HTTP/1.1 200 OK" and body == method.encode() + b" hi", body
+        for piece in (b"\r\n" + head[:2].encode(), head[2:7].encode(), head[7:].encode()):
+            s.sendall(piece)
+            time.sleep(0.05)
+        assert read_response(s, buf)[2] == method.encode() + b" hi"
+        s.sendall(f"GET /{APP}/echo HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        assert read_response(s, buf)[2] == b"GET "
+
+
+@pytest.mark.parametrize("request_", [
+    b"BR\x01W / HTTP/1.1\r\nHost: localhost\r\n\r\n",  # a control byte in the method
+    b"B" * 100 + b" / HTTP/1.1\r\nHost: localhost\r\n\r\n",  # no space within 64 bytes
+    b"CONNECT localhost:80 HTTP/1.1\r\nHost: localhost\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+], ids=["control-byte", "method-too-long", "connect"])
+def test_what_is_not_a_method_is_not_forwarded(site: Site, request_: bytes) -> None:
+    with site.connect() as s:
+        s.sendall(request_)
+        status, _, _ = read_response(s, bytearray())
+        assert status[9:12] in (b"400", b"404", b"405"), status
+        assert not status.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("bad", [
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200000\r\n\r\n",
+    b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
+], ids=["400", "413", "431"])
+def test_a_refused_request_pipelined_behind_others_is_answered_after_them(site: Site, bad: bytes) -> None:
+    """A client pipelines two good requests and a bad one: the good ones get their own
+    answers, in order, and the refusal comes third, then the close (answering the
+    refusal first would hand it to the wrong request)."""
+    good = b"".join(f"POST /{APP}/echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nn{i}".encode()
+                    for i in range(2))
+    with site.connect() as s:
+        s.sendall(good + bad)
+        buf = bytearray()
+        for i in range(2):
+            status, _, body = read_response(s, buf)
+            assert status == b"HTTP/1.1 200 OK" and body == f"POST n{i}".encode(), (i, status, body)
+        status, headers, _ = read_response(s, buf)
+        assert status[9:12] in (b"400", b"413", b"431"), status
+        assert headers["connection"] == "close"
+        assert closed(s)

@@ -95,7 +95,8 @@ def refusal(text: str, where: str = "porch.toml") -> str:
 
 @pytest.mark.parametrize("text, message", [
     ("nodes = 1\nzeta = 2",
-     "porch.toml: unknown key(s) nodes, zeta; known: http_client, http_server, kernel, node, process"),
+     "porch.toml: unknown key(s) nodes, zeta; known: http_client, http_server, kernel, logging, metrics, "
+     "node, process"),
     ("[kernel]\nmax_request_timeout = 3\nlistn = ''",
      "porch.toml [kernel]: unknown setting(s) listn, max_request_timeout; "
      "known: listen, max_request_timeout_s, remote_connections, remote_queue"),
@@ -131,6 +132,8 @@ def refusal(text: str, where: str = "porch.toml") -> str:
      "porch.toml [[process]] #1.environment: expected a table of strings, got {'A': 1}"),
     ("http_server = 1", "porch.toml: [http_server] must be a table"),
     ("http_client = 'x'", "porch.toml: [http_client] must be a table"),
+    ("logging = 'json'", "porch.toml: [logging] must be a table"),
+    ("metrics = true", "porch.toml: [metrics] must be a table"),
 ])
 def test_each_refusal_names_the_file_table_and_key(text: str, message: str) -> None:
     assert refusal(text) == message

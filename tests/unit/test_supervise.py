@@ -17,7 +17,7 @@ def test_rendered_config_has_one_program_per_service_and_process(tmp_path: Path)
     assert programs[0] == "kernel"
     assert "app-hello-hello-sys" in programs
     app = parser["program:app-hello-hello-sys"]
-    assert app["command"].endswith("-m porch.cli.launch --home " + str(home.root) + " hello:hello:sys")
+    assert app["command"].endswith("-m porch.cli.launch --home " + str(home.root) + " --relay hello:hello:sys")
     assert 'PORCH_PROCESS="hello:hello:sys"' in app["environment"]
     assert "GREETING" not in app["environment"], "user environment stays out of supervisord's parser"
     assert parser["program:kernel"]["command"].endswith(f"-m porch.kernel --home {home.root}")

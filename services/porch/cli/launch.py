@@ -10,6 +10,10 @@ The command runs under /bin/sh with the node's own Python environment first on P
 (the directory of the interpreter running porch, as an activated virtualenv would
 have it): `command = "python app.py"` then means the Python that has porch installed,
 also when the node was started by systemd or supervisord with a bare PATH.
+
+Each start is counted (porch.node.starts: the node page's restarts). With `--relay`
+(what `porch up` renders), the launcher stays and timestamps every line the process
+prints (porch.cli.relay); without, it becomes the command.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ import argparse
 import os
 import sys
 
+from porch.cli import relay
 from porch.node.config import ConfigError, load_home
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
+from porch.node.logs import ENV_LOG_FORMAT
 from porch.node.service_token import ENV_SERVICE_TOKEN
+from porch.node.starts import record_start
 
 
 def node_path(path: str) -> str:
@@ -33,6 +40,8 @@ def node_path(path: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m porch.cli.launch")
     parser.add_argument("--home", required=True)
+    parser.add_argument("--relay", action="store_true",
+                        help="stay, and timestamp each line the process prints")
     parser.add_argument("process_id")
     args = parser.parse_args(argv)
     home = NodeHome.resolve(args.home)
@@ -52,8 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     env[ENV_PROCESS] = spec.id
     env["PATH"] = node_path(env.get("PATH", os.defpath))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env[ENV_LOG_FORMAT] = config.logging.format
     os.chdir(spec.directory or home.root)
-    os.execve("/bin/sh", ["/bin/sh", "-c", "exec " + spec.command], env)
+    record_start(home, spec.program_name)
+    argv = ["/bin/sh", "-c", "exec " + spec.command]
+    if args.relay:
+        return relay.run(argv, env, spec.id, config.logging.format)
+    os.execve("/bin/sh", argv, env)
 
 
 if __name__ == "__main__":

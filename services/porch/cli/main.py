@@ -25,12 +25,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from porch.cli import foreground, procinfo, supervise
+from porch.cli import figures as node_figures
+from porch.cli import foreground, logmerge, procinfo, supervise
 from porch.cli import keys as keys_cli
 from porch.files import remove_leftovers
 from porch.http_server.port import read_port
 from porch.node import config as node_config
-from porch.node import listen_socket, service_token
+from porch.node import listen_socket, service_token, starts
 from porch.node.home import NodeHome
 
 DEMO_APPS = (
@@ -164,6 +165,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     extra = service_args(args)
     remove_leftovers(home.run_dir)  # of writes a crash interrupted (the services clean state/)
     service_token.renew(home)  # this start's: only the services it starts read it
+    starts.reset(home)  # restarts are counted from this start of the node
     conf = supervise.write(home, config, foreground=not args.detach, extra_args=extra)
     supervise.Applied(not args.detach, extra, supervise.fingerprints(config)).write(home)
     cmd = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
@@ -490,6 +492,24 @@ def cmd_rpc_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics_token(args: argparse.Namespace) -> int:
+    """Print the node's metrics token (made now if the node never ran)."""
+    from porch.http_server.rpc_auth import RpcToken
+    from porch.http_server.scrape import TOKEN_FILE
+
+    home = NodeHome.resolve(args.home)
+    if not home.exists():
+        return _fail(f"no node home at {home.root} (no porch.toml there); "
+                     "`porch up` creates one, or give --home", 2)
+    home.ensure()
+    try:
+        token = RpcToken(home.state_dir, TOKEN_FILE).get()
+    except OSError as exc:
+        return _fail(f"cannot read or create the metrics token: {exc}")
+    print(token)
+    return 0
+
+
 def service_args(args: argparse.Namespace) -> dict[str, list[str]]:
     extra: dict[str, list[str]] = {}
     http: list[str] = []
@@ -622,7 +642,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"porch: warning: {exc}", file=sys.stderr)
     names = supervise.display_names(config) if config else {}
     infos = sup.processes()
-    rows = [(names.get(i["name"], i["name"]), i["statename"], _describe(i)) for i in infos]
+    # The node's figures (rate, errors, p99, restarts), when the http-server gives them.
+    figures: dict[str, dict[str, Any]] = {}
+    if any(i["name"] == "http-server" and i["statename"] == "RUNNING" for i in infos):
+        view, problem = node_figures.fetch_view(home)
+        figures = node_figures.by_id(view)
+        if view is None:
+            print(f"porch: warning: no figures: {problem}", file=sys.stderr)
+    ids = {"kernel": "kernel:distro:sys", "http-server": "http-server:distro:sys",
+           "http-client": "http-client:distro:sys"}
+
+    def described(info: dict[str, Any]) -> str:
+        shown = figures.get(ids.get(info["name"]) or names.get(info["name"], info["name"]))
+        return (node_figures.summary(shown) + "; " if shown else "") + _describe(info)
+
+    rows = [(names.get(i["name"], i["name"]), i["statename"], described(i)) for i in infos]
     if config:
         running = {i["name"] for i in infos}
         rows += [(p.id, "-", "not in the running node: `porch up` applies porch.toml")
@@ -767,6 +801,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
         config = node_config.load_home(home)
     except node_config.ConfigError:  # the logs are wanted most when things are broken
         config = node_config.NodeConfig()
+    if args.all:
+        if args.service:
+            return _fail("give a SERVICE or --all, not both", 2)
+        return logmerge.print_all(home.logs_dir, supervise.display_names(config), args.lines, args.follow)
+    if not args.service:
+        return _fail("name a SERVICE (kernel, http-server, http-client, supervisord, a process id), "
+                     "or --all", 2)
     try:
         program = supervise.program_name(config, args.service)
     except KeyError as exc:
@@ -793,6 +834,15 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     time.sleep(0.25)
         except KeyboardInterrupt:
             return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    home = NodeHome.resolve(args.home)
+    if not supervise.Supervisor(home).running() and not home.kernel_socket.exists():
+        return _fail(f"no node is running in {home.root}; `porch up`", 3)
+    if not args.interval > 0:
+        return _fail("--interval must be more than 0", 2)
+    return node_figures.top(home, args.interval, args.once)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -988,6 +1038,26 @@ def build_parser() -> argparse.ArgumentParser:
     _home_arg(rpc_token)
     rpc_token.set_defaults(func=cmd_rpc_token)
 
+    metrics_token = sub.add_parser("metrics-token", help="print the scrape endpoint's token",
+                                   description="Print the node's metrics token (state/metrics.token, "
+                                   "0600; made on first use). Prometheus sends it as "
+                                   "`Authorization: Bearer <token>` to GET "
+                                   "/http-server:distro:sys/metrics (docs/metrics.md). To change "
+                                   "it, delete the file and `porch restart http-server`.")
+    _home_arg(metrics_token)
+    metrics_token.set_defaults(func=cmd_metrics_token)
+
+    top = sub.add_parser("top", help="the node's processes and their figures, live",
+                         description="Redraw every few seconds each process's state, uptime, "
+                         "restarts, request rate, errors, p50/p99 latency, open WebSockets, memory "
+                         "and the last minutes' requests (Ctrl-C quits). The same figures as the "
+                         "node page; the http-server must be running.")
+    _home_arg(top)
+    top.add_argument("-n", "--interval", type=float, default=2.0, metavar="SECONDS",
+                     help="seconds between redraws (default 2)")
+    top.add_argument("--once", action="store_true", help="print the table once and exit")
+    top.set_defaults(func=cmd_top)
+
     down = sub.add_parser("down", help="stop a running node",
                           description="Stop every service and process of the node, then "
                           "supervisord (waits up to 30 s).")
@@ -1016,8 +1086,10 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Print the end of a service's or process's log "
                           "(<home>/logs/).")
     _home_arg(logs)
-    logs.add_argument("service", metavar="SERVICE", help="kernel, http-server, http-client, "
-                      "supervisord, or a process id")
+    logs.add_argument("service", metavar="SERVICE", nargs="?", help="kernel, http-server, "
+                      "http-client, supervisord, or a process id")
+    logs.add_argument("--all", action="store_true",
+                      help="every log of the node, interleaved by time (with -f: as they grow)")
     logs.add_argument("-f", "--follow", action="store_true",
                       help="keep printing what is appended (Ctrl-C stops)")
     logs.add_argument("-n", "--lines", type=count, default=50, metavar="N",

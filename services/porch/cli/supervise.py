@@ -7,11 +7,8 @@ become programs named "app-<id with : and . replaced>".
 The templates live in the package (porch/cli/*.tmpl) rather than in deploy/ so that
 an installed wheel can render them; deploy/ keeps the systemd unit and a sample config.
 
-supervisord's socket asks for a login (user "porch", a random password generated once
-per home in state/supervisor.secret, 0600): the socket is already 0700 in a 0700
-directory, but without a login supervisord logs a CRIT line at every start, and the
-login is what its own supervisorctl expects. The rendered config holds it too, so it
-is written 0600.
+supervisord's socket asks for a login (`porch.node.supervisor`, which also holds the
+XML-RPC client); the rendered config holds it too, so it is written 0600.
 
 `porch up` on a running node applies porch.toml: it re-renders the config, has
 supervisord reread it and add, remove or replace the programs that differ (its
@@ -25,10 +22,8 @@ import dataclasses
 import json
 import os
 import pwd
-import secrets
 import shlex
 import sys
-import xmlrpc.client
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,6 +33,10 @@ from typing import Any
 from porch.files import write_atomic
 from porch.node.config import NodeConfig
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
+from porch.node.supervisor import SUPERVISOR_USER, Supervisor, credentials
+
+__all__ = ["SERVICES", "SUPERVISOR_USER", "Applied", "Program", "Supervisor", "credentials",
+           "display_names", "fingerprints", "known_names", "program_name", "render", "write"]
 
 
 @dataclass(frozen=True)
@@ -72,11 +71,11 @@ def service_programs(home: NodeHome, extra_args: dict[str, list[str]] | None = N
 
 def user_programs(home: NodeHome, config: NodeConfig) -> list[Program]:
     """One program per process with a command; porch.cli.launch reads the command,
-    directory and environment from porch.toml when it starts."""
+    directory and environment from porch.toml when it starts, and timestamps its output."""
     return [
         Program(
             spec.program_name,
-            [sys.executable, "-m", "porch.cli.launch", "--home", str(home.root), spec.id],
+            [sys.executable, "-m", "porch.cli.launch", "--home", str(home.root), "--relay", spec.id],
             priority=30,
             environment={ENV_HOME: str(home.root), ENV_PROCESS: spec.id},
             directory=spec.directory,
@@ -97,27 +96,6 @@ def _env(environment: dict[str, str]) -> str:
     return ",".join(
         f'{k}="{_escape(v).replace(chr(34), chr(92) + chr(34))}"' for k, v in items.items()
     )
-
-
-SUPERVISOR_USER = "porch"
-
-
-def credentials(home: NodeHome, *, create: bool = False) -> tuple[str, str] | None:
-    """The login of the home's supervisord socket; made on first use when `create`."""
-    path = home.supervisor_secret
-    try:
-        return SUPERVISOR_USER, path.read_text().strip()
-    except FileNotFoundError:
-        if not create:
-            return None
-    secret = secrets.token_hex(24)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # made meanwhile by another `porch`
-        return SUPERVISOR_USER, path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
-    return SUPERVISOR_USER, secret
 
 
 def render(home: NodeHome, config: NodeConfig, *, foreground: bool,
@@ -168,21 +146,25 @@ def write(home: NodeHome, config: NodeConfig, *, foreground: bool,
 def fingerprints(config: NodeConfig) -> dict[str, Any]:
     """For each program, the part of porch.toml it reads when it starts: when that part
     differs from what the running program started with, `porch up` restarts it."""
+    # Every service reads [logging] and [metrics] at its start; the launcher of user
+    # processes reads the log format.
+    common = {"logging": dataclasses.asdict(config.logging), "metrics": dataclasses.asdict(config.metrics)}
     prints: dict[str, Any] = {
         # capabilities and `public` are the kernel's business, not the processes'
         "kernel": {"node": config.node, "kernel": dataclasses.asdict(config.kernel),
                    "grants": {k: sorted(v) for k, v in config.grants().items() if v},
                    "private": sorted(config.private()),
                    # who may connect from other machines is read at the kernel's start
-                   "keys": config.remote_keys()},
-        "http-server": {"node": config.node, "settings": config.http_server},
-        "http-client": {"settings": config.http_client},
+                   "keys": config.remote_keys(), **common},
+        "http-server": {"node": config.node, "settings": config.http_server, **common},
+        "http-client": {"settings": config.http_client, **common},
     }
     for spec in config.processes:
         if spec.command:
             prints[spec.program_name] = {"id": spec.id, "command": spec.command,
                                          "directory": spec.directory,
-                                         "environment": spec.environment}
+                                         "environment": spec.environment,
+                                         "log_format": config.logging.format}
     # through JSON, so that a fresh value compares equal to one read back from the file
     result: dict[str, Any] = json.loads(json.dumps(prints, default=str, sort_keys=True))
     return result
@@ -235,63 +217,3 @@ def known_names(config: NodeConfig) -> list[str]:
 def display_names(config: NodeConfig) -> dict[str, str]:
     """Program name -> what people call it (the process id for user processes)."""
     return {p.program_name: p.id for p in config.processes}
-
-
-class Supervisor:
-    """A thin client of supervisord's XML-RPC interface on the home's unix socket."""
-
-    def __init__(self, home: NodeHome) -> None:
-        self.home = home
-        self._login: tuple[str, str] | None = None
-        self._proxy: xmlrpc.client.ServerProxy | None = None
-
-    @property
-    def rpc(self) -> Any:
-        # The login is read each time: `porch up` makes it after its first running() check.
-        login = credentials(self.home)
-        if self._proxy is None or login != self._login:
-            from supervisor.xmlrpc import SupervisorTransport
-
-            user, password = login or (None, None)
-            transport = SupervisorTransport(user, password, f"unix://{self.home.supervisor_socket}")
-            self._proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
-            self._login = login
-        return self._proxy.supervisor
-
-    def running(self) -> bool:
-        if not self.home.supervisor_socket.exists():
-            return False
-        try:
-            state = self.rpc.getState()
-        except (OSError, xmlrpc.client.Error):
-            return False
-        return bool(state.get("statename") == "RUNNING")
-
-    def processes(self) -> list[dict[str, Any]]:
-        return list(self.rpc.getAllProcessInfo())
-
-    def restart(self, program: str) -> None:
-        info = self.rpc.getProcessInfo(program)
-        if program == "http-server" and info["statename"] == "RUNNING":
-            # The keeper restarts its worker and keeps the port open: no refused connection.
-            self.rpc.signalProcess(program, "HUP")
-            return
-        if info["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
-            self.rpc.stopProcess(program, True)
-        self.rpc.startProcess(program, True)
-
-    def update(self) -> tuple[list[str], list[str], list[str]]:
-        """supervisorctl's reread + update: supervisord rereads its config file, then
-        programs that appeared are added (and started if autostart), programs that
-        disappeared are stopped and removed, and changed ones are replaced. Returns the
-        program names (added, changed, removed)."""
-        [[added, changed, removed]] = self.rpc.reloadConfig()
-        for name in [*removed, *changed]:
-            self.rpc.stopProcessGroup(name, True)
-            self.rpc.removeProcessGroup(name)
-        for name in [*changed, *added]:
-            self.rpc.addProcessGroup(name)
-        return list(added), list(changed), list(removed)
-
-    def shutdown(self) -> None:
-        self.rpc.shutdown()

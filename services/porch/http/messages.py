@@ -64,6 +64,12 @@ class IncomingHttpRequest:
         )
 
     @property
+    def request_id(self) -> str:
+        """The id the node gave this request (the access log shows it; the stub's log
+        lines while the handler runs carry it): its `x-request-id` header, "" if none."""
+        return self.headers.get("x-request-id") or ""
+
+    @property
     def query_params(self) -> dict[str, str]:
         """Decoded query parameters; for a repeated key the last wins (as Kinode, and
         as `headers.get`); `query_list` has them all."""

@@ -49,6 +49,7 @@ from porch.http.messages import (
     parse_request,
 )
 from porch.http.ws import WS_TYPES, WsClose, WsOpen, WsPush, ws_type
+from porch.node.logs import REQUEST_ID
 from porch.process.aio import AsyncProcess
 from porch.process.blocking import Process
 from porch.process.message import Blob, Message, Offline, SendError
@@ -313,6 +314,8 @@ class _Operations:
         return True
 
     def _answer(self, msg: Message, request: IncomingHttpRequest, http_handler: HttpHandler) -> None:
+        # While the handler runs, log lines carry the request's id (porch.node.logs).
+        token = REQUEST_ID.set(request.request_id)
         try:
             response = _as_response(http_handler(request))
             body = response.to_proto()
@@ -321,6 +324,8 @@ class _Operations:
                           self.proc.our, request.method, request.url)
             response = _internal_error()
             body = response.to_proto()
+        finally:
+            REQUEST_ID.reset(token)
         self.proc.respond(msg, body, blob=Blob(response.content))
 
     def _guarded(self, what: str, channel_id: int, call: Callable[..., object], *args: Any) -> None:

@@ -22,10 +22,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from porch.address import HTTP_CLIENT
+from porch.address import HTTP_CLIENT, is_reserved
 from porch.http_client import results
 from porch.http_client.body import Body, InflightBudget
 from porch.http_client.fetch import Fetched, Fetcher, Outgoing, monotonic_deadline
+from porch.http_client.figures import ClientFigures, status_class
 from porch.http_client.headers import request_headers
 from porch.http_client.record import FILE_NAME, WsRecord
 from porch.http_client.results import ClientFailure
@@ -47,7 +48,7 @@ log = logging.getLogger("porch.http_client")
 
 class HttpClientService:
     def __init__(self, proc: AsyncProcess, settings: HttpClientSettings,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, metrics: bool = True) -> None:
         self.proc = proc
         self.settings = settings
         self.policy = settings.policy()
@@ -81,6 +82,13 @@ class HttpClientService:
             deadline_s=self._seconds_left,
             record=WsRecord(state_dir / FILE_NAME) if state_dir is not None else None,
         )
+        # What the node's scrape shows (docs/metrics.md); counted only when enabled.
+        self.figures = ClientFigures(metrics)
+        self.figures.add_gauges(lambda: self._submitted - self._taken, lambda: self._busy_workers,
+                                self.ws)
+        self._busy_workers = 0
+        if metrics:
+            self.ws.figures = self.figures
 
     # ------------------------------------------------------------------ dispatch
 
@@ -91,15 +99,29 @@ class HttpClientService:
             if msg.expects_response:  # only then, as Kinode
                 self._respond(msg, results.error("MalformedRequest"))
             return
-        if action.WhichOneof("action") == "http":
+        which = action.WhichOneof("action")
+        if which == "http":
             self._http(msg, action.http)
+        elif which == "metrics":
+            self._metrics(msg)
         else:
             self.ws.handle(msg, action)
+
+    def _metrics(self, msg: Message) -> None:
+        """The figures, for the node's services only (who calls what is theirs to see)."""
+        if not msg.expects_response:
+            return
+        if not is_reserved(msg.source):
+            log.info("refused the figures to %s: only the node's services may ask", msg.source)
+            self._respond(msg, results.error("MalformedRequest"))
+            return
+        self._respond(msg, self.figures.snapshot())
 
     def _http(self, msg: Message, req: http_pb2.OutgoingHttpRequest) -> None:
         try:
             outgoing = self._check(msg, req)
         except ClientFailure as exc:
+            self.figures.ended(msg.source, exc.kind)
             if exc.kind == "Denied":
                 log.warning("denied request by %s to %s: %s", msg.source, req.url, exc.fields.get("message"))
             if msg.expects_response:
@@ -114,6 +136,7 @@ class HttpClientService:
 
     def _busy(self, msg: Message, req: Outgoing, waiting: int) -> None:
         """Every worker busy and max_waiting_requests waiting: fail this one at once."""
+        self.figures.ended(msg.source, "Busy")
         refused = self._busy_log.due()
         if refused:
             log.warning("busy: refused %d request(s), the last %d from %s to %s: %d workers busy, "
@@ -161,6 +184,8 @@ class HttpClientService:
         """In a worker thread: run the request, post the reply to the loop."""
         with self._taken_lock:
             self._taken += 1
+            self._busy_workers += 1
+        started = time.monotonic()
         try:
             outcome: Fetched | ClientFailure = self.fetcher.fetch(req)
         except ClientFailure as exc:
@@ -168,6 +193,11 @@ class HttpClientService:
         except Exception as exc:  # a bug: still answer, and say so
             log.exception("request %d from %s to %s failed unexpectedly", msg.id, msg.source, req.url)
             outcome = ClientFailure("ExecuteRequestFailed", message=f"internal error: {exc}")
+        finally:
+            with self._taken_lock:
+                self._busy_workers -= 1
+        self.figures.ended(msg.source, outcome.kind if isinstance(outcome, ClientFailure)
+                           else status_class(outcome.status), time.monotonic() - started)
         if isinstance(outcome, ClientFailure):
             level = logging.WARNING if outcome.kind == "Denied" else logging.INFO
             log.log(level, "request %d from %s: %s %s -> %s: %s", msg.id, msg.source, req.method,
@@ -241,13 +271,13 @@ class HttpClientService:
         self.fetcher.close()
 
 
-async def serve(home: NodeHome, settings: HttpClientSettings) -> int:
+async def serve(home: NodeHome, settings: HttpClientSettings, metrics: bool = True) -> int:
     try:
         proc = await AsyncProcess.connect(HTTP_CLIENT, home=home.root)
     except (KernelUnreachable, KernelRefused) as exc:
         log.error("%s", exc)
         return 1
-    service = HttpClientService(proc, settings, home.state_dir)
+    service = HttpClientService(proc, settings, home.state_dir, metrics)
     service.ws.announce_lost()  # before serving: a new open must not be announced as lost
     proc.on_request(service.on_request)
     stop = asyncio.Event()
@@ -281,4 +311,4 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    return asyncio.run(serve(home, settings))
+    return asyncio.run(serve(home, settings, config.metrics.enabled))

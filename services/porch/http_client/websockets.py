@@ -32,6 +32,7 @@ from tornado.netutil import DefaultLoopResolver, Resolver
 from tornado.websocket import WebSocketClientConnection
 
 from porch.http_client.channels import ChannelTable, Key
+from porch.http_client.figures import ClientFigures
 from porch.http_client.headers import request_headers
 from porch.http_client.policy import OutgoingPolicy
 from porch.http_client.record import Opened, WsRecord
@@ -151,6 +152,8 @@ class WsClients:
         self._deadline_s = deadline_s
         self.record = record
         self.table: ChannelTable[Link] = ChannelTable()
+        # Counts frames each way for the node's figures (None: metrics off).
+        self.figures: ClientFigures | None = None
         self._watched: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -249,6 +252,8 @@ class WsClients:
         conn = entry.conn.conn
         mtype = op.message_type
         data = msg.blob.bytes if msg.blob is not None else None
+        if self.figures is not None:
+            self.figures.frame(key[0], "out")
         try:
             if mtype == WsType.Text:
                 if data is None:
@@ -348,6 +353,8 @@ class WsClients:
         if not self.table.is_current(link.key, link.generation):
             return  # closed or replaced: late frames are dropped (as Kinode)
         mime = TEXT_MIME if mtype == WsType.Text else BINARY_MIME
+        if self.figures is not None:
+            self.figures.frame(link.process, "in")
         self._send(link.process, ws_push(link.channel_id, mtype), Blob(data, mime), link.open_id)
 
     # ------------------------------------------------------------------ lifecycle

@@ -24,6 +24,13 @@ class Exchange(Protocol):
     peer_ip: str | None
     peer_port: int | None
     done: bool  # responded, or the client went away
+    # For the figures and the access log (porch.http_server.figures), set by the
+    # gateway: the process owning the path ("" for porch's own), the bound path, the
+    # request id, when it was forwarded (time.monotonic()).
+    app: str
+    bound: str
+    rid: str
+    forwarded: float
 
     def header(self, name: str) -> str | None:
         """The last value of a request header (case-insensitive), or None."""

@@ -46,6 +46,7 @@ from porch.http_server.auth import (
 from porch.http_server.bindings import RPC_PROCESS, BindingTable, HttpBinding, Resolved, WsBinding
 from porch.http_server.db import describe
 from porch.http_server.exchange import HTML, JSON, NOSNIFF, PRIVATE, TEXT, Exchange, Headers, has_header
+from porch.http_server.figures import HttpFigures
 from porch.http_server.paths import normalize
 from porch.http_server.ratelimit import RateLimiter, client_address, rate_key
 from porch.http_server.rpc import RpcCall, parse_rpc, rpc_reply_body
@@ -69,6 +70,9 @@ MAX_LOGIN_BODY = 16 * 1024
 # Local-only operational status (in-flight requests, bindings, sockets), under the
 # server's own process id so that no app can bind it.
 STATUS_PATH = "/http-server:distro:sys/status"
+# The request id the app gets (and the access log shows), in IncomingHttpRequest's
+# headers; one a client sent is replaced.
+REQUEST_ID_HEADER = "x-request-id"
 # Commits one binding before it is served; raises StateNotSaved when it cannot.
 Persist = Callable[[HttpBinding | WsBinding], None]
 
@@ -134,6 +138,12 @@ class Gateway:
         self.refresh: Callable[[], None] | None = None
         # Extra action handlers (the WebSocket layer registers push/close here).
         self.extra_actions: dict[str, Callable[[Message, str, http_pb2.HttpServerAction], bytes | None]] = {}
+        # The node's figures and access log (porch.http_server.figures); counting nothing
+        # unless the worker sets one that does.
+        self.figures = HttpFigures(enabled=False)
+        # porch's own paths under its process id that other modules answer (the scrape,
+        # the node page's data and restart button): path -> handler.
+        self.own_paths: dict[str, Callable[[Exchange], None]] = {}
 
     def pending(self) -> int:
         """Requests not answered yet: forwarded ones and those answered by a task (a
@@ -206,21 +216,31 @@ class Gateway:
         # never issues or accepts the node's main cookie.
         subdomain = label if "." in hostname and label in self._subdomains else None
         if path == "/login":
+            ex.bound = path
             task = asyncio.ensure_future(self._login(ex, subdomain))
             self._tasks.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(lambda t: self._task_done(ex, t))
             return
         if path == "/logout":
+            ex.bound = path
             self._logout(ex, subdomain)
             return
         if path == STATUS_PATH and subdomain is None:
+            ex.bound = path
             self._status(ex)
+            return
+        own = self.own_paths.get(path) if subdomain is None else None
+        if own is not None:
+            ex.bound = path
+            own(ex)
             return
         resolved = self.table.resolve_http(path)
         if resolved is None:
             if path == "" and self.table.http.get("") is None and subdomain is None:
+                ex.bound = "/"
                 self._homepage(ex)
             elif path in NODE_PATHS and subdomain is None and ex.method in ("GET", "HEAD"):
+                ex.bound = path
                 self._node_path(ex, path)
             else:
                 self._not_found(ex)
@@ -229,6 +249,8 @@ class Gateway:
         if binding.app is None:
             self._not_found(ex)
             return
+        ex.app = binding.app
+        ex.bound = binding.path
         if subdomain is not None and binding.secure_subdomain != subdomain:
             # A secure subdomain origin serves only its own package (Kinode's D8 fixed: docs/kinode.md §9).
             ex.respond(*_text(403, "secure subdomain can only serve its associated package"))
@@ -283,6 +305,7 @@ class Gateway:
         binding = resolved.binding
         app = binding.app
         assert app is not None
+        rid = ex.rid = self.figures.request_id()
         request = http_pb2.HttpServerRequest()
         incoming = request.http
         incoming.method = ex.method
@@ -298,7 +321,10 @@ class Gateway:
                 if kept is None:
                     continue
                 value = kept
+            elif lname == REQUEST_ID_HEADER:  # the node's, not the client's
+                continue
             add_header(name=lname, value=value)
+        add_header(name=REQUEST_ID_HEADER, value=rid)
         if resolved.params:
             incoming.url_params.update(resolved.params)
         if ex.query:
@@ -313,6 +339,7 @@ class Gateway:
             ex.respond(*_text(503, _kernel_unavailable(self.proc)))
             return
         self.inflight += 1
+        ex.forwarded = time.monotonic()
 
         def gone() -> None:
             # The client left: forget the request (a late answer is dropped by the stub).
@@ -329,6 +356,9 @@ class Gateway:
         self.inflight -= 1
         if fut.cancelled():
             return
+        figures = self.figures
+        if figures.enabled:
+            figures.answered(app, time.monotonic() - ex.forwarded)
         exc = fut.exception()
         if exc is None:
             msg = fut.result()

@@ -49,6 +49,13 @@ PIPELINE_REQUESTS = 64  # requests parsed and queued behind the one answered; at
 LINGER_S = 2.0  # how long a closing answer's client may keep sending before the close
 LINGER_BYTES = 1024 * 1024  # ... and how much of it is read and dropped
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Methods llhttp parses as themselves. Any other token (an extension method: HTTP allows
+# every token, and Kinode forwards it, docs/kinode.md §2.2) is parsed as POST and keeps
+# its own name (H1Connection._own_method). CONNECT is among these: its request line is
+# not a path, and llhttp must see it as what it is.
+_LLHTTP_AS_IS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH",
+                           b"CONNECT", b"TRACE"))
+MAX_METHOD = 64  # bytes of a request line kept while its method's end has not arrived
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
 
@@ -131,6 +138,11 @@ class H1Connection:
         self._lingering = False
         self._lingered = 0
         self._idle: asyncio.TimerHandle | None = None
+        # A closing answer (400, 413, 431) to a request pipelined behind others: it goes
+        # once they are answered, and nothing more is read meanwhile.
+        self._refusal: bytes | None = None
+        self._method: str | None = None  # the request being parsed has this extension method
+        self._method_start = b""  # a request line's start, until its method is whole
         self._linger_timer: asyncio.TimerHandle | None = None
         self.loop.add_reader(self.fd, self._readable)
         self._arm_idle()
@@ -167,6 +179,10 @@ class H1Connection:
         self.close()
 
     def _feed(self, data: bytes) -> None:
+        if self._parsing is None:  # between requests: a request line begins here
+            data = self._own_method(data)
+            if not data:
+                return
         # A head still incomplete after this read has seen at most these bytes: past
         # max_header_bytes it is refused (431) before the parser buffers more of it.
         if self._in_head:
@@ -179,15 +195,53 @@ class H1Connection:
             self._pending[:0] = data[offset:]
             return
         except httptools.HttpParserError as exc:
-            if not (self.closed or self.detached or self._lingering):
+            if not (self.closed or self.detached or self._lingering or self._refusal is not None):
                 log.info("malformed HTTP request from %s: %s", self.peer, exc)
-                self.answer_and_close(closing_response(400, "malformed request"))
+                self._refuse(closing_response(400, "malformed request"))
             return
-        if self._in_head and self._head_seen > self.max_header_bytes and not self.closed:
+        if (self._in_head and self._head_seen > self.max_header_bytes and not self.closed
+                and self._refusal is None):
             self._head_too_large()
 
+    def _own_method(self, data: bytes) -> bytes:
+        """The bytes to parse for a read that begins a request: an extension method is
+        replaced by POST and remembered (self._method). A read that ends before the
+        method does is kept (up to MAX_METHOD bytes) until the rest comes. A request
+        that begins inside a read, behind another, is parsed as it is: with a method
+        llhttp does not know it is answered 400 (after the requests before it)."""
+        if self._method_start:
+            data = self._method_start + data
+            self._method_start = b""
+        start = 0
+        while data.startswith(b"\r\n", start):  # empty lines before a request (RFC 9112 2.2)
+            start += 2
+        space = data.find(b" ", start, start + MAX_METHOD + 1)
+        if space < 0:
+            if len(data) - start <= MAX_METHOD and (start == len(data) or _TOKEN.fullmatch(data, start)):
+                self._method_start = data
+                return b""
+            return data  # not a method: llhttp's error
+        method = data[start:space]
+        if method in _LLHTTP_AS_IS or not _TOKEN.fullmatch(method):
+            return data
+        self._method = method.decode("latin-1")
+        return data[:start] + b"POST" + data[space:]
+
     def _head_too_large(self) -> None:
-        self.answer_and_close(closing_response(431, "request head (request line and headers) too large"))
+        self._refuse(closing_response(431, "request head (request line and headers) too large"))
+
+    def _refuse(self, answer: bytes) -> None:
+        """A closing answer to the request being parsed (400, 413, 431). Requests a
+        client pipelined before it are answered first, in order: reading stops, and
+        the refusal goes once they are answered (self._next_request)."""
+        failing = self._parsing
+        if failing is not None and failing in self._queue:
+            self._queue.remove(failing)
+        if (self.current is None or self.current is failing) and not self._queue:
+            self.answer_and_close(answer)
+            return
+        self._refusal = answer
+        self._pause()
 
     # -- llhttp's callbacks (httptools) ----------------------------------------------
 
@@ -217,7 +271,10 @@ class H1Connection:
         parser = self.parser
         request.keep_alive = parser.should_keep_alive()
         request.upgrade = parser.should_upgrade()
-        request.method = parser.get_method().decode("latin-1")
+        if self._method is not None:
+            request.method, self._method = self._method, None
+        else:
+            request.method = parser.get_method().decode("latin-1")
         request.version = "HTTP/" + parser.get_http_version()
         if self.current is None and not self._queue and not self._writing:
             self._start(request)
@@ -235,7 +292,7 @@ class H1Connection:
         request.size += len(body)
         if request.size > self.max_body_bytes:
             too_large = f"request body larger than {self.max_body_bytes} bytes"
-            self.answer_and_close(closing_response(413, too_large))
+            self._refuse(closing_response(413, too_large))
             raise _Stop
         if request is self.current:
             assert request.handler is not None
@@ -345,7 +402,11 @@ class H1Connection:
         if self._writing:
             self._resume_after_write = True
             return
-        if self._paused and not self._lingering:
+        if self._refusal is not None and not self._queue:
+            refusal, self._refusal = self._refusal, None
+            self.answer_and_close(refusal)
+            return
+        if self._paused and not self._lingering and self._refusal is None:
             self._paused = False
             self.loop.add_reader(self.fd, self._readable)
         if self._queue:  # (an upgrade pipelined behind other requests among them)

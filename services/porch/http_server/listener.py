@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -39,6 +40,9 @@ from porch.http_server.h1 import BadHeader, H1Connection
 log = logging.getLogger("porch.http_server")
 
 Dispatch = Callable[["_Exchange"], None]
+# (exchange, status, body bytes) after each answer: the figures and access log
+# (porch.http_server.figures); None when neither is on.
+Record = Callable[["_Exchange", int, int], None]
 # (HTTP version, every Host value, peer address) -> why to answer 400, or None.
 FrontCheck = Callable[[str, list[str], str | None], str | None]
 
@@ -68,14 +72,15 @@ class Listener:
         # porch.http_server.hosts): a refused one is answered 400, never routed or upgraded.
         self.front = front
         self._upgrades: set[asyncio.Future[None]] = set()
+        self.record: Record | None = None
 
 
 class _Exchange:
     """One request on one connection; implements gateway.exchange.Exchange."""
 
     __slots__ = ("_body_timer", "_chunks", "_close_cb", "_conn", "_headers", "_listener",
-                 "_refusal", "_upgrading", "body", "done", "method", "path", "peer_ip",
-                 "peer_port", "query", "version")
+                 "_refusal", "_upgrading", "app", "body", "bound", "done", "forwarded", "method",
+                 "path", "peer_ip", "peer_port", "query", "rid", "started", "version")
 
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
@@ -94,6 +99,11 @@ class _Exchange:
         self.body = b""
         self.peer_ip: str | None = None
         self.peer_port: int | None = None
+        # For the figures and the access log: the owning process and bound path (set by
+        # the gateway; "" for porch's own answers), the request id, when the head came
+        # and when the request went to its process.
+        self.app = self.bound = self.rid = ""
+        self.started = self.forwarded = 0.0
 
     # -- porch.http_server.h1.Handler -------------------------------------------------
 
@@ -101,6 +111,7 @@ class _Exchange:
                          headers: list[tuple[str, str]]) -> None:
         self._conn = conn
         self._headers = headers
+        self.started = time.monotonic()
         self.method = method
         self.version = version
         address = conn.peer
@@ -123,6 +134,8 @@ class _Exchange:
         length = self.header("Content-Length")
         if length is not None and length.isdigit() and int(length) > listener.max_body_bytes:
             self.done = True
+            if listener.record is not None:
+                listener.record(self, 413, 0)
             conn.answer_and_close(closing_response(
                 413, f"request body larger than {listener.max_body_bytes} bytes"))
             return
@@ -161,6 +174,8 @@ class _Exchange:
             cb, self._close_cb = self._close_cb, None
             if cb is not None:
                 cb()
+            if not self._upgrading and self._listener.record is not None:
+                self._listener.record(self, 499, 0)  # the client left before its answer
 
     # -- upgrades -------------------------------------------------------------------
 
@@ -192,6 +207,8 @@ class _Exchange:
         self.done = True
         log.info("request body from %s not complete after %.0f s (body_timeout_s): 408",
                  self.peer_ip, self._listener.body_timeout_s)
+        if self._listener.record is not None:
+            self._listener.record(self, 408, 0)
         conn.answer_and_close(closing_response(408, "request body not received in time"))
 
     def last_on_connection(self) -> None:
@@ -224,6 +241,9 @@ class _Exchange:
         conn = self._conn
         if conn is None or conn.closed:
             return
+        record = self._listener.record
+        if record is not None:
+            record(self, status, len(body))
         if own:
             headers = with_own_headers(headers)
         head_only = self.method == "HEAD"

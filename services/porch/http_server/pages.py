@@ -11,6 +11,8 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import quote
 
+from porch.http_server import dashboard_page
+
 _STYLE = """
 :root { color-scheme: light dark; --fg: #1d1d1f; --bg: #f6f6f3; --card: #fff; --accent: #2f6f4f;
         --muted: #6b6b6b; --err: #b3261e; }
@@ -117,8 +119,9 @@ def login_page(node: str, redirect: str, subdomain: str = "", error: str = "") -
 
 
 def homepage(node: str, apps: dict[str, str]) -> bytes:
-    """The list of apps. An app's root is linked with its trailing slash, so that its
-    page's relative URLs resolve under the app."""
+    """The list of apps, and under it the node's processes, live (dashboard_page). An
+    app's root is linked with its trailing slash, so that its page's relative URLs
+    resolve under the app."""
     apps = {app: path + "/" if path == "/" + app else path for app, path in apps.items()}
     items = "".join(
         f'<li><a href="{escape(quote(path, safe="/:@.-_~"))}">{escape(app.split(":")[0])}'
@@ -128,13 +131,14 @@ def homepage(node: str, apps: dict[str, str]) -> bytes:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(node)}</title>{ICON_LINK}<style>{_STYLE}</style></head>
-<body><main>
+<title>{escape(node)}</title>{ICON_LINK}<style>{_STYLE}{dashboard_page.STYLE}</style></head>
+<body><main class="wide">
 <h1>{escape(node)}</h1>
 <p class="sub">Apps on this node</p>
 <ul>{items}</ul>
+{dashboard_page.SECTION}
 <form method="post" action="/logout"><button type="submit">Log out</button></form>
-</main></body></html>
+</main><script>{dashboard_page.SCRIPT}</script></body></html>
 """.encode()
 
 

@@ -37,10 +37,11 @@ _MIN_TOKEN = 32  # characters; a generated token has 43
 
 
 class RpcToken:
-    """The node-local RPC token, `<state>/rpc.token` (0600), made at first need."""
+    """The node-local RPC token, `<state>/rpc.token` (0600), made at first need; with
+    another `name`, another token of the same kind (the scrape's, metrics.token)."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / TOKEN_FILE
+    def __init__(self, state_dir: Path, name: str = TOKEN_FILE) -> None:
+        self.path = state_dir / name
 
     def get(self) -> str:
         """The token; created if there is none. Two processes creating it at once end

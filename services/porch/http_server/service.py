@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,17 +43,22 @@ from porch.http_server import loops
 from porch.http_server.accept import raise_open_files_limit
 from porch.http_server.auth import Auth
 from porch.http_server.bindings import RPC_PROCESS, BindingTable
+from porch.http_server.dashboard import DASHBOARD_PATH, PROCESSES_PATH, RESTART_PATH, Dashboard
 from porch.http_server.db import StateDb, db_path, describe
+from porch.http_server.figures import HttpFigures
 from porch.http_server.follow import BindingFollower
 from porch.http_server.gateway import Gateway
+from porch.http_server.gather import Gatherer
 from porch.http_server.handover import OwnerLock
 from porch.http_server.hosts import FrontDoor, HostAllowList
 from porch.http_server.listener import Listener, Server
 from porch.http_server.port import PortBusy, open_listener, remember
 from porch.http_server.rpc_auth import RpcToken
+from porch.http_server.scrape import METRICS_PATH, TOKEN_FILE, Scrape
 from porch.http_server.sessions import Sessions
 from porch.http_server.settings import HttpServerSettings, load_settings
 from porch.http_server.state import BindingStore, NodeSecrets, generate_password
+from porch.http_server.upgrade import Upgrades
 from porch.http_server.websocket import WsHub
 from porch.http_server.writable import StateHealth
 from porch.http_server.wshandover import HandoverClient, HandoverServer
@@ -74,6 +80,9 @@ STOP_DRAIN_S = 4.0
 # send one more (answered with Connection: close) before they are closed: a client that
 # reuses a connection the moment it got an answer is never cut off mid-request.
 IDLE_CLOSE_S = 0.5
+# What a start of the worker counts as (porch.node.starts): its restarts are the
+# http-server's, whether supervisord or the keeper started it again.
+WORKER_PROGRAM = "http-server.worker"
 # A replaced worker still running this long (the kernel's longest deadline is an hour)
 # is killed by the keeper.
 RETIRE_LIMIT_S = 3700.0
@@ -404,7 +413,7 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     table = store.load() if not member_of else store.read()
     if not member_of:
         store.maintain()
-    rpc_token = _rpc_token(home, health)
+    rpc_token = _token(home, health)
     secrets_ = NodeSecrets(home.state_dir)
     try:
         jwt_secret = secrets_.jwt_secret()
@@ -434,9 +443,26 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     gateway.status_extra["worker_pid"] = os.getpid  # which worker answered (docs/workers.md)
     gateway.status_extra["primary"] = lambda: 0 if member_of else 1
     proc.on_request(gateway.on_message)
-    listener = Listener(gateway.dispatch, settings.max_body_bytes, upgrade=hub,
+    # The figures, the access log, the scrape and the node page (docs/metrics.md).
+    figures = HttpFigures(config.metrics.enabled, config.logging.access_log)
+    gateway.figures = hub.figures = figures
+    if settings.trusted_proxies:
+        figures.client_of = gateway._client
+    metrics_token = _token(home, health, TOKEN_FILE)
+    supervisor_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervisor")
+    gatherer = Gatherer(home, proc, supervisor_executor)
+
+    def open_sockets() -> dict[str, int]:
+        return dict(Counter(c.app for c in hub.channels.values()))
+
+    dashboard = Dashboard(config.node, gatherer, figures, auth, supervisor_executor, metrics_token,
+                          os.getpid(), open_sockets)
+    upgrades = Upgrades(hub, {DASHBOARD_PATH: dashboard})
+    listener = Listener(gateway.dispatch, settings.max_body_bytes, upgrade=upgrades,
                         body_timeout_s=settings.body_timeout_s,
                         front=FrontDoor(HostAllowList(settings.allowed_hosts)).check)
+    if figures.enabled or figures.access:
+        listener.record = figures.record
     server = Server(
         listener,
         max_body_size=settings.max_body_bytes,
@@ -444,6 +470,17 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
         idle_connection_timeout=settings.idle_timeout_s,
     )
     server.max_connections = settings.max_connections
+    gauges = {
+        "porch_http_open_connections": ("HTTP connections open now (WebSockets apart).",
+                                        lambda: float(server.open_connections)),
+        "porch_http_inflight_requests": ("Requests forwarded to a process and not answered yet.",
+                                         lambda: float(gateway.inflight)),
+    }
+    scrape = Scrape(gatherer, figures, lambda: figures.families(open_sockets, gauges), metrics_token,
+                    os.getpid())
+    gateway.own_paths.update({METRICS_PATH: scrape.handle, PROCESSES_PATH: dashboard.processes,
+                              RESTART_PATH: dashboard.restart})
+    dashboard.start()
     files = raise_open_files_limit()
     if settings.max_connections + settings.max_websockets + 256 > files:
         log.warning("max_connections (%d) + max_websockets (%d) do not fit in the open-files "
@@ -475,6 +512,8 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
         hub.handover.close()
     await drain(server, hub, ending, longest_request_s(table, settings))
     reminder.cancel()
+    dashboard.stop()
+    supervisor_executor.shutdown(wait=False)
     owner.release()
     await asyncio.sleep(0.2)  # let the last answers and close frames go out
     if rpc is not None:
@@ -503,13 +542,14 @@ def clean_state_dir(state_dir: Path) -> None:
         log.warning("cannot remove a file left by an interrupted write: %s", problem)
 
 
-def _rpc_token(home: NodeHome, health: StateHealth) -> str:
-    """The node's RPC token; if there is none and none can be saved, one nobody knows
-    (the endpoint then takes the owner's cookie only) until the disk can be written."""
+def _token(home: NodeHome, health: StateHealth, name: str = "rpc.token") -> str:
+    """The node's RPC token (or, by `name`, the metrics token); if there is none and
+    none can be saved, one nobody knows (RPC then takes the owner's cookie only, the
+    scrape nothing) until the disk can be written."""
     try:
-        return RpcToken(home.state_dir).get()
+        return RpcToken(home.state_dir, name).get()
     except OSError as exc:
-        health.failed("creating the RPC token", describe(exc))
+        health.failed(f"creating {name}", describe(exc))
         return secrets.token_urlsafe(32)
 
 
@@ -556,7 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # primary: say when serving
     parser.add_argument("--member-of", type=int, default=0, help=argparse.SUPPRESS)  # a member worker
     args = parser.parse_args(argv)
-    started = start_service("http-server", args.home)
+    started = start_service("http-server", args.home,
+                            "http-server" if args.worker_fd is None else WORKER_PROGRAM)
     if started is None:
         return 2
     home, config = started

@@ -46,3 +46,32 @@ def switching_protocols(key: str) -> bytes:
              f"Sec-WebSocket-Accept: {accept_key(key)}", f"Date: {DATE.now()}"]
     lines += [f"{name}: {value}" for name, value in OWN_HEADERS]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class Upgrades:
+    """Which upgrader takes an upgrade: porch's own sockets (the node page's live view)
+    by their exact path, every other path the apps' (the WebSocket hub). Implements
+    the listener's Upgrader (a refusal is a tuple; an admission is anything else, here
+    the upgrader that gave it with what it gave)."""
+
+    def __init__(self, apps: Any, own: dict[str, Any]) -> None:
+        self.apps = apps
+        self.own = own
+
+    async def admit(self, ex: Any, version: str) -> Refusal | Routed:
+        upgrader = self.own.get(ex.path, self.apps)
+        verdict = await upgrader.admit(ex, version)
+        if isinstance(verdict, tuple):
+            return verdict
+        return Routed(upgrader, verdict)
+
+    def open(self, sock: Any, leftover: bytes, admission: Routed) -> object:
+        return admission.upgrader.open(sock, leftover, admission.admission)
+
+
+class Routed:
+    __slots__ = ("admission", "upgrader")
+
+    def __init__(self, upgrader: Any, admission: Any) -> None:
+        self.upgrader = upgrader
+        self.admission = admission

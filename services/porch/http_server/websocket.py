@@ -48,6 +48,7 @@ from porch.http_server import actions
 from porch.http_server.auth import PROXY_HEADERS, Auth, is_local
 from porch.http_server.bindings import BindingTable, WsBinding
 from porch.http_server.exchange import TEXT, Exchange, Headers, closing_response
+from porch.http_server.figures import AppStats, HttpFigures
 from porch.http_server.hosts import same_origin
 from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
@@ -82,7 +83,8 @@ class Channel:
     """One open server-side socket: its owner, its binding, its connection; it hears
     the connection's events (porch.http_server.wsconn.Events) for the hub."""
 
-    __slots__ = ("active", "app", "binding_path", "conn", "extension", "hub", "id", "push_bodies")
+    __slots__ = ("active", "app", "binding_path", "conn", "extension", "fig", "hub", "id", "opened",
+                 "push_bodies")
 
     def __init__(self, hub: WsHub, id_: int, binding: WsBinding) -> None:
         assert binding.app is not None
@@ -93,6 +95,8 @@ class Channel:
         self.extension = binding.extension
         self.conn: WsConnection | None = None
         self.active = 0.0  # loop time of its last frame, either way
+        self.opened = 0.0  # loop time
+        self.fig: AppStats | None = None  # its owner's figures (None: not counting)
         # WebSocketPush{channel_id, message_type} bodies, built once per type: every
         # client frame is forwarded with one of these (the payload is the blob).
         self.push_bodies: dict[int, bytes] = {}
@@ -111,6 +115,10 @@ class Channel:
         hub = self.hub
         if self.id not in hub.channels:
             return
+        fig = self.fig
+        if fig is not None:
+            fig.ws_in += 1
+            fig.ws_bytes_in += len(payload)
         if self.extension and hub._ext_inbound(self, payload):
             return
         hub._push_to_app(self, WsType.Binary if binary else WsType.Text, payload)
@@ -125,7 +133,11 @@ class Channel:
 
     def on_closed(self, code: int | None, reason: str | None) -> None:
         if self.id in self.hub.channels:
-            self.hub.client_closed(self, (reason or "") if code is not None else None)
+            # A limit the server closed for (a protocol error, a message too big) is
+            # counted as such in the figures; anything else is the client's doing.
+            error = self.conn.error_code if self.conn is not None else None
+            why = "too_big" if error == 1009 else "protocol" if error is not None else "client"
+            self.hub.client_closed(self, (reason or "") if code is not None else None, why)
 
 
 class Admission:
@@ -163,6 +175,9 @@ class WsHub:
         self._record = state_dir / f"ws-channels.{os.getpid()}.json"
         self._record_scheduled = False
         self.draining = False  # this worker stops or is replaced: no new sockets
+        # Frames, opens and closes for the node's figures and access log (the worker
+        # sets one that counts).
+        self.figures = HttpFigures(enabled=False)
         # A member worker hands the sockets it admits to the primary (docs/workers.md),
         # and checks its bindings are the database's before it admits one.
         self.handover: HandoverClient | None = None
@@ -211,13 +226,14 @@ class WsHub:
     def close_all(self, code: int = CLOSE_SERVICE_RESTART, reason: str = "server restarting") -> None:
         for channel in list(self.channels.values()):
             channel.close(code, reason)
-            self._forget(channel, notify=True)
+            self._forget(channel, notify=True, why="server_restart")
         self._write_record()
 
     def _close_channels(self, channels: list[Channel], code: int, reason: str) -> None:
+        why = "kernel_restart" if code == CLOSE_SERVICE_RESTART else "undeliverable"
         for channel in channels:
             channel.close(code, reason)
-            self._forget(channel, notify=True)
+            self._forget(channel, notify=True, why=why)
 
     def _undelivered(self, error: SendError) -> None:
         """The kernel could not hand a frame (or an open) to its owner: close that
@@ -356,12 +372,14 @@ class WsHub:
             if id_ not in self.channels:
                 break
         channel = Channel(self, id_, binding)
+        channel.opened = self._loop.time()
         conn = WsConnection(sock, channel, max_message=self.settings.ws_max_message_bytes,
                             ping_interval_s=self.settings.ws_ping_interval_s,
                             greeting=switching_protocols(admission.key), leftover=leftover)
         if conn.closed:
             return None
         channel.conn = conn
+        channel.fig = self.figures.ws_opened(channel.app, binding.path or "/", id_, admission.peer)
         self.channels[id_] = channel
         app = channel.app
         if app not in self._watched:
@@ -395,9 +413,11 @@ class WsHub:
             return
         self.open(sock, leftover, admission)
 
-    def _forget(self, channel: Channel, *, notify: bool, close_reason: str | None = None) -> None:
+    def _forget(self, channel: Channel, *, notify: bool, why: str, close_reason: str | None = None) -> None:
+        """`why`: the reason the figures count the close under."""
         if self.channels.pop(channel.id, None) is None:
             return
+        self.figures.ws_closed(channel.app, why, channel.id, self._loop.time() - channel.opened)
         self._schedule_record()
         if notify:
             if close_reason is not None:
@@ -405,17 +425,17 @@ class WsHub:
             self._send_close(channel.app, channel.id)
         log.info("websocket %d closed (%s)", channel.id, channel.app)
 
-    def client_closed(self, channel: Channel, reason: str | None) -> None:
-        """The client went away (or closed): Kinode's push{Close} (if it sent a close
-        frame), then WebSocketClose."""
-        self._forget(channel, notify=True, close_reason=reason)
+    def client_closed(self, channel: Channel, reason: str | None, why: str = "client") -> None:
+        """The client went away (or closed, or broke a limit: `why`): Kinode's
+        push{Close} (if it sent a close frame), then WebSocketClose."""
+        self._forget(channel, notify=True, why=why, close_reason=reason)
 
     def _owner_gone(self, app: str) -> None:
         self._watched.discard(app)
         mine = [c for c in self.channels.values() if c.app == app]
         for channel in mine:
             channel.close(CLOSE_GOING_AWAY, "the app went away")
-            self._forget(channel, notify=False)
+            self._forget(channel, notify=False, why="owner_died")
         if mine:
             log.info("%s went away: closed its %d WebSocket(s)", app, len(mine))
 
@@ -425,7 +445,7 @@ class WsHub:
         for channel in [c for c in self.channels.values() if c.binding_path == path]:
             if current is None or current.app != channel.app:
                 channel.close(CLOSE_GOING_AWAY, "unbound")
-                self._forget(channel, notify=True)
+                self._forget(channel, notify=True, why="unbound")
 
     # ------------------------------------------------------------------ to the app
 
@@ -557,7 +577,7 @@ class WsHub:
         if channel.app != source:
             return actions.err(ErrorKind.WsChannelNotFound, f"channel {channel_id} is not {source}'s")
         channel.close(1000, reason or None)
-        self._forget(channel, notify=True)
+        self._forget(channel, notify=True, why="app")
         return actions.ok()
 
     def _send(self, channel: Channel, data: bytes, binary: bool) -> None:
@@ -574,8 +594,12 @@ class WsHub:
             log.warning("websocket %d (%s): client too slow (%d bytes unsent); closing",
                         channel.id, channel.app, queued)
             conn.close(CLOSE_TOO_SLOW, "too slow: send queue full", 1.0)
-            self._forget(channel, notify=True)
+            self._forget(channel, notify=True, why="slow_reader")
             return
+        fig = channel.fig
+        if fig is not None:
+            fig.ws_out += 1
+            fig.ws_bytes_out += len(data)
         conn.send(data, binary)
 
     # ------------------------------------------------------------------ record

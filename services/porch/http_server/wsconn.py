@@ -63,7 +63,7 @@ class Events(Protocol):
 class WsConnection:
     __slots__ = ("_close_timer", "_closed", "_discard", "_events", "_fd", "_loop", "_out",
                  "_ping_interval_s", "_ping_timer", "_ponged", "_reader", "_sent_close", "_sock",
-                 "_writing", "client_code", "client_reason", "peer")
+                 "_writing", "client_code", "client_reason", "error_code", "peer")
 
     def __init__(self, sock: socket.socket, events: Events, *, max_message: int,
                  ping_interval_s: float = 0.0, greeting: bytes = b"", leftover: bytes = b"",
@@ -88,6 +88,7 @@ class WsConnection:
         self._ponged = True
         self.client_code: int | None = None
         self.client_reason: str | None = None
+        self.error_code: int | None = None  # the code this side closed with for a protocol error
         try:
             self.peer: tuple[str, int] | None = sock.getpeername()[:2]
         except OSError:
@@ -211,6 +212,7 @@ class WsConnection:
         try:
             items = self._reader.feed(data)
         except ProtocolError as exc:
+            self.error_code = exc.code
             log.info("websocket from %s: %s: closing with %d", self.peer, exc.reason, exc.code)
             self._sent_close_then_finish(exc.code, exc.reason)
             return

@@ -61,6 +61,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from porch.address import KERNEL, MAX_NAME, MAX_PUBLISHER, is_reserved, is_valid
+from porch.kernel.figures import KernelFigures
 from porch.kernel.pending import PendingTable
 from porch.kernel.policy import SYSTEM_SENDERS, CapabilityPolicy
 from porch.kernel.transport import Conn, RemoteSeam, SendFailed, Transport, now_ms
@@ -152,6 +153,7 @@ class Kernel:
         transport: Transport | None = None,
         service_token: str = "",
         remote: RemoteSeam | None = None,
+        metrics: bool = True,
     ) -> None:
         self.endpoint = endpoint
         self.node = node
@@ -184,6 +186,11 @@ class Kernel:
         # The transport now delivering (or timing, or flushing): an unregistered
         # connection is answered through it.
         self._current: Transport = self.transport
+        # The figures the node's scrape asks for (porch.kernel.figures); `pairs` is the
+        # messages routed per (source, target), counted inline on the hot path (None:
+        # [metrics] enabled = false).
+        self.figures = KernelFigures(self)
+        self.pairs: dict[tuple[str, ...], Any] | None = self.figures.routed.series if metrics else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -367,7 +374,7 @@ class Kernel:
         if kind == "request":
             self._route_request(ident, source, env, frame, blob)
         elif kind == "response":
-            self._route_response(ident, env, frame, blob)
+            self._route_response(ident, source, env, frame, blob)
         else:
             self._malformed(ident, env.id, f"processes may not send {kind!r} messages")
 
@@ -477,8 +484,17 @@ class Kernel:
                                  f"{target} is not accepting messages ({exc})")
             return
         self.counters.routed += 1
+        pairs = self.pairs
+        if pairs is not None:
+            key = (source, target)
+            n = pairs.get(key)
+            if n is None:
+                self.figures.routed.inc(key)  # bounded there
+            else:
+                pairs[key] = n + 1
 
-    def _route_response(self, ident: Conn, env: kernel_pb2.Envelope, frame: Any, blob: Any) -> None:
+    def _route_response(self, ident: Conn, source: str, env: kernel_pb2.Envelope, frame: Any,
+                        blob: Any) -> None:
         target = env.target
         tident = self.idents.get(target)
         if tident is None or not self.pending.answer(tident, env.id, ident):
@@ -492,7 +508,6 @@ class Kernel:
             # The requester's queue cannot take it (too much unread): the requester is
             # told at once, never left to wait for its deadline.
             self.counters.undeliverable += 1
-            source = self.peers[ident].process_id
             size = len(frame) + (len(blob) if blob is not None else 0)
             log.warning("the answer of %s to %s (request %d, %d bytes) could not be delivered: %s",
                         source, target, env.id, size, exc)
@@ -501,6 +516,14 @@ class Kernel:
                              f"{target} has too much unread ({exc})", delivered=True, pending=True)
             return
         self.counters.routed += 1
+        pairs = self.pairs
+        if pairs is not None:
+            key = (source, target)
+            n = pairs.get(key)
+            if n is None:
+                self.figures.routed.inc(key)
+            else:
+                pairs[key] = n + 1
 
     def _retiring_requester(self, target: str, id_: int, responder: Conn) -> Conn | None:
         """The member or superseded connection of `target` that asked request id_, if
@@ -626,6 +649,7 @@ class Kernel:
             reg = reply.control.registry
             reg.node = self.node
             reg.kernel_boot_id = self.boot_id
+            reg.kernel_pid = os.getpid()
             only = ctl.registry_query.process_id
             if only:
                 held = self.idents.get(only)
@@ -642,6 +666,10 @@ class Kernel:
             c = self.counters
             reg.routed, reg.malformed, reg.refused = c.routed, c.malformed, c.refused
             reg.timeouts, reg.offline = c.timeouts, c.offline
+            if ctl.registry_query.metrics and is_reserved(peer.process_id):
+                # Who talks to whom is the node's services' business (the scrape), not
+                # every process's.
+                reg.metrics = self.figures.snapshot()
             self._send(ident, reply)
         else:
             self._malformed(ident, env.id, f"processes may not send control {which!r}")
@@ -826,6 +854,7 @@ class Kernel:
         peer = self.peers.get(to)
         if peer is None:
             return
+        self.figures.send_error(kind, target)
         env = Envelope(version=PROTOCOL_VERSION, id=id_, source=target, target=peer.process_id)
         err = env.send_error
         err.kind = kind  # type: ignore[assignment]

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         max_timeout_ms=int(config.kernel.max_request_timeout_s * 1000),
         service_token=service_token.read_or_create(home),
         remote=remote,
+        metrics=config.metrics.enabled,
     )
     try:
         kernel.bind()

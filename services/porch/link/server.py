@@ -480,3 +480,9 @@ class ZmtpServer:
     def describe(self, conn: Any) -> str:
         c: Connection = conn
         return c.ident.hex()
+
+    def queue_depth(self, conn: Any) -> tuple[int, int]:
+        """(messages, bytes) queued to conn and not written yet (the node's figures)."""
+        c: Connection = conn
+        out = c.out
+        return len(out.ends), out.queued - out.written

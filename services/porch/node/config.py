@@ -11,6 +11,13 @@
 
     [http_client]          # settings of porch.http_client.settings.HttpClientSettings
 
+    [logging]              # every service's log lines (docs/metrics.md)
+    format = "text"        # or "json": one JSON object per line
+    access_log = false     # true: a line per HTTP request and WebSocket open/close
+
+    [metrics]              # the node's figures (docs/metrics.md)
+    enabled = true         # false: nothing is counted on the hot paths
+
     [[process]]            # a user process (supervised by the node when it has a command)
     id = "hello:hello:sys"
     command = "python examples/hello/app.py"   # optional: without it, the entry only
@@ -99,6 +106,31 @@ class KernelSettings:
             raise ConfigError("[kernel] remote_connections must be 1 to 4096")
 
 
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    # "text": one plain line per event; "json": one JSON object per line, with the
+    # timestamp, level, service, process id and (for a request's lines) its request id.
+    format: str = "text"
+    # The http-server's access log: a line per HTTP request and per WebSocket open and
+    # close (method, path, status, bytes, duration, process, client, request id).
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in LOG_FORMATS:
+            raise ConfigError(f"[logging] format must be one of {', '.join(map(repr, LOG_FORMATS))}, "
+                              f"got {self.format!r}")
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    # Count requests, messages and latencies on the hot paths (docs/metrics.md). Off,
+    # the scrape endpoint still answers, with what needs no counting (states, queues).
+    enabled: bool = True
+
+
 def tcp_endpoint_problem(endpoint: str) -> str:
     """What is wrong with a tcp://HOST:PORT endpoint ("" if nothing)."""
     rest = endpoint.removeprefix("tcp://")
@@ -118,6 +150,8 @@ class NodeConfig:
     # Raw sections for the services, validated by their own settings classes.
     http_server: dict[str, Any] = field(default_factory=dict)
     http_client: dict[str, Any] = field(default_factory=dict)
+    logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     def grants(self) -> dict[str, tuple[str, ...]]:
         return {p.id: p.capabilities for p in self.processes}
@@ -194,7 +228,7 @@ def parse(text: str, where: str = "porch.toml") -> NodeConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
-    known = {"node", "kernel", "process", "http_server", "http_client"}
+    known = {"node", "kernel", "process", "http_server", "http_client", "logging", "metrics"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: "
@@ -202,7 +236,9 @@ def parse(text: str, where: str = "porch.toml") -> NodeConfig:
     for key, kind, shape in (("kernel", dict, "[kernel] must be a table"),
                              ("process", list, "process must be an array of [[process]] tables"),
                              ("http_server", dict, "[http_server] must be a table"),
-                             ("http_client", dict, "[http_client] must be a table")):
+                             ("http_client", dict, "[http_client] must be a table"),
+                             ("logging", dict, "[logging] must be a table"),
+                             ("metrics", dict, "[metrics] must be a table")):
         if not isinstance(raw.get(key, kind()), kind):
             raise ConfigError(f"{where}: {shape}")
     node = raw.get("node", DEFAULT_NODE)
@@ -238,8 +274,11 @@ def parse(text: str, where: str = "porch.toml") -> NodeConfig:
             raise ConfigError(f"{here}: process {spec.id} is declared twice")
         seen.add(spec.id)
         processes.append(spec)
+    log_settings = settings_from(raw.get("logging", {}), LoggingSettings, f"{where} [logging]")
+    metrics = settings_from(raw.get("metrics", {}), MetricsSettings, f"{where} [metrics]")
     return NodeConfig(node, kernel, tuple(processes),
-                      dict(raw.get("http_server", {})), dict(raw.get("http_client", {})))
+                      dict(raw.get("http_server", {})), dict(raw.get("http_client", {})),
+                      log_settings, metrics)
 
 
 def _check_remote(spec: ProcessSpec, here: str, keys: dict[str, str]) -> None:

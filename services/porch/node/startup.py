@@ -1,6 +1,7 @@
 """What every service does first: log to stdout, check the protobuf backend, open the
 node home and read its config, turning a bad home or config into one clear log line,
-and take the node's service token (so its stub may register a reserved id)."""
+log in the config's format from then on, and take the node's service token (so its
+stub may register a reserved id)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from porch.node.config import ConfigError, NodeConfig, load_home
 from porch.node.home import NodeHome
 from porch.node.logs import setup_logging
 from porch.node.service_token import export
+from porch.node.starts import record_start
 from porch.wire import check_backend
 
 
-def start_service(name: str, home_arg: str | None) -> tuple[NodeHome, NodeConfig] | None:
-    """(home, config), or None after logging why the service cannot start (exit 2)."""
+def start_service(name: str, home_arg: str | None,
+                  program: str | None = None) -> tuple[NodeHome, NodeConfig] | None:
+    """(home, config), or None after logging why the service cannot start (exit 2).
+    `program`: what this start counts as (porch.node.starts), default `name`; the
+    http-server's worker counts as "http-server.worker"."""
     setup_logging(name)
     log = logging.getLogger(f"porch.{name.replace('-', '_')}")
     check_backend(name, log)
@@ -25,5 +30,8 @@ def start_service(name: str, home_arg: str | None) -> tuple[NodeHome, NodeConfig
     except (ConfigError, ValueError) as exc:
         log.error("%s", exc)
         return None
+    if config.logging.format != "text":
+        setup_logging(name, config.logging.format)
+    record_start(home, program or name)
     export(home)
     return home, config

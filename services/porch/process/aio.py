@@ -338,10 +338,12 @@ class AsyncProcess:
         request, body = answer_args(to, body)
         return respond_or_drop(self._core, request, body, blob, mime, metadata)
 
-    async def registry(self, timeout: float = 5.0, process_id: str = "") -> kernel_pb2.Registry:
+    async def registry(self, timeout: float = 5.0, process_id: str = "",
+                       metrics: bool = False) -> kernel_pb2.Registry:
         """The kernel's registry and counters (what `porch status` shows); with
-        `process_id`, that process's entry only (or none)."""
-        id_ = self._core.send_registry_query(process_id)
+        `process_id`, that process's entry only (or none); with `metrics`, the kernel's
+        figures too (`Registry.metrics`, for the node's services only)."""
+        id_ = self._core.send_registry_query(process_id, metrics)
         fut: asyncio.Future[Message] = self._loop.create_future()
         self._track(id_, fut, KERNEL, timeout)
         msg = await fut

@@ -250,10 +250,12 @@ class Process:
         """The blob of the last message returned (Kinode's get_blob)."""
         return self._last_blob
 
-    def registry(self, timeout: float = 5.0, process_id: str = "") -> kernel_pb2.Registry:
+    def registry(self, timeout: float = 5.0, process_id: str = "",
+                 metrics: bool = False) -> kernel_pb2.Registry:
         """The kernel's registry and counters (what `porch status` shows); with
-        `process_id`, that process's entry only (or none)."""
-        wanted = self._core.send_registry_query(process_id)
+        `process_id`, that process's entry only (or none); with `metrics`, the kernel's
+        figures too (`Registry.metrics`, for the node's services only)."""
+        wanted = self._core.send_registry_query(process_id, metrics)
         reply = self._await_reply(wanted, time.monotonic() + timeout)
         if reply is None:
             raise Timeout(KERNEL, wanted, "no registry answer")

@@ -273,12 +273,13 @@ class KernelSession:
         env.control.watch.process_id = process_id
         self.send_envelope(env, None)
 
-    def send_registry_query(self, process_id: str = "") -> int:
+    def send_registry_query(self, process_id: str = "", metrics: bool = False) -> int:
         env = Envelope(version=PROTOCOL_VERSION, id=next(self._ids),
                        source=self.process_id, target=KERNEL)
         env.control.registry_query.SetInParent()
         if process_id:
             env.control.registry_query.process_id = process_id
+        env.control.registry_query.metrics = metrics
         self.send_envelope(env, None)
         return env.id
 

@@ -1,7 +1,8 @@
 """The wire: generated protobuf modules plus the few pure helpers every service shares.
 
 No sockets here. `kernel_pb2` holds the envelope and kernel control messages,
-`http_pb2` the http-server and http-client vocabularies.
+`http_pb2` the http-server and http-client vocabularies, `metrics_pb2` the figures
+services hand to the node's scrape endpoint.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import time
 
 from google.protobuf.internal import api_implementation
 
-from porch.wire import http_pb2, kernel_pb2
+from porch.wire import http_pb2, kernel_pb2, metrics_pb2
 
 # Covers the whole porch.v1 schema set; bump together with the package name in proto/.
 PROTOCOL_VERSION = 1
 
-__all__ = ["PROTOCOL_VERSION", "check_backend", "http_pb2", "kernel_pb2", "now_ms", "protobuf_backend"]
+__all__ = ["PROTOCOL_VERSION", "check_backend", "http_pb2", "kernel_pb2", "metrics_pb2", "now_ms",
+           "protobuf_backend"]
 
 
 def now_ms() -> int:

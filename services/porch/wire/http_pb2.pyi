@@ -265,7 +265,7 @@ class OutgoingHttpRequest(_message.Message):
     def __init__(self, method: _Optional[str] = ..., version: _Optional[str] = ..., url: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
 
 class HttpClientAction(_message.Message):
-    __slots__ = ("http", "web_socket_open", "web_socket_push", "web_socket_close")
+    __slots__ = ("http", "web_socket_open", "web_socket_push", "web_socket_close", "metrics")
     class WebSocketOpen(_message.Message):
         __slots__ = ("url", "headers", "channel_id")
         URL_FIELD_NUMBER: _ClassVar[int]
@@ -291,11 +291,13 @@ class HttpClientAction(_message.Message):
     WEB_SOCKET_OPEN_FIELD_NUMBER: _ClassVar[int]
     WEB_SOCKET_PUSH_FIELD_NUMBER: _ClassVar[int]
     WEB_SOCKET_CLOSE_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
     http: OutgoingHttpRequest
     web_socket_open: HttpClientAction.WebSocketOpen
     web_socket_push: HttpClientAction.WebSocketPush
     web_socket_close: HttpClientAction.WebSocketClose
-    def __init__(self, http: _Optional[_Union[OutgoingHttpRequest, _Mapping]] = ..., web_socket_open: _Optional[_Union[HttpClientAction.WebSocketOpen, _Mapping]] = ..., web_socket_push: _Optional[_Union[HttpClientAction.WebSocketPush, _Mapping]] = ..., web_socket_close: _Optional[_Union[HttpClientAction.WebSocketClose, _Mapping]] = ...) -> None: ...
+    metrics: Empty
+    def __init__(self, http: _Optional[_Union[OutgoingHttpRequest, _Mapping]] = ..., web_socket_open: _Optional[_Union[HttpClientAction.WebSocketOpen, _Mapping]] = ..., web_socket_push: _Optional[_Union[HttpClientAction.WebSocketPush, _Mapping]] = ..., web_socket_close: _Optional[_Union[HttpClientAction.WebSocketClose, _Mapping]] = ..., metrics: _Optional[_Union[Empty, _Mapping]] = ...) -> None: ...
 
 class HttpClientResponse(_message.Message):
     __slots__ = ("http", "web_socket_ack")

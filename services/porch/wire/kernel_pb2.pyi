@@ -180,13 +180,15 @@ class KernelError(_message.Message):
     def __init__(self, code: _Optional[_Union[KernelError.Code, str]] = ..., id: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class RegistryQuery(_message.Message):
-    __slots__ = ("process_id",)
+    __slots__ = ("process_id", "metrics")
     PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
     process_id: str
-    def __init__(self, process_id: _Optional[str] = ...) -> None: ...
+    metrics: bool
+    def __init__(self, process_id: _Optional[str] = ..., metrics: _Optional[bool] = ...) -> None: ...
 
 class Registry(_message.Message):
-    __slots__ = ("entries", "node", "kernel_boot_id", "routed", "malformed", "refused", "timeouts", "offline")
+    __slots__ = ("entries", "node", "kernel_boot_id", "routed", "malformed", "refused", "timeouts", "offline", "metrics", "kernel_pid")
     class Entry(_message.Message):
         __slots__ = ("process_id", "os_pid", "registered_at", "address", "connected_at", "last_heartbeat")
         PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +212,8 @@ class Registry(_message.Message):
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
     OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_PID_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[Registry.Entry]
     node: str
     kernel_boot_id: str
@@ -218,4 +222,6 @@ class Registry(_message.Message):
     refused: int
     timeouts: int
     offline: int
-    def __init__(self, entries: _Optional[_Iterable[_Union[Registry.Entry, _Mapping]]] = ..., node: _Optional[str] = ..., kernel_boot_id: _Optional[str] = ..., routed: _Optional[int] = ..., malformed: _Optional[int] = ..., refused: _Optional[int] = ..., timeouts: _Optional[int] = ..., offline: _Optional[int] = ...) -> None: ...
+    metrics: bytes
+    kernel_pid: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[Registry.Entry, _Mapping]]] = ..., node: _Optional[str] = ..., kernel_boot_id: _Optional[str] = ..., routed: _Optional[int] = ..., malformed: _Optional[int] = ..., refused: _Optional[int] = ..., timeouts: _Optional[int] = ..., offline: _Optional[int] = ..., metrics: _Optional[bytes] = ..., kernel_pid: _Optional[int] = ...) -> None: ...

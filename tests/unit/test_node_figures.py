@@ -1,0 +1,240 @@
+"""The http-server's figures, scrape and node page, their pure parts (issue 13): who
+may scrape or restart, the process states, the history's rates and percentiles, the
+exposition written by prometheus_client, the access log's escaping."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from porch.http_server.dashboard import ACTION_HEADER, History, restart_refusal
+from porch.http_server.figures import CLIENT_GONE, OWN, HttpFigures, printable
+from porch.http_server.processes import state_name
+from porch.http_server.scrape import exposition, token_refusal
+from porch.node.metrics import COUNTER, GAUGE, HISTOGRAM, Family, snapshot
+
+TOKEN = "t" * 43
+
+
+def headers(**values: str) -> Any:
+    named = {k.replace("_", "-").lower(): v for k, v in values.items()}
+    return lambda name: named.get(name.lower())
+
+
+@pytest.mark.parametrize("method, peer, hdrs, status", [
+    ("GET", "127.0.0.1", {"Authorization": f"Bearer {TOKEN}"}, None),
+    ("HEAD", "::1", {"Authorization": f"bearer {TOKEN}"}, None),
+    ("POST", "127.0.0.1", {"Authorization": f"Bearer {TOKEN}"}, 405),
+    ("GET", "192.0.2.7", {"Authorization": f"Bearer {TOKEN}"}, 403),
+    ("GET", "127.0.0.1", {"Authorization": f"Bearer {TOKEN}", "X-Forwarded-For": "192.0.2.7"}, 403),
+    ("GET", "127.0.0.1", {}, 401),
+    ("GET", "127.0.0.1", {"Authorization": f"Bearer {TOKEN[:-1]}x"}, 401),
+    ("GET", "127.0.0.1", {"Authorization": f"Basic {TOKEN}"}, 401),
+    ("GET", "127.0.0.1", {"Cookie": "kinode-auth_n.os=anything"}, 401),
+])
+def test_who_may_scrape(method: str, peer: str, hdrs: dict[str, str], status: int | None) -> None:
+    refusal = token_refusal(method, headers(**hdrs), peer, TOKEN)
+    assert (refusal[0] if refusal else None) == status
+    if status == 401:
+        assert refusal is not None and ("WWW-Authenticate", 'Bearer realm="porch"') in refusal[1]
+
+
+def test_no_token_opens_nothing() -> None:
+    assert token_refusal("GET", headers(Authorization="Bearer "), "127.0.0.1", "")
+
+
+@pytest.mark.parametrize("method, hdrs, logged_in, status", [
+    ("POST", {"Content-Type": "application/json", ACTION_HEADER: "1", "Host": "localhost:8080",
+              "Origin": "http://localhost:8080", "Sec-Fetch-Site": "same-origin"}, True, None),
+    ("POST", {"Content-Type": "application/json", ACTION_HEADER: "1"}, True, None),  # curl
+    ("GET", {"Content-Type": "application/json", ACTION_HEADER: "1"}, True, 405),
+    ("POST", {"Content-Type": "application/json", ACTION_HEADER: "1", "Host": "localhost:8080",
+              "Origin": "http://evil.example"}, True, 403),
+    ("POST", {"Content-Type": "application/json", ACTION_HEADER: "1",
+              "Sec-Fetch-Site": "cross-site"}, True, 403),
+    ("POST", {"Content-Type": "text/plain", ACTION_HEADER: "1"}, True, 415),
+    ("POST", {"Content-Type": "application/json"}, True, 403),  # a form or fetch without it
+    ("POST", {"Content-Type": "application/json", ACTION_HEADER: "1"}, False, 401),
+])
+def test_who_may_restart(method: str, hdrs: dict[str, str], logged_in: bool, status: int | None) -> None:
+    refusal = restart_refusal(method, headers(**hdrs), lambda: logged_in)
+    assert (refusal[0] if refusal else None) == status
+
+
+@pytest.mark.parametrize("supervisor, registered, starts, state", [
+    (None, True, 0, "running"),
+    (None, False, 0, "offline"),
+    ("RUNNING", True, 1, "running"),
+    ("RUNNING", False, 1, "starting"),
+    ("RUNNING", False, 3, "restarting"),
+    ("STARTING", False, 1, "starting"),
+    ("STARTING", False, 2, "restarting"),
+    ("BACKOFF", False, 5, "backing off"),
+    ("FATAL", False, 20, "fatal"),
+    ("STOPPED", False, 1, "stopped"),
+    ("EXITED", False, 1, "exited"),
+    ("NOT STARTED", False, 0, "not started"),
+])
+def test_states(supervisor: str | None, registered: bool, starts: int, state: str) -> None:
+    assert state_name(supervisor, registered, starts) == state
+
+
+def test_the_kernel_runs_when_supervisord_says_so() -> None:
+    assert state_name("RUNNING", False, 1, always_registered=True) == "running"
+
+
+def exchange(app: str = "a:b:c", status_method: str = "GET", started: float = 0.0) -> Any:
+    return SimpleNamespace(app=app, bound="/a:b:c/api", method=status_method, body=b"12345",
+                           started=started, rid="", path="/a:b:c/api", peer_ip="127.0.0.1")
+
+
+def test_record_counts_by_process_path_method_and_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = HttpFigures(enabled=True)
+    monkeypatch.setattr("porch.http_server.figures.time.monotonic", lambda: 1.0)
+    figures.record(exchange(started=0.998), 200, 10)
+    figures.record(exchange(status_method="BREW", started=0.9), 503, 3)
+    figures.record(exchange(app="", started=0.5), 404, 0)
+    figures.record(exchange(started=0.5), CLIENT_GONE, 0)
+    assert figures.requests.series == {
+        ("a:b:c", "/a:b:c/api", "GET", "2xx"): 1, ("a:b:c", "/a:b:c/api", "OTHER", "5xx"): 1,
+        (OWN, "/a:b:c/api", "GET", "4xx"): 1, ("a:b:c", "/a:b:c/api", "GET", "4xx"): 1}
+    stats = figures.apps["a:b:c"]
+    assert (stats.requests, stats.errors, stats.bytes_in, stats.bytes_out) == (3, 1, 15, 13)
+    assert stats.front.count == 3 and stats.front.sum == pytest.approx(0.002 + 0.1 + 0.5)
+
+
+def test_nothing_is_counted_when_metrics_are_off() -> None:
+    figures = HttpFigures(enabled=False)
+    figures.record(exchange(), 200, 1)
+    figures.answered("a:b:c", 0.1)
+    assert figures.apps == {} and figures.requests.series == {}
+    assert figures.ws_opened("a:b:c", "/x", 1, None) is None
+
+
+def test_the_access_log_names_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    figures = HttpFigures(enabled=False, access=True)
+    ex = exchange()
+    ex.path = "/a:b:c/\x1b[31mred\nfake line"
+    with caplog.at_level(logging.INFO, logger="porch.access"):
+        figures.record(ex, 200, 7)
+    (record,) = caplog.records
+    assert ex.rid and record.request_id == ex.rid  # type: ignore[attr-defined]
+    message = record.getMessage()
+    assert "\x1b" not in message and "\n" not in message and "\\x1b[31mred\\x0afake line" in message
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["status"] == 200 and fields["bytes_out"] == 7 and fields["process"] == "a:b:c"
+
+
+def test_printable_cuts_and_escapes() -> None:
+    assert printable("/plain/path?x=1") == "/plain/path?x=1"
+    assert printable("x" * 500) == "x" * 200
+    assert printable("/caf\u00e9\\") == "/caf\u00e9\\x5c"  # a backslash could fake an escape
+    assert printable("/a\x00b\u2028") == "/a\\x00b\\u2028"
+
+
+def test_request_ids_are_unique_and_well_formed() -> None:
+    figures = HttpFigures()
+    ids = {figures.request_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(HttpFigures.valid_request_id(i) for i in ids)
+    assert not HttpFigures.valid_request_id("has space") and not HttpFigures.valid_request_id("x" * 65)
+
+
+def test_history_rates_errors_and_percentiles() -> None:
+    figures = HttpFigures(enabled=True)
+    history = History(figures)
+    stats = figures.stats("a:b:c")
+    history.take(0.0)  # its first sample: zero at the start, then this one
+    for i in range(100):
+        stats.requests += 1
+        stats.front.observe(0.002 if i < 90 else 0.2)
+        if i >= 95:
+            stats.errors += 1
+    history.take(10.0)
+    summary = history.summary("a:b:c", 10.0)
+    assert summary["rate"] == 10.0  # 100 requests in the last 10 s
+    assert summary["error_rate"] == 0.05
+    assert 1.0 < summary["p50_ms"] <= 2.5 and 100 < summary["p99_ms"] <= 250
+    assert summary["spark"] == [10.0] and summary["spark_errors"] == [0.5]
+    assert summary["requests"] == 100 and summary["errors"] == 5
+    assert history.summary("nobody:b:c", 10.0)["rate"] == 0.0
+
+
+def test_a_process_first_seen_between_samples_started_from_zero() -> None:
+    figures = HttpFigures(enabled=True)
+    history = History(figures, 0.0)
+    history.take(2.0)  # nothing yet
+    stats = figures.stats("a:b:c")
+    for _ in range(5):
+        stats.requests += 1
+        stats.front.observe(0.003)
+    summary = history.summary("a:b:c", 3.0)  # before the next sample
+    assert summary["rate"] == 5.0 and summary["error_rate"] == 0.0
+    assert summary["p50_ms"] is not None and 2.5 < summary["p50_ms"] <= 5.0
+    history.take(4.0)
+    assert history.summary("a:b:c", 4.0)["spark"] == [2.5]
+
+
+def test_exposition_is_what_prometheus_reads() -> None:
+    requests = Family("porch_http_requests", "requests", COUNTER, ("process", "status"))
+    requests.inc(("a:b:c", "2xx"), 3)
+    latency = Family("porch_x_seconds", "latency", HISTOGRAM, ("process",), buckets=(0.1, 1.0))
+    latency.histogram(("a:b:c",)).observe(0.05)
+    latency.histogram(("a:b:c",)).observe(5.0)
+    gauge_a = Family("porch_g", "a gauge", GAUGE, ("source",))
+    gauge_a.set(("kernel",), 1)
+    gauge_b = Family("porch_g", "a gauge", GAUGE, ("source",))  # from another snapshot
+    gauge_b.set(("http-client",), 0)
+    body, content_type = exposition([snapshot([requests, latency, gauge_a]), snapshot([gauge_b])], None)
+    assert content_type.startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    (total,) = families["porch_http_requests"].samples
+    assert total.name == "porch_http_requests_total" and total.value == 3
+    assert total.labels == {"process": "a:b:c", "status": "2xx"}
+    buckets = {s.labels.get("le"): s.value for s in families["porch_x_seconds"].samples
+               if s.name.endswith("_bucket")}
+    assert buckets == {"0.1": 1, "1.0": 1, "+Inf": 2}
+    assert {s.labels["source"]: s.value for s in families["porch_g"].samples} == {"kernel": 1, "http-client": 0}
+    open_metrics, kind = exposition([snapshot([requests])], "application/openmetrics-text; version=1.0.0")
+    assert kind.startswith("application/openmetrics-text") and open_metrics.endswith(b"# EOF\n")
+
+
+def test_rows_join_supervisord_the_kernel_and_the_start_counts() -> None:
+    """Services first, then porch.toml's processes, then other registered ones; each
+    process's state from supervisord and the kernel, restarts from run/starts."""
+    from porch.http_server.gather import NodeNow
+    from porch.http_server.processes import rows
+    from porch.node.config import parse
+    from porch.wire import kernel_pb2
+
+    config = parse('[[process]]\nid = "a:b:c"\ncommand = "x"\n[[process]]\nid = "d:e:f"\ncommand = "y"\n'
+                   '[[process]]\nid = "rpc:distro:sys"\n')
+    registry = kernel_pb2.Registry(kernel_pid=0)
+    for pid in ("http-server:distro:sys", "http-client:distro:sys", "a:b:c", "hand:run:sys",
+                "rpc:distro:sys"):
+        registry.entries.add(process_id=pid, os_pid=0, registered_at=100.0)
+    registry.entries.add(process_id="far:away:sys", address="192.0.2.1", connected_at=1.0)
+    supervised = [{"name": "kernel", "statename": "RUNNING", "description": "pid 1", "pid": 0},
+                  {"name": "http-server", "statename": "RUNNING", "description": "", "pid": 0},
+                  {"name": "http-client", "statename": "BACKOFF", "description": "", "pid": 0},
+                  {"name": "app-a-b-c", "statename": "RUNNING", "description": "", "pid": 0},
+                  {"name": "app-d-e-f", "statename": "RUNNING", "description": "", "pid": 0}]
+    now = NodeNow(config, registry=registry, supervised=supervised,
+                  starts={"kernel": 1, "http-server.worker": 3, "http-client": 4, "app-a-b-c": 2,
+                          "app-d-e-f": 2})
+    table = {r.id: r for r in rows(now, with_traffic=["gone:b:c", "_other", "http-server:distro:sys"])}
+    assert list(table) == ["kernel:distro:sys", "http-server:distro:sys", "http-client:distro:sys",
+                           "a:b:c", "d:e:f", "far:away:sys", "gone:b:c", "hand:run:sys"]
+    assert {k: (r.state, r.restarts) for k, r in table.items()} == {
+        "kernel:distro:sys": ("running", 0), "http-server:distro:sys": ("running", 2),
+        "http-client:distro:sys": ("backing off", 3), "a:b:c": ("running", 1),
+        "d:e:f": ("restarting", 1), "far:away:sys": ("running", None), "gone:b:c": ("offline", None),
+        "hand:run:sys": ("running", None)}
+    assert [k for k, r in table.items() if r.restartable] == ["a:b:c", "d:e:f"]
+    assert table["far:away:sys"].kind == "remote" and table["far:away:sys"].detail == "connected from 192.0.2.1"
+    unsupervised = {r.id: r.state for r in rows(NodeNow(config, registry=registry))}
+    assert unsupervised["d:e:f"] == "offline" and unsupervised["a:b:c"] == "running"
+    assert {r.id: r.state for r in rows(NodeNow(config))}["kernel:distro:sys"] == "offline"
