@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 import porch
 from porch.wire import http_pb2
@@ -175,6 +176,45 @@ def test_a_websocket_a_member_admits_lives_in_the_primary(site: Site) -> None:
 def masked(payload: bytes) -> bytes:
     mask = os.urandom(4)
     return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def scrape_on(conn: socket.socket, token: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    conn.sendall(f"GET /http-server:distro:sys/metrics HTTP/1.1\r\nHost: localhost\r\n"
+                 f"Authorization: Bearer {token}\r\n\r\n".encode())
+    status, _, body = read_response(conn)
+    assert status == 200, body
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(body.decode()) for sample in family.samples}
+
+
+def test_the_figures_count_every_worker_whichever_answers_the_scrape(site: Site) -> None:
+    """docs/metrics.md "Several workers": 5 requests through the primary and 7 through
+    a member are 12 in the scrape, whether the primary or the member answers it (within
+    the publish interval), and in the node page's view (porch status)."""
+    bind_static(site.app, "/counted.txt", b"counted")
+    path = f"/{APP}/counted.txt"
+    token = (site.node.home.state_dir / "metrics.token").read_text().strip()
+    primary, member = site.conn_to(True), site.conn_to(False)
+    key = ("porch_http_requests_total", frozenset({("process", APP), ("bound_path", path),
+                                                   ("method", "GET"), ("status", "2xx")}))
+    try:
+        before = scrape_on(primary, token).get(key, 0.0)
+        for conn, times in ((primary, 5), (member, 7)):
+            for _ in range(times):
+                assert get(conn, path) == (200, b"counted")
+        for conn in (primary, member):
+            wait_for(lambda conn=conn: scrape_on(conn, token).get(key, 0.0) - before == 12, 10,
+                     what="12 requests in the scrape")
+        conn = primary
+        conn.sendall(f"GET /http-server:distro:sys/processes HTTP/1.1\r\nHost: localhost\r\n"
+                     f"Authorization: Bearer {token}\r\n\r\n".encode())
+        status, _, body = read_response(conn)
+        assert status == 200, body
+        row = next(p for p in json.loads(body)["processes"] if p["id"] == APP)
+        assert row["requests"] >= 12
+    finally:
+        primary.close()
+        member.close()
 
 
 def test_a_restart_replaces_every_worker_and_no_request_fails(site: Site) -> None:

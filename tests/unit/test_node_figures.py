@@ -5,6 +5,7 @@ exposition written by prometheus_client, the access log's escaping."""
 from __future__ import annotations
 
 import logging
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -238,3 +239,53 @@ def test_rows_join_supervisord_the_kernel_and_the_start_counts() -> None:
     unsupervised = {r.id: r.state for r in rows(NodeNow(config, registry=registry))}
     assert unsupervised["d:e:f"] == "offline" and unsupervised["a:b:c"] == "running"
     assert {r.id: r.state for r in rows(NodeNow(config))}["kernel:distro:sys"] == "offline"
+
+
+def _worker_figures(requests: int, errors: int, latency: float, sockets: int) -> Any:
+    figures = HttpFigures()
+    for i in range(requests):
+        ex = SimpleNamespace(app="a:b:c", bound="/a:b:c/x", method="GET", body=b"ab", rid="",
+                             started=time.monotonic() - latency, peer_ip=None, path="/a:b:c/x")
+        figures.record(ex, 500 if i < errors else 200, 3)
+    return snapshot(figures.families(lambda: {"a:b:c": sockets} if sockets else {}, {}))
+
+
+def test_several_workers_figures_add_up() -> None:
+    """docs/metrics.md "Several workers": the same series of two workers are added (a
+    counter, a gauge, a histogram bucket by bucket with its sum); a series only one
+    worker has is kept; apps_of and sockets_of read the sum back."""
+    from porch.http_server.worker_figures import apps_of, sockets_of
+    from porch.node.metrics import merge
+    one, two = _worker_figures(5, 1, 0.002, 3), _worker_figures(7, 2, 0.2, 0)
+    merged = merge([one, two])
+    text = exposition([merged], None)[0].decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    ok = ("porch_http_requests_total", (("bound_path", "/a:b:c/x"), ("method", "GET"), ("process", "a:b:c"),
+                                        ("status", "2xx")))
+    failed = ok[0], tuple((k, "5xx" if k == "status" else v) for k, v in ok[1])
+    assert samples[ok] == 4 + 5 and samples[failed] == 1 + 2
+    assert samples[("porch_http_request_bytes_total", (("process", "a:b:c"),))] == 2 * 12
+    assert samples[("porch_websockets_open", (("process", "a:b:c"),))] == 3
+    count = ("porch_http_request_duration_seconds_count", (("process", "a:b:c"),))
+    assert samples[count] == 12
+    assert samples[("porch_http_request_duration_seconds_sum", (("process", "a:b:c"),))] == \
+        pytest.approx(5 * 0.002 + 7 * 0.2, abs=0.05)
+    le_5ms = ("porch_http_request_duration_seconds_bucket", (("le", "0.005"), ("process", "a:b:c")))
+    assert samples[le_5ms] == 5
+    apps = apps_of(merged)
+    assert (apps["a:b:c"].requests, apps["a:b:c"].errors) == (12, 3)
+    assert sum(apps["a:b:c"].front.counts) == 12
+    assert sockets_of(merged) == {"a:b:c": 3}
+
+
+def test_a_family_that_does_not_match_is_not_added() -> None:
+    from porch.node.metrics import merge
+    first, second = Family("x", "h", COUNTER, ("a",)), Family("x", "h", GAUGE, ("a",))
+    first.inc(("1",), 2)
+    second.set(("1",), 5)
+    third = Family("x", "h", COUNTER, ("b",))
+    third.inc(("1",), 7)
+    merged = merge([snapshot([first]), snapshot([second]), snapshot([third]), snapshot([first])])
+    (family,) = merged.families
+    assert family.type == COUNTER and [s.value for s in family.series] == [4]

@@ -32,7 +32,7 @@ from typing import Any
 
 from porch.http_server.auth import Auth, cross_site
 from porch.http_server.exchange import JSON, TEXT, Exchange
-from porch.http_server.figures import HttpFigures, printable
+from porch.http_server.figures import AppStats, HttpFigures, printable
 from porch.http_server.gather import Gatherer, NodeNow
 from porch.http_server.hosts import same_origin
 from porch.http_server.processes import Row, rows
@@ -70,8 +70,11 @@ class Sample:
 class History:
     """Each process's counts, sampled; what they say about the last seconds."""
 
-    def __init__(self, figures: HttpFigures, t: float = 0.0) -> None:
+    def __init__(self, figures: HttpFigures, t: float = 0.0,
+                 apps: Callable[[], dict[str, AppStats]] | None = None) -> None:
         self.figures = figures
+        # Each process's counts now: this worker's, or every worker's (worker_figures).
+        self.apps = apps if apps is not None else lambda: figures.apps
         self.samples: dict[str, deque[Sample]] = {}
         self.last_t = t  # the last sample's time (the start: every count was 0 then)
 
@@ -80,18 +83,18 @@ class History:
         return Sample(self.last_t, 0, 0, (0,) * (len(LATENCY_BUCKETS) + 1))
 
     def take(self, t: float) -> None:
-        for app, stats in list(self.figures.apps.items()):
+        for app, stats in list(self.apps().items()):
             ring = self.samples.get(app)
             if ring is None:
                 ring = self.samples[app] = deque([self._zero()], maxlen=KEEP)
             ring.append(Sample(t, stats.requests, stats.errors, tuple(stats.front.counts)))
         self.last_t = t
 
-    def summary(self, app: str, t: float) -> dict[str, Any]:
+    def summary(self, app: str, t: float, apps: dict[str, AppStats] | None = None) -> dict[str, Any]:
         """rate (requests/s over RATE_WINDOW_S), error_rate (share of 5xx) and p50/p99
         (ms) over LATENCY_WINDOW_S, totals, and sparklines (requests/s and errors/s per
         sample interval, oldest first)."""
-        stats = self.figures.apps.get(app)
+        stats = (apps if apps is not None else self.apps()).get(app)
         ring = self.samples.get(app) or deque([self._zero()])
         out: dict[str, Any] = {"requests": 0, "errors": 0, "rate": 0.0, "error_rate": None,
                                "p50_ms": None, "p99_ms": None, "spark": [], "spark_errors": []}
@@ -134,7 +137,8 @@ def _since(ring: deque[Sample], t: float) -> Sample | None:
 class Dashboard:
     def __init__(self, node: str, gatherer: Gatherer, figures: HttpFigures, auth: Auth,
                  executor: Executor, token: str, own_pid: int,
-                 open_sockets: Callable[[], dict[str, int]]) -> None:
+                 open_sockets: Callable[[], dict[str, int]],
+                 apps: Callable[[], dict[str, AppStats]] | None = None) -> None:
         self.node = node
         self.gatherer = gatherer
         self.figures = figures
@@ -143,7 +147,7 @@ class Dashboard:
         self.token = token
         self.own_pid = own_pid
         self.open_sockets = open_sockets
-        self.history = History(figures, time.monotonic())
+        self.history = History(figures, time.monotonic(), apps)
         self.subscribers: set[_Subscriber] = set()
         self._pusher: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
@@ -169,12 +173,14 @@ class Dashboard:
         t = time.monotonic()
         wall = time.time()
         sockets = self.open_sockets()
-        table = rows(now, self.figures.apps, self.own_pid)
+        apps = self.history.apps()
+        table = rows(now, apps, self.own_pid)
         return {"node": self.node, "time": wall, "supervised": now.supervised is not None,
                 "metrics": self.figures.enabled, "missing": now.errors, "sample_s": SAMPLE_S,
-                "processes": [self._row(row, t, wall, sockets) for row in table]}
+                "processes": [self._row(row, t, wall, sockets, apps) for row in table]}
 
-    def _row(self, row: Row, t: float, wall: float, sockets: dict[str, int]) -> dict[str, Any]:
+    def _row(self, row: Row, t: float, wall: float, sockets: dict[str, int],
+             apps: dict[str, AppStats]) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": row.id, "kind": row.kind, "state": row.state, "detail": row.detail,
             "pid": row.pid, "uptime_s": round(wall - row.started, 1) if row.started else None,
@@ -183,7 +189,7 @@ class Dashboard:
             "cpu_seconds": round(row.stat.cpu_seconds, 2) if row.stat else None,
             "websockets": sockets.get(row.id, 0),
         }
-        out.update(self.history.summary(row.id, t))
+        out.update(self.history.summary(row.id, t, apps))
         return out
 
     # ------------------------------------------------------------------ the page's socket

@@ -27,7 +27,6 @@ from prometheus_client.utils import floatToGoString
 
 from porch.http_server.auth import PROXY_HEADERS, is_local
 from porch.http_server.exchange import TEXT, Exchange, Headers
-from porch.http_server.figures import HttpFigures
 from porch.http_server.gather import Gatherer, NodeNow
 from porch.http_server.processes import Row, rows
 from porch.http_server.rpc_auth import bearer, token_matches
@@ -149,12 +148,13 @@ def exposition(snapshots: Iterable[metrics_pb2.Metrics], accept: str | None) -> 
 
 
 class Scrape:
-    """The endpoint. `local()`: the http-server's own families, read now."""
+    """The endpoint. `local()`: the http-server's own figures, read now (every worker's:
+    porch.http_server.worker_figures); `apps()`: the processes they count traffic for."""
 
-    def __init__(self, gatherer: Gatherer, figures: HttpFigures, local: Callable[[], list[Family]],
-                 token: str, own_pid: int) -> None:
+    def __init__(self, gatherer: Gatherer, local: Callable[[], metrics_pb2.Metrics],
+                 apps: Callable[[], Iterable[str]], token: str, own_pid: int) -> None:
         self.gatherer = gatherer
-        self.figures = figures
+        self.apps = apps
         self.local = local
         self.token = token
         self.own_pid = own_pid
@@ -172,8 +172,9 @@ class Scrape:
     async def _answer(self, ex: Exchange) -> None:
         try:
             now = await self.gatherer.now(metrics=True)
-            table = rows(now, self.figures.apps, self.own_pid)
-            snapshots = [snapshot(self.local()), snapshot(node_families(now, table))]
+            local = self.local()
+            table = rows(now, self.apps(), self.own_pid)
+            snapshots = [local, snapshot(node_families(now, table))]
             if now.kernel_metrics is not None:
                 snapshots.append(now.kernel_metrics)
             if now.client_metrics is not None:

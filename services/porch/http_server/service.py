@@ -45,7 +45,7 @@ from porch.http_server.auth import Auth
 from porch.http_server.bindings import RPC_PROCESS, BindingTable
 from porch.http_server.dashboard import DASHBOARD_PATH, PROCESSES_PATH, RESTART_PATH, Dashboard
 from porch.http_server.db import StateDb, db_path, describe
-from porch.http_server.figures import HttpFigures
+from porch.http_server.figures import AppStats, HttpFigures
 from porch.http_server.follow import BindingFollower
 from porch.http_server.gateway import Gateway
 from porch.http_server.gather import Gatherer
@@ -60,6 +60,7 @@ from porch.http_server.settings import HttpServerSettings, load_settings
 from porch.http_server.state import BindingStore, NodeSecrets, generate_password
 from porch.http_server.upgrade import Upgrades
 from porch.http_server.websocket import WsHub
+from porch.http_server.worker_figures import WorkerFigures, apps_of, sockets_of
 from porch.http_server.writable import StateHealth
 from porch.http_server.wshandover import HandoverClient, HandoverServer
 from porch.http_server.wshandover import socket_path as handover_path
@@ -455,8 +456,17 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     def open_sockets() -> dict[str, int]:
         return dict(Counter(c.app for c in hub.channels.values()))
 
+    # Filled in below, once the server's gauges exist.
+    shared = WorkerFigures(home.run_dir, list, shared=settings.worker_count() > 1)
+
+    def every_sockets() -> dict[str, int]:
+        return sockets_of(shared.merged()) if shared.shared else open_sockets()
+
+    def every_apps() -> dict[str, AppStats]:
+        return apps_of(shared.merged()) if shared.shared else figures.apps
+
     dashboard = Dashboard(config.node, gatherer, figures, auth, supervisor_executor, metrics_token,
-                          os.getpid(), open_sockets)
+                          os.getpid(), every_sockets, every_apps)
     upgrades = Upgrades(hub, {DASHBOARD_PATH: dashboard})
     listener = Listener(gateway.dispatch, settings.max_body_bytes, upgrade=upgrades,
                         body_timeout_s=settings.body_timeout_s,
@@ -476,11 +486,13 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
         "porch_http_inflight_requests": ("Requests forwarded to a process and not answered yet.",
                                          lambda: float(gateway.inflight)),
     }
-    scrape = Scrape(gatherer, figures, lambda: figures.families(open_sockets, gauges), metrics_token,
-                    os.getpid())
+    shared.local = lambda: figures.families(open_sockets, gauges)
+    scrape = Scrape(gatherer, shared.merged, every_apps, metrics_token, os.getpid())
     gateway.own_paths.update({METRICS_PATH: scrape.handle, PROCESSES_PATH: dashboard.processes,
                               RESTART_PATH: dashboard.restart})
     dashboard.start()
+    if figures.enabled:
+        shared.start()
     files = raise_open_files_limit()
     if settings.max_connections + settings.max_websockets + 256 > files:
         log.warning("max_connections (%d) + max_websockets (%d) do not fit in the open-files "
@@ -513,6 +525,7 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     await drain(server, hub, ending, longest_request_s(table, settings))
     reminder.cancel()
     dashboard.stop()
+    shared.stop()
     supervisor_executor.shutdown(wait=False)
     owner.release()
     await asyncio.sleep(0.2)  # let the last answers and close frames go out

@@ -53,6 +53,7 @@ from porch.http_server.hosts import same_origin
 from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
 from porch.http_server.upgrade import Refusal, handshake_refusal, switching_protocols
+from porch.http_server.worker_figures import is_worker
 from porch.http_server.wsconn import WsConnection
 from porch.http_server.wshandover import HandoverClient, refuse
 from porch.process.aio import AsyncProcess
@@ -194,7 +195,7 @@ class WsHub:
         told = 0
         for record in self._state_dir.glob("ws-channels*.json"):
             owner = _record_pid(record.name)
-            if owner is not None and (owner == os.getpid() or _is_worker(owner)):
+            if owner is not None and (owner == os.getpid() or is_worker(owner)):
                 continue
             try:
                 lost = json.loads(record.read_bytes())
@@ -627,11 +628,3 @@ def _record_pid(name: str) -> int | None:
     middle = name[len("ws-channels"):-len(".json")].lstrip(".")
     return int(middle) if middle.isdigit() else None
 
-
-def _is_worker(pid: int) -> bool:
-    """Whether pid is a running http-server worker (and not a reused pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"porch.http_server" in cmdline and b"--worker-fd" in cmdline

@@ -150,3 +150,40 @@ def snapshot(families: Iterable[Family]) -> metrics_pb2.Metrics:
         family.to_proto(out.families.add())
     return out
 
+
+
+def merge(snapshots: Iterable[metrics_pb2.Metrics]) -> metrics_pb2.Metrics:
+    """One snapshot of several processes' counts of the same things (the http-server's
+    workers): series of one family with the same label values are added (a histogram
+    bucket by bucket, with its sum). A family is defined by its first appearance; a
+    series that cannot be added to it (another type, other labels or buckets) is
+    left out."""
+    out = metrics_pb2.Metrics()
+    found: dict[str, tuple[metrics_pb2.MetricFamily, dict[tuple[str, ...], metrics_pb2.Series]]] = {}
+    for snap in snapshots:
+        for family in snap.families:
+            entry = found.get(family.name)
+            if entry is None:
+                target = out.families.add()
+                target.name, target.help, target.type = family.name, family.help, family.type
+                target.label_names.extend(family.label_names)
+                target.buckets.extend(family.buckets)
+                entry = found[family.name] = (target, {})
+            target, series_by_key = entry
+            if (target.type != family.type or list(target.label_names) != list(family.label_names)
+                    or list(target.buckets) != list(family.buckets)):
+                continue
+            for series in family.series:
+                key = tuple(series.label_values)
+                mine = series_by_key.get(key)
+                if mine is None:
+                    mine = series_by_key[key] = target.series.add()
+                    mine.CopyFrom(series)
+                elif family.type == HISTOGRAM:
+                    if len(mine.bucket_counts) == len(series.bucket_counts):
+                        for i, n in enumerate(series.bucket_counts):
+                            mine.bucket_counts[i] += n
+                        mine.sum += series.sum
+                else:
+                    mine.value += series.value
+    return out
