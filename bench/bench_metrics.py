@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -47,9 +46,6 @@ from bench_websocket import CLIENT, ECHO_ASYNC, drive  # noqa: E402
 from support.node import Node, children, free_port, wait_for  # noqa: E402
 
 QUICK = os.environ.get("PORCH_BENCH_QUICK") == "1"
-# bench_websocket's client, printing how many echoes came back instead of a rate.
-COUNTING_CLIENT = CLIENT.replace("print(sum(counts) / (time.monotonic() - start))", "print(sum(counts))")
-assert COUNTING_CLIENT != CLIENT
 
 PRIMITIVES = """
 import os, sys, tempfile, timeit
@@ -107,15 +103,6 @@ def node_cpu_ns(node: Node) -> int:
             except (OSError, ValueError):
                 continue
     return total
-
-
-def wrk_count(url: str, seconds: float) -> int:
-    """Requests wrk completed in `seconds` with 32 connections."""
-    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{max(1, round(seconds))}s", url],
-                         capture_output=True, text=True, timeout=seconds + 30).stdout
-    found = re.search(r"(\d+) requests in", out)
-    assert found is not None, out
-    return int(found.group(1))
 
 
 def measured(node: Node, run: Callable[[], float]) -> tuple[float, float]:
@@ -183,7 +170,7 @@ def main() -> None:
 def one_round(nodes: dict[str, tuple[Node, int]], order: tuple[str, str], seconds: float,
               rate: dict[str, dict[str, list[float]]], cpu: dict[str, dict[str, list[float]]]) -> None:
     client = nodes["on"][0].dir / "client.py"
-    client.write_text(textwrap.dedent(COUNTING_CLIENT))
+    client.write_text(textwrap.dedent(CLIENT))
     http = {name: f"http://127.0.0.1:{port}/hello:bench:sys/" for name, (_, port) in nodes.items()}
     ws = {name: f"ws://127.0.0.1:{port}/aecho:bench:sys/ws" for name, (_, port) in nodes.items()}
     for url in http.values():
@@ -194,12 +181,12 @@ def one_round(nodes: dict[str, tuple[Node, int]], order: tuple[str, str], second
         drive(client, url, 10, 1)
     for name in order:
         node = nodes[name][0]
-        r, c = measured(node, lambda name=name: float(wrk_count(http[name], seconds)))
+        r, c = measured(node, lambda name=name: float(wrk(http[name], 32, seconds)[2]))
         rate["HTTP"][name].append(r)
         cpu["HTTP"][name].append(c)
     for name in order:
         node = nodes[name][0]
-        r, c = measured(node, lambda name=name: drive(client, ws[name], 10, seconds))
+        r, c = measured(node, lambda name=name: float(drive(client, ws[name], 10, seconds)[1]))
         rate["WebSocket"][name].append(r)
         cpu["WebSocket"][name].append(c)
 
