@@ -90,6 +90,13 @@ def test_no_acceptable_offer_is_answered_without_the_extension(header: str | Non
     assert negotiate([] if header is None else [header]) is None
 
 
+def test_offers_too_long_to_be_real_are_declined_unread() -> None:
+    padding = "x-unknown; a=1, " * 300
+    assert len(padding) > 4096
+    assert negotiate([padding + "permessage-deflate"]) is None
+    assert negotiate(["x-unknown; a=1, " * 10 + "permessage-deflate"]) is not None
+
+
 def test_the_first_acceptable_offer_is_taken() -> None:
     agreement = negotiate(["permessage-deflate; server_max_window_bits=8, "
                            "permessage-deflate; client_no_context_takeover, permessage-deflate"])

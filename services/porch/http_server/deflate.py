@@ -48,6 +48,7 @@ MEM_LEVEL = 5
 # Messages shorter than this go uncompressed (RSV1 clear, allowed per message): a few
 # bytes cannot shrink by what their deflate framing costs.
 MIN_COMPRESS = 32
+MAX_OFFERS = 4096
 _TAIL = b"\x00\x00\xff\xff"  # the empty stored block a sender strips (7.2.1), put back (7.2.2)
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -181,9 +182,14 @@ def accept(params: Params) -> Agreement | None:
 
 def negotiate(values: Iterable[str]) -> Agreement | None:
     """The first acceptable permessage-deflate offer among a request's
-    Sec-WebSocket-Extensions values (every header line, in order), or None."""
+    Sec-WebSocket-Extensions values (every header line, in order), or None. Offers
+    longer than MAX_OFFERS characters in all are declined unread (a real one is a few
+    dozen; the whole travels to the primary worker with the socket)."""
+    joined = ", ".join(values)
+    if len(joined) > MAX_OFFERS:
+        return None
     try:
-        offers = parse_extensions(", ".join(values))
+        offers = parse_extensions(joined)
     except ValueError:
         return None
     for name, params in offers:

@@ -40,10 +40,19 @@ def handshake_refusal(method: str, version: str, header: Any) -> Refusal | None:
     return None
 
 
-def switching_protocols(key: str) -> bytes:
-    """The 101 answer: no subprotocol, no extension (compression is off)."""
+def extension_offers(header_items: list[tuple[str, str]]) -> list[str]:
+    """Every Sec-WebSocket-Extensions value of a request, in order (an offer may span
+    several header lines): for porch.http_server.deflate.negotiate."""
+    return [value for name, value in header_items if name.lower() == "sec-websocket-extensions"]
+
+
+def switching_protocols(key: str, extensions: str | None = None) -> bytes:
+    """The 101 answer: no subprotocol; `extensions`: the Sec-WebSocket-Extensions
+    agreed (permessage-deflate when compression is on and the client offered it)."""
     lines = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
              f"Sec-WebSocket-Accept: {accept_key(key)}", f"Date: {DATE.now()}"]
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
     lines += [f"{name}: {value}" for name, value in OWN_HEADERS]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
