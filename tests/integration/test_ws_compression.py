@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Iterator
 
 import pytest
+import requests
 from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.sync.client import ClientConnection, connect
@@ -332,3 +333,19 @@ def test_a_socket_a_member_worker_admits_keeps_the_offer(request: pytest.Fixture
             b0, payload = read_frame(s)
             assert b0 == 0xC1
             assert zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff") == message
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_the_node_pages_socket_is_compressed_by_the_same_setting(setting: str,
+                                                                 request: pytest.FixtureRequest) -> None:
+    """The node page's live view (JSON every 2 s) goes compressed when the setting is
+    on and the browser offers it, as the apps' sockets do."""
+    site: Site = request.getfixturevalue(setting)
+    reply = requests.post(f"http://127.0.0.1:{site.port}/login", json={"password": "pw"}, timeout=10)
+    cookie = f"kinode-auth_zws.os={reply.cookies['kinode-auth_zws.os']}"
+    with connect(f"ws://127.0.0.1:{site.port}/http-server:distro:sys/dashboard", open_timeout=10,
+                 compression="deflate", additional_headers={"Cookie": cookie}) as client:
+        agreed = [e.name for e in client.protocol.extensions]
+        assert agreed == (["permessage-deflate"] if site.compression else [])
+        view = json.loads(client.recv(timeout=10))
+        assert view["node"] == "zws.os"
