@@ -34,6 +34,19 @@ from porch.http_server.frames import (
     frame,
     unmask,
 )
+from porch.http_server.settings import load_settings
+from porch.node.config import ConfigError
+
+# ---------------------------------------------------------------------------- the setting
+
+
+def test_the_setting_is_off_by_default_and_a_boolean() -> None:
+    assert load_settings({}).ws_compression is False
+    assert load_settings({"ws_compression": True}).ws_compression is True
+    for bad in ("yes", 1, "true"):
+        with pytest.raises(ConfigError, match="ws_compression"):
+            load_settings({"ws_compression": bad})
+
 
 # ---------------------------------------------------------------------------- parsing
 

@@ -19,7 +19,8 @@ the extension. What porch answers:
   offers `client_max_window_bits` is answered 12 (a ~11 KiB inflater; a client that
   does not offer it may use 32 KiB, a ~40 KiB inflater). On JSON the small window
   compressed as well as zlib's default one (measured: 144-byte updates and a 17 MB
-  document).
+  document). A worker's RSS grew by ~45 KiB per socket with 300 compressed sockets
+  (one 1.5 KB JSON message each way), by ~3 KiB without compression.
 - `server_max_window_bits=N`: answered min(N, 12). N = 8 declines that offer: zlib
   cannot write raw deflate with a 256-byte window.
 

@@ -64,7 +64,8 @@ class HttpServerSettings:
     # it (porch.http_server.deflate). Off by default: compression trades the worker's
     # CPU for bytes on the wire (a few microseconds per small message, ~5 ms per MiB
     # of JSON, ~30 ms per MiB of incompressible binary, in the worker's one loop) and
-    # 50-80 KiB of zlib state per socket; uncompressed frames are the measured fast path.
+    # memory (measured ~45 KiB per socket, up to ~80 KiB, against ~3 KiB without);
+    # uncompressed frames are the measured fast path.
     # Worth it for chatty text (JSON) over slow links, not for binary or loopback.
     ws_compression: bool = False
     # Set when a TLS-terminating proxy is in front: cookies get the Secure attribute
