@@ -35,6 +35,7 @@ from porch.http_server.frames import (
     unmask,
 )
 from porch.http_server.settings import load_settings
+from porch.http_server.upgrade import extension_offers
 from porch.node.config import ConfigError
 
 # ---------------------------------------------------------------------------- the setting
@@ -108,6 +109,13 @@ def test_offers_too_long_to_be_real_are_declined_unread() -> None:
     assert len(padding) > 4096
     assert negotiate([padding + "permessage-deflate"]) is None
     assert negotiate(["x-unknown; a=1, " * 10 + "permessage-deflate"]) is not None
+
+
+def test_offers_too_long_are_not_carried_to_the_primary() -> None:
+    short = [("Host", "x"), ("Sec-WebSocket-Extensions", "a"),
+             ("sec-websocket-extensions", "permessage-deflate")]
+    assert extension_offers(short) == ["a", "permessage-deflate"]
+    assert extension_offers([("Sec-WebSocket-Extensions", "x" * 5000)]) == []
 
 
 def test_the_first_acceptable_offer_is_taken() -> None:
