@@ -31,13 +31,14 @@ from itertools import pairwise
 from typing import Any
 
 from porch.http_server.auth import Auth, cross_site
+from porch.http_server.deflate import negotiate
 from porch.http_server.exchange import JSON, TEXT, Exchange
 from porch.http_server.figures import AppStats, HttpFigures, printable
 from porch.http_server.gather import Gatherer, NodeNow
 from porch.http_server.hosts import same_origin
 from porch.http_server.processes import Row, rows
 from porch.http_server.scrape import token_refusal
-from porch.http_server.upgrade import Refusal, handshake_refusal, switching_protocols
+from porch.http_server.upgrade import Refusal, extension_offers, handshake_refusal, switching_protocols
 from porch.http_server.wsconn import WsConnection
 from porch.node.metrics import LATENCY_BUCKETS, quantile
 from porch.node.supervisor import Supervisor
@@ -138,7 +139,7 @@ class Dashboard:
     def __init__(self, node: str, gatherer: Gatherer, figures: HttpFigures, auth: Auth,
                  executor: Executor, token: str, own_pid: int,
                  open_sockets: Callable[[], dict[str, int]],
-                 apps: Callable[[], dict[str, AppStats]] | None = None) -> None:
+                 apps: Callable[[], dict[str, AppStats]] | None = None, *, compression: bool = False) -> None:
         self.node = node
         self.gatherer = gatherer
         self.figures = figures
@@ -147,6 +148,7 @@ class Dashboard:
         self.token = token
         self.own_pid = own_pid
         self.open_sockets = open_sockets
+        self.compression = compression  # [http_server] ws_compression: the page's socket too
         self.history = History(figures, time.monotonic(), apps)
         self.subscribers: set[_Subscriber] = set()
         self._pusher: asyncio.Task[None] | None = None
@@ -194,9 +196,10 @@ class Dashboard:
 
     # ------------------------------------------------------------------ the page's socket
 
-    async def admit(self, ex: Exchange, version: str) -> Refusal | str:
+    async def admit(self, ex: Exchange, version: str) -> Refusal | _PageAdmission:
         """The page's socket: a valid handshake, the owner's cookie, and the node's own
-        origin (no other site's page may read the view). Admitted: the client's key."""
+        origin (no other site's page may read the view). Admitted: the client's key
+        (and its compression offers)."""
         refusal = handshake_refusal(ex.method, version, ex.header)
         if refusal is not None:
             return refusal
@@ -210,13 +213,14 @@ class Dashboard:
                 return 403, [TEXT], b"Cross origin websockets not allowed\n"
         key = ex.header("Sec-WebSocket-Key")
         assert key is not None  # handshake_refusal checked it
-        return key
+        return _PageAdmission(key, extension_offers(ex.header_items()) if self.compression else [])
 
-    def open(self, sock: socket.socket, leftover: bytes, key: str) -> object:
+    def open(self, sock: socket.socket, leftover: bytes, admission: _PageAdmission) -> object:
         """Answer 101 and send the view every PUSH_S seconds while the page is open."""
         subscriber = _Subscriber(self)
-        conn = WsConnection(sock, subscriber, max_message=4096, greeting=switching_protocols(key),
-                            leftover=leftover)
+        deflate = negotiate(admission.offers) if admission.offers else None
+        conn = WsConnection(sock, subscriber, max_message=4096, leftover=leftover, deflate=deflate,
+                            greeting=switching_protocols(admission.key, deflate.header if deflate else None))
         if conn.closed:
             return None
         subscriber.conn = conn
@@ -325,6 +329,14 @@ def restart_refusal(method: str, header: Callable[[str], str | None],
     if not logged_in():
         return 401, [TEXT], b"log in first\n"
     return None
+
+
+class _PageAdmission:
+    __slots__ = ("key", "offers")
+
+    def __init__(self, key: str, offers: list[str]) -> None:
+        self.key = key
+        self.offers = offers
 
 
 class _Subscriber:

@@ -5,15 +5,20 @@ instead of through Tornado's WebSocket layer, which cost a future per frame read
 epoll re-registration of the stream twice per message, and five of its private names
 (issue 12, issue 11 item 6). What this module checks, per RFC 6455 section 5:
 
-- a client frame must be masked (5.1), its reserved bits clear (no extension is
-  negotiated, 5.2), its opcode one of the six defined (5.2);
+- a client frame must be masked (5.1), its reserved bits clear (5.2) but RSV1 on the
+  first frame of a message when permessage-deflate was agreed (RFC 7692 6: RSV1 on a
+  control or continuation frame, or without the extension, is 1002), its opcode one
+  of the six defined (5.2);
 - a control frame is not fragmented and carries at most 125 bytes (5.5); a close
   frame's payload is empty or a valid code and UTF-8 reason (5.5.1, 7.4);
 - continuations follow a started message, and a new message does not start inside
   one (5.4);
 - a message (all its fragments) is at most `max_message` bytes: past it, 1009 at the
-  first header that announces too much, before its payload is read;
-- a text message is valid UTF-8 (8.1): 1007.
+  first header that announces too much, before its payload is read; a compressed
+  one at most `max_message` bytes once inflated (porch.http_server.deflate.Inflater:
+  1009 without inflating further), and its compressed bytes at most a 32nd more
+  (deflate's own overhead on incompressible data is far less);
+- a text message is valid UTF-8 (8.1), once inflated: 1007.
 
 Any violation raises `ProtocolError(code, reason)`; the connection answers with that
 close code. Lengths need not use their shortest encoding (senders may, receivers
@@ -24,6 +29,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from porch.http_server.deflate import Inflater
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -31,6 +40,7 @@ OP_BINARY = 0x2
 OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
+RSV1 = 0x40  # on a message's first frame: compressed (RFC 7692 6)
 
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
@@ -119,16 +129,22 @@ class FrameReader:
     """Client frames in (`feed`), whole messages and control frames out, in order, as
     (opcode, payload): OP_TEXT (checked UTF-8, still bytes) or OP_BINARY for a message
     (its fragments joined), OP_PING, OP_PONG, OP_CLOSE (payload checked with
-    `parse_close`). Raises ProtocolError; after that it must not be fed again."""
+    `parse_close`). Raises ProtocolError; after that it must not be fed again.
+    `inflater`: permessage-deflate was agreed (None: RSV1 is a protocol error); a
+    compressed message comes out inflated."""
 
-    __slots__ = ("_buf", "_fragments", "_fragments_size", "_message_op", "max_message")
+    __slots__ = ("_buf", "_compressed", "_fragments", "_fragments_size", "_inflater", "_message_op",
+                 "_wire_max", "max_message")
 
-    def __init__(self, max_message: int) -> None:
+    def __init__(self, max_message: int, inflater: Inflater | None = None) -> None:
         self.max_message = max_message
         self._buf = bytearray()  # an incomplete frame (only then is anything copied)
         self._message_op = 0  # the opcode of a fragmented message in progress
+        self._compressed = 0  # ... and whether it is compressed (RSV1)
         self._fragments: list[bytes] = []
         self._fragments_size = 0
+        self._inflater = inflater
+        self._wire_max = max_message + (max_message >> 5) + 1024 if inflater is not None else max_message
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         buf: bytes | bytearray
@@ -144,7 +160,7 @@ class FrameReader:
             b0 = buf[pos]
             b1 = buf[pos + 1]
             if b0 & 0x70:
-                raise ProtocolError(CLOSE_PROTOCOL_ERROR, "reserved bits set (no extension was agreed)")
+                self._check_reserved(b0)
             if not b1 & 0x80:
                 raise ProtocolError(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
             opcode = b0 & 0x0F
@@ -181,7 +197,8 @@ class FrameReader:
                     raise ProtocolError(CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one")
                 else:
                     size = length
-                if size > self.max_message:
+                if size > self.max_message and (
+                        not (b0 & RSV1 if opcode else self._compressed) or size > self._wire_max):
                     raise ProtocolError(CLOSE_TOO_BIG, "message too big")
             stop = head + length
             if stop > end:
@@ -197,16 +214,23 @@ class FrameReader:
             if not fin:
                 if opcode:
                     self._message_op = opcode
+                    self._compressed = b0 & RSV1
                 self._fragments.append(payload)
                 self._fragments_size += length
                 continue
+            compressed = b0 & RSV1
             if opcode == OP_CONTINUATION:
                 self._fragments.append(payload)
                 payload = b"".join(self._fragments)
                 opcode = self._message_op
+                compressed = self._compressed
                 self._fragments = []
                 self._fragments_size = 0
                 self._message_op = 0
+                self._compressed = 0
+            if compressed:
+                assert self._inflater is not None  # (RSV1 was refused without one)
+                payload = self._inflater.inflate(payload)
             if opcode == OP_TEXT:
                 try:
                     payload.decode("utf-8")
@@ -221,3 +245,14 @@ class FrameReader:
         else:
             self._buf = bytearray(buf[pos:])
         return out
+
+    def _check_reserved(self, b0: int) -> None:
+        """A frame with a reserved bit set: RSV1 alone, on the first frame of a data
+        message, with permessage-deflate agreed; anything else is a protocol error."""
+        if b0 & 0x70 != RSV1 or self._inflater is None:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "reserved bits set (no extension uses them)")
+        opcode = b0 & 0x0F
+        if opcode & 0x8:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "RSV1 on a control frame")
+        if opcode == OP_CONTINUATION:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "RSV1 on a continuation frame")

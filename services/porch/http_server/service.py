@@ -466,7 +466,7 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
         return apps_of(shared.merged()) if shared.shared else figures.apps
 
     dashboard = Dashboard(config.node, gatherer, figures, auth, supervisor_executor, metrics_token,
-                          os.getpid(), every_sockets, every_apps)
+                          os.getpid(), every_sockets, every_apps, compression=settings.ws_compression)
     upgrades = Upgrades(hub, {DASHBOARD_PATH: dashboard})
     listener = Listener(gateway.dispatch, settings.max_body_bytes, upgrade=upgrades,
                         body_timeout_s=settings.body_timeout_s,

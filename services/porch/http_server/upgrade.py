@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from porch.http_server.deflate import MAX_OFFERS
 from porch.http_server.exchange import DATE, OWN_HEADERS, TEXT, Headers
 from porch.http_server.frames import accept_key, valid_key
 
@@ -40,10 +41,22 @@ def handshake_refusal(method: str, version: str, header: Any) -> Refusal | None:
     return None
 
 
-def switching_protocols(key: str) -> bytes:
-    """The 101 answer: no subprotocol, no extension (compression is off)."""
+def extension_offers(header_items: list[tuple[str, str]]) -> list[str]:
+    """Every Sec-WebSocket-Extensions value of a request, in order (an offer may span
+    several header lines): for porch.http_server.deflate.negotiate. None at all when
+    they are longer than it would read (they travel with a socket a member worker
+    hands over, in a record of bounded size)."""
+    offers = [value for name, value in header_items if name.lower() == "sec-websocket-extensions"]
+    return offers if sum(len(o) + 2 for o in offers) <= MAX_OFFERS + 2 else []
+
+
+def switching_protocols(key: str, extensions: str | None = None) -> bytes:
+    """The 101 answer: no subprotocol; `extensions`: the Sec-WebSocket-Extensions
+    agreed (permessage-deflate when compression is on and the client offered it)."""
     lines = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
              f"Sec-WebSocket-Accept: {accept_key(key)}", f"Date: {DATE.now()}"]
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
     lines += [f"{name}: {value}" for name, value in OWN_HEADERS]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 

@@ -26,7 +26,9 @@ ones stay open.
 The frames are porch's own (issue 12): after the handshake (`WsHub.admit`, answered
 through the HTTP listener) the worker owns the connection's socket
 (`porch.http_server.wsconn`, framing in `porch.http_server.frames`); Tornado's
-WebSocket layer is not used.
+WebSocket layer is not used. With `ws_compression` on, a client's permessage-deflate
+offer is answered when the socket opens (`porch.http_server.deflate`); the limits
+hold on inflated messages, and the send queue counts the compressed bytes.
 """
 
 from __future__ import annotations
@@ -47,12 +49,13 @@ from porch.files import write_atomic
 from porch.http_server import actions
 from porch.http_server.auth import PROXY_HEADERS, Auth, is_local
 from porch.http_server.bindings import BindingTable, WsBinding
+from porch.http_server.deflate import negotiate
 from porch.http_server.exchange import TEXT, Exchange, Headers, closing_response
 from porch.http_server.figures import AppStats, HttpFigures
 from porch.http_server.hosts import same_origin
 from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
-from porch.http_server.upgrade import Refusal, handshake_refusal, switching_protocols
+from porch.http_server.upgrade import Refusal, extension_offers, handshake_refusal, switching_protocols
 from porch.http_server.worker_figures import is_worker
 from porch.http_server.wsconn import WsConnection
 from porch.http_server.wshandover import HandoverClient, refuse
@@ -144,13 +147,15 @@ class Channel:
 class Admission:
     """An upgrade that passed every check: what opening it needs."""
 
-    __slots__ = ("binding", "key", "open_path", "peer")
+    __slots__ = ("binding", "key", "offers", "open_path", "peer")
 
-    def __init__(self, binding: WsBinding, open_path: str, peer: str | None, key: str) -> None:
+    def __init__(self, binding: WsBinding, open_path: str, peer: str | None, key: str,
+                 offers: list[str] | None = None) -> None:
         self.binding = binding
         self.open_path = open_path
         self.peer = peer
         self.key = key
+        self.offers = offers or []  # Sec-WebSocket-Extensions values, answered at open
 
 
 def _refusal(status: int, message: str, *extra: tuple[str, str]) -> Refusal:
@@ -326,7 +331,8 @@ class WsHub:
             return _refusal(503, why)
         key = ex.header("Sec-WebSocket-Key")
         assert key is not None  # handshake_refusal checked it
-        return Admission(binding, open_path, peer, key)
+        offers = extension_offers(ex.header_items()) if self.settings.ws_compression else []
+        return Admission(binding, open_path, peer, key, offers)
 
     def _origin_allowed(self, binding: WsBinding, origin: str, ex: Exchange) -> bool:
         """Cross-origin upgrades only for bindings anyone may use; an authenticated one
@@ -350,7 +356,7 @@ class WsHub:
         binding = admission.binding
         if self.handover is not None:  # a member: the primary holds every WebSocket
             record = {"path": binding.path, "app": binding.app, "open_path": admission.open_path,
-                      "peer": admission.peer, "key": admission.key,
+                      "peer": admission.peer, "key": admission.key, "extensions": admission.offers,
                       "leftover": leftover.decode("latin-1")}
             if self.handover.hand(sock, record):
                 sock.close()  # the primary has its own descriptor now
@@ -374,9 +380,12 @@ class WsHub:
                 break
         channel = Channel(self, id_, binding)
         channel.opened = self._loop.time()
+        # The primary answers the offer, with its settings (a member only passed it on).
+        deflate = negotiate(admission.offers) if self.settings.ws_compression and admission.offers else None
         conn = WsConnection(sock, channel, max_message=self.settings.ws_max_message_bytes,
                             ping_interval_s=self.settings.ws_ping_interval_s,
-                            greeting=switching_protocols(admission.key), leftover=leftover)
+                            greeting=switching_protocols(admission.key, deflate.header if deflate else None),
+                            leftover=leftover, deflate=deflate)
         if conn.closed:
             return None
         channel.conn = conn
@@ -404,10 +413,12 @@ class WsHub:
         if binding is None or binding.app is None or binding.app != record.get("app"):
             refuse(sock, "no websocket bound here any more")
             return
+        offers = record.get("extensions")
         try:
             admission = Admission(binding, str(record["open_path"]),
                                   None if record.get("peer") is None else str(record["peer"]),
-                                  str(record["key"]))
+                                  str(record["key"]),
+                                  [str(o) for o in offers] if isinstance(offers, list) else [])
             leftover = str(record.get("leftover", "")).encode("latin-1")
         except (KeyError, UnicodeEncodeError):
             refuse(sock, "the server could not open this websocket")
@@ -585,13 +596,15 @@ class WsHub:
         """Queue one frame; a client whose unsent bytes pass the limit is closed (1008).
 
         The connection writes to the socket at once when it can, so its unsent bytes
-        are exactly what this client has not taken yet. A client that does not read
-        will not read the close frame either: its socket is closed 1 s after it."""
+        are exactly what this client has not taken yet (frames as sent: compressed,
+        when agreed). A client that does not read will not read the close frame
+        either: its socket is closed 1 s after it."""
         conn = channel.conn
         if conn is None:
             return
+        wire = conn.encode(data, binary)
         queued = conn.unsent_bytes()
-        if queued + len(data) > self.settings.ws_send_queue_bytes:
+        if queued + len(wire) > self.settings.ws_send_queue_bytes:
             log.warning("websocket %d (%s): client too slow (%d bytes unsent); closing",
                         channel.id, channel.app, queued)
             conn.close(CLOSE_TOO_SLOW, "too slow: send queue full", 1.0)
@@ -601,7 +614,7 @@ class WsHub:
         if fig is not None:
             fig.ws_out += 1
             fig.ws_bytes_out += len(data)
-        conn.send(data, binary)
+        conn.send_encoded(wire)
 
     # ------------------------------------------------------------------ record
 

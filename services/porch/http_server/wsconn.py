@@ -18,6 +18,11 @@ A protocol error (`porch.http_server.frames.ProtocolError`) closes with its code
 Pings: every `ping_interval_s` (0: never) a ping; no pong by the next one closes the
 connection (1000, "ping timed out", as Tornado did). A client's ping is answered with
 a pong and reported (`on_ping`), and so is a pong (`on_pong`).
+
+Compression (`deflate`, the permessage-deflate agreed in the handshake, RFC 7692):
+the client's compressed messages are inflated by the frame reader, and the server's
+messages of MIN_COMPRESS bytes or more go compressed (`encode`). Without it nothing
+on the way of a frame changes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import logging
 import socket
 from typing import Protocol
 
+from porch.http_server.deflate import MIN_COMPRESS, Agreement, Deflater, Inflater
 from porch.http_server.frames import (
     CLOSE_NORMAL,
     OP_BINARY,
@@ -34,6 +40,7 @@ from porch.http_server.frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    RSV1,
     FrameReader,
     ProtocolError,
     close_payload,
@@ -61,22 +68,28 @@ class Events(Protocol):
 
 
 class WsConnection:
-    __slots__ = ("_close_timer", "_closed", "_discard", "_events", "_fd", "_loop", "_out",
+    __slots__ = ("_close_timer", "_closed", "_deflater", "_discard", "_events", "_fd", "_loop", "_out",
                  "_ping_interval_s", "_ping_timer", "_ponged", "_reader", "_sent_close", "_sock",
                  "_writing", "client_code", "client_reason", "error_code", "peer")
 
     def __init__(self, sock: socket.socket, events: Events, *, max_message: int,
                  ping_interval_s: float = 0.0, greeting: bytes = b"", leftover: bytes = b"",
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, deflate: Agreement | None = None) -> None:
         """`greeting`: written before anything else (the 101); `leftover`: bytes of the
         client already read from the socket, handled as if they arrived now. If the
-        greeting cannot be written, the connection is closed when this returns."""
+        greeting cannot be written, the connection is closed when this returns.
+        `deflate`: the compression the greeting agreed to, if any."""
         sock.setblocking(False)
         self._sock = sock
         self._fd = sock.fileno()
         self._events = events
         self._loop = loop or asyncio.get_running_loop()
-        self._reader = FrameReader(max_message)
+        if deflate is None:
+            self._reader = FrameReader(max_message)
+            self._deflater: Deflater | None = None
+        else:
+            self._reader = FrameReader(max_message, Inflater(deflate, max_message))
+            self._deflater = Deflater(deflate)
         self._out = bytearray()  # bytes the socket had no room for
         self._writing = False
         self._sent_close = False
@@ -124,7 +137,21 @@ class WsConnection:
     def send(self, payload: bytes, binary: bool) -> None:
         """One message (payload as bytes; text must be UTF-8)."""
         if not self._sent_close and not self._closed:
-            self._write(frame(OP_BINARY if binary else OP_TEXT, payload))
+            self._write(self.encode(payload, binary))
+
+    def encode(self, payload: bytes, binary: bool) -> bytes:
+        """One message as the frame that goes on the wire (compressed, if agreed and
+        long enough), for `send_encoded`: what the client has to take is its length.
+        With compression, frames must go out in the order they were encoded."""
+        deflater = self._deflater
+        if deflater is not None and len(payload) >= MIN_COMPRESS:
+            return frame((OP_BINARY if binary else OP_TEXT) | RSV1, deflater.deflate(payload))
+        return frame(OP_BINARY if binary else OP_TEXT, payload)
+
+    def send_encoded(self, data: bytes) -> None:
+        """A frame from `encode`."""
+        if not self._sent_close and not self._closed:
+            self._write(data)
 
     def ping(self, payload: bytes = b"") -> None:
         if not self._sent_close and not self._closed:
