@@ -76,6 +76,8 @@ def password_hash() -> str:
     return argon2.PasswordHasher().hash("pw")
 
 
-def fake_auth(node: str) -> Auth:
-    """The node's Auth with the password "pw" and sessions in memory."""
-    return Auth(node, SECRET, password_hash(), sessions=FakeSessions())  # type: ignore[arg-type]
+def fake_auth(node: str, *, password: bool = True) -> Auth:
+    """The node's Auth with sessions in memory, and the password "pw" (password=False:
+    none can be checked, for tests that never log in and need not wait for argon2)."""
+    hashed = password_hash() if password else "no password"
+    return Auth(node, SECRET, hashed, sessions=FakeSessions())  # type: ignore[arg-type]
