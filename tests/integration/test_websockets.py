@@ -278,6 +278,40 @@ def test_50_extension_protocol(site: Site) -> None:
         assert err(act(app, a, b"x")) == "MalformedRequest"
 
 
+def _masked(payload: bytes) -> bytes:
+    """One client Binary frame, masked (with a zero key: the payload as it is)."""
+    assert len(payload) < 126
+    return bytes((0x82, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+def test_a_malformed_extension_frame_does_not_take_the_next_one_down(site: Site) -> None:
+    """issue 11 item 7: a WebSocketExtPushData whose blob is a list of other than byte
+    values, or whose id is not a u64, raised inside the hub's handling of the socket's
+    input, so the frames after it in the same read vanished while the socket stayed
+    open. It is dropped like any malformed one, and the frames after it arrive."""
+    app = site.node.process("w50m:pkg:pub.os")
+    ws_bind(app, "/ext", extension=True)
+    sock = socket.create_connection(("127.0.0.1", site.port), timeout=10)
+    try:
+        sock.sendall(b"GET /w50m:pkg:pub.os/ext HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        _, channel = opened(app)
+        frames = [{"id": 1, "kinode_message_type": "Request", "blob": [256]},
+                  {"id": -1, "kinode_message_type": "Request", "blob": [1]},
+                  {"id": 9, "kinode_message_type": "Request", "blob": [9]}]
+        # One write: the frames arrive in one read of the server's.
+        sock.sendall(b"".join(_masked(msgpack.packb({"WebSocketExtPushData": f})) for f in frames))
+        which, data, msg = event(app)
+        assert (which, data.channel_id, msg.id, msg.blob.bytes) == ("web_socket_push", channel, 9, b"\x09")  # type: ignore[union-attr]
+    finally:
+        sock.close()
+
+
 # ---------------------------------------------------------------------------- lifecycle, limits
 
 

@@ -8,78 +8,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from porch.http_server import actions
-from porch.http_server.auth import Auth
 from porch.http_server.bindings import BindingTable
 from porch.http_server.gateway import Gateway
 from porch.http_server.settings import HttpServerSettings
 from porch.process.message import Blob, Message, Offline, Timeout
 from porch.wire import http_pb2
+from support.http_fakes import FakeExchange, fake_auth
 
 NODE = "gw.os"
 APP = "app:pkg:pub.os"
-SECRET = b"k" * 32
-
-
-class FakeSessions:
-    def __init__(self) -> None:
-        self.live: set[str] = set()
-
-    def create(self, app: str | None, expires: int, now: float | None = None) -> str:
-        sid = f"sid{len(self.live)}"
-        self.live.add(sid)
-        return sid
-
-    def is_live(self, sid: str, now: float | None = None) -> bool:
-        return sid in self.live
-
-    def revoke(self, sid: str) -> None:
-        self.live.discard(sid)
-
-
-@dataclass
-class FakeExchange:
-    method: str
-    path: str
-    query: str = ""
-    body: bytes = b""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    peer_ip: str | None = "127.0.0.1"
-    peer_port: int | None = 5000
-    done: bool = False
-    answer: tuple[int, list[tuple[str, str]], bytes] | None = None
-    closed: Callable[[], None] | None = None
-
-    def header(self, name: str) -> str | None:
-        values = [v for k, v in self.headers if k.lower() == name.lower()]
-        return values[-1] if values else None
-
-    def header_items(self) -> list[tuple[str, str]]:
-        return list(self.headers)
-
-    def respond(self, status: int, headers: list[tuple[str, str]], body: bytes, *, own: bool = True) -> None:
-        if self.done:
-            return
-        self.done = True
-        self.answer = (status, headers, body)
-
-    def on_close(self, callback: Callable[[], None]) -> None:
-        self.closed = callback
-
-    @property
-    def status(self) -> int:
-        assert self.answer is not None, "not answered"
-        return self.answer[0]
-
-    def got(self, name: str) -> str | None:
-        assert self.answer is not None
-        values = [v for k, v in self.answer[1] if k.lower() == name.lower()]
-        return values[-1] if values else None
 
 
 class FakeProc:
@@ -118,18 +60,11 @@ def http_answer(status: int, headers: list[tuple[str, str]], body: bytes) -> Mes
     return Message(1, APP, "http-server:distro:sys", False, reply.SerializeToString(), Blob(body))
 
 
-@pytest.fixture(scope="module")
-def password_hash() -> str:
-    import argon2
-
-    return argon2.PasswordHasher().hash("pw")
-
-
 @pytest.fixture
-def bed(password_hash: str) -> Iterator[tuple[Gateway, FakeProc, BindingTable, list[Any]]]:
+def bed() -> Iterator[tuple[Gateway, FakeProc, BindingTable, list[Any]]]:
     table = BindingTable()
     proc = FakeProc()
-    auth = Auth(NODE, SECRET, password_hash, sessions=FakeSessions())  # type: ignore[arg-type]
+    auth = fake_auth(NODE)
     saved: list[Any] = []
     executor = ThreadPoolExecutor(1)
     gateway = Gateway(HttpServerSettings(), NODE, table, auth, proc, saved.append, executor)  # type: ignore[arg-type]

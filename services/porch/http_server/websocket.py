@@ -510,10 +510,15 @@ class WsHub:
             log.info("extension on websocket %d sent %s: dropped", channel.id, variant)
             return True
         id_, kind, blob = data.get("id"), data.get("kinode_message_type"), data.get("blob")
-        if not isinstance(id_, int) or kind not in ("Request", "Response"):
+        try:
+            body: bytes | None = bytes(blob) if isinstance(blob, list | bytes) else b""
+        except (TypeError, ValueError):  # a list of other than byte values
+            body = None
+        # The id is the request's on the kernel: it must fit a message id (u64).
+        if (not isinstance(id_, int) or not 0 <= id_ < 1 << 64 or kind not in ("Request", "Response")
+                or body is None):
             log.info("extension on websocket %d sent a malformed WebSocketExtPushData", channel.id)
             return True
-        body = bytes(blob) if isinstance(blob, list | bytes) else b""
         push = http_pb2.HttpServerRequest()
         push.web_socket_push.channel_id = channel.id
         push.web_socket_push.message_type = WsType.Binary
