@@ -33,6 +33,13 @@ from websockets.sync.client import ClientConnection, connect
 from support.load import KeepAliveLoad
 from support.node import PY, Node, children, free_port, porch_cli, service_env, wait_for
 
+# How long a socket stays idle before the kernel is killed, for it to count as idle:
+# the worker must hear from the kernel (a heartbeat answer, every 1 s) after the
+# socket's last frame, or the socket is closed 1012 as one whose frame may have died
+# inside the kernel. Two heartbeats and more: 1.0 s raced the heartbeat on a loaded
+# machine.
+QUIET_S = 2.5
+
 APP = (Path(__file__).parent.parent / "support" / "http_app.py").read_text()
 ECHO_WS = """
     import porch
@@ -300,7 +307,7 @@ def test_a_frame_sent_while_the_kernel_is_away_closes_the_socket_1012(site: Site
     busy = site.ws()
     echoes(idle, "idle")
     echoes(busy, "busy")
-    time.sleep(1.0)  # both idle now: the kernel holds none of their frames
+    time.sleep(QUIET_S)  # both idle now: the kernel holds none of their frames
     site.node.kill("kernel")
     site.node.wait_log("http-server", "http-server:distro:sys: lost the connection to the kernel")
     busy.send("into the void?")
@@ -319,7 +326,7 @@ def test_a_frame_caught_in_a_stopped_kernel_that_dies_closes_its_socket(
     caught = site.ws()
     echoes(idle, "idle")
     echoes(caught, "before")
-    time.sleep(1.0)
+    time.sleep(QUIET_S)
     kernel = site.node.procs["kernel"]
     kernel.send_signal(signal.SIGSTOP)
     try:
@@ -341,7 +348,7 @@ def test_frames_to_an_owner_that_did_not_come_back_close_with_1011(site: Site, k
     site.node.wait_log("lost:web:sys", "READY")
     ws = site.ws("/lost:web:sys/ws")
     echoes(ws, "here")
-    time.sleep(1.0)
+    time.sleep(QUIET_S)
     site.node.kill("kernel")  # first: a live kernel would see the owner die and say so (1001)
     site.node.kill("lost:web:sys")
     kernel_back(site, apps=False)  # well within the new kernel's 5 s grace
