@@ -33,10 +33,14 @@ class Site:
             proc = porch.Process()
             server = HttpServer(proc)
             server.bind_http_path("/echo", HttpBindingConfig(authenticated=False))
+            server.bind_http_path("/headers", HttpBindingConfig(authenticated=False))
             print("READY", flush=True)
             def answer(req):
                 blob = proc.get_blob()
-                body = req.method.encode() + b" " + (blob.bytes if blob else b"")
+                if req.bound_path.endswith("/headers"):  # the header names the app got
+                    body = " ".join(sorted(name for name, _ in req.headers.items())).encode()
+                else:
+                    body = req.method.encode() + b" " + (blob.bytes if blob else b"")
                 return HttpResponse(200).header("Content-Type", "text/plain").body(body)
             while True:
                 server.handle_request(proc.await_message(), answer)
@@ -274,3 +278,45 @@ def test_a_refused_request_pipelined_behind_others_is_answered_after_them(site: 
         assert status[9:12] in (b"400", b"413", b"431"), status
         assert headers["connection"] == "close"
         assert closed(s)
+
+
+def test_trailers_never_reach_the_app_as_headers(site: Site) -> None:
+    """Trailer fields after a chunked body arrive after every check made on the head
+    (Host, login, proxy headers): they are dropped, for the request answered and for one
+    queued behind it (whose headers were still being collected)."""
+    chunked = (f"POST /{APP}/headers HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "3\r\nabc\r\n0\r\nX-Trailer: 1\r\nCookie: a=b\r\nX-Forwarded-For: 127.0.0.1\r\n\r\n").encode()
+    slow = f"POST /{APP}/echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nhi".encode()
+    with site.connect() as s:
+        s.sendall(chunked + slow + chunked)
+        buf = bytearray()
+        names = [read_response(s, buf)[2] for _ in range(3)]
+    for got in (names[0], names[2]):
+        assert got.split() == [b"host", b"transfer-encoding", b"x-request-id"], got
+
+
+@pytest.mark.parametrize("piece", [
+    b"X-T: " + b"a" * 1000 + b"\r\n",  # endless trailer fields
+    b"X-T: " + b"a" * 1000,  # one endless trailer value
+    b"1;ext=" + b"e" * 1000 + b"\r\nx\r\n",  # chunks of one byte, each with a long extension
+], ids=["fields", "one-value", "chunk-extensions"])
+def test_endless_trailers_are_refused_not_buffered(site: Site, piece: bytes) -> None:
+    """A chunked body's last chunk followed by trailers that never end: the worker reads
+    at most about a head's worth (max_header_bytes) of them, answers 431 and closes,
+    instead of buffering them while the client sends (a 480 MB stream of trailer fields
+    grew the worker to 600 MB)."""
+    start = f"POST /{APP}/echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+    lead = b"3\r\nabc\r\n" + (b"0\r\n" if not piece.startswith(b"1;") else b"")
+    with site.connect() as s:
+        s.sendall(start.encode() + lead)
+        sent = 0
+        try:
+            while sent < 64 * 1024 * 1024:
+                s.sendall(piece * 16)
+                sent += len(piece) * 16
+        except OSError:
+            pass  # closed by the server: what it answered is still readable
+        assert sent < 64 * 1024 * 1024, "the server kept reading"
+        status, headers, _ = read_response(s, bytearray())
+        assert status.startswith(b"HTTP/1.1 431 "), status
+        assert headers["connection"] == "close"

@@ -55,6 +55,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # not a path, and llhttp must see it as what it is.
 _LLHTTP_AS_IS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH",
                            b"CONNECT", b"TRACE"))
+FRAMING_PER_CHUNK = 64  # bytes of chunk line allowed per chunk (size, CRLFs, a short extension)
 MAX_METHOD = 64  # bytes of a request line kept while its method's end has not arrived
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
@@ -79,8 +80,8 @@ class Handler(Protocol):
 class _Request:
     """A request as parsed: handed to a handler at once, or queued behind another."""
 
-    __slots__ = ("body", "complete", "handler", "headers", "keep_alive", "method", "queued_bytes",
-                 "size", "upgrade", "url", "version")
+    __slots__ = ("body", "chunks", "complete", "framing", "handler", "headers", "keep_alive", "method",
+                 "queued_bytes", "size", "upgrade", "url", "version")
 
     def __init__(self) -> None:
         self.url = b""
@@ -92,6 +93,8 @@ class _Request:
         self.body: list[bytes] = []  # while queued
         self.queued_bytes = 0
         self.size = 0  # body bytes so far
+        self.chunks = 0  # chunks begun (a chunked body)
+        self.framing = 0  # bytes after the head that are not body: chunk lines, trailers
         self.complete = False
         self.handler: Handler | None = None
 
@@ -183,6 +186,9 @@ class H1Connection:
             data = self._own_method(data)
             if not data:
                 return
+        # A body's read: what of it is not body (chunk lines, trailers) is bounded below.
+        in_body = self._parsing if not self._in_head else None
+        body_before = in_body.size if in_body is not None else 0
         # A head still incomplete after this read has seen at most these bytes: past
         # max_header_bytes it is refused (431) before the parser buffers more of it.
         if self._in_head:
@@ -202,6 +208,13 @@ class H1Connection:
         if (self._in_head and self._head_seen > self.max_header_bytes and not self.closed
                 and self._refusal is None):
             self._head_too_large()
+        elif (in_body is not None and in_body is self._parsing and not self.closed
+              and self._refusal is None and not self._lingering):
+            in_body.framing += len(data) - (in_body.size - body_before)
+            # Chunk lines cost a few bytes each (more with extensions); trailers at most
+            # what a head may. Past that a client is feeding the parser's buffers.
+            if in_body.framing > self.max_header_bytes + FRAMING_PER_CHUNK * in_body.chunks:
+                self._refuse(closing_response(431, "request trailers or chunk lines too large"))
 
     def _own_method(self, data: bytes) -> bytes:
         """The bytes to parse for a read that begins a request: an extension method is
@@ -254,8 +267,18 @@ class H1Connection:
         self._parsing.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._parsing is not None
-        self._parsing.headers.append((name, value))
+        request = self._parsing
+        assert request is not None
+        if self._in_head:
+            request.headers.append((name, value))
+        # else a trailer field (after a chunked body): dropped. It arrives after the
+        # checks made on the head (Host, login, proxy headers), and a request queued
+        # behind another would otherwise get it as a header; its bytes are bounded in _feed.
+
+    def on_chunk_header(self) -> None:
+        request = self._parsing
+        if request is not None:
+            request.chunks += 1
 
     def on_headers_complete(self) -> None:
         request = self._parsing
