@@ -320,3 +320,29 @@ def test_endless_trailers_are_refused_not_buffered(site: Site, piece: bytes) -> 
         status, headers, _ = read_response(s, bytearray())
         assert status.startswith(b"HTTP/1.1 431 "), status
         assert headers["connection"] == "close"
+
+
+def test_the_absolute_form_is_served_and_its_authority_is_the_host(site: Site) -> None:
+    """RFC 9112 3.2.2: a server accepts a request target in absolute form and takes its
+    authority as the Host, whatever Host header came with it: the Host rules judge the
+    authority (a foreign one is refused even beside an allowed Host header)."""
+    with site.connect() as s:
+        buf = bytearray()
+        target = f"http://localhost:{site.port}/{APP}/echo?x=1"
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        assert read_response(s, buf)[:3:2] == (b"HTTP/1.1 200 OK", b"GET ")
+        s.sendall(f"GET http://127.0.0.1/{APP}/echo HTTP/1.1\r\nHost: evil.example\r\n\r\n".encode())
+        assert read_response(s, buf)[0] == b"HTTP/1.1 200 OK"
+    for target in (f"http://evil.example/{APP}/echo", f"http://user@localhost/{APP}/echo"):
+        with site.connect() as s:
+            s.sendall(f"GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+            assert read_response(s, bytearray())[0].startswith(b"HTTP/1.1 400 "), target
+
+
+@pytest.mark.parametrize("version", ["HTTP/2.0", "HTTP/0.9"])
+def test_versions_other_than_1_0_and_1_1_are_505(site: Site, version: str) -> None:
+    with site.connect() as s:
+        s.sendall(f"GET /{APP}/echo {version}\r\nHost: localhost\r\n\r\n".encode())
+        status, headers, _ = read_response(s, bytearray())
+        assert status.startswith(b"HTTP/1.1 505 "), status  # llhttp reads both: porch refuses them
+        assert headers["connection"] == "close"

@@ -299,6 +299,9 @@ class H1Connection:
         else:
             request.method = parser.get_method().decode("latin-1")
         request.version = "HTTP/" + parser.get_http_version()
+        if request.version not in ("HTTP/1.1", "HTTP/1.0"):  # llhttp also reads 0.9 and 2.0
+            self._refuse(closing_response(505, "HTTP/1.1 or HTTP/1.0 only"))
+            raise _Stop
         if self.current is None and not self._queue and not self._writing:
             self._start(request)
             if self.closed or self.detached:

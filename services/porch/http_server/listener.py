@@ -47,6 +47,16 @@ Record = Callable[["_Exchange", int, int], None]
 FrontCheck = Callable[[str, list[str], str | None], str | None]
 
 
+def absolute_target(target: str) -> tuple[str, str]:
+    """("/path?query", "authority") of an absolute-form request target such as
+    "http://host:8080/path?query" (no user info: "user@" stays in the authority, which
+    the Host rules then refuse)."""
+    rest = target.partition("://")[2]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    return ("/" + tail if not tail.startswith("/") else tail), authority
+
+
 class Upgrader(Protocol):
     """Who takes WebSocket upgrades (porch.http_server.websocket.WsHub)."""
 
@@ -117,6 +127,12 @@ class _Exchange:
         address = conn.peer
         if isinstance(address, tuple) and len(address) >= 2:
             self.peer_ip, self.peer_port = str(address[0]), int(address[1])
+        if not target.startswith("/") and "://" in target[:8]:
+            # The absolute form (RFC 9112 3.2.2), sent to proxies and accepted by servers:
+            # its authority is the request's Host, whatever Host header came with it.
+            target, authority = absolute_target(target)
+            headers = self._headers = [(n, v) for n, v in headers if n.lower() != "host"]
+            headers.append(("Host", authority))
         path, _, query = target.partition("?")
         self.path = path
         self.query = query
