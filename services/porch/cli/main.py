@@ -191,11 +191,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     try:
-        if report_ready(home, sup, config, args.wait, alive=lambda: proc.poll() is None,
-                        foreground=True):
-            print_hints(config, foreground=True)
-        # supervisord is silent here: say what fails from now on (from its log)
+        ready = report_ready(home, sup, config, args.wait, alive=lambda: proc.poll() is None,
+                             foreground=True)
+        # supervisord is silent here: say what fails from now on (from its log). The
+        # follower starts where the log ends now, before the hints say the node runs: a
+        # process that dies right after them is said too.
         follower = foreground.Follower(supervise.display_names(config), home.logs_dir)
+        if ready:
+            print_hints(config, foreground=True)
         now = time.monotonic()
         for info in _processes(sup):  # already said by report_ready
             if info["statename"] not in ("RUNNING", "STOPPED"):
