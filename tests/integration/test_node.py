@@ -285,6 +285,28 @@ def test_up_applying_a_process_that_fails_to_start_says_so_at_once(tmp_path: Pat
         n.close()
 
 
+def test_up_returns_once_every_process_is_connected_to_the_kernel(tmp_path: Path) -> None:
+    """supervisord's RUNNING says a process was started, not that it answers: `porch
+    up` returned while an app was still starting, and a `porch send` (or `curl`) right
+    after it found the app Offline on a loaded machine. Now `porch up` waits for every
+    running process to register with the kernel; one that never does (a command that
+    is not a porch process) is named, and `porch up` does not wait for it past a bound."""
+    (tmp_path / "late.py").write_text(
+        "import time\ntime.sleep(6)  # past supervisord's startsecs and porch up's settling\n" + ECHO)
+    (tmp_path / "plain.py").write_text("import time\ntime.sleep(600)\n")
+    config = ('node = "late.os"\n'
+              f'[[process]]\nid = "late:demo:sys"\ncommand = "{PY} {tmp_path / "late.py"}"\n'
+              f'[[process]]\nid = "plain:demo:sys"\ncommand = "{PY} {tmp_path / "plain.py"}"\n')
+    n = SupervisedNode(config, "--wait", "30")
+    try:
+        assert n.up.returncode == 0, n.up.stdout + n.up.stderr
+        assert "running but not connected to the kernel yet: plain:demo:sys" in n.up.stderr, n.up.stderr
+        sent = n.cli("send", "late:demo:sys", "hi")  # at once: no retry, no wait
+        assert (sent.returncode, sent.stdout) == (0, "echo:hi\n"), sent.stderr
+    finally:
+        n.close()
+
+
 def test_a_missing_directory_is_refused_before_anything_starts(tmp_path: Path) -> None:
     """issue 14 item 2: supervisord cannot even spawn a process whose directory does not
     exist ("couldn't chdir"); porch up says so like any mistake in porch.toml."""

@@ -529,6 +529,10 @@ def service_args(args: argparse.Namespace) -> dict[str, list[str]]:
 # porch up calls a started program up (supervisord's own startsecs is 1 s).
 SETTLE_S = 3
 FAILED = ("FATAL", "BACKOFF", "EXITED")
+# After supervisord says every program runs: how long `porch up` waits for them to
+# connect to the kernel (a command that is not a porch process never does).
+REGISTER_WAIT_S = 15.0
+SERVICE_IDS = {"http-server": "http-server:distro:sys", "http-client": "http-client:distro:sys"}
 
 
 def report_ready(home: NodeHome, sup: supervise.Supervisor, config: node_config.NodeConfig,
@@ -555,6 +559,7 @@ def report_ready(home: NodeHome, sup: supervise.Supervisor, config: node_config.
                     i["statename"] == "RUNNING" and i["now"] - i["start"] < SETTLE_S for i in infos):
                 port = read_port(home.state_dir / "port")
                 if port is not None:
+                    await_registered(home, config, infos, min(REGISTER_WAIT_S, give_up - time.monotonic()))
                     print(f"porch: Login at http://localhost:{port}", flush=True)
                     return True
             # BACKOFF: it exited within startsecs, so it failed to start; EXITED: soon
@@ -568,6 +573,34 @@ def report_ready(home: NodeHome, sup: supervise.Supervisor, config: node_config.
     if alive():
         not_running(home, config, infos, f"the node is not ready after {wait:g} s", foreground)
     return False
+
+
+def await_registered(home: NodeHome, config: node_config.NodeConfig, infos: list[dict[str, Any]],
+                     wait: float) -> None:
+    """Wait (at most `wait` s) until every running program's process is registered with
+    the kernel: supervisord's RUNNING says a process was started, not that it answers,
+    and a request sent at once would find it Offline (a `porch send` or `curl` right
+    after `porch up`). Those that do not connect in time are named, not waited for."""
+    from porch import PorchError, Process
+
+    running = {i["name"] for i in infos if i["statename"] == "RUNNING"}
+    expected = {pid for name, pid in SERVICE_IDS.items() if name in running}
+    expected |= {p.id for p in config.processes if p.command and p.program_name in running}
+    missing = set(expected)
+    give_up = time.monotonic() + max(0.0, wait)
+    try:
+        with Process(f"up-{os.getpid()}:terminal:sys", home=home.root, connect_timeout=max(1.0, wait)) as proc:
+            while True:
+                missing = expected - {e.process_id for e in proc.registry().entries}
+                if not missing or time.monotonic() >= give_up:
+                    break
+                time.sleep(0.1)
+    except PorchError as exc:
+        print(f"porch: warning: the kernel did not answer ({exc})", file=sys.stderr, flush=True)
+        return
+    if missing:
+        print("porch: warning: running but not connected to the kernel yet: " + ", ".join(sorted(missing)),
+              file=sys.stderr, flush=True)
 
 
 def not_running(home: NodeHome, config: node_config.NodeConfig, infos: list[dict[str, Any]],
