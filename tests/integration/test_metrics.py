@@ -24,6 +24,7 @@ from websockets.sync.client import connect
 
 import porch
 from porch.http.client import send_request_await_response
+from porch.http_server.rpc_auth import RpcToken
 from support.http_test_server import TestServer
 from support.node import Node, SupervisedNode, free_port, non_loopback_ip, wait_for
 
@@ -104,7 +105,7 @@ class Site:
         fmt = "json" if 'format = "json"' in extra else "text"
         self.node.spawn(APP, APP_SOURCE, PORCH_LOG_FORMAT=fmt, START_DELAY=delay)
         self.node.wait_log(APP, "READY")
-        self.token = (self.node.home.state_dir / "metrics.token").read_text().strip()
+        self.token = RpcToken(self.node.home.state_dir, "metrics.token").get()  # made here if not yet
 
     def scrape(self) -> Any:
         return scrape(self.base, self.token)
@@ -312,7 +313,7 @@ def supervised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Super
 
 
 def view(node: SupervisedNode, base: str) -> dict[str, dict[str, Any]]:
-    token = (node.home.state_dir / "metrics.token").read_text().strip()
+    token = RpcToken(node.home.state_dir, "metrics.token").get()  # made here if not yet
     got = requests.get(base + PROCESSES, headers={"Authorization": f"Bearer {token}"}, timeout=15)
     assert got.status_code == 200, got.text
     return {p["id"]: p for p in got.json()["processes"]}
@@ -327,7 +328,7 @@ def test_a_killed_process_restarts_and_the_figures_say_so(supervised: tuple[Supe
     assert first[BEAT]["restarts"] == 0 and first[BEAT]["restartable"]
     assert {first[s]["state"] for s in ("kernel:distro:sys", "http-server:distro:sys",
                                         "http-client:distro:sys")} == {"running"}
-    token = (node.home.state_dir / "metrics.token").read_text().strip()
+    token = RpcToken(node.home.state_dir, "metrics.token").get()  # made here if not yet
     assert value(scrape(base, token), "porch_process_restarts_total", process=BEAT) == 0
     os.kill(first[BEAT]["pid"], signal.SIGKILL)
     wait_for(lambda: view(node, base)[BEAT]["state"] == "restarting", 20, 0.1, "the restart to show")

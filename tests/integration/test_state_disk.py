@@ -238,7 +238,8 @@ def test_a_worker_restarted_on_a_full_disk_serves_what_was_saved(
              "the saved bindings served by the new worker")
     now = status(port)
     assert now["state_writable"] is False, now
-    assert "READ-ONLY" in http_log(node)
+    # (the worker logs through supervisord, which writes the file when it gets to it)
+    wait_for(lambda: "READ-ONLY" in http_log(node), 15, 0.2, "the worker to log that it is read-only")
     assert status_line(node).startswith("state NOT WRITABLE since"), status_line(node)
     assert refused_kind(server, "/big", body) == "StateNotSaved"
     disk.free()
@@ -265,7 +266,8 @@ def test_a_worker_restarted_on_a_read_only_disk_serves_what_was_saved(
     now = status(port)
     assert now["state_writable"] is False and "Read-only file system" in now["state_error"], now
     assert status_line(node).startswith("state NOT WRITABLE since"), status_line(node)
-    assert "READ-ONLY" in http_log(node)
+    # (the worker logs through supervisord, which writes the file when it gets to it)
+    wait_for(lambda: "READ-ONLY" in http_log(node), 15, 0.2, "the worker to log that it is read-only")
     assert refused_kind(server, "/refused", b"no") == "StateNotSaved"
     assert get(port, f"/{APP}/refused").status_code == 404, "what is served is what is saved"
     disk.writable()

@@ -19,6 +19,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 import porch
+from porch.http_server.rpc_auth import RpcToken
 from porch.wire import http_pb2
 from support.node import Node, free_port, wait_for
 
@@ -193,7 +194,7 @@ def test_the_figures_count_every_worker_whichever_answers_the_scrape(site: Site)
     the publish interval), and in the node page's view (porch status)."""
     bind_static(site.app, "/counted.txt", b"counted")
     path = f"/{APP}/counted.txt"
-    token = (site.node.home.state_dir / "metrics.token").read_text().strip()
+    token = RpcToken(site.node.home.state_dir, "metrics.token").get()  # made here if not yet
     primary, member = site.conn_to(True), site.conn_to(False)
     key = ("porch_http_requests_total", frozenset({("process", APP), ("bound_path", path),
                                                    ("method", "GET"), ("status", "2xx")}))
