@@ -50,11 +50,13 @@ def changed(before: Snapshot, after: Snapshot) -> list[str]:
     return sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
 
 
-def watch(app_dir: Path, interval: float = 0.3) -> Iterator[list[str]]:
+def watch(app_dir: Path, interval: float = 0.3, last: Snapshot | None = None) -> Iterator[list[str]]:
     """Yield the changed files each time the app's files change and then stay still for
     one more interval (an editor writing several files, or one in pieces, is one
-    change); yields [] at every quiet interval so that the caller can do its work."""
-    last = snapshot(app_dir)
+    change); yields [] at every quiet interval so that the caller can do its work.
+    `last`: the files as they were when watching began (taken now if not given)."""
+    if last is None:
+        last = snapshot(app_dir)
     while True:
         time.sleep(interval)
         now = snapshot(app_dir)
@@ -79,10 +81,13 @@ def loop(home: NodeHome, spec: ProcessSpec, sup: supervise.Supervisor, out: Text
     it grows, until Ctrl-C (or keep_going() is false)."""
     app_dir = Path(spec.directory)
     follower = LogFollower(home.logs_dir / f"{spec.program_name}.log")
+    # The files as they are before "watching" is said: a change made after that line
+    # restarts the app even if this process is slow to begin polling.
+    first = snapshot(app_dir)
     print(f"porch: watching {app_dir} to restart {spec.id} when a file changes; its log "
           "follows (Ctrl-C stops watching, the node keeps running)", file=out, flush=True)
     try:
-        for names in watch(app_dir, interval):
+        for names in watch(app_dir, interval, first):
             text = follower.new_text()
             if text:
                 out.write(text)
