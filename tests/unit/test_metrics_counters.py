@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from porch.node.metrics import COUNTER, GAUGE, HISTOGRAM, OTHER, Family, Histogram, quantile, snapshot
+from porch.node.metrics import COUNTER, GAUGE, HISTOGRAM, OTHER, Family, Histogram, merge, quantile, snapshot
 
 
 def test_histogram_counts_each_value_in_the_first_bucket_that_holds_it() -> None:
@@ -72,3 +72,52 @@ def test_snapshot_carries_every_kind() -> None:
     assert [list(s.bucket_counts) for s in fh.series] == [[0, 1, 0]]
     assert fh.series[0].sum == 1.5
     assert fg.type == GAUGE and fg.series[0].value == 42.0 and not fg.series[0].label_values
+
+
+def test_quantile_at_a_buckets_whole_count_is_its_upper_bound() -> None:
+    """As Prometheus's histogram_quantile: the first bucket whose cumulative count
+    reaches the rank holds the quantile, even when empty buckets follow it."""
+    bounds = (1.0, 2.0, 4.0)
+    assert quantile(0.5, bounds, [5, 0, 5, 0]) == pytest.approx(1.0)
+    assert quantile(0.5, bounds, [0, 4, 0, 4]) == pytest.approx(2.0)
+    assert quantile(1.0, bounds, [0, 4, 4, 0]) == pytest.approx(4.0)
+
+
+def test_quantile_past_one_is_the_highest_bound() -> None:
+    """A rank past every observation (q > 1, or NaN): all that is known is the highest
+    bound, as for the +Inf bucket, never an error."""
+    bounds = (1.0, 2.0, 4.0)
+    assert quantile(1.5, bounds, [1, 1, 1, 0]) == 4.0
+    assert quantile(float("nan"), bounds, [1, 1, 1, 0]) == 4.0
+    assert quantile(0.5, (), [3]) is None
+
+
+def test_a_full_histogram_family_still_observes_known_label_sets_as_themselves() -> None:
+    h = Family("y", "h", HISTOGRAM, ("a",), buckets=(1.0,), max_series=1)
+    first = h.histogram(("1",))
+    first.observe(0.5)
+    h.histogram(("2",)).observe(0.5)
+    assert h.histogram(("1",)) is first
+    h.histogram(("1",)).observe(2.0)
+    assert first.counts == [1, 1] and h.value(("1",)) == 2 and h.value((OTHER,)) == 1
+
+
+def test_merge_adds_histogram_sums() -> None:
+    one, two = (Family("h", "a histogram", HISTOGRAM, ("p",), buckets=(1.0,)) for _ in range(2))
+    one.histogram(("x",)).observe(0.25)
+    two.histogram(("x",)).observe(0.5)
+    two.histogram(("x",)).observe(3.0)
+    (family,) = merge([snapshot([one]), snapshot([two])]).families
+    (series,) = family.series
+    assert list(series.bucket_counts) == [2, 1] and series.sum == 3.75
+
+
+def test_merge_skips_a_family_that_does_not_match_and_goes_on_with_the_next() -> None:
+    counter = Family("c", "h", COUNTER, ("a",))
+    other_type = Family("c", "h", GAUGE, ("a",))
+    later = Family("d", "h", COUNTER, ())
+    counter.inc(("1",), 2)
+    other_type.set(("1",), 5)
+    later.inc((), 3)
+    merged = merge([snapshot([counter]), snapshot([other_type, later]), snapshot([later])])
+    assert [(f.name, [s.value for s in f.series]) for f in merged.families] == [("c", [2.0]), ("d", [6.0])]

@@ -16,7 +16,17 @@ from porch.http_server.dashboard import ACTION_HEADER, History, restart_refusal
 from porch.http_server.figures import CLIENT_GONE, OWN, HttpFigures, printable
 from porch.http_server.processes import state_name
 from porch.http_server.scrape import exposition, token_refusal
-from porch.node.metrics import COUNTER, GAUGE, HISTOGRAM, Family, snapshot
+from porch.node.metrics import (
+    COUNTER,
+    GAUGE,
+    HISTOGRAM,
+    LATENCY_BUCKETS,
+    MAX_SERIES,
+    OTHER,
+    Family,
+    Histogram,
+    snapshot,
+)
 
 TOKEN = "t" * 43
 
@@ -289,3 +299,190 @@ def test_a_family_that_does_not_match_is_not_added() -> None:
     merged = merge([snapshot([first]), snapshot([second]), snapshot([third]), snapshot([first])])
     (family,) = merged.families
     assert family.type == COUNTER and [s.value for s in family.series] == [4]
+
+
+# ---------------------------------------------------------------------------- the figures, rule by rule
+
+
+def test_the_access_log_line_and_its_fields(monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """docs/metrics.md "The access log": the line and its JSON fields, the duration in
+    milliseconds (to the microsecond in the fields)."""
+    figures = HttpFigures(enabled=False, access=True)
+    monkeypatch.setattr("porch.http_server.figures.time.monotonic", lambda: 2.0)
+    ex = exchange(started=0.75 - 2 ** -13)  # 1.2501220703125 s, exactly
+    with caplog.at_level(logging.INFO, logger="porch.access"):
+        figures.record(ex, 201, 7)
+    (record,) = caplog.records
+    assert record.getMessage() == "GET /a:b:c/api 201 7B 1250.1ms a:b:c from 127.0.0.1"
+    assert record.fields == {  # type: ignore[attr-defined]
+        "kind": "http", "method": "GET", "path": "/a:b:c/api", "status": 201, "bytes_in": 5, "bytes_out": 7,
+        "duration_ms": 1250.122, "process": "a:b:c", "bound_path": "/a:b:c/api", "client": "127.0.0.1"}
+
+
+def test_the_access_log_without_a_client_a_path_or_an_owner(caplog: pytest.LogCaptureFixture) -> None:
+    """No client address is "-"; an exchange without a path (or None) logs an empty
+    one; porch's own answers are logged under the http-server's id."""
+    figures = HttpFigures(enabled=False, access=True)
+    ex = exchange(app="", started=time.monotonic())
+    ex.peer_ip = None
+    del ex.path
+    pathless = exchange(started=time.monotonic())
+    pathless.path = None
+    with caplog.at_level(logging.INFO, logger="porch.access"):
+        figures.record(ex, 404, 0)
+        figures.record(pathless, 200, 0)
+    first, second = caplog.records
+    assert first.getMessage().startswith("GET  404 0B ") and first.getMessage().endswith(f" {OWN} from -")
+    assert first.fields["client"] == "-" and first.fields["path"] == ""  # type: ignore[attr-defined]
+    assert first.fields["process"] == OWN  # type: ignore[attr-defined]
+    assert second.getMessage().startswith("GET  200 0B ") and second.fields["path"] == ""  # type: ignore[attr-defined]
+
+
+def test_the_access_log_names_the_client_the_gateway_gives(caplog: pytest.LogCaptureFixture) -> None:
+    """Behind a trusted proxy the gateway's client_of names the forwarded address; a
+    request id the gateway already set is kept."""
+    figures = HttpFigures(enabled=False, access=True)
+    figures.client_of = lambda ex: "192.0.2.9"
+    ex = exchange(started=time.monotonic())
+    ex.rid = "from-proxy-1"
+    with caplog.at_level(logging.INFO, logger="porch.access"):
+        figures.record(ex, 200, 0)
+    (record,) = caplog.records
+    assert record.getMessage().endswith(" from 192.0.2.9") and record.request_id == "from-proxy-1"  # type: ignore[attr-defined]
+    assert ex.rid == "from-proxy-1"
+
+
+def test_the_access_log_is_off_unless_asked(caplog: pytest.LogCaptureFixture) -> None:
+    figures = HttpFigures()
+    assert figures.enabled is True and figures.access is False
+    with caplog.at_level(logging.INFO, logger="porch.access"):
+        figures.record(exchange(started=time.monotonic()), 200, 0)
+        figures.ws_opened("a:b:c", "/a:b:c/ws", 1, "127.0.0.1")
+        figures.ws_closed("a:b:c", "client", 1, 1.0)
+    assert caplog.records == []
+
+
+def test_websocket_opens_and_closes_are_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    figures = HttpFigures(enabled=True, access=True)
+    with caplog.at_level(logging.INFO, logger="porch.access"):
+        stats = figures.ws_opened("a:b:c", "/a:b:c/\x1bws", 7, "192.0.2.1")
+        figures.ws_opened("a:b:c", "/a:b:c/ws", 8, None)
+        figures.ws_closed("a:b:c", "client", 7, 1.23456789)
+        figures.ws_closed("a:b:c", "client", 8, 2.0)
+        figures.ws_closed("d:e:f", "owner_died", 9, 0.0)
+    assert stats is figures.apps["a:b:c"]
+    assert figures.ws_closes.series == {("a:b:c", "client"): 2, ("d:e:f", "owner_died"): 1}
+    assert figures.ws_closes.labels == ("process", "reason")
+    open1, open2, close1, _, _ = caplog.records
+    assert open1.getMessage() == "WS open /a:b:c/\\x1bws a:b:c channel 7 from 192.0.2.1"
+    assert open1.fields == {"kind": "ws_open", "path": "/a:b:c/\\x1bws", "process": "a:b:c",  # type: ignore[attr-defined]
+                            "channel": 7, "client": "192.0.2.1"}
+    assert open2.getMessage() == "WS open /a:b:c/ws a:b:c channel 8 from -"
+    assert open2.fields["client"] == "-"  # type: ignore[attr-defined]
+    assert close1.getMessage() == "WS close a:b:c channel 7 after 1.2s: client"
+    assert close1.fields == {"kind": "ws_close", "process": "a:b:c", "channel": 7,  # type: ignore[attr-defined]
+                             "reason": "client", "duration_ms": 1234.568}
+
+
+def test_websockets_are_not_counted_when_metrics_are_off(caplog: pytest.LogCaptureFixture) -> None:
+    figures = HttpFigures(enabled=False, access=True)
+    with caplog.at_level(logging.INFO, logger="porch.access"):
+        assert figures.ws_opened("a:b:c", "/x", 1, None) is None
+        figures.ws_closed("a:b:c", "client", 1, 1.0)
+    assert figures.ws_closes.series == {} and figures.apps == {}
+    assert len(caplog.records) == 2
+
+
+@pytest.mark.parametrize("status, label", [(0, "0xx"), (99, "0xx"), (100, "1xx"), (499, "4xx"), (999, "9xx"),
+                                           (1000, "other"), (-1, "other"), (-100, "other")])
+def test_a_status_is_counted_by_its_class_or_as_other(status: int, label: str) -> None:
+    figures = HttpFigures()
+    figures.record(exchange(started=time.monotonic()), status, 0)
+    assert list(figures.requests.series) == [("a:b:c", "/a:b:c/api", "GET", label)]
+
+
+def test_every_5xx_is_an_error() -> None:
+    figures = HttpFigures()
+    for status in (499, 500, 501, 599, 500):
+        figures.record(exchange(started=time.monotonic()), status, 0)
+    assert figures.apps["a:b:c"].errors == 4
+
+
+def test_a_process_has_one_stats_and_past_max_series_they_are_others() -> None:
+    figures = HttpFigures()
+    first = figures.stats("a:b:c")
+    assert figures.stats("a:b:c") is first
+    for i in range(1, MAX_SERIES):
+        figures.stats(f"p{i}:b:c")
+    assert len(figures.apps) == MAX_SERIES and OTHER not in figures.apps
+    for app in ("late:b:c", "later:b:c"):
+        figures.record(exchange(app=app, started=time.monotonic()), 200, 0)
+    assert len(figures.apps) == MAX_SERIES + 1 and "late:b:c" not in figures.apps
+    assert figures.apps[OTHER].requests == 2
+    assert figures.stats("latest:b:c") is figures.apps[OTHER]
+
+
+def test_answered_is_the_processes_time_by_process() -> None:
+    figures = HttpFigures()
+    figures.answered("a:b:c", 0.25)
+    figures.answered("a:b:c", 3.0)
+    figures.answered("d:e:f", 0.0005)
+    assert figures.apps["a:b:c"].app.count == 2 and figures.apps["a:b:c"].app.sum == 3.25
+    assert figures.apps["d:e:f"].app.counts[0] == 1
+    assert figures.apps["a:b:c"].front.count == 0
+
+
+def test_request_ids_are_a_workers_random_prefix_and_a_counter() -> None:
+    one, two = HttpFigures(), HttpFigures()
+    ids = [one.request_id() for _ in range(17)]
+    prefix = ids[0].rpartition("-")[0]
+    assert len(prefix) == 8 and all(c in "0123456789abcdef" for c in prefix)
+    assert ids == [f"{prefix}-{i:x}" for i in range(1, 18)]  # ... -f, -10, -11
+    assert two.request_id().rpartition("-")[0] != prefix  # (2**-32 to fail by chance)
+
+
+def test_the_scrape_has_every_family_with_its_labels_and_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = HttpFigures()
+    monkeypatch.setattr("porch.http_server.figures.time.monotonic", lambda: 1.0)
+    figures.record(exchange(started=0.75), 200, 10)  # a 5-byte body
+    other = exchange(app="d:e:f", started=0.5)
+    other.body = b"xy"
+    figures.record(other, 503, 4)
+    figures.answered("a:b:c", 0.5)
+    stats = figures.ws_opened("a:b:c", "/a:b:c/ws", 1, None)
+    assert stats is not None
+    stats.ws_in, stats.ws_out, stats.ws_bytes_in, stats.ws_bytes_out = 2, 3, 20, 30
+    figures.ws_closed("a:b:c", "client", 1, 1.0)
+    snap = snapshot(figures.families(lambda: {"d:e:f": 1, "a:b:c": 2},
+                                     {"porch_worker_x": ("what x is", lambda: 7)}))
+
+    def values(family: Any) -> list[tuple[tuple[str, ...], Any]]:
+        return [(tuple(s.label_values), (list(s.bucket_counts), s.sum) if family.type == HISTOGRAM else s.value)
+                for s in family.series]
+
+    def hist(seconds: float) -> tuple[list[int], float]:
+        h = Histogram()
+        h.observe(seconds)
+        return h.counts, seconds
+
+    got = [(f.name, f.type, tuple(f.label_names), values(f)) for f in snap.families]
+    assert got == [
+        ("porch_http_requests", COUNTER, ("process", "bound_path", "method", "status"),
+         [(("a:b:c", "/a:b:c/api", "GET", "2xx"), 1.0), (("d:e:f", "/a:b:c/api", "GET", "5xx"), 1.0)]),
+        ("porch_http_request_duration_seconds", HISTOGRAM, ("process",),
+         [(("a:b:c",), hist(0.25)), (("d:e:f",), hist(0.5))]),
+        ("porch_http_process_duration_seconds", HISTOGRAM, ("process",), [(("a:b:c",), hist(0.5))]),
+        ("porch_http_request_bytes", COUNTER, ("process",), [(("a:b:c",), 5.0), (("d:e:f",), 2.0)]),
+        ("porch_http_response_bytes", COUNTER, ("process",), [(("a:b:c",), 10.0), (("d:e:f",), 4.0)]),
+        ("porch_websockets_open", GAUGE, ("process",), [(("a:b:c",), 2.0), (("d:e:f",), 1.0)]),
+        ("porch_websocket_messages", COUNTER, ("process", "direction"),
+         [(("a:b:c", "in"), 2.0), (("a:b:c", "out"), 3.0), (("d:e:f", "in"), 0.0), (("d:e:f", "out"), 0.0)]),
+        ("porch_websocket_bytes", COUNTER, ("process", "direction"),
+         [(("a:b:c", "in"), 20.0), (("a:b:c", "out"), 30.0), (("d:e:f", "in"), 0.0), (("d:e:f", "out"), 0.0)]),
+        ("porch_websocket_closes", COUNTER, ("process", "reason"), [(("a:b:c", "client"), 1.0)]),
+        ("porch_worker_x", GAUGE, (), [((), 7.0)]),
+    ]
+    assert snap.families[-1].help == "what x is"
+    assert all(f.help for f in snap.families)
+    assert {tuple(f.buckets) for f in snap.families if f.type == HISTOGRAM} == {LATENCY_BUCKETS}

@@ -17,6 +17,7 @@ from websockets.headers import build_extension, parse_extension
 from websockets.protocol import Protocol, Side, State
 
 from porch.http_server.deflate import (
+    MAX_OFFERS,
     MIN_COMPRESS,
     Agreement,
     Deflater,
@@ -373,3 +374,82 @@ def test_uncompressed_messages_and_a_final_block_on_a_deflate_socket() -> None:
 def test_an_empty_compressed_message() -> None:
     assert reader().feed(masked(0xC1, b"\x00") + masked(0xC2, compress(b""))) == [(OP_TEXT, b""),
                                                                                   (OP_BINARY, b"")]
+
+
+# ---------------------------------------------------------------------------- rules pinned one by one
+
+
+def test_a_bare_offer_is_answered_with_every_default() -> None:
+    """No parameter: both sides keep their context, porch compresses with its 4 KiB
+    window and inflates with 32 KiB (what a client that was told nothing may use)."""
+    assert negotiate(["permessage-deflate"]) == Agreement(False, False, 12, 15, "permessage-deflate")
+    assert negotiate(["permessage-deflate; server_no_context_takeover"]) == Agreement(
+        True, False, 12, 15, "permessage-deflate; server_no_context_takeover")
+    assert negotiate(["permessage-deflate; client_no_context_takeover"]) == Agreement(
+        False, True, 12, 15, "permessage-deflate; client_no_context_takeover")
+
+
+def test_offers_of_exactly_max_offers_characters_are_read() -> None:
+    offer = "permessage-deflate"
+    exact = offer + "," * (MAX_OFFERS - len(offer))  # empty list elements
+    assert len(exact) == MAX_OFFERS
+    assert negotiate([exact]) is not None
+    assert negotiate([exact + ","]) is None
+    assert negotiate([offer, "," * (MAX_OFFERS - len(offer) - 2)]) is not None  # joined by ", "
+    assert negotiate([offer, "," * (MAX_OFFERS - len(offer) - 1)]) is None
+
+
+def test_a_comma_needs_no_space_after_it() -> None:
+    assert parse_extensions("a,b;c,d,,e") == [("a", []), ("b", [("c", None)]), ("d", []), ("e", [])]
+
+
+@pytest.mark.parametrize("header, message", [
+    (";", "a token expected at 0"),
+    ("a; =1", "a token expected at 3"),
+    ('a; b="x y"', "quoted value of b is not a token"),
+    ("a b", "',' expected at 2"),
+    ("a; b=1 c", "',' expected at 7"),
+])
+def test_a_header_that_does_not_parse_says_where(header: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_extensions(header)
+    assert str(caught.value) == message
+
+
+def test_the_tail_put_back_is_part_of_the_data() -> None:
+    """RFC 7692 7.2.2: the receiver appends 00 00 ff ff and inflates the whole. A
+    message that ends in a stored block's header of 4 bytes gets those 4 bytes as
+    its content's end, after what came before."""
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    data = z.compress(b"hello") + z.flush(zlib.Z_SYNC_FLUSH) + b"\x00\x04\x00\xfb\xff"
+    assert reader(limit=9).feed(masked(0xC2, data)) == [(OP_BINARY, b"hello" + TAIL)]
+    with pytest.raises(ProtocolError) as caught:
+        reader(limit=8).feed(masked(0xC2, data))
+    assert caught.value.code == 1009
+
+
+def test_inflating_refusals_say_why() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        reader().feed(masked(0xC1, b"\xff\xff\xff\xff"))
+    assert (caught.value.code, caught.value.reason) == (1007, "invalid compressed data")
+    with pytest.raises(ProtocolError) as caught:
+        reader(limit=10).feed(masked(0xC1, compress(b"a" * 11)))
+    assert (caught.value.code, caught.value.reason) == (1009, "message too big")
+
+
+def test_a_kept_compressor_is_small() -> None:
+    """A socket's compressor lives as long as the socket: a 4 KiB window and memLevel 5
+    hold ~38 KiB where zlib's defaults would hold 150-260 KiB (zlib allocates through
+    Python's raw allocator, which tracemalloc traces)."""
+    agreement = negotiate(["permessage-deflate"])
+    assert agreement is not None
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        deflater = Deflater(agreement)
+        deflater.deflate(b"x" * 100)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 64 * 1024, held
+    assert deflater.deflate(b"x" * 100)  # (kept alive to here)

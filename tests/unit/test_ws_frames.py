@@ -6,11 +6,13 @@ and as the server that judges the same malformed input."""
 from __future__ import annotations
 
 import random
+import zlib
 
 import pytest
 from websockets.frames import Opcode
 from websockets.protocol import Protocol, Side, State
 
+from porch.http_server.deflate import Inflater, negotiate
 from porch.http_server.frames import (
     OP_BINARY,
     OP_CLOSE,
@@ -177,3 +179,155 @@ def test_control_frames_between_fragments_and_a_split_header() -> None:
         out += reader.feed(data[i:i + 1])
     assert out == [(OP_PING, b"p"), (OP_TEXT, b"abcd")]
     assert Opcode.PING == OP_PING
+
+
+# ---------------------------------------------------------------------------- rules pinned one by one
+
+def deflate_reader(max_message: int) -> FrameReader:
+    agreement = negotiate(["permessage-deflate"])
+    assert agreement is not None
+    return FrameReader(max_message, Inflater(agreement, max_message))
+
+
+# The reason each refusal carries (it travels in the close frame, and goes to the log).
+REASONS = {
+    "unmasked": "client frames must be masked",
+    "rsv1 without an extension": "reserved bits set",
+    "rsv3": "reserved bits set",
+    "unknown data opcode": "unknown opcode 0x3",
+    "unknown control opcode": "unknown opcode 0xb",
+    "fragmented ping": "fragmented control frame",
+    "ping over 125 bytes": "control frame over 125 bytes",
+    "continuation first": "continuation without a message",
+    "text inside a fragmented text": "new message inside a fragmented one",
+    "invalid UTF-8 text": "text message is not UTF-8",
+    "invalid UTF-8 across fragments": "text message is not UTF-8",
+    "close with 1 byte": "close frame with a 1-byte payload",
+    "close code 1005": "invalid close code 1005",
+    "close code 999": "invalid close code 999",
+    "close code 5000": "invalid close code 5000",
+    "close reason not UTF-8": "close reason is not UTF-8",
+    "64-bit length with the top bit": "frame length has its top bit set",
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_every_refusal_says_which_rule_was_broken(name: str) -> None:
+    data, code = MALFORMED[name]
+    with pytest.raises(ProtocolError) as caught:
+        FrameReader(1 << 20).feed(data)
+    assert REASONS[name] in caught.value.reason
+    assert str(caught.value) == f"{code} {caught.value.reason}"
+
+
+def test_rsv1_misuse_and_too_big_say_which_rule_was_broken() -> None:
+    cases = [
+        (deflate_reader(1 << 20), masked(0xC9, b"p"), 1002, "RSV1 on a control frame"),
+        (deflate_reader(1 << 20), masked(0x41, b"a") + masked(0xC0, b"b"), 1002,
+         "RSV1 on a continuation frame"),
+        (deflate_reader(1 << 20), masked(0xE1, b"a"), 1002, "reserved bits set"),
+        (FrameReader(10), masked(0x82, b"x" * 11), 1009, "message too big"),
+    ]
+    for reader, data, code, reason in cases:
+        with pytest.raises(ProtocolError) as caught:
+            reader.feed(data)
+        assert caught.value.code == code
+        assert reason in caught.value.reason
+        assert str(caught.value) == f"{code} {caught.value.reason}"
+
+
+def test_a_close_payload_is_the_code_then_the_reason_cut_to_125_bytes() -> None:
+    assert close_payload(None) == b""
+    assert close_payload(None, "ignored without a code") == b""
+    assert close_payload(1000) == b"\x03\xe8"
+    assert close_payload(1001, "") == b"\x03\xe9"
+    assert close_payload(4000, "a" * 123) == b"\x0f\xa0" + b"a" * 123  # 125 bytes: whole
+    assert close_payload(4000, "a" * 124) == b"\x0f\xa0" + b"a" * 123
+    assert close_payload(4000, "a" * 500) == b"\x0f\xa0" + b"a" * 123
+
+
+def test_a_frame_uses_the_shortest_length_form() -> None:
+    assert frame(OP_PONG) == b"\x8a\x00"
+    assert frame(OP_TEXT, b"x" * 125) == b"\x81\x7d" + b"x" * 125
+    assert frame(OP_BINARY, b"x" * 126) == b"\x82\x7e\x00\x7e" + b"x" * 126
+    assert frame(OP_BINARY, b"x" * 65535) == b"\x82\x7e\xff\xff" + b"x" * 65535
+    assert frame(OP_BINARY, b"x" * 65536) == b"\x82\x7f" + (65536).to_bytes(8, "big") + b"x" * 65536
+
+
+def test_close_codes_a_peer_may_send() -> None:
+    """RFC 6455 7.4: the defined codes but the reserved 1004-1006 and 1015, and
+    3000-4999 for libraries and applications; a code alone is an empty reason."""
+    for code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999):
+        assert parse_close(code.to_bytes(2, "big")) == (code, "")
+        assert parse_close(code.to_bytes(2, "big") + "é".encode()) == (code, "é")
+    for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535):
+        with pytest.raises(ProtocolError) as caught:
+            parse_close(code.to_bytes(2, "big"))
+        assert caught.value.code == 1002
+    assert parse_close(b"") == (None, None)
+
+
+def test_a_header_is_judged_as_soon_as_its_bytes_are_in() -> None:
+    """A peer that sends a bad header and waits is refused without sending more: its
+    two first bytes decide mask and reserved bits, its whole length the size."""
+    with pytest.raises(ProtocolError) as caught:
+        FrameReader(1 << 20).feed(bytes([0x81, 0x05]))  # unmasked, no payload yet
+    assert caught.value.code == 1002
+    with pytest.raises(ProtocolError) as caught:  # a 16-bit length, no mask yet
+        FrameReader(100).feed(bytes([0x82, 0x80 | 126]) + (101).to_bytes(2, "big"))
+    assert caught.value.code == 1009
+    with pytest.raises(ProtocolError) as caught:  # a 64-bit length, no mask yet
+        FrameReader(100).feed(bytes([0x82, 0x80 | 127]) + (101).to_bytes(8, "big"))
+    assert caught.value.code == 1009
+    # ... and until they are, it waits (after a whole frame as well as alone)
+    for ext in (bytes([0x80 | 126]) + (200).to_bytes(2, "big"), bytes([0x80 | 127]) + (200).to_bytes(8, "big")):
+        data = masked(0x82, b"ok") + bytes([0x82]) + ext + MASK + unmask(b"y" * 200, MASK)
+        for cut in range(9, 8 + len(ext) + 1):
+            reader = FrameReader(1 << 20)
+            assert reader.feed(data[:cut]) == [(OP_BINARY, b"ok")]
+            assert reader.feed(data[cut:]) == [(OP_BINARY, b"y" * 200)]
+
+
+def test_a_control_frame_may_carry_125_bytes() -> None:
+    assert FrameReader(1 << 20).feed(masked(0x89, b"p" * 125)) == [(OP_PING, b"p" * 125)]
+
+
+def test_every_fragment_counts_toward_the_message_limit() -> None:
+    reader = FrameReader(1000)
+    three = masked(0x02, b"a" * 400) + masked(0x00, b"b" * 400) + masked(0x80, b"c" * 200)
+    # twice: the count starts from nothing for each message
+    assert reader.feed(three + three) == [(OP_BINARY, b"a" * 400 + b"b" * 400 + b"c" * 200)] * 2
+    assert reader.feed(masked(0x82, b"d" * 1000)) == [(OP_BINARY, b"d" * 1000)]
+    with pytest.raises(ProtocolError) as caught:
+        FrameReader(1000).feed(masked(0x02, b"a" * 400) + masked(0x00, b"b" * 400) + masked(0x80, b"c" * 201))
+    assert caught.value.code == 1009
+
+
+def test_compressed_bytes_may_exceed_the_limit_by_a_32nd_and_1024() -> None:
+    """Judged at the header: a compressed message of up to max + max/32 + 1024 bytes
+    on the wire waits for its payload (its inflated size decides), one byte more is
+    1009; a message not compressed is held to the limit itself."""
+    limit = 32 * 1024
+    wire_max = limit + limit // 32 + 1024
+    for b0 in (0xC2, 0xC1):
+        assert deflate_reader(limit).feed(bytes([b0, 0x80 | 127]) + wire_max.to_bytes(8, "big") + MASK) == []
+        with pytest.raises(ProtocolError) as caught:
+            deflate_reader(limit).feed(bytes([b0, 0x80 | 127]) + (wire_max + 1).to_bytes(8, "big") + MASK)
+        assert caught.value.code == 1009
+    with pytest.raises(ProtocolError) as caught:
+        deflate_reader(limit).feed(bytes([0x82, 0x80 | 127]) + (limit + 1).to_bytes(8, "big") + MASK)
+    assert caught.value.code == 1009
+
+
+def test_a_fragmented_compressed_message_is_judged_by_its_inflated_size() -> None:
+    """Its continuations carry no RSV1: the first frame's decides for the whole message."""
+    limit = 4096
+    data = random.Random(5).randbytes(limit)
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    packed = (z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    assert limit < len(packed) < limit + limit // 32 + 1024
+    wire = masked(0x42, packed[:100]) + masked(0x00, packed[100:200]) + masked(0x80, packed[200:])
+    assert deflate_reader(limit).feed(wire) == [(OP_BINARY, data)]
+    with pytest.raises(ProtocolError) as caught:  # the same bytes, not compressed: too big
+        FrameReader(limit).feed(masked(0x02, packed[:100]) + masked(0x80, packed[100:]))
+    assert caught.value.code == 1009
