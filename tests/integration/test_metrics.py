@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ import porch
 from porch.http.client import send_request_await_response
 from porch.http_server.rpc_auth import RpcToken
 from support.http_test_server import TestServer
-from support.node import Node, SupervisedNode, free_port, non_loopback_ip, wait_for
+from support.node import Node, SupervisedNode, free_port, non_loopback_ip, porch_cli, wait_for
 
 APP = "metered:test:sys"
 CALLER = "caller:test:sys"
@@ -427,3 +428,28 @@ def test_the_scrape_config_and_dashboard_name_what_the_node_serves(site: Site) -
     queried = {name for panel in dashboard["panels"] for target in panel["targets"]
                for name in re.findall(r"\b(porch_[a-z_]+)\b", target["expr"])}
     assert queried and queried <= served, queried - served
+
+
+def test_porch_metrics_token_prints_the_token_the_scrape_takes(tmp_path: Path) -> None:
+    """`porch metrics-token` on a home whose server never ran makes the token (0600);
+    the http-server started after it takes that one; a home that does not exist is a
+    clear error and is not created."""
+    node = Node('node = "tok.os"\n')
+    try:
+        printed = porch_cli("metrics-token", home=node.home.root)
+        assert printed.returncode == 0, printed.stderr
+        token = printed.stdout.strip()
+        token_file = node.home.state_dir / "metrics.token"
+        assert len(token) >= 32 and stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        port = free_port()
+        node.start("kernel")
+        node.start("http-server", "--port", str(port), env={"PORCH_PASSWORD": PASSWORD})
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: requests.get(base + METRICS, headers={"Authorization": f"Bearer {token}"},
+                                      timeout=5).status_code == 200, 20, 0.2, "the scrape with that token")
+        assert porch_cli("metrics-token", home=node.home.root).stdout.strip() == token
+        missing = porch_cli("metrics-token", home=tmp_path / "no-such-home")
+        assert missing.returncode == 2 and "no node home" in missing.stderr
+        assert not (tmp_path / "no-such-home").exists()
+    finally:
+        node.close()

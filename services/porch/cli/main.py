@@ -480,25 +480,21 @@ def cmd_password(args: argparse.Namespace) -> int:
 
 def cmd_rpc_token(args: argparse.Namespace) -> int:
     """Print the node's RPC token (made now if the node never ran)."""
-    from porch.http_server.rpc_auth import RpcToken
+    from porch.http_server.rpc_auth import TOKEN_FILE
 
-    home = NodeHome.resolve(args.home)
-    if not home.exists():
-        return _fail(f"no node home at {home.root} (no porch.toml there); "
-                     "`porch up` creates one, or give --home", 2)
-    home.ensure()
-    try:
-        token = RpcToken(home.state_dir).get()
-    except OSError as exc:
-        return _fail(f"cannot read or create the RPC token: {exc}")
-    print(token)
-    return 0
+    return _print_token(args, TOKEN_FILE, "RPC")
 
 
 def cmd_metrics_token(args: argparse.Namespace) -> int:
     """Print the node's metrics token (made now if the node never ran)."""
-    from porch.http_server.rpc_auth import RpcToken
     from porch.http_server.scrape import TOKEN_FILE
+
+    return _print_token(args, TOKEN_FILE, "metrics")
+
+
+def _print_token(args: argparse.Namespace, name: str, what: str) -> int:
+    """A token of the home's state/ (0600), made now if the node never made it."""
+    from porch.http_server.rpc_auth import RpcToken
 
     home = NodeHome.resolve(args.home)
     if not home.exists():
@@ -506,9 +502,9 @@ def cmd_metrics_token(args: argparse.Namespace) -> int:
                      "`porch up` creates one, or give --home", 2)
     home.ensure()
     try:
-        token = RpcToken(home.state_dir, TOKEN_FILE).get()
+        token = RpcToken(home.state_dir, name).get()
     except OSError as exc:
-        return _fail(f"cannot read or create the metrics token: {exc}")
+        return _fail(f"cannot read or create the {what} token: {exc}")
     print(token)
     return 0
 
