@@ -349,6 +349,13 @@ def test_foreground_up_with_a_failing_process_says_so_and_keeps_running(tmp_path
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        # supervisord runs each program in a group of its own: after a failure above,
+        # they outlive it (a node left listening on 8081 skipped a later test).
+        for pid in _pids_of_home(home):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         subprocess.run(["rm", "-rf", str(home)])
 
 
@@ -395,8 +402,29 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        # supervisord runs each program in a group of its own: after a failure above,
+        # they outlive it (a node left listening on 8081 skipped a later test).
+        for pid in _pids_of_home(home):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         subprocess.run(["rm", "-rf", str(home)])
 
+
+
+def _pids_of_home(home: Path) -> list[int]:
+    """The processes started with `--home <home>` (services and launched apps)."""
+    mark = b"--home\x00" + str(home).encode() + b"\x00"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if mark in (entry / "cmdline").read_bytes() + b"\x00":
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
 
 
 def _pid(home: Path, name: str) -> int:
