@@ -309,6 +309,30 @@ def test_up_returns_once_every_process_is_connected_to_the_kernel(tmp_path: Path
         n.close()
 
 
+def test_the_node_goes_with_a_killed_supervisord(tmp_path: Path) -> None:
+    """supervisord runs each program in a process group of its own: killed -9, it left
+    the kernel, the http-server (holding the port) and the apps running without it, so
+    the next `porch up` met a node it could neither use nor stop. Every program now dies
+    with supervisord, and `porch up` starts the node again on the same port."""
+    n = SupervisedNode(node_config(tmp_path))
+    try:
+        assert n.up.returncode == 0, n.up.stdout + n.up.stderr
+        started = _pids_of_home(n.home.root)
+        assert len(started) >= 5, started  # kernel, http-server (keeper, worker), http-client, apps
+        port = (n.home.state_dir / "port").read_text().strip()
+        os.kill(int(n.home.supervisord_pid.read_text()), signal.SIGKILL)
+        wait_for(lambda: not _pids_of_home(n.home.root), 30, 0.2, "every program to exit")
+        again = n.cli("up", "--detach")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert f"localhost:{port}" in again.stdout, again.stdout
+        client = n.process("tester9:demo:sys")
+        wait_for(lambda: relay_works(n, client), 20, 0.2, "the node to work again")
+    finally:
+        n.close()
+        for pid in _pids_of_home(n.home.root):  # what a failure above left running
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_a_missing_directory_is_refused_before_anything_starts(tmp_path: Path) -> None:
     """issue 14 item 2: supervisord cannot even spawn a process whose directory does not
     exist ("couldn't chdir"); porch up says so like any mistake in porch.toml."""

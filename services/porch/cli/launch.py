@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from porch.cli import relay
 from porch.node.config import ConfigError, load_home
 from porch.node.home import ENV_HOME, ENV_PROCESS, NodeHome
+from porch.node.lifetime import die_with_parent, parent_is_supervisord
 from porch.node.logs import ENV_LOG_FORMAT
 from porch.node.service_token import ENV_SERVICE_TOKEN
 from porch.node.starts import record_start
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="stay, and timestamp each line the process prints")
     parser.add_argument("process_id")
     args = parser.parse_args(argv)
+    if parent_is_supervisord():  # the node is gone with supervisord: so is the app
+        die_with_parent(signal.SIGTERM)  # (kept across the exec below, and relayed)
     home = NodeHome.resolve(args.home)
     try:
         config = load_home(home)

@@ -15,7 +15,6 @@ did: the same exit status, or the same signal.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import select
@@ -24,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from porch.node.lifetime import die_with_parent
 from porch.node.logs import iso_time
 
 CHUNK = 65536
@@ -74,14 +74,6 @@ class Lines:
         return self.stamp(rest.rstrip(b"\r"), now) if rest else b""
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def run(argv: list[str], env: dict[str, str], process_id: str, fmt: str) -> int:
     """Run argv (an exec'd /bin/sh) as a child and relay its output; never returns
     normally when the child died of a signal (the launcher dies of it too)."""
@@ -91,9 +83,7 @@ def run(argv: list[str], env: dict[str, str], process_id: str, fmt: str) -> int:
     if pid == 0:  # the child: the app
         try:
             os.setpgid(0, 0)
-            _die_with_parent()
-            if os.getppid() != parent:  # the launcher died before prctl
-                os._exit(1)
+            die_with_parent(signal.SIGKILL, expected_parent=parent)
             os.dup2(write_end, 1)
             os.dup2(write_end, 2)
             os.close(read_end)

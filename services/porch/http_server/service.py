@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import logging
 import os
 import secrets
@@ -66,6 +65,7 @@ from porch.http_server.wshandover import HandoverClient, HandoverServer
 from porch.http_server.wshandover import socket_path as handover_path
 from porch.node.config import ConfigError, NodeConfig
 from porch.node.home import NodeHome
+from porch.node.lifetime import die_with_parent
 from porch.node.listen_socket import NotAListeningSocket, fetch, from_systemd, holder_path
 from porch.node.startup import start_service
 from porch.process.aio import AsyncProcess
@@ -285,15 +285,6 @@ class Keeper:
 
 
 # ---------------------------------------------------------------------------- worker
-
-
-def _die_with_parent() -> None:
-    """If the keeper is killed, the worker must not hold the port on its own."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 async def connect_rpc(home: NodeHome, member_of: int = 0) -> AsyncProcess | None:
@@ -621,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     if args.worker_fd is not None:
-        _die_with_parent()
+        die_with_parent(signal.SIGTERM)  # the worker must not hold the port without its keeper
         sock = socket.socket(fileno=args.worker_fd)
         try:
             loops.run(serve(home, config, settings, sock, member_of=args.member_of,

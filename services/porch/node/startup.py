@@ -6,9 +6,11 @@ stub may register a reserved id)."""
 from __future__ import annotations
 
 import logging
+import signal
 
 from porch.node.config import ConfigError, NodeConfig, load_home
 from porch.node.home import NodeHome
+from porch.node.lifetime import die_with_parent, parent_is_supervisord
 from porch.node.logs import setup_logging
 from porch.node.service_token import export
 from porch.node.starts import record_start
@@ -20,6 +22,8 @@ def start_service(name: str, home_arg: str | None,
     """(home, config), or None after logging why the service cannot start (exit 2).
     `program`: what this start counts as (porch.node.starts), default `name`; the
     http-server's worker counts as "http-server.worker"."""
+    if parent_is_supervisord():  # the node is gone with supervisord: so is this service
+        die_with_parent(signal.SIGTERM)
     setup_logging(name)
     log = logging.getLogger(f"porch.{name.replace('-', '_')}")
     check_backend(name, log)

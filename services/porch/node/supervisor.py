@@ -11,6 +11,7 @@ login is what its own supervisorctl expects.
 
 from __future__ import annotations
 
+import http.client
 import os
 import secrets
 import xmlrpc.client
@@ -65,7 +66,10 @@ class Supervisor:
             return False
         try:
             state = self.rpc.getState()
-        except (OSError, xmlrpc.client.Error):
+        except (OSError, xmlrpc.client.Error, http.client.HTTPException):
+            # Not up yet (a stale socket file, a supervisord still starting): the next
+            # call gets a new connection, not this one left mid-request.
+            self._proxy = None
             return False
         return bool(state.get("statename") == "RUNNING")
 
