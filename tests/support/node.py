@@ -122,7 +122,11 @@ class Node:
             pid = {"http-server": "http-server:distro:sys",
                    "http-client": "http-client:distro:sys"}.get(name)
             if pid:
-                self.wait_registered(pid)
+                try:
+                    self.wait_registered(pid, timeout=30)
+                except AssertionError as exc:  # say why: the service's own words
+                    tail = "".join(self.log(name).splitlines(keepends=True)[-30:])
+                    raise AssertionError(f"{exc} (exit code {proc.poll()}); its log ends:\n{tail}") from None
             if name == "http-server":  # registered, and its worker has finished starting
                 wait_for(lambda: self.log(name).count(SERVING) > served_before or proc.poll() is not None,
                          30, what="the http-server's worker serving")
