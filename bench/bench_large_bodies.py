@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from porch.node.procstat import proc_stat  # noqa: E402
 from support.node import Node, free_port  # noqa: E402
 
 REQUESTER = """
@@ -55,13 +56,8 @@ asyncio.run(main())
 
 
 def rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    stat = proc_stat(pid)  # (None: gone)
+    return stat.rss_bytes // 1024 if stat is not None else 0
 
 
 def shmem_kb() -> int:

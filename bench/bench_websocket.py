@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from peers import NGINX, Nginx, Tornado, cpu_ns  # noqa: E402
+from peers import Nginx, Tornado, cpu_ns, side_settings  # noqa: E402
 
 from porch.cli.procinfo import children  # noqa: E402
 from support.node import Node, free_port  # noqa: E402
@@ -132,19 +132,7 @@ def main() -> None:
                         help="NAME:LINE, a porch.toml line of that node")
     args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop what it started
-    sides = [s for s in args.sides.split(",") if s]
-    if "nginx" in sides and NGINX is None:
-        print("websocket: nginx -> Tornado row skipped: nginx is not installed (apt-get install nginx)")
-        sides.remove("nginx")
-    envs: dict[str, dict[str, str]] = {}
-    configs: dict[str, str] = {}
-    for item in args.porch_env:
-        name, _, kv = item.partition(":")
-        key, _, value = kv.partition("=")
-        envs.setdefault(name, {})[key] = value
-    for item in args.porch_config:
-        name, _, line = item.partition(":")
-        configs[name] = configs.get(name, "") + line + "\n"
+    sides, envs, configs = side_settings("websocket", args.sides, args.porch_env, args.porch_config)
     closers: list[object] = []
     urls: dict[str, str] = {}
     pids: dict[str, list[int]] = {}

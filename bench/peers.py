@@ -179,3 +179,24 @@ class Nginx:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def side_settings(bench: str, sides_arg: str, env_items: list[str], config_items: list[str]
+                  ) -> tuple[list[str], dict[str, dict[str, str]], dict[str, str]]:
+    """The sides a bench runs (nginx's left out, with a note, where nginx is absent),
+    and the porch variants' environments (`NAME:KEY=VALUE`) and porch.toml lines
+    (`NAME:LINE`) by variant name."""
+    sides = [s for s in sides_arg.split(",") if s]
+    if "nginx" in sides and NGINX is None:
+        print(f"{bench}: nginx -> Tornado row skipped: nginx is not installed (apt-get install nginx)")
+        sides.remove("nginx")
+    envs: dict[str, dict[str, str]] = {}
+    configs: dict[str, str] = {}
+    for item in env_items:
+        name, _, kv = item.partition(":")
+        key, _, value = kv.partition("=")
+        envs.setdefault(name, {})[key] = value
+    for item in config_items:
+        name, _, line = item.partition(":")
+        configs[name] = configs.get(name, "") + line + "\n"
+    return sides, envs, configs

@@ -46,6 +46,7 @@ from websockets.sync.client import connect  # noqa: E402
 
 import porch  # noqa: E402
 from porch.http.client import HttpClientError, send_request_await_response  # noqa: E402
+from porch.node.procstat import proc_stat  # noqa: E402
 from support.http_test_server import TestServer  # noqa: E402
 from support.load import KeepAliveLoad  # noqa: E402
 from support.node import PY, Node, children, free_port, porch_cli, wait_for  # noqa: E402
@@ -287,13 +288,8 @@ class Soak:
 
 
 def _rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    stat = proc_stat(pid)  # (None: gone)
+    return stat.rss_bytes // 1024 if stat is not None else 0
 
 
 def main() -> None:
