@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import porch
-from support.node import PY, SupervisedNode, alive, service_env, wait_for
+from support.node import PY, SupervisedNode, alive, kill_home_processes, pids_of_home, service_env, wait_for
 
 ECHO = """\
 import porch
@@ -240,7 +240,7 @@ def test_up_with_a_process_that_fails_to_start_says_so_at_once(tmp_path: Path) -
     n = SupervisedNode(crashing_config(tmp_path), "--wait", "60")
     try:
         assert n.up.returncode == 1, n.up.stdout + n.up.stderr
-        assert time.monotonic() - started < 30, "reported at once, not after --wait"
+        assert time.monotonic() - started < 45, "reported at once, not after the 60 s --wait"
         err = n.up.stderr
         assert "failed to start" in err and STARTED_AND_EXITED.search(err), err
         assert "boom: missing SETTING" in err, "the last lines of its log"
@@ -277,7 +277,7 @@ def test_up_applying_a_process_that_fails_to_start_says_so_at_once(tmp_path: Pat
                 f.write(edit)
             started = time.monotonic()
             applied = n.cli("up", "--wait", "60")
-            assert time.monotonic() - started < 30, "reported at once, not after --wait"
+            assert time.monotonic() - started < 45, "reported at once, not after the 60 s --wait"
             assert applied.returncode == 1, applied.stdout + applied.stderr
             assert "nothing changed" not in applied.stdout
             assert STARTED_AND_EXITED.search(applied.stderr), applied.stderr
@@ -317,11 +317,11 @@ def test_the_node_goes_with_a_killed_supervisord(tmp_path: Path) -> None:
     n = SupervisedNode(node_config(tmp_path))
     try:
         assert n.up.returncode == 0, n.up.stdout + n.up.stderr
-        started = _pids_of_home(n.home.root)
+        started = pids_of_home(n.home.root)
         assert len(started) >= 5, started  # kernel, http-server (keeper, worker), http-client, apps
         port = (n.home.state_dir / "port").read_text().strip()
         os.kill(int(n.home.supervisord_pid.read_text()), signal.SIGKILL)
-        wait_for(lambda: not _pids_of_home(n.home.root), 30, 0.2, "every program to exit")
+        wait_for(lambda: not pids_of_home(n.home.root), 30, 0.2, "every program to exit")
         again = n.cli("up", "--detach")
         assert again.returncode == 0, again.stdout + again.stderr
         assert f"localhost:{port}" in again.stdout, again.stdout
@@ -329,8 +329,6 @@ def test_the_node_goes_with_a_killed_supervisord(tmp_path: Path) -> None:
         wait_for(lambda: relay_works(n, client), 20, 0.2, "the node to work again")
     finally:
         n.close()
-        for pid in _pids_of_home(n.home.root):  # what a failure above left running
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_a_missing_directory_is_refused_before_anything_starts(tmp_path: Path) -> None:
@@ -375,11 +373,7 @@ def test_foreground_up_with_a_failing_process_says_so_and_keeps_running(tmp_path
             os.killpg(proc.pid, signal.SIGKILL)
         # supervisord runs each program in a group of its own: after a failure above,
         # they outlive it (a node left listening on 8081 skipped a later test).
-        for pid in _pids_of_home(home):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_home_processes(home)
         subprocess.run(["rm", "-rf", str(home)])
 
 
@@ -428,27 +422,9 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         # supervisord runs each program in a group of its own: after a failure above,
         # they outlive it (a node left listening on 8081 skipped a later test).
-        for pid in _pids_of_home(home):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_home_processes(home)
         subprocess.run(["rm", "-rf", str(home)])
 
-
-
-def _pids_of_home(home: Path) -> list[int]:
-    """The processes started with `--home <home>` (services and launched apps)."""
-    mark = b"--home\x00" + str(home).encode() + b"\x00"
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if mark in (entry / "cmdline").read_bytes() + b"\x00":
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def _pid(home: Path, name: str) -> int:

@@ -115,7 +115,8 @@ class KeepAliveLoad:
             took = time.monotonic() - started
             key = str(resp.status)
             if resp.status != 200:
-                key += " " + body.decode("utf-8", "replace").strip().splitlines()[0][:100] if body else ""
+                first = (body.decode("utf-8", "replace").strip().splitlines() or [""])[0]
+                key += " " + first[:100] if first else ""
             with self._lock:
                 self.requests += 1
                 self.statuses[key] = self.statuses.get(key, 0) + 1

@@ -257,4 +257,29 @@ class SupervisedNode:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        kill_home_processes(self.home.root)  # what a failed test left running
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def pids_of_home(home: Path) -> list[int]:
+    """The processes started with `--home <home>` (services and launched apps)."""
+    mark = b"--home\x00" + str(home).encode() + b"\x00"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if mark in (entry / "cmdline").read_bytes() + b"\x00":
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def kill_home_processes(home: Path) -> None:
+    """SIGKILL every process of a node home: supervisord runs each program in a group
+    of its own, so programs outlive a supervisord a failed test killed."""
+    for pid in pids_of_home(home):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
