@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import porch
 from porch.http_server.rpc_auth import RpcToken
+from porch.node.starts import read_starts
 from porch.wire import http_pb2
 from support.node import Node, free_port, wait_for
 
@@ -110,6 +111,10 @@ def site() -> Iterator[Site]:
 
 def test_both_workers_serve_and_the_service_is_listed_once(site: Site) -> None:
     assert len(site.worker_pids()) == 2
+    # One start of the http-server, not one per worker (the node page would show the
+    # members as restarts).
+    starts = read_starts(site.node.home)
+    assert (starts.get("http-server.worker"), starts.get("http-server.member")) == (1, 1), starts
     probe = site.node.process("wkprobe:pkg:pub.os")
     entries = [e.process_id for e in probe.registry().entries]
     assert entries.count("http-server:distro:sys") == 1 and entries.count("rpc:distro:sys") == 1

@@ -52,6 +52,7 @@ from porch.http_server.handover import OwnerLock
 from porch.http_server.hosts import FrontDoor, HostAllowList
 from porch.http_server.listener import Listener, Server
 from porch.http_server.port import PortBusy, open_listener, remember
+from porch.http_server.processes import START_NAMES
 from porch.http_server.rpc_auth import RpcToken
 from porch.http_server.scrape import METRICS_PATH, TOKEN_FILE, Scrape
 from porch.http_server.sessions import Sessions
@@ -81,9 +82,11 @@ STOP_DRAIN_S = 4.0
 # send one more (answered with Connection: close) before they are closed: a client that
 # reuses a connection the moment it got an answer is never cut off mid-request.
 IDLE_CLOSE_S = 0.5
-# What a start of the worker counts as (porch.node.starts): its restarts are the
-# http-server's, whether supervisord or the keeper started it again.
-WORKER_PROGRAM = "http-server.worker"
+# What a start of the worker counts as (porch.node.starts): the primary's restarts are
+# the http-server's, whether supervisord or the keeper started it again; members (with
+# `workers` > 1) count apart, or a node of 4 workers would show 3 restarts at `porch up`.
+WORKER_PROGRAM = START_NAMES[HTTP_SERVER]
+MEMBER_PROGRAM = "http-server.member"
 # A replaced worker still running this long (the kernel's longest deadline is an hour)
 # is killed by the keeper.
 RETIRE_LIMIT_S = 3700.0
@@ -600,8 +603,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # primary: say when serving
     parser.add_argument("--member-of", type=int, default=0, help=argparse.SUPPRESS)  # a member worker
     args = parser.parse_args(argv)
-    started = start_service("http-server", args.home,
-                            "http-server" if args.worker_fd is None else WORKER_PROGRAM)
+    program = ("http-server" if args.worker_fd is None
+               else MEMBER_PROGRAM if args.member_of else WORKER_PROGRAM)
+    started = start_service("http-server", args.home, program)
     if started is None:
         return 2
     home, config = started
