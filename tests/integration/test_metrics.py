@@ -320,6 +320,25 @@ def view(node: SupervisedNode, base: str) -> dict[str, dict[str, Any]]:
     return {p["id"]: p for p in got.json()["processes"]}
 
 
+def test_a_stopped_supervisord_does_not_stall_the_scrape(supervised: tuple[SupervisedNode, str]) -> None:
+    """The scrape and the node's view ask supervisord with a deadline: a supervisord that
+    does not answer (SIGSTOP here; wedged in life) is named missing, and the rest is
+    answered (it waited for ever, and its calls queued behind each other)."""
+    node, base = supervised
+    token = RpcToken(node.home.state_dir, "metrics.token").get()
+    pid = int(node.home.supervisord_pid.read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(3):  # the second and third find the first call still out
+            scraped = scrape(base, token)
+            assert value(scraped, "porch_scrape_source_up", source="supervisord") == 0
+            assert value(scraped, "porch_scrape_source_up", source="kernel") == 1
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: value(scrape(base, token), "porch_scrape_source_up", source="supervisord") == 1,
+             20, 0.2, "supervisord to answer again")
+
+
 def test_a_killed_process_restarts_and_the_figures_say_so(supervised: tuple[SupervisedNode, str]) -> None:
     """Issue 13 "must show": kill -9 a process: its state goes running -> restarting ->
     running and its restart count moves by one, in the node's view and in the scrape."""

@@ -49,6 +49,7 @@ class Gatherer:
         self.proc = proc
         self.executor = executor  # supervisord's XML-RPC blocks: it runs there
         self._config: tuple[tuple[float, float], NodeConfig] | None = None
+        self._asking: asyncio.Future[tuple[list[dict[str, Any]] | None, str]] | None = None
 
     def config(self) -> NodeConfig:
         """porch.toml (with the demo's processes), read again when it changed."""
@@ -66,12 +67,17 @@ class Gatherer:
         """Everything, asked at once. `metrics`: the services' figures too (the scrape)."""
         now = NodeNow(self.config())
         loop = asyncio.get_running_loop()
-        supervisor = loop.run_in_executor(self.executor, self._supervisor)
+        asking = self._asking
+        if asking is None or asking.done():  # (one call at a time: a wedged one is not queued behind)
+            asking = self._asking = loop.run_in_executor(self.executor, self._supervisor)
         asks: list[Any] = [self._registry(now, metrics)]
         if metrics:
             asks.append(self._client(now))
         await asyncio.gather(*asks)
-        now.supervised, problem = await supervisor
+        try:
+            now.supervised, problem = await asyncio.wait_for(asyncio.shield(asking), ASK_S)
+        except TimeoutError:
+            now.supervised, problem = None, f"supervisord did not answer within {ASK_S:g} s"
         if problem:
             now.errors["supervisord"] = problem
         now.starts = read_starts(self.home)

@@ -459,7 +459,10 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     def every_apps() -> dict[str, AppStats]:
         return apps_of(shared.merged()) if shared.shared else figures.apps
 
-    dashboard = Dashboard(config.node, gatherer, figures, auth, supervisor_executor, metrics_token,
+    # The restart button's calls wait for the program to stop and start (seconds): on a
+    # thread of their own, so the figures' calls to supervisord do not queue behind them.
+    restart_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restart")
+    dashboard = Dashboard(config.node, gatherer, figures, auth, restart_executor, metrics_token,
                           os.getpid(), every_sockets, every_apps, compression=settings.ws_compression)
     upgrades = Upgrades(hub, {DASHBOARD_PATH: dashboard})
     listener = Listener(gateway.dispatch, settings.max_body_bytes, upgrade=upgrades,
@@ -521,6 +524,7 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     dashboard.stop()
     shared.stop()
     supervisor_executor.shutdown(wait=False)
+    restart_executor.shutdown(wait=False)
     owner.release()
     await asyncio.sleep(0.2)  # let the last answers and close frames go out
     if rpc is not None:
