@@ -331,3 +331,13 @@ def test_a_fragmented_compressed_message_is_judged_by_its_inflated_size() -> Non
     with pytest.raises(ProtocolError) as caught:  # the same bytes, not compressed: too big
         FrameReader(limit).feed(masked(0x02, packed[:100]) + masked(0x80, packed[100:]))
     assert caught.value.code == 1009
+
+
+def test_empty_fragments_do_not_pile_up() -> None:
+    """A message of 100 000 empty continuation frames counts nothing toward the limit,
+    and must not keep an entry per frame either (the reader's memory would grow with
+    what the client sends); the message still ends as it should."""
+    reader = FrameReader(1000)
+    assert reader.feed(masked(0x01, b"x") + masked(0x00, b"") * 100_000) == []
+    assert len(reader._fragments) <= 1
+    assert reader.feed(masked(0x80, b"y")) == [(OP_TEXT, b"xy")]

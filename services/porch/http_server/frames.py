@@ -215,7 +215,8 @@ class FrameReader:
                 if opcode:
                     self._message_op = opcode
                     self._compressed = b0 & RSV1
-                self._fragments.append(payload)
+                if payload:  # (empty fragments add nothing: a stream of them must not grow the list)
+                    self._fragments.append(payload)
                 self._fragments_size += length
                 continue
             compressed = b0 & RSV1

@@ -57,6 +57,7 @@ _LLHTTP_AS_IS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTION
                            b"CONNECT", b"TRACE"))
 FRAMING_PER_CHUNK = 64  # bytes of chunk line allowed per chunk (size, CRLFs, a short extension)
 MAX_METHOD = 64  # bytes of a request line kept while its method's end has not arrived
+MAX_HEADERS = 256  # header fields in one head (each is an object here); past it, 431
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
 
@@ -91,7 +92,7 @@ class _Request:
         self.keep_alive = True
         self.upgrade = False
         self.body: list[bytes] = []  # while queued
-        self.queued_bytes = 0
+        self.queued_bytes = 0  # its head, while it waits behind another (PIPELINE_BYTES)
         self.size = 0  # body bytes so far
         self.chunks = 0  # chunks begun (a chunked body)
         self.framing = 0  # bytes after the head that are not body: chunk lines, trailers
@@ -226,19 +227,22 @@ class H1Connection:
             data = self._method_start + data
             self._method_start = b""
         start = 0
-        while data.startswith(b"\r\n", start):  # empty lines before a request (RFC 9112 2.2)
-            start += 2
-        space = data.find(b" ", start, start + MAX_METHOD + 1)
+        while data.startswith(b"\r\n", start):  # empty lines before a request (RFC 9112 2.2):
+            start += 2                            # dropped, never kept (a stream of them is no request)
+        data = data[start:]
+        if not data:
+            return b""
+        space = data.find(b" ", 0, MAX_METHOD + 1)
         if space < 0:
-            if len(data) - start <= MAX_METHOD and (start == len(data) or _TOKEN.fullmatch(data, start)):
+            if len(data) <= MAX_METHOD and _TOKEN.fullmatch(data):
                 self._method_start = data
                 return b""
             return data  # not a method: llhttp's error
-        method = data[start:space]
+        method = data[:space]
         if method in _LLHTTP_AS_IS or not _TOKEN.fullmatch(method):
             return data
         self._method = method.decode("latin-1")
-        return data[:start] + b"POST" + data[space:]
+        return b"POST" + data[space:]
 
     def _head_too_large(self) -> None:
         self._refuse(closing_response(431, "request head (request line and headers) too large"))
@@ -271,6 +275,9 @@ class H1Connection:
         assert request is not None
         if self._in_head:
             request.headers.append((name, value))
+            if len(request.headers) > MAX_HEADERS:
+                self._head_too_large()
+                raise _Stop
         # else a trailer field (after a chunked body): dropped. It arrives after the
         # checks made on the head (Host, login, proxy headers), and a request queued
         # behind another would otherwise get it as a header; its bytes are bounded in _feed.
@@ -308,8 +315,10 @@ class H1Connection:
                 raise _Stop
         else:  # behind the one answered (or its answer, still leaving), and those waiting
             self._queue.append(request)
+            request.queued_bytes = size  # its head counts against PIPELINE_BYTES, as its body
+            self._queued_bytes += size
             self._resume_after_write = self._resume_after_write or self._writing
-            if len(self._queue) >= PIPELINE_REQUESTS:
+            if len(self._queue) >= PIPELINE_REQUESTS or self._queued_bytes > PIPELINE_BYTES:
                 self._pause()
 
     def on_body(self, body: bytes) -> None:
@@ -347,6 +356,8 @@ class H1Connection:
     def _start(self, request: _Request) -> None:
         """Hand a request to a new handler (with what it queued, if it waited)."""
         self.current = request
+        self._queued_bytes -= request.queued_bytes
+        request.queued_bytes = 0
         self.last = not request.keep_alive or self.draining
         if self._idle is not None:
             self._idle.cancel()

@@ -69,8 +69,8 @@ class Events(Protocol):
 
 class WsConnection:
     __slots__ = ("_close_timer", "_closed", "_deflater", "_discard", "_events", "_fd", "_loop", "_out",
-                 "_ping_interval_s", "_ping_timer", "_ponged", "_reader", "_sent_close", "_sock",
-                 "_writing", "client_code", "client_reason", "error_code", "peer")
+                 "_pending_pong", "_ping_interval_s", "_ping_timer", "_ponged", "_reader", "_sent_close",
+                 "_sock", "_writing", "client_code", "client_reason", "error_code", "peer")
 
     def __init__(self, sock: socket.socket, events: Events, *, max_message: int,
                  ping_interval_s: float = 0.0, greeting: bytes = b"", leftover: bytes = b"",
@@ -99,6 +99,10 @@ class WsConnection:
         self._ping_interval_s = ping_interval_s
         self._ping_timer: asyncio.TimerHandle | None = None
         self._ponged = True
+        # A ping's answer while the client is not taking what was sent: only the latest
+        # is kept, and sent once the queue drains (RFC 6455 5.5.3), so a client that
+        # pings without reading cannot grow the queue.
+        self._pending_pong: bytes | None = None
         self.client_code: int | None = None
         self.client_reason: str | None = None
         self.error_code: int | None = None  # the code this side closed with for a protocol error
@@ -213,6 +217,9 @@ class WsConnection:
         if not self._out:
             self._writing = False
             self._loop.remove_writer(self._fd)
+            pending, self._pending_pong = self._pending_pong, None
+            if pending is not None:
+                self.pong(pending)
             if self._discard:
                 try:
                     self._sock.shutdown(socket.SHUT_WR)
@@ -251,7 +258,10 @@ class WsConnection:
                 if not self._sent_close:
                     events.on_message(payload, opcode == OP_BINARY)
             elif opcode == OP_PING:
-                self.pong(payload)
+                if self._writing:
+                    self._pending_pong = payload
+                else:
+                    self.pong(payload)
                 events.on_ping(payload)
             elif opcode == OP_PONG:
                 self._ponged = True
