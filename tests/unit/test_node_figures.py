@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from porch.http_server.dashboard import ACTION_HEADER, History, restart_refusal
-from porch.http_server.figures import CLIENT_GONE, OWN, HttpFigures, printable
+from porch.http_server.figures import CLIENT_GONE, OWN, AppStats, HttpFigures, printable
 from porch.http_server.processes import state_name
 from porch.http_server.scrape import exposition, token_refusal
 from porch.node.metrics import (
@@ -172,6 +172,24 @@ def test_history_rates_errors_and_percentiles() -> None:
     assert summary["spark"] == [10.0] and summary["spark_errors"] == [0.5]
     assert summary["requests"] == 100 and summary["errors"] == 5
     assert history.summary("nobody:b:c", 10.0)["rate"] == 0.0
+
+
+def test_counts_that_go_down_are_no_negative_rate() -> None:
+    """With several workers, one that exits takes its counts out of the sum: the view
+    shows no negative rate or sparkline for that (a reset), only what came after."""
+    counts = {"a:b:c": 1000}
+
+    def apps() -> dict[str, AppStats]:
+        stats = AppStats()
+        stats.requests = counts["a:b:c"]
+        return {"a:b:c": stats}
+
+    history = History(HttpFigures(enabled=True), 0.0, apps)
+    history.take(2.0)
+    counts["a:b:c"] = 10
+    history.take(4.0)
+    summary = history.summary("a:b:c", 4.0)
+    assert summary["rate"] >= 0 and min(summary["spark"]) == 0.0, summary  # (1000 -> 10: a reset)
 
 
 def test_a_process_first_seen_between_samples_started_from_zero() -> None:

@@ -39,6 +39,9 @@ def test_json_lines_pass_and_others_are_wrapped() -> None:
                        "pid": 42, "logger": "output",
                        "msg": "Traceback (most recent call last): \ufffd"}
     assert json.loads(stamp(b"[1, 2]", 0.0))["msg"] == "[1, 2]"  # JSON, but not an object
+    # An app's JSON line cannot speak for another process (`porch logs --all`).
+    forged = json.loads(stamp(b'{"service": "kernel", "pid": 1, "level": "ERROR", "msg": "x"}', 0.0))
+    assert forged == {"service": "a:b:c", "pid": 42, "level": "ERROR", "msg": "x"}
 
 
 def _home(tmp_path: Path, source: str, fmt: str = "text") -> NodeHome:

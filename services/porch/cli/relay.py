@@ -5,7 +5,8 @@ of an app has no time. With `--relay`, the launcher (`porch.cli.launch`) stays a
 program's process and runs the app as its child, its stdout and stderr on a pipe; each
 line goes to the log as `<time> <process id>: <line>` (or, with `[logging] format =
 "json"`, a JSON object; a line that is one already, from an app logging JSON with
-`porch.setup_logging`, passes as it is).
+`porch.setup_logging`, passes as it is, unless it names another "service" or "pid":
+those are set to the app's own).
 
 The child is its own process group: a signal the launcher gets (supervisord's TERM to
 stop it, HUP, ...) goes to the app's group once, and the app dies with the launcher
@@ -44,10 +45,16 @@ def json_stamp(process_id: str, pid: int) -> Callable[[bytes, float], bytes]:
     def stamp(line: bytes, now: float) -> bytes:
         if line.startswith(b"{"):
             try:
-                if isinstance(json.loads(line), dict):
-                    return line + b"\n"
+                record = json.loads(line)
             except ValueError:
-                pass
+                record = None
+            if isinstance(record, dict):
+                if record.get("service", process_id) == process_id and record.get("pid", pid) == pid:
+                    return line + b"\n"
+                # An app's line may not speak for another process (`porch logs --all`
+                # shows JSON lines by their own "service"): its own id and pid go in.
+                record["service"], record["pid"] = process_id, pid
+                return json.dumps(record, ensure_ascii=False).encode() + b"\n"
         record = {"ts": iso_time(now), "level": "INFO", "service": process_id, "pid": pid,
                   "logger": "output", "msg": line.decode("utf-8", "replace")}
         return json.dumps(record, ensure_ascii=False).encode() + b"\n"

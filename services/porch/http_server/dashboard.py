@@ -105,13 +105,14 @@ class History:
         live = Sample(t, stats.requests, stats.errors, tuple(stats.front.counts))
         rated = _since(ring, t - RATE_WINDOW_S)
         if rated is not None and live.t > rated.t:
-            out["rate"] = round((live.requests - rated.requests) / (live.t - rated.t), 3)
+            # (max 0: counts go down when a worker that had some exits, docs/metrics.md)
+            out["rate"] = round(max(0, live.requests - rated.requests) / (live.t - rated.t), 3)
         timed = _since(ring, t - LATENCY_WINDOW_S)
         if timed is not None:
             done = live.requests - timed.requests
             if done > 0:
-                out["error_rate"] = round((live.errors - timed.errors) / done, 4)
-            counts = [a - b for a, b in zip(live.counts, timed.counts, strict=True)]
+                out["error_rate"] = round(max(0, live.errors - timed.errors) / done, 4)
+            counts = [max(0, a - b) for a, b in zip(live.counts, timed.counts, strict=True)]
             for name, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
                 value = quantile(q, LATENCY_BUCKETS, counts)
                 out[name] = round(value * 1000, 3) if value is not None else None
@@ -119,8 +120,8 @@ class History:
         for a, b in pairwise(points):
             dt = b.t - a.t
             if dt > 0:
-                out["spark"].append(round((b.requests - a.requests) / dt, 3))
-                out["spark_errors"].append(round((b.errors - a.errors) / dt, 3))
+                out["spark"].append(round(max(0, b.requests - a.requests) / dt, 3))
+                out["spark_errors"].append(round(max(0, b.errors - a.errors) / dt, 3))
         return out
 
 

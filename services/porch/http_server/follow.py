@@ -28,7 +28,6 @@ class BindingFollower:
         self.table = table
         self.reloaded = reloaded
         self.version = self._version()
-        self.reloads = 0
 
     def _version(self) -> int:
         try:
@@ -46,5 +45,4 @@ class BindingFollower:
             return  # serve what it has; the next request tries again
         self.version = version
         self.table.replace(fresh)
-        self.reloads += 1
         self.reloaded()

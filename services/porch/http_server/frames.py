@@ -46,7 +46,6 @@ CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
-CLOSE_NO_STATUS = 1005  # never sent: what a close frame without a code means
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # Close codes a peer may send (RFC 6455 7.4.1 and IANA's registry; 3000-4999 are for

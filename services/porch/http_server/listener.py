@@ -227,11 +227,6 @@ class _Exchange:
             self._listener.record(self, 408, 0)
         conn.answer_and_close(closing_response(408, "request body not received in time"))
 
-    def last_on_connection(self) -> None:
-        """Answer with `Connection: close` and close the connection after it."""
-        if self._conn is not None:
-            self._conn.last = True
-
     # -- Exchange ------------------------------------------------------------------
 
     def header(self, name: str) -> str | None:
