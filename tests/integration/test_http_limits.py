@@ -277,6 +277,26 @@ def test_idle_keep_alive_connection_is_closed_after_idle_timeout_s(lim: Limits) 
             "a new connection: the pooled one was closed by the server"
 
 
+def test_a_client_that_takes_none_of_its_answer_is_closed_after_idle_timeout_s(lim: Limits) -> None:
+    """A 32 MB answer to a client that reads nothing of it: it held its connection, its
+    slot in max_connections and the unsent answer for ever. Now the server gives up
+    idle_timeout_s after the client last took something, and the rest is never sent."""
+    size = 32 * 1024 * 1024
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", lim.port))
+        s.sendall(get_request(f"/idle:pkg:pub.os/?do=big&n={size}"))
+        time.sleep(4)  # 1 s idle_timeout_s, and the 32 MB reaching the worker, with room
+        got = 0
+        try:
+            while chunk := s.recv(1 << 20):
+                got += len(chunk)
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert got < size, "the whole answer was kept for a client that took none of it"
+
+
 def test_idle_timeout_does_not_cut_a_request_its_app_is_still_answering(lim: Limits) -> None:
     """Waiting for the app is not idleness: 2.5 s > idle_timeout_s, within the binding's 10 s."""
     r = lim.get("/idle:pkg:pub.os/?do=sleep&s=2.5")

@@ -6,6 +6,7 @@ with a JSON echo of what the server told it. Query parameters steer the reply:
   do=exit           die (os._exit) without answering
   do=garbage        answer with bytes that are not an HttpResponse
   do=reply&status=N&h=Name:value&h=...&body=...   answer exactly that
+  do=big&n=N        answer N bytes
 """
 
 import base64
@@ -44,6 +45,10 @@ while True:
         os._exit(1)
     elif do == "garbage":
         proc.respond(msg, b"\xff\xff\xff\x00 not protobuf")
+        continue
+    elif do == "big":
+        size = int(query["n"][-1])
+        proc.respond(msg, HttpResponse(200).to_proto(), blob=b"b" * size)
         continue
     elif do == "reply":
         resp = HttpResponse(int(query.get("status", ["200"])[-1]))

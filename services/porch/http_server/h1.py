@@ -148,6 +148,7 @@ class H1Connection:
         self._method: str | None = None  # the request being parsed has this extension method
         self._method_start = b""  # a request line's start, until its method is whole
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None  # a client not taking its answer
         self.loop.add_reader(self.fd, self._readable)
         self._arm_idle()
 
@@ -486,8 +487,7 @@ class H1Connection:
             return
         if sent < len(data):
             self._out += memoryview(data)[sent:]
-            self._writing = True
-            self.loop.add_writer(self.fd, self._writable)
+            self._wait_writable()
 
     def _write_two(self, head: bytes, body: bytes) -> None:
         """A large body is not copied onto its head: both in one sendmsg."""
@@ -508,8 +508,20 @@ class H1Connection:
                 self._out += body
             else:
                 self._out += memoryview(body)[sent - len(head):]
-            self._writing = True
-            self.loop.add_writer(self.fd, self._writable)
+            self._wait_writable()
+
+    def _wait_writable(self) -> None:
+        """The socket is full: write the rest when it has room. A client that takes
+        nothing for idle_timeout_s is gone (it would hold its connection, its slot in
+        max_connections and the unsent answer for ever)."""
+        self._writing = True
+        self.loop.add_writer(self.fd, self._writable)
+        self._stall_timer = self.loop.call_later(self.idle_timeout_s, self._stalled)
+
+    def _stalled(self) -> None:
+        self._stall_timer = None
+        log.info("HTTP client %s took nothing of its answer for %.0f s: closed", self.peer, self.idle_timeout_s)
+        self._gone()
 
     def _writable(self) -> None:
         try:
@@ -520,7 +532,11 @@ class H1Connection:
             self._gone()
             return
         del self._out[:sent]
-        if self._out:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        if self._out:  # progress: it has idle_timeout_s again for the rest
+            self._stall_timer = self.loop.call_later(self.idle_timeout_s, self._stalled)
             return
         self._writing = False
         self.loop.remove_writer(self.fd)
@@ -583,10 +599,10 @@ class H1Connection:
                 loop.remove_reader(self.fd)
             if self._writing:
                 loop.remove_writer(self.fd)
-        for timer in (self._idle, self._linger_timer):
+        for timer in (self._idle, self._linger_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
-        self._idle = self._linger_timer = None
+        self._idle = self._linger_timer = self._stall_timer = None
         if not self.detached:
             try:
                 if not self._out and not self._lingering:
