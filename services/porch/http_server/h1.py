@@ -227,10 +227,9 @@ class H1Connection:
         if self._method_start:
             data = self._method_start + data
             self._method_start = b""
-        start = 0
-        while data.startswith(b"\r\n", start):  # empty lines before a request (RFC 9112 2.2):
-            start += 2                            # dropped, never kept (a stream of them is no request)
-        data = data[start:]
+        # Empty lines before a request (RFC 9112 2.2) are dropped, never kept (a stream of
+        # them is no request); CR and LF one by one, as a read may end between the two.
+        data = data.lstrip(b"\r\n")
         if not data:
             return b""
         space = data.find(b" ", 0, MAX_METHOD + 1)
