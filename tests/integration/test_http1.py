@@ -351,7 +351,8 @@ def test_versions_other_than_1_0_and_1_1_are_505(site: Site, version: str) -> No
 def test_a_stream_of_empty_lines_is_dropped_not_kept(site: Site) -> None:
     """Empty lines before a request are allowed (RFC 9112 2.2) and dropped as they come
     (they were kept and rescanned at every read: memory and CPU growing with what was
-    sent, which this test does not measure); the request after 2 MB of them is served, reads split inside a CRLF too."""
+    sent, which this test does not measure); the request after 2 MB of them is served,
+    with reads split inside a CRLF too."""
     with site.connect() as s:
         s.settimeout(30)
         for _ in range(32):
