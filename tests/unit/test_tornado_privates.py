@@ -3,7 +3,7 @@ upgrade that changes it fails this file before anything misbehaves.
 
 Since issue 12 the http-server does not use Tornado at all: HTTP/1 is porch's own
 (`porch.http_server.h1`, parsing by llhttp) and so are WebSocket frames
-(`porch.http_server.frames`, `wsconn`). What is left is in the http-client's outgoing
+(`porch.ws.frames`, `wsconn`). What is left is in the http-client's outgoing
 WebSockets (Tornado's client), checked on Tornado 6.4.2, 6.5.2 and 6.6.1:
 `WebSocketProtocol13._write_frame` (an unsolicited pong, which Tornado has no public
 call for) and `IOStream._write_buffer` (the bytes the remote has not taken, for the

@@ -1,4 +1,4 @@
-"""porch.http_server.wsconn.WsConnection over a socket pair, in-process: what a client
+"""porch.ws.conn.WsConnection over a socket pair, in-process: what a client
 that sends without reading gets."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from porch.http_server.frames import OP_PING, unmask
-from porch.http_server.wsconn import WsConnection
+from porch.ws.conn import WsConnection
+from porch.ws.frames import OP_PING, unmask
 
 MASK = b"\x01\x02\x03\x04"
 

@@ -1,5 +1,5 @@
-"""permessage-deflate (issue 12 item 1): porch's negotiation (porch.http_server.deflate)
-and its compressed frames (porch.http_server.frames with an Inflater) held to a second
+"""permessage-deflate (issue 12 item 1): porch's negotiation (porch.ws.deflate)
+and its compressed frames (porch.ws.frames with an Inflater) held to a second
 implementation, the `websockets` library: its client extension factory must accept
 every answer porch gives, its compressed frames must read back as the messages sent,
 and what porch compresses must read back in it. Plus what no library sends: RSV1
@@ -16,7 +16,10 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 from websockets.headers import build_extension, parse_extension
 from websockets.protocol import Protocol, Side, State
 
-from porch.http_server.deflate import (
+from porch.http_server.settings import load_settings
+from porch.http_server.upgrade import extension_offers
+from porch.node.config import ConfigError
+from porch.ws.deflate import (
     MAX_OFFERS,
     MIN_COMPRESS,
     Agreement,
@@ -25,7 +28,7 @@ from porch.http_server.deflate import (
     negotiate,
     parse_extensions,
 )
-from porch.http_server.frames import (
+from porch.ws.frames import (
     OP_BINARY,
     OP_PING,
     OP_TEXT,
@@ -35,9 +38,6 @@ from porch.http_server.frames import (
     frame,
     unmask,
 )
-from porch.http_server.settings import load_settings
-from porch.http_server.upgrade import extension_offers
-from porch.node.config import ConfigError
 
 # ---------------------------------------------------------------------------- the setting
 

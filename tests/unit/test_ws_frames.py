@@ -1,4 +1,4 @@
-"""porch's own WebSocket framing (porch.http_server.frames, issue 12) held to a second
+"""porch's own WebSocket framing (porch.ws.frames, issue 12) held to a second
 implementation: the `websockets` library's sans-I/O protocol, as the client that
 writes the frames porch reads and as the client that reads the frames porch writes,
 and as the server that judges the same malformed input."""
@@ -12,8 +12,8 @@ import pytest
 from websockets.frames import Opcode
 from websockets.protocol import Protocol, Side, State
 
-from porch.http_server.deflate import Inflater, negotiate
-from porch.http_server.frames import (
+from porch.ws.deflate import Inflater, negotiate
+from porch.ws.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,

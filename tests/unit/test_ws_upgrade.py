@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from porch.http_server import upgrade
-from porch.http_server.deflate import MAX_OFFERS
 from porch.http_server.upgrade import Routed, Upgrades, extension_offers, handshake_refusal, switching_protocols
+from porch.ws.deflate import MAX_OFFERS
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 4.2.2's example
 TEXT = ("Content-Type", "text/plain; charset=utf-8")

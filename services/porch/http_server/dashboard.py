@@ -31,7 +31,6 @@ from itertools import pairwise
 from typing import Any
 
 from porch.http_server.auth import Auth, cross_site
-from porch.http_server.deflate import negotiate
 from porch.http_server.exchange import JSON, TEXT, Exchange
 from porch.http_server.figures import AppStats, HttpFigures, printable
 from porch.http_server.gather import Gatherer, NodeNow
@@ -39,9 +38,10 @@ from porch.http_server.hosts import same_origin
 from porch.http_server.processes import Row, rows
 from porch.http_server.scrape import token_refusal
 from porch.http_server.upgrade import Refusal, extension_offers, handshake_refusal, switching_protocols
-from porch.http_server.wsconn import WsConnection
 from porch.node.metrics import LATENCY_BUCKETS, quantile
 from porch.node.supervisor import Supervisor
+from porch.ws.conn import WsConnection
+from porch.ws.deflate import negotiate
 
 log = logging.getLogger("porch.http_server")
 
@@ -341,7 +341,7 @@ class _PageAdmission:
 
 
 class _Subscriber:
-    """One open node page: it only listens (porch.http_server.wsconn.Events)."""
+    """One open node page: it only listens (porch.ws.conn.Events)."""
 
     __slots__ = ("conn", "dashboard")
 

@@ -61,7 +61,7 @@ class HttpServerSettings:
     # Seconds between server pings on idle WebSockets (0 = never).
     ws_ping_interval_s: float = 30.0
     # permessage-deflate (RFC 7692) on the server's WebSockets, for clients that offer
-    # it (porch.http_server.deflate). Off by default: compression trades the worker's
+    # it (porch.ws.deflate). Off by default: compression trades the worker's
     # CPU for bytes on the wire (a few microseconds per small message, ~5 ms per MiB
     # of JSON, ~30 ms per MiB of incompressible binary, in the worker's one loop) and
     # memory (measured ~45 KiB per socket, up to ~80 KiB, against ~3 KiB without);

@@ -6,16 +6,16 @@ upgrade`, version 13, a 16-byte key), then by the WebSocket hub (binding, login,
 origin, the owner running). A refusal is an ordinary HTTP answer on the kept-alive
 connection; an admitted upgrade's socket is handed to the hub with the bytes the
 client sent after its head, and the 101 and every frame after it are the hub's
-(`porch.http_server.wsconn`).
+(`porch.ws.conn`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from porch.http_server.deflate import MAX_OFFERS
 from porch.http_server.exchange import DATE, OWN_HEADERS, TEXT, Headers
-from porch.http_server.frames import accept_key, valid_key
+from porch.ws.deflate import MAX_OFFERS
+from porch.ws.frames import accept_key, valid_key
 
 Refusal = tuple[int, Headers, bytes]
 
@@ -43,7 +43,7 @@ def handshake_refusal(method: str, version: str, header: Any) -> Refusal | None:
 
 def extension_offers(header_items: list[tuple[str, str]]) -> list[str]:
     """Every Sec-WebSocket-Extensions value of a request, in order (an offer may span
-    several header lines): for porch.http_server.deflate.negotiate. None at all when
+    several header lines): for porch.ws.deflate.negotiate. None at all when
     they are longer than it would read (they travel with a socket a member worker
     hands over, in a record of bounded size)."""
     offers = [value for name, value in header_items if name.lower() == "sec-websocket-extensions"]

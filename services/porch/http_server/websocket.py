@@ -25,9 +25,9 @@ ones stay open.
 
 The frames are porch's own (issue 12): after the handshake (`WsHub.admit`, answered
 through the HTTP listener) the worker owns the connection's socket
-(`porch.http_server.wsconn`, framing in `porch.http_server.frames`); Tornado's
+(`porch.ws.conn`, framing in `porch.ws.frames`); Tornado's
 WebSocket layer is not used. With `ws_compression` on, a client's permessage-deflate
-offer is answered when the socket opens (`porch.http_server.deflate`); the limits
+offer is answered when the socket opens (`porch.ws.deflate`); the limits
 hold on inflated messages, and the send queue counts the compressed bytes.
 """
 
@@ -49,7 +49,6 @@ from porch.files import write_atomic
 from porch.http_server import actions
 from porch.http_server.auth import PROXY_HEADERS, Auth, is_local
 from porch.http_server.bindings import BindingTable, WsBinding
-from porch.http_server.deflate import negotiate
 from porch.http_server.exchange import TEXT, Exchange, Headers, closing_response
 from porch.http_server.figures import AppStats, HttpFigures
 from porch.http_server.hosts import same_origin
@@ -57,11 +56,12 @@ from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
 from porch.http_server.upgrade import Refusal, extension_offers, handshake_refusal, switching_protocols
 from porch.http_server.worker_figures import is_worker
-from porch.http_server.wsconn import WsConnection
 from porch.http_server.wshandover import HandoverClient, refuse
 from porch.process.aio import AsyncProcess
 from porch.process.message import Blob, Message, Offline, SendError, Timeout
 from porch.wire import http_pb2
+from porch.ws.conn import WsConnection
+from porch.ws.deflate import negotiate
 
 log = logging.getLogger("porch.http_server")
 
@@ -85,7 +85,7 @@ EXT_VARIANTS = frozenset({
 
 class Channel:
     """One open server-side socket: its owner, its binding, its connection; it hears
-    the connection's events (porch.http_server.wsconn.Events) for the hub."""
+    the connection's events (porch.ws.conn.Events) for the hub."""
 
     __slots__ = ("active", "app", "binding_path", "conn", "extension", "fig", "hub", "id", "opened",
                  "push_bodies")

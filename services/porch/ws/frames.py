@@ -1,6 +1,6 @@
 """RFC 6455 framing for the server side, pure: bytes in, messages out; frames out.
 
-porch speaks WebSocket frames itself on the socket it accepted (`porch.http_server.wsconn`)
+porch speaks WebSocket frames itself on the socket it accepted (`porch.ws.conn`)
 instead of through Tornado's WebSocket layer, which cost a future per frame read, an
 epoll re-registration of the stream twice per message, and five of its private names
 (issue 12, issue 11 item 6). What this module checks, per RFC 6455 section 5:
@@ -15,7 +15,7 @@ epoll re-registration of the stream twice per message, and five of its private n
   one (5.4);
 - a message (all its fragments) is at most `max_message` bytes: past it, 1009 at the
   first header that announces too much, before its payload is read; a compressed
-  one at most `max_message` bytes once inflated (porch.http_server.deflate.Inflater:
+  one at most `max_message` bytes once inflated (porch.ws.deflate.Inflater:
   1009 without inflating further), and its compressed bytes at most a 32nd more
   (deflate's own overhead on incompressible data is far less);
 - a text message is valid UTF-8 (8.1), once inflated: 1007.
@@ -32,7 +32,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from porch.http_server.deflate import Inflater
+    from porch.ws.deflate import Inflater
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1

@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from porch.http_server.frames import CLOSE_INVALID_DATA, CLOSE_TOO_BIG, ProtocolError
+from porch.ws.frames import CLOSE_INVALID_DATA, CLOSE_TOO_BIG, ProtocolError
 
 NAME = "permessage-deflate"
 SERVER_WINDOW_BITS = 12  # the window porch compresses with (and answers, when asked)

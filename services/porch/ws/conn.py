@@ -13,7 +13,7 @@ is waited for up to `close_wait_s` before the socket is closed; a client's close
 is answered with the same code and the socket closed at once (the server closes TCP
 first). `Events.on_closed` is called exactly once, when the socket is closed, with the
 client's close code and reason (None, None: it sent no code, or no close frame).
-A protocol error (`porch.http_server.frames.ProtocolError`) closes with its code.
+A protocol error (`porch.ws.frames.ProtocolError`) closes with its code.
 
 Pings: every `ping_interval_s` (0: never) a ping; no pong by the next one closes the
 connection (1000, "ping timed out", as Tornado did). A client's ping is answered with
@@ -32,8 +32,8 @@ import logging
 import socket
 from typing import Protocol
 
-from porch.http_server.deflate import MIN_COMPRESS, Agreement, Deflater, Inflater
-from porch.http_server.frames import (
+from porch.ws.deflate import MIN_COMPRESS, Agreement, Deflater, Inflater
+from porch.ws.frames import (
     CLOSE_NORMAL,
     OP_BINARY,
     OP_CLOSE,
@@ -48,7 +48,7 @@ from porch.http_server.frames import (
     parse_close,
 )
 
-log = logging.getLogger("porch.http_server")
+log = logging.getLogger("porch.ws")
 
 READ_SIZE = 256 * 1024
 CLOSE_WAIT_S = 5.0  # how long a close frame waits for the client's before the socket closes
