@@ -1,7 +1,8 @@
 """WebSocket echo through porch vs direct Tornado and nginx -> Tornado, side by side.
 
     python bench/bench_websocket.py [--rounds N] [--seconds S] [--connections C]
-                                    [--sides direct,nginx,porch,porch-async]
+                                    [--sides direct,nginx,porch,porch-async,porch-direct,
+                                             porch-direct-async]
                                     [--porch-env NAME:K=V ...]
 
 The same client (a separate Python process, the `websockets` library, `--connections`
@@ -13,7 +14,10 @@ last arrives) drives every side in turn, the order rotating from round to round:
   nginx is not installed);
 - porch: client -> http-server worker -> kernel -> echo process (blocking stub,
   `HttpServer`) -> kernel -> worker -> client;
-- porch-async: the same with the echo process on the asyncio stub (`AsyncHttpServer`).
+- porch-async: the same with the echo process on the asyncio stub (`AsyncHttpServer`);
+- porch-direct, porch-direct-async: the same apps binding with `direct=True`: the
+  process holds its clients' sockets, client -> echo process -> client
+  (docs/websockets.md).
 
 Per side: messages/s, and the CPU all of the side's processes burnt per message
 (bench/peers.py; the client's own CPU is not counted); for porch sides also per process.
@@ -56,7 +60,7 @@ async def main():
         if kind == "Text":
             send_ws_push(proc, channel, "Text", blob)
     proc.on_request(lambda msg: server.handle_request(msg, lambda req: None, echo))
-    await server.bind_ws_path("/ws", WsBindingConfig(authenticated=False))
+    await server.bind_ws_path("/ws", WsBindingConfig(authenticated=False, direct=DIRECT))
     print("READY", flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())
@@ -67,7 +71,7 @@ import porch
 from porch.http.server import HttpServer, WsBindingConfig, send_ws_push
 proc = porch.Process()
 server = HttpServer(proc)
-server.bind_ws_path("/ws", WsBindingConfig(authenticated=False))
+server.bind_ws_path("/ws", WsBindingConfig(authenticated=False, direct=DIRECT))
 print("READY", flush=True)
 def echo(channel, kind, blob):
     if kind == "Text":
@@ -105,17 +109,29 @@ def drive(client: Path, url: str, conns: int, seconds: float) -> tuple[float, in
     return float(rate), int(count)
 
 
+# The echo process of each kind of side: (direct binding, asyncio stub) -> its id.
+APPS = {(False, False): "echo:bench:sys", (False, True): "aecho:bench:sys",
+        (True, False): "decho:bench:sys", (True, True): "adecho:bench:sys"}
+
+
+def side_app(side: str) -> tuple[str, str]:
+    """A porch side's node variant and echo process: porch[-VARIANT][-direct][-async]."""
+    words = side.split("-")[1:]
+    variant = "-".join(w for w in words if w not in ("direct", "async"))
+    return variant, APPS["direct" in words, "async" in words]
+
+
 def porch_node(env: dict[str, str], config_extra: str = "") -> tuple[Node, int]:
     node = Node('node = "bench.os"\n' + config_extra + "".join(
         f'[[process]]\nid = "{pid}"\ncapabilities = ["http-server:distro:sys"]\n'
-        for pid in ("echo:bench:sys", "aecho:bench:sys")))
+        for pid in APPS.values()))
     node.start("kernel", env=env)
     port = free_port()
     node.start("http-server", "--port", str(port), env={"PORCH_PASSWORD": "bench", **env})
-    node.spawn("echo:bench:sys", ECHO, **env)
-    node.spawn("aecho:bench:sys", ECHO_ASYNC, **env)
-    node.wait_log("echo:bench:sys", "READY")
-    node.wait_log("aecho:bench:sys", "READY")
+    for (direct, is_async), pid in APPS.items():
+        node.spawn(pid, f"DIRECT = {direct}\n" + (ECHO_ASYNC if is_async else ECHO), **env)
+    for pid in APPS.values():
+        node.wait_log(pid, "READY")
     return node, port
 
 
@@ -124,7 +140,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1 if QUICK else 3)
     parser.add_argument("--seconds", type=float, default=2 if QUICK else 5)
     parser.add_argument("--connections", type=int, default=10)
-    parser.add_argument("--sides", default="direct,nginx,porch,porch-async")
+    parser.add_argument("--sides", default="direct,nginx,porch,porch-async,porch-direct,porch-direct-async")
     parser.add_argument("--porch-env", action="append", default=[],
                         help="NAME:KEY=VALUE: the environment of the porch node behind sides "
                         "porch-NAME and porch-NAME-async (e.g. uv:PORCH_UVLOOP=1)")
@@ -154,12 +170,11 @@ def main() -> None:
         for side in sides:
             if not side.startswith("porch"):
                 continue
-            variant = side.removeprefix("porch").removeprefix("-").removesuffix("async").rstrip("-")
+            variant, app = side_app(side)
             if variant not in nodes:
                 nodes[variant] = porch_node(envs.get(variant, {}), configs.get(variant, ""))
                 closers.append(nodes[variant][0])
             node, port = nodes[variant]
-            app = "aecho:bench:sys" if side.endswith("async") else "echo:bench:sys"
             urls[side] = f"ws://127.0.0.1:{port}/{app}/ws"
             server = node.procs["http-server"].pid
             parts[side] = {"kernel": [node.procs["kernel"].pid], "keeper": [server],

@@ -36,9 +36,12 @@ ME = "app:pkg:pub.os"
 
 
 class FakeProc:
-    """What the helpers use of a process: its id, respond, send_request."""
+    """What the helpers use of a process: its id, respond, send_request (and the
+    sockets it holds: none, as a process on another machine)."""
 
     our = ME
+    held_sockets = None
+    can_hold_sockets = False
 
     def __init__(self) -> None:
         self.responses: list[tuple[porch.Message | None, bytes, Any]] = []

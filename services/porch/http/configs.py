@@ -71,11 +71,18 @@ class HttpBindingConfig:
 @dataclass(frozen=True)
 class WsBindingConfig:
     """How a WebSocket path is bound; defaults are process_lib's (authenticated, no
-    secure subdomain, not an extension)."""
+    secure subdomain, not an extension).
+
+    `direct` (not in Kinode): this process holds its clients' sockets itself. The
+    http-server still checks and answers each upgrade, then hands the socket over;
+    frames go between client and process without the http-server or the kernel in
+    between (docs/websockets.md). Only a process on the node's machine can: elsewhere
+    the binding is made as if `direct` were False. Not for extensions."""
 
     authenticated: bool = True
     secure_subdomain: bool = False
     extension: bool = False
+    direct: bool = False
 
     def __post_init__(self) -> None:
         _check_flags(self)
@@ -91,3 +98,6 @@ class WsBindingConfig:
 
     def with_extension(self, extension: bool) -> WsBindingConfig:
         return replace(self, extension=extension)
+
+    def with_direct(self, direct: bool) -> WsBindingConfig:
+        return replace(self, direct=direct)

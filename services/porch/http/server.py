@@ -113,9 +113,13 @@ def send_ws_push(proc: Process | AsyncProcess, channel_id: int, message_type: st
 
     False when the kernel was not reachable (restarting, say): the frame is dropped,
     not raised, so a process pushing in a loop rides out a kernel restart."""
+    kind = ws_type(message_type)
+    held = proc.held_sockets
+    if held is not None and held.push(channel_id, kind, blob.bytes if isinstance(blob, Blob) else blob):
+        return True  # a socket this process holds (a direct binding): written here
     action = Action()
     action.web_socket_push.channel_id = channel_id
-    action.web_socket_push.message_type = ws_type(message_type)  # type: ignore[assignment]
+    action.web_socket_push.message_type = kind  # type: ignore[assignment]
     try:
         proc.send_request(HTTP_SERVER, action.SerializeToString(),
                           blob=blob if isinstance(blob, Blob) else Blob(blob))
@@ -154,14 +158,16 @@ def bind_action(path: str, config: HttpBindingConfig) -> http_pb2.HttpServerActi
     return action
 
 
-def ws_bind_action(path: str, config: WsBindingConfig) -> http_pb2.HttpServerAction:
+def ws_bind_action(path: str, config: WsBindingConfig, direct: bool = False) -> http_pb2.HttpServerAction:
+    """`direct`: the binding's sockets are handed to the process (its config asks for
+    it and the process can hold them)."""
     action = Action()
     if config.secure_subdomain:
-        action.web_socket_secure_bind.path = path
-        action.web_socket_secure_bind.extension = config.extension
+        sb = action.web_socket_secure_bind
+        sb.path, sb.extension, sb.direct = path, config.extension, direct
     else:
         w = action.web_socket_bind
-        w.path, w.authenticated, w.extension = path, config.authenticated, config.extension
+        w.path, w.authenticated, w.extension, w.direct = path, config.authenticated, config.extension, direct
     return action
 
 
@@ -379,7 +385,8 @@ class _Operations:
 
     def _bind_ws_path(self, path: str, config: WsBindingConfig | None) -> Plan[None]:
         config = config or WsBindingConfig()
-        yield ws_bind_action(path, config), None
+        direct = config.direct and not config.extension and self.proc.can_hold_sockets
+        yield ws_bind_action(path, config, direct), None
         self.ws_paths[path] = config
 
     def _modify_ws_path(self, path: str, config: WsBindingConfig) -> Plan[None]:
@@ -392,7 +399,9 @@ class _Operations:
         self.ws_paths.pop(path, None)
 
     def _close_ws(self, channel_id: int) -> Plan[None]:
-        yield _close_action(channel_id), None
+        held = self.proc.held_sockets
+        if held is None or not held.close(channel_id):  # else closed here (a direct binding)
+            yield _close_action(channel_id), None
         self.handle_websocket_close(channel_id)
 
 

@@ -75,10 +75,11 @@ def plan_binding(source: str, which: str, action: http_pb2.HttpServerAction,
         return HttpBinding(path, None)
     if which == "web_socket_bind":
         w = action.web_socket_bind
-        return WsBinding(path, source, _authenticated(w), None, w.extension)
+        return WsBinding(path, source, _authenticated(w), None, w.extension, w.direct and not w.extension)
     if which == "web_socket_secure_bind":
-        extension = action.web_socket_secure_bind.extension
-        return WsBinding(path, source, True, secure_subdomain(source), extension)
+        wsb = action.web_socket_secure_bind
+        return WsBinding(path, source, True, secure_subdomain(source), wsb.extension,
+                         wsb.direct and not wsb.extension)
     return WsBinding(path, None)  # web_socket_unbind
 
 

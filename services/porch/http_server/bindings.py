@@ -52,6 +52,7 @@ class WsBinding:
     authenticated: bool = False
     secure_subdomain: str | None = None
     extension: bool = False
+    direct: bool = False  # its sockets are handed to the app (docs/websockets.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,7 @@ class BindingTable:
         """Put one saved entry ("http" or "ws") in the table, replacing its path's."""
         if kind == "ws":
             self.bind_ws(WsBinding(e["path"], e["app"], e["authenticated"], e["secure_subdomain"],
-                                   e["extension"]))
+                                   e["extension"], bool(e.get("direct", False))))
             return
         static = None
         if e.get("static"):

@@ -54,6 +54,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # Facts about the state itself, e.g. 'legacy_imported' (the old files are in).
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
     ),
+    # 3: WebSocket bindings whose sockets the app holds itself (WsBinding.direct,
+    # docs/websockets.md).
+    (
+        "ALTER TABLE ws_bindings ADD COLUMN direct INTEGER NOT NULL DEFAULT 0",
+    ),
 ]
 
 

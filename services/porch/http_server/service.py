@@ -62,6 +62,7 @@ from porch.http_server.upgrade import Upgrades
 from porch.http_server.websocket import WsHub
 from porch.http_server.worker_figures import WorkerFigures, apps_of, sockets_of
 from porch.http_server.writable import StateHealth
+from porch.http_server.wsdirect import claim_path
 from porch.http_server.wshandover import HandoverClient, HandoverServer
 from porch.http_server.wshandover import socket_path as handover_path
 from porch.node.config import ConfigError, NodeConfig
@@ -429,6 +430,7 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
         hub.handover = HandoverClient(handover_path(home.run_dir, member_of))
     else:
         hub.announce_lost()
+        hub.start_offering(claim_path(home.run_dir, os.getpid()))  # direct bindings' sockets
         if ready_fd is not None:  # the keeper runs members beside this worker
             handover_server = HandoverServer(handover_path(home.run_dir, os.getpid()), hub.handed)
     gateway.extra_actions.update({"web_socket_push": hub.on_push, "web_socket_close": hub.on_close,

@@ -106,11 +106,12 @@ class BindingStore:
                     log.error("static content %s of %s is missing; its binding is dropped", sha, path)
                 entry["static"] = {"sha256": sha, "mime": mime}
             table.apply_entry("http", entry, blobs)
-        for path, app, authenticated, sub, extension in conn.execute(
-                "SELECT path, app, authenticated, secure_subdomain, extension FROM ws_bindings"
+        for path, app, authenticated, sub, extension, direct in conn.execute(
+                "SELECT path, app, authenticated, secure_subdomain, extension, direct FROM ws_bindings"
                 " ORDER BY rowid"):
             table.apply_entry("ws", {"path": path, "app": app, "authenticated": bool(authenticated),
-                                     "secure_subdomain": sub, "extension": bool(extension)}, blobs)
+                                     "secure_subdomain": sub, "extension": bool(extension),
+                                     "direct": bool(direct)}, blobs)
         return table
 
     # -- writing ------------------------------------------------------------------
@@ -218,11 +219,11 @@ def _put_http(conn: sqlite3.Connection, b: HttpBinding) -> None:
 
 def _put_ws(conn: sqlite3.Connection, b: WsBinding) -> None:
     conn.execute(
-        "INSERT INTO ws_bindings (path, app, authenticated, secure_subdomain, extension)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET app = excluded.app,"
+        "INSERT INTO ws_bindings (path, app, authenticated, secure_subdomain, extension, direct)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET app = excluded.app,"
         " authenticated = excluded.authenticated, secure_subdomain = excluded.secure_subdomain,"
-        " extension = excluded.extension",
-        (b.path, b.app, b.authenticated, b.secure_subdomain, b.extension))
+        " extension = excluded.extension, direct = excluded.direct",
+        (b.path, b.app, b.authenticated, b.secure_subdomain, b.extension, b.direct))
 
 
 class NodeSecrets:

@@ -56,12 +56,14 @@ from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
 from porch.http_server.upgrade import Refusal, extension_offers, handshake_refusal, switching_protocols
 from porch.http_server.worker_figures import is_worker
+from porch.http_server.wsdirect import Offer, Offers
 from porch.http_server.wshandover import HandoverClient, refuse
 from porch.process.aio import AsyncProcess
 from porch.process.message import Blob, Message, Offline, SendError, Timeout
 from porch.wire import http_pb2
 from porch.ws.conn import WsConnection
 from porch.ws.deflate import negotiate
+from porch.ws.frames import OP_CLOSE, close_payload, frame
 
 log = logging.getLogger("porch.http_server")
 
@@ -87,8 +89,8 @@ class Channel:
     """One open server-side socket: its owner, its binding, its connection; it hears
     the connection's events (porch.ws.conn.Events) for the hub."""
 
-    __slots__ = ("active", "app", "binding_path", "conn", "extension", "fig", "hub", "id", "opened",
-                 "push_bodies")
+    __slots__ = ("active", "app", "binding_path", "conn", "extension", "fig", "held", "hub", "id", "opened",
+                 "push_bodies", "token")
 
     def __init__(self, hub: WsHub, id_: int, binding: WsBinding) -> None:
         assert binding.app is not None
@@ -98,12 +100,22 @@ class Channel:
         self.binding_path = binding.path
         self.extension = binding.extension
         self.conn: WsConnection | None = None
+        # A socket of a direct binding (porch.http_server.wsdirect): the worker's own
+        # descriptor, not served, while it is on offer (`token`) and once its owner
+        # took it (claimed). The worker serves it (`conn`) if the owner does not.
+        self.held: socket.socket | None = None
+        self.token: bytes | None = None
         self.active = 0.0  # loop time of its last frame, either way
         self.opened = 0.0  # loop time
         self.fig: AppStats | None = None  # its owner's figures (None: not counting)
         # WebSocketPush{channel_id, message_type} bodies, built once per type: every
         # client frame is forwarded with one of these (the payload is the blob).
         self.push_bodies: dict[int, bytes] = {}
+
+    @property
+    def claimed(self) -> bool:
+        """Its owner holds the socket (a direct binding): its frames never pass here."""
+        return self.held is not None and self.token is None
 
     def close(self, code: int, reason: str | None, wait_s: float | None = None) -> None:
         conn = self.conn
@@ -112,6 +124,8 @@ class Channel:
                 conn.close(code, reason)
             else:
                 conn.close(code, reason, wait_s)
+        elif self.held is not None:  # nobody else will close it: the owner is gone, or never came
+            self.hub.let_go(self, code, reason)
 
     # -- the connection's events ------------------------------------------------------
 
@@ -187,6 +201,9 @@ class WsHub:
         # A member worker hands the sockets it admits to the primary (docs/workers.md),
         # and checks its bindings are the database's before it admits one.
         self.handover: HandoverClient | None = None
+        # Where the owners of direct bindings take their sockets (set by the worker
+        # that holds WebSockets: the primary, or the only one).
+        self.offers: Offers | None = None
         self.refresh: Callable[[], None] | None = None
         self._loop = asyncio.get_running_loop()
         proc.on_undelivered(self._undelivered)
@@ -229,8 +246,20 @@ class WsHub:
             return f"{app} is not running"
         return None
 
+    def start_offering(self, path: Path) -> None:
+        """Hand the sockets of direct bindings to their owners through `path`."""
+        self.offers = Offers(path, self._claimed, self._unclaimed)
+
     def close_all(self, code: int = CLOSE_SERVICE_RESTART, reason: str = "server restarting") -> None:
+        """This worker stops: its sockets are closed (owners told), except those
+        their owners hold, which live on without it."""
+        offers, self.offers = self.offers, None
+        if offers is not None:
+            offers.close()  # what waited is served here, and closed with the rest
         for channel in list(self.channels.values()):
+            if channel.claimed:
+                self._forget(channel, notify=False, why="server_restart")
+                continue
             channel.close(code, reason)
             self._forget(channel, notify=True, why="server_restart")
         self._write_record()
@@ -246,7 +275,7 @@ class WsHub:
         owner's sockets (1011) rather than let frames vanish."""
         if not isinstance(error, Offline) or error.delivered:
             return
-        mine = [c for c in self.channels.values() if c.app == error.target]
+        mine = [c for c in self.channels.values() if c.app == error.target and not c.claimed]
         if mine:
             log.warning("%s cannot take WebSocket frames (%s): closed its %d socket(s) with 1011",
                         error.target, error.detail, len(mine))
@@ -256,7 +285,7 @@ class WsHub:
         """Frames inside the kernel die with it: close the sockets that carried one
         lately (1012); the idle ones lose nothing and stay open."""
         since = min(self._loop.time(), self.proc.last_heard) - RECENT_S
-        recent = [c for c in self.channels.values() if c.active >= since]
+        recent = [c for c in self.channels.values() if c.active >= since and not c.claimed]
         if recent:
             log.warning("lost the kernel: closed %d WebSocket(s) with frames since %.1f s before "
                         "it was last heard from with 1012 (%d idle one(s) stay open)", len(recent),
@@ -382,13 +411,24 @@ class WsHub:
         channel.opened = self._loop.time()
         # The primary answers the offer, with its settings (a member only passed it on).
         deflate = negotiate(admission.offers) if self.settings.ws_compression and admission.offers else None
-        conn = WsConnection(sock, channel, max_message=self.settings.ws_max_message_bytes,
-                            ping_interval_s=self.settings.ws_ping_interval_s,
-                            greeting=switching_protocols(admission.key, deflate.header if deflate else None),
-                            leftover=leftover, deflate=deflate)
-        if conn.closed:
-            return None
-        channel.conn = conn
+        greeting = switching_protocols(admission.key, deflate.header if deflate else None)
+        offered: bytes | None = None
+        if binding.direct and deflate is None and self.offers is not None:
+            if not _write_all(sock, greeting):
+                sock.close()
+                return None
+            channel.held = sock
+            offered = channel.token = self.offers.offer(sock, {
+                "channel_id": id_, "max_message": self.settings.ws_max_message_bytes,
+                "send_queue_bytes": self.settings.ws_send_queue_bytes,
+                "ping_interval_s": self.settings.ws_ping_interval_s, "leftover": leftover.decode("latin-1")})
+        else:
+            conn = WsConnection(sock, channel, max_message=self.settings.ws_max_message_bytes,
+                                ping_interval_s=self.settings.ws_ping_interval_s, greeting=greeting,
+                                leftover=leftover, deflate=deflate)
+            if conn.closed:
+                return None
+            channel.conn = conn
         channel.fig = self.figures.ws_opened(channel.app, binding.path or "/", id_, admission.peer)
         self.channels[id_] = channel
         app = channel.app
@@ -401,7 +441,11 @@ class WsHub:
         opened.web_socket_open.channel_id = id_
         if admission.peer is not None:
             opened.web_socket_open.source_socket_addr = admission.peer
-        log.info("websocket %d opened on %s for %s", id_, binding.path or "/", app)
+        if offered is not None and self.offers is not None:
+            opened.web_socket_open.handoff_socket = str(self.offers.path)
+            opened.web_socket_open.handoff_token = offered
+        log.info("websocket %d opened on %s for %s%s", id_, binding.path or "/", app,
+                 " (offered to it)" if offered is not None else "")
         self._to_app(app, opened, channel=channel)
         return channel
 
@@ -425,10 +469,61 @@ class WsHub:
             return
         self.open(sock, leftover, admission)
 
+    # ------------------------------------------------------------------ direct bindings
+
+    def _claimed(self, offer: Offer) -> None:
+        channel = self.channels.get(int(offer.record["channel_id"]))
+        if channel is None or channel.held is not offer.sock:  # forgotten meanwhile
+            return
+        channel.token = None
+        log.info("websocket %d is held by %s", channel.id, channel.app)
+
+    def _unclaimed(self, offer: Offer) -> None:
+        """Its owner did not take the socket: it is served here, as on any binding."""
+        channel = self.channels.get(int(offer.record["channel_id"]))
+        if channel is None or channel.held is not offer.sock:
+            offer.sock.close()
+            return
+        log.info("websocket %d: %s did not take it; served by the http-server", channel.id, channel.app)
+        self._serve(channel, offer.record["leftover"].encode("latin-1"))
+
+    def _serve(self, channel: Channel, leftover: bytes) -> None:
+        sock = channel.held
+        assert sock is not None
+        channel.held = channel.token = None
+        conn = WsConnection(sock, channel, max_message=self.settings.ws_max_message_bytes,
+                            ping_interval_s=self.settings.ws_ping_interval_s, leftover=leftover)
+        if not conn.closed:
+            channel.conn = conn
+
+    def let_go(self, channel: Channel, code: int | None = None, reason: str | None = None) -> None:
+        """Close the worker's descriptor of a socket of a direct binding; with `code`,
+        the client is sent that close frame first (nobody else will: its owner died,
+        or never took it)."""
+        sock, channel.held = channel.held, None
+        if sock is None:
+            return
+        if channel.token is not None:
+            if self.offers is not None:
+                self.offers.withdraw(channel.token)
+            channel.token = None
+        if code is not None:
+            try:
+                sock.setblocking(False)
+                sock.send(frame(OP_CLOSE, close_payload(code, reason)))
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        sock.close()
+
+    # ------------------------------------------------------------------ forgetting
+
     def _forget(self, channel: Channel, *, notify: bool, why: str, close_reason: str | None = None) -> None:
         """`why`: the reason the figures count the close under."""
         if self.channels.pop(channel.id, None) is None:
             return
+        if channel.held is not None:
+            self.let_go(channel)
         self.figures.ws_closed(channel.app, why, channel.id, self._loop.time() - channel.opened)
         self._schedule_record()
         if notify:
@@ -456,7 +551,8 @@ class WsHub:
         current = self.table.ws.get(path)
         for channel in [c for c in self.channels.values() if c.binding_path == path]:
             if current is None or current.app != channel.app:
-                channel.close(CLOSE_GOING_AWAY, "unbound")
+                if not channel.claimed:  # else its owner closes it when told WebSocketClose
+                    channel.close(CLOSE_GOING_AWAY, "unbound")
                 self._forget(channel, notify=True, why="unbound")
 
     # ------------------------------------------------------------------ to the app
@@ -549,6 +645,11 @@ class WsHub:
         channel = self.channels.get(channel_id)
         if channel is None or channel.app != msg.source:
             return actions.err(ErrorKind.WsChannelNotFound, f"no channel {channel_id} of {msg.source}")
+        if channel.claimed:
+            return actions.err(ErrorKind.MalformedRequest, f"channel {channel_id} is held by {msg.source} "
+                               "itself: push on it there (porch.http.server.send_ws_push)")
+        if channel.token is not None:  # on offer, but its owner pushes here: it did not take it
+            self._serve(channel, b"")
         channel.active = self._loop.time()
         if which == "web_socket_ext_push_outgoing":
             if kind != WsType.Binary:  # D11: named for what it is
@@ -593,6 +694,9 @@ class WsHub:
             return actions.ok()  # Kinode: closing an unknown channel is not an error
         if channel.app != source:
             return actions.err(ErrorKind.WsChannelNotFound, f"channel {channel_id} is not {source}'s")
+        if channel.claimed:  # its owner closed it (or its client did): it has been told
+            self._forget(channel, notify=False, why="app")
+            return actions.ok()
         channel.close(1000, reason or None)
         self._forget(channel, notify=True, why="app")
         return actions.ok()
@@ -630,7 +734,8 @@ class WsHub:
 
     def _write_record(self) -> None:
         self._record_scheduled = False
-        entries = [{"id": c.id, "app": c.app} for c in self.channels.values()]
+        # A socket its owner holds is not lost with this worker.
+        entries = [{"id": c.id, "app": c.app} for c in self.channels.values() if not c.claimed]
         try:
             if entries:
                 write_atomic(self._record, json.dumps(entries).encode())
@@ -638,6 +743,14 @@ class WsHub:
                 self._record.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("cannot record open WebSockets: %s", exc)
+
+
+def _write_all(sock: socket.socket, data: bytes) -> bool:
+    """Write a short answer (the 101) on a fresh socket: it fits in its buffer."""
+    try:
+        return sock.send(data) == len(data)
+    except OSError:
+        return False
 
 
 def _record_pid(name: str) -> int | None:

@@ -18,9 +18,13 @@ thread, if the process is away) writes. A write that finds the kernel gone fails
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import select
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from porch.link.dealer import Dealer, Handler
@@ -30,15 +34,129 @@ _POLLOUT = select.POLLOUT
 _POLLIN_OUT = select.POLLIN | select.POLLOUT
 
 
+class Handle:
+    """A callback `PollLoop` will run (call_soon, call_later) unless cancelled."""
+
+    __slots__ = ("args", "callback", "cancelled")
+
+    def __init__(self, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class PollLoop:
+    """The few calls of an asyncio loop that a socket's driver needs (add_reader,
+    add_writer, call_soon, call_later, time), run by the blocking dealer's own poll(2)
+    in `pump`: a blocking process serves other sockets (the WebSockets it holds,
+    porch.process.held) whenever it waits for the kernel, on the caller's thread."""
+
+    def __init__(self, poll: select.poll) -> None:
+        self._poll = poll
+        self._readers: dict[int, Handle] = {}
+        self._writers: dict[int, Handle] = {}
+        self._ready: deque[Handle] = deque()
+        self._timers: list[tuple[float, int, Handle]] = []
+        self._seq = itertools.count()
+        self.running = False  # in run(): a nested pump leaves these sockets alone
+
+    def time(self) -> float:
+        return time.monotonic()
+
+    def add_reader(self, fd: int, callback: Callable[..., object], *args: Any) -> None:
+        self._readers[fd] = Handle(callback, args)
+        self._update(fd)
+
+    def remove_reader(self, fd: int) -> bool:
+        found = self._readers.pop(fd, None) is not None
+        self._update(fd)
+        return found
+
+    def add_writer(self, fd: int, callback: Callable[..., object], *args: Any) -> None:
+        self._writers[fd] = Handle(callback, args)
+        self._update(fd)
+
+    def remove_writer(self, fd: int) -> bool:
+        found = self._writers.pop(fd, None) is not None
+        self._update(fd)
+        return found
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle:
+        handle = Handle(callback, args)
+        self._ready.append(handle)
+        return handle
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Handle:
+        handle = Handle(callback, args)
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), handle))
+        return handle
+
+    def _update(self, fd: int) -> None:
+        mask = (_POLLIN if fd in self._readers else 0) | (_POLLOUT if fd in self._writers else 0)
+        try:
+            if mask:
+                try:
+                    self._poll.modify(fd, mask)
+                except FileNotFoundError:
+                    self._poll.register(fd, mask)
+            else:
+                self._poll.unregister(fd)
+        except (KeyError, FileNotFoundError, ValueError):
+            pass
+
+    def watches(self, fd: int) -> bool:
+        return fd in self._readers or fd in self._writers
+
+    def wait_ms(self, wait_ms: int) -> int:
+        """wait_ms, shortened to the next thing due."""
+        if self._ready:
+            return 0
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        if self._timers:
+            left = math.ceil((self._timers[0][0] - time.monotonic()) * 1000)
+            return max(0, min(wait_ms, left))
+        return wait_ms
+
+    def dispatch(self, fd: int, events: int) -> None:
+        """One socket's poll(2) events: its writer, then its reader (input, EOF and
+        errors all go to the reader, whose read finds out which)."""
+        if events & _POLLOUT:
+            writer = self._writers.get(fd)
+            if writer is not None:
+                writer.callback(*writer.args)
+        if events & ~_POLLOUT:
+            reader = self._readers.get(fd)
+            if reader is not None:
+                reader.callback(*reader.args)
+
+    def run_due(self) -> None:
+        """The callbacks due now: call_soon's, then the timers that are up."""
+        now = time.monotonic()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, handle = heapq.heappop(timers)
+            if not handle.cancelled:
+                self._ready.append(handle)
+        for _ in range(len(self._ready)):  # those added meanwhile wait for the next round
+            handle = self._ready.popleft()
+            if not handle.cancelled:
+                handle.callback(*handle.args)
+
+
 class BlockingDealer(Dealer):
     """A `Dealer` driven by the caller's thread (`pump`, `check`); `start(handler)`
-    begins."""
+    begins. `loop` (a PollLoop) lets other sockets be served by the same waits."""
 
     def __init__(self, endpoint: str, **settings: Any) -> None:
         super().__init__(endpoint, **settings)
         self._poll = select.poll()
         self._next_tick = math.inf
         self._retry_at = math.inf
+        self.loop = PollLoop(self._poll)
 
     def start(self, handler: Handler) -> None:
         self._next_tick = time.monotonic() + self.heartbeat_ivl_s
@@ -53,16 +171,36 @@ class BlockingDealer(Dealer):
     def pump(self, wait_ms: int) -> None:
         """Wait up to wait_ms for the socket (less when a heartbeat or a reconnection
         is due first), then do what is due. Returns after one wake-up."""
+        loop = self.loop
+        serving = not loop.running  # a pump from a callback of the loop leaves its sockets alone
         if wait_ms:
             due = self._next_tick if self._sock is not None else min(self._next_tick, self._retry_at)
             left = due - time.monotonic()  # inf once closed
             if left * 1000 < wait_ms:
                 wait_ms = max(0, math.ceil(left * 1000))
-        for _, events in self._poll.poll(wait_ms):
-            if events & _POLLOUT:
-                self._write()
-            if events & ~_POLLOUT:  # input, EOF or an error: the read finds out which
-                self._on_readable()
+            if serving:
+                wait_ms = loop.wait_ms(wait_ms)
+        own = self._fd
+        ready = self._poll.poll(wait_ms)
+        others = False
+        for fd, events in ready:
+            if fd == own:
+                if events & _POLLOUT:
+                    self._write()
+                if events & ~_POLLOUT:  # input, EOF or an error: the read finds out which
+                    self._on_readable()
+            else:
+                others = True
+        if serving:
+            loop.running = True
+            try:
+                if others:
+                    for fd, events in ready:
+                        if fd != own:
+                            loop.dispatch(fd, events)
+                loop.run_due()
+            finally:
+                loop.running = False
         now = time.monotonic()
         if now >= self._next_tick:
             self._next_tick = now + self.heartbeat_ivl_s

@@ -25,10 +25,11 @@ import math
 import os
 from collections.abc import Callable
 
-from porch.address import KERNEL
+from porch.address import HTTP_SERVER, KERNEL
 from porch.link.asyncio_dealer import AsyncioDealer
 from porch.link.fds import BlobFile
 from porch.link.remote import AsyncioRemoteDealer
+from porch.process.held import OPEN_TAG_BYTE, HeldSockets
 from porch.process.message import (
     Blob,
     KernelRefused,
@@ -96,6 +97,8 @@ class AsyncProcess:
         self._on_superseded: list[Callable[[], None]] = []
         self._on_undelivered: Callable[[SendError], None] | None = None
         self.took_over = False  # the first registration took the id over from a live process
+        # The WebSockets this process holds itself (direct bindings), once one is offered.
+        self.held_sockets: HeldSockets | None = None
         link = core.link
         if not isinstance(link, AsyncioDealer | AsyncioRemoteDealer):
             raise TypeError(f"AsyncProcess needs an asyncio-driven link, not {type(link).__name__}")
@@ -165,6 +168,12 @@ class AsyncProcess:
     def last_heard(self) -> float:
         """time.monotonic() (the loop's clock) when the kernel last sent anything."""
         return self._core.link.last_heard
+
+    @property
+    def can_hold_sockets(self) -> bool:
+        """Whether the http-server can hand this process its WebSockets (a direct
+        binding): only a process on the node's machine can be given a descriptor."""
+        return isinstance(self._core.link, AsyncioDealer)
 
     def close(self) -> None:
         core = self._core
@@ -397,10 +406,11 @@ class AsyncProcess:
                 assert item.message is not None
                 fut.set_result(item.message)
         elif isinstance(item, Message):
-            if self._handler is not None and not self._handover_pending:
-                self._call_handler(item)
-            else:  # no handler yet, or queued ones are still to be handed over first
-                self._inbox.put_nowait(item)
+            if item.source == HTTP_SERVER and item.body[:1] == OPEN_TAG_BYTE and self.can_hold_sockets:
+                self._held().offered(item)
+            elif self.held_sockets is not None and item.source == HTTP_SERVER:
+                self.held_sockets.told(item)
+            self._file(item)
         elif isinstance(item, Registered):
             first = not self._registered.done()
             if first:
@@ -437,6 +447,19 @@ class AsyncProcess:
             log.error("%s: %s", self.our, err)
             if not self._registered.done():
                 self._registered.set_exception(err)
+
+    def _file(self, msg: Message) -> None:
+        """A message for the app: to its handler, or await_message."""
+        if self._handler is not None and not self._handover_pending:
+            self._call_handler(msg)
+        else:  # no handler yet, or queued ones are still to be handed over first
+            self._inbox.put_nowait(msg)
+
+    def _held(self) -> HeldSockets:
+        if self.held_sockets is None:
+            self.held_sockets = HeldSockets(self.our, self._loop, self._file,
+                                            lambda body: self.send_request(HTTP_SERVER, body))
+        return self.held_sockets
 
     def _superseded(self) -> None:
         callbacks, self._on_superseded = self._on_superseded, []

@@ -26,9 +26,10 @@ import os
 import time
 from collections import OrderedDict, deque
 
-from porch.address import KERNEL
+from porch.address import HTTP_SERVER, KERNEL
 from porch.link.blocking_dealer import BlockingDealer
 from porch.link.remote import BlockingRemoteDealer
+from porch.process.held import OPEN_TAG_BYTE, HeldSockets
 from porch.process.message import (
     Blob,
     KernelRefused,
@@ -108,6 +109,8 @@ class Process:
         else:
             self._link = BlockingDealer(endpoint_, name=pid)
         self._core = KernelSession(pid, endpoint_, self._link, takeover=takeover, member_of=member_of)
+        # The WebSockets this process holds itself (direct bindings), once one is offered.
+        self.held_sockets: HeldSockets | None = None
         self._core.bind(self._deliver, self._lost)
         self._link.start(self._core)
         self._wait_registered(connect_timeout)
@@ -132,6 +135,12 @@ class Process:
     def last_heard(self) -> float:
         """time.monotonic() when the kernel last sent anything (0 before it ever did)."""
         return self._link.last_heard
+
+    @property
+    def can_hold_sockets(self) -> bool:
+        """Whether the http-server can hand this process its WebSockets (a direct
+        binding): only a process on the node's machine can be given a descriptor."""
+        return isinstance(self._link, BlockingDealer)
 
     def close(self) -> None:
         self._core.close()
@@ -320,6 +329,10 @@ class Process:
     def _deliver(self, item: Incoming) -> bool:
         """File one item from the kernel. True when it is the reply being waited for."""
         if isinstance(item, Message):
+            if item.source == HTTP_SERVER and item.body[:1] == OPEN_TAG_BYTE and self.can_hold_sockets:
+                self._held().offered(item)
+            elif self.held_sockets is not None and item.source == HTTP_SERVER:
+                self.held_sockets.told(item)
             self._inbox.append(item)
         elif isinstance(item, Reply):
             if item.id == self._wanted:
@@ -339,6 +352,13 @@ class Process:
         elif isinstance(item, Registered):
             log.info("%s: registered with kernel (node %s)", self.our, item.node)
         return False
+
+    def _held(self) -> HeldSockets:
+        if self.held_sockets is None:
+            assert isinstance(self._link, BlockingDealer)
+            self.held_sockets = HeldSockets(self.our, self._link.loop, self._inbox.append,
+                                            lambda body: self.send_request(HTTP_SERVER, body))
+        return self.held_sockets
 
     def _lost(self) -> None:
         """The connection to the kernel ended: what waits on it fails now."""

@@ -81,21 +81,25 @@ class HttpServerAction(_message.Message):
         path: str
         def __init__(self, path: _Optional[str] = ...) -> None: ...
     class WebSocketBind(_message.Message):
-        __slots__ = ("path", "authenticated", "extension")
+        __slots__ = ("path", "authenticated", "extension", "direct")
         PATH_FIELD_NUMBER: _ClassVar[int]
         AUTHENTICATED_FIELD_NUMBER: _ClassVar[int]
         EXTENSION_FIELD_NUMBER: _ClassVar[int]
+        DIRECT_FIELD_NUMBER: _ClassVar[int]
         path: str
         authenticated: bool
         extension: bool
-        def __init__(self, path: _Optional[str] = ..., authenticated: _Optional[bool] = ..., extension: _Optional[bool] = ...) -> None: ...
+        direct: bool
+        def __init__(self, path: _Optional[str] = ..., authenticated: _Optional[bool] = ..., extension: _Optional[bool] = ..., direct: _Optional[bool] = ...) -> None: ...
     class WebSocketSecureBind(_message.Message):
-        __slots__ = ("path", "extension")
+        __slots__ = ("path", "extension", "direct")
         PATH_FIELD_NUMBER: _ClassVar[int]
         EXTENSION_FIELD_NUMBER: _ClassVar[int]
+        DIRECT_FIELD_NUMBER: _ClassVar[int]
         path: str
         extension: bool
-        def __init__(self, path: _Optional[str] = ..., extension: _Optional[bool] = ...) -> None: ...
+        direct: bool
+        def __init__(self, path: _Optional[str] = ..., extension: _Optional[bool] = ..., direct: _Optional[bool] = ...) -> None: ...
     class WebSocketUnbind(_message.Message):
         __slots__ = ("path",)
         PATH_FIELD_NUMBER: _ClassVar[int]
@@ -190,14 +194,18 @@ class IncomingHttpRequest(_message.Message):
 class HttpServerRequest(_message.Message):
     __slots__ = ("http", "web_socket_open", "web_socket_push", "web_socket_close")
     class WebSocketOpen(_message.Message):
-        __slots__ = ("path", "channel_id", "source_socket_addr")
+        __slots__ = ("path", "channel_id", "source_socket_addr", "handoff_socket", "handoff_token")
         PATH_FIELD_NUMBER: _ClassVar[int]
         CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
         SOURCE_SOCKET_ADDR_FIELD_NUMBER: _ClassVar[int]
+        HANDOFF_SOCKET_FIELD_NUMBER: _ClassVar[int]
+        HANDOFF_TOKEN_FIELD_NUMBER: _ClassVar[int]
         path: str
         channel_id: int
         source_socket_addr: str
-        def __init__(self, path: _Optional[str] = ..., channel_id: _Optional[int] = ..., source_socket_addr: _Optional[str] = ...) -> None: ...
+        handoff_socket: str
+        handoff_token: bytes
+        def __init__(self, path: _Optional[str] = ..., channel_id: _Optional[int] = ..., source_socket_addr: _Optional[str] = ..., handoff_socket: _Optional[str] = ..., handoff_token: _Optional[bytes] = ...) -> None: ...
     class WebSocketPush(_message.Message):
         __slots__ = ("channel_id", "message_type")
         CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]

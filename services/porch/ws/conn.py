@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from porch.ws.deflate import MIN_COMPRESS, Agreement, Deflater, Inflater
 from porch.ws.frames import (
@@ -55,6 +56,27 @@ CLOSE_WAIT_S = 5.0  # how long a close frame waits for the client's before the s
 PROTOCOL_ERROR_LINGER_S = 2.0  # after a protocol error: how long the client may still send
 
 
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Loop(Protocol):
+    """What a connection needs of its loop: asyncio's, or a blocking process's
+    (porch.link.blocking_dealer.PollLoop)."""
+
+    def add_reader(self, fd: int, callback: Callable[..., object], *args: Any) -> None: ...
+
+    def remove_reader(self, fd: int) -> bool: ...
+
+    def add_writer(self, fd: int, callback: Callable[..., object], *args: Any) -> None: ...
+
+    def remove_writer(self, fd: int) -> bool: ...
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> Cancellable: ...
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Cancellable: ...
+
+
 class Events(Protocol):
     """What a connection tells its owner (the hub's channel), in the loop."""
 
@@ -74,7 +96,7 @@ class WsConnection:
 
     def __init__(self, sock: socket.socket, events: Events, *, max_message: int,
                  ping_interval_s: float = 0.0, greeting: bytes = b"", leftover: bytes = b"",
-                 loop: asyncio.AbstractEventLoop | None = None, deflate: Agreement | None = None) -> None:
+                 loop: Loop | None = None, deflate: Agreement | None = None) -> None:
         """`greeting`: written before anything else (the 101); `leftover`: bytes of the
         client already read from the socket, handled as if they arrived now. If the
         greeting cannot be written, the connection is closed when this returns.
@@ -83,7 +105,7 @@ class WsConnection:
         self._sock = sock
         self._fd = sock.fileno()
         self._events = events
-        self._loop = loop or asyncio.get_running_loop()
+        self._loop: Loop = loop or asyncio.get_running_loop()
         if deflate is None:
             self._reader = FrameReader(max_message)
             self._deflater: Deflater | None = None
@@ -95,9 +117,9 @@ class WsConnection:
         self._sent_close = False
         self._closed = False
         self._discard = False  # after a protocol error: read and drop until EOF
-        self._close_timer: asyncio.TimerHandle | None = None
+        self._close_timer: Cancellable | None = None
         self._ping_interval_s = ping_interval_s
-        self._ping_timer: asyncio.TimerHandle | None = None
+        self._ping_timer: Cancellable | None = None
         self._ponged = True
         # A ping's answer while the client is not taking what was sent: only the latest
         # is kept, and sent once the queue drains (RFC 6455 5.5.3), so a client that

@@ -1,0 +1,242 @@
+"""WebSockets a process holds itself (docs/websockets.md).
+
+On a binding made with `direct` the http-server's worker checks and answers each
+upgrade as usual, then offers the client's socket to the owner: its WebSocketOpen
+names the worker's hand-over socket and a one-time token. The stub takes the socket
+before the app sees the open (`HeldSockets.offered`) and from then on speaks the
+frames itself (porch.ws.conn, on the process's own loop): a client's message reaches
+the app as the same WebSocketPush message it would have got through the kernel, and
+the app's pushes and closes (porch.http.server.send_ws_push, close_ws) are written to
+the socket. Neither the worker nor the kernel wakes up for a frame.
+
+The worker keeps its own descriptor of the socket, unused, so that it can still
+close the socket with 1001 when the process dies; the process tells it when a socket
+ends (a WebSocketClose action, as an app closing it would send). The limits are the
+worker's, sent with the socket: the largest message (1009), the send queue (a client
+that does not take what is pushed is closed 1008) and the ping interval.
+
+A socket that cannot be taken (the worker went away, it already gave up waiting) is
+left to the worker, which then serves it as on any binding: the app sees no
+difference but speed.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import logging
+import socket
+from collections.abc import Callable
+
+from porch.address import HTTP_SERVER
+from porch.process.message import Blob, Message
+from porch.wire import http_pb2
+from porch.ws.conn import Loop, WsConnection
+
+log = logging.getLogger("porch.process")
+
+# The first byte of an HttpServerRequest whose oneof is web_socket_open (field 2,
+# length-delimited): the one cheap test that spares every other message a parse.
+OPEN_TAG_BYTE = b"\x12"
+CLOSE_TAG_BYTE = b"\x22"  # ... whose oneof is web_socket_close (field 4)
+CLAIM_TIMEOUT_S = 2.0
+MAX_RECORD = 256 * 1024
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_SLOW = 1008
+WsType = http_pb2.WsMessageType
+
+
+class ClaimFailed(Exception):
+    """The worker did not hand the socket over (it says why)."""
+
+
+def claim(path: str, token: bytes, timeout: float = CLAIM_TIMEOUT_S) -> tuple[socket.socket, dict[str, object]]:
+    """Ask the worker at `path` for the socket `token` names: the socket and its
+    record (channel_id, limits, the bytes the client sent after its handshake)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
+        conn.settimeout(timeout)
+        conn.connect(path)
+        conn.send(token)
+        fds = array.array("i")
+        data, ancdata, _, _ = conn.recvmsg(MAX_RECORD, socket.CMSG_SPACE(fds.itemsize))
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    try:
+        record = json.loads(data) if data else {}
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        record = {"refused": f"unreadable answer ({exc})"}
+    if len(fds) != 1 or "refused" in record:
+        for fd in fds:
+            socket.close(fd)
+        raise ClaimFailed(str(record.get("refused", "no socket came")))
+    return socket.socket(fileno=fds[0]), record
+
+
+class HeldChannel:
+    """One socket the process holds: hears its connection (porch.ws.conn.Events)."""
+
+    __slots__ = ("conn", "held", "id", "push_bodies", "send_queue_bytes", "told")
+
+    def __init__(self, held: HeldSockets, id_: int, send_queue_bytes: int) -> None:
+        self.held = held
+        self.id = id_
+        self.conn: WsConnection | None = None
+        self.send_queue_bytes = send_queue_bytes
+        self.push_bodies: dict[int, bytes] = {}
+        self.told = False  # the app was told WebSocketClose already (the worker said it)
+
+    def on_message(self, payload: bytes, binary: bool) -> None:
+        self.held.incoming(self, WsType.Binary if binary else WsType.Text, payload)
+
+    def on_ping(self, payload: bytes) -> None:
+        self.held.incoming(self, WsType.Ping, payload)
+
+    def on_pong(self, payload: bytes) -> None:
+        if payload:
+            self.held.incoming(self, WsType.Pong, payload)
+
+    def on_closed(self, code: int | None, reason: str | None) -> None:
+        self.held.ended(self, reason if code is not None else None)
+
+
+class HeldSockets:
+    """The sockets of one process. `deliver(msg)` files a message for the app as if
+    the kernel had brought it; `tell_worker(body)` sends an action to the http-server
+    (fire and forget)."""
+
+    def __init__(self, our: str, loop: Loop, deliver: Callable[[Message], None],
+                 tell_worker: Callable[[bytes], object]) -> None:
+        self.our = our
+        self.loop = loop
+        self.deliver = deliver
+        self.tell_worker = tell_worker
+        self.channels: dict[int, HeldChannel] = {}
+
+    # ------------------------------------------------------------------ from the worker
+
+    def offered(self, msg: Message) -> None:
+        """A WebSocketOpen from the http-server: take the socket it offers, if any.
+        The app is given the open after this returns, as always."""
+        try:
+            opened = http_pb2.HttpServerRequest.FromString(msg.body).web_socket_open
+        except Exception:
+            return
+        if not opened.handoff_socket:
+            return
+        try:
+            sock, record = claim(opened.handoff_socket, opened.handoff_token)
+        except (OSError, ClaimFailed) as exc:
+            log.info("%s: WebSocket %d stays with the http-server (%s)", self.our, opened.channel_id, exc)
+            return
+        try:
+            channel_id = int(record.get("channel_id", -1))  # type: ignore[call-overload]
+            if channel_id != opened.channel_id:
+                raise ValueError(f"channel {channel_id}, not {opened.channel_id}")
+            max_message = int(record["max_message"])  # type: ignore[call-overload]
+            send_queue = int(record["send_queue_bytes"])  # type: ignore[call-overload]
+            ping_s = float(record.get("ping_interval_s", 0.0))  # type: ignore[arg-type]
+            leftover = str(record.get("leftover", "")).encode("latin-1")
+        except (KeyError, TypeError, ValueError, UnicodeEncodeError) as exc:
+            log.warning("%s: a WebSocket hand-over record was unreadable (%s); closing it", self.our, exc)
+            sock.close()
+            return
+        channel = HeldChannel(self, channel_id, send_queue)
+        self.channels[channel_id] = channel
+        channel.conn = WsConnection(sock, channel, max_message=max_message, ping_interval_s=ping_s,
+                                    leftover=leftover, loop=self.loop)
+        log.info("%s: holds WebSocket %d itself", self.our, channel_id)
+
+    def told(self, msg: Message) -> None:
+        """Another message from the http-server: a WebSocketClose of a socket held
+        here (its path was unbound) closes it, and the app is not told twice."""
+        if msg.body[:1] != CLOSE_TAG_BYTE or not self.channels:
+            return
+        try:
+            channel_id = http_pb2.HttpServerRequest.FromString(msg.body).web_socket_close.channel_id
+        except Exception:
+            return
+        channel = self.channels.get(channel_id)
+        if channel is not None and channel.conn is not None:
+            channel.told = True
+            channel.conn.close(CLOSE_GOING_AWAY, "unbound")
+
+    # ------------------------------------------------------------------ from the app
+
+    def holds(self, channel_id: int) -> bool:
+        return channel_id in self.channels
+
+    def push(self, channel_id: int, kind: int, data: bytes) -> bool:
+        """Write one frame of the app's; False if this process does not hold the socket."""
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            return False
+        conn = channel.conn
+        if conn is None or conn.closing:
+            return True  # closing: nothing more goes out (the app hears WebSocketClose)
+        if kind == WsType.Text:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:  # a text frame must be UTF-8 (as the worker does)
+                data = data.decode("utf-8", "replace").encode("utf-8")
+            self._send(channel, conn, data, False)
+        elif kind == WsType.Binary:
+            self._send(channel, conn, data, True)
+        elif kind == WsType.Ping:
+            conn.ping(data[:125])
+        elif kind == WsType.Pong:
+            conn.pong(data[:125])
+        elif kind == WsType.Close:
+            conn.close(1000, data.decode("utf-8", "replace") or None)
+        return True
+
+    def close(self, channel_id: int) -> bool:
+        """The app closes a socket it holds (1000); False if it holds no such socket."""
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            return False
+        if channel.conn is not None:
+            channel.conn.close(1000, None)
+        return True
+
+    def _send(self, channel: HeldChannel, conn: WsConnection, data: bytes, binary: bool) -> None:
+        wire = conn.encode(data, binary)
+        if conn.unsent_bytes() + len(wire) > channel.send_queue_bytes:
+            log.warning("%s: WebSocket %d: client too slow (%d bytes unsent); closing", self.our,
+                        channel.id, conn.unsent_bytes())
+            conn.close(CLOSE_TOO_SLOW, "too slow: send queue full", 1.0)
+            return
+        conn.send_encoded(wire)
+
+    # ------------------------------------------------------------------ to the app
+
+    def incoming(self, channel: HeldChannel, kind: int, payload: bytes) -> None:
+        body = channel.push_bodies.get(kind)
+        if body is None:
+            push = http_pb2.HttpServerRequest()
+            push.web_socket_push.channel_id = channel.id
+            push.web_socket_push.message_type = kind  # type: ignore[assignment]
+            body = channel.push_bodies[kind] = push.SerializeToString()
+        self.deliver(Message(0, HTTP_SERVER, self.our, True, body, Blob(payload)))
+
+    def ended(self, channel: HeldChannel, reason: str | None) -> None:
+        """The socket is closed: the app hears it as from the worker (a Close push
+        with the client's reason, if it sent a close frame; then WebSocketClose), and
+        the worker is told, to let go of its descriptor."""
+        if self.channels.pop(channel.id, None) is None:
+            return
+        if not channel.told:
+            if reason is not None:
+                self.incoming(channel, WsType.Close, reason.encode())
+            closed = http_pb2.HttpServerRequest()
+            closed.web_socket_close.channel_id = channel.id
+            self.deliver(Message(0, HTTP_SERVER, self.our, True, closed.SerializeToString()))
+        action = http_pb2.HttpServerAction()
+        action.web_socket_close.channel_id = channel.id
+        try:
+            self.tell_worker(action.SerializeToString())
+        except Exception as exc:  # the kernel is away: the worker closes its copy when the app dies
+            log.info("%s: could not tell the http-server WebSocket %d closed: %s", self.our, channel.id, exc)
+        log.info("%s: WebSocket %d closed", self.our, channel.id)
