@@ -52,6 +52,7 @@ server = HttpServer(proc)
 server.bind_http_path("/api", HttpBindingConfig(authenticated=False))
 server.bind_http_path("/fail", HttpBindingConfig(authenticated=False))
 server.bind_ws_path("/ws", WsBindingConfig(authenticated=False))
+server.bind_ws_path("/dws", WsBindingConfig(authenticated=False, direct=True))
 log = logging.getLogger("app")
 print("READY", flush=True)
 
@@ -185,6 +186,31 @@ def test_websockets_are_counted_and_closes_named(site: Site) -> None:
     assert delta(before, after, messages, process=APP, direction="in") == 4
     assert delta(before, after, messages, process=APP, direction="out") == 4
     assert delta(before, after, "porch_websocket_bytes_total", process=APP, direction="in") == 4 * 7
+    assert delta(before, after, "porch_websocket_closes_total", process=APP, reason="client") == 1
+
+
+def test_messages_of_sockets_the_app_holds_are_counted(site: Site) -> None:
+    """Sockets of a direct binding (the app holds them, docs/websockets.md): the stub
+    reports what went over them (about once a second, and when one ends) and the
+    figures move by exactly that, the close counted under its reason."""
+    before = site.scrape()
+    ws = connect(f"ws://127.0.0.1:{site.port}/{APP}/dws", open_timeout=10, legacy=True)
+    try:
+        for i in range(5):
+            ws.send(f"frame {i}")
+            assert ws.recv(timeout=10) == f"frame {i}"
+        messages = "porch_websocket_messages_total"
+        wait_for(lambda: delta(before, site.scrape(), messages, process=APP, direction="in") == 5, 15,
+                 what="the held socket's messages counted while it is open")
+        assert value(site.scrape(), "porch_websockets_open", process=APP) == 1
+    finally:
+        ws.close()
+    wait_for(lambda: value(site.scrape(), "porch_websockets_open", process=APP) == 0, 15,
+             what="the socket to be counted closed")
+    after = site.scrape()
+    assert delta(before, after, messages, process=APP, direction="in") == 5
+    assert delta(before, after, messages, process=APP, direction="out") == 5
+    assert delta(before, after, "porch_websocket_bytes_total", process=APP, direction="out") == 5 * 7
     assert delta(before, after, "porch_websocket_closes_total", process=APP, reason="client") == 1
 
 

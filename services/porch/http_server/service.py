@@ -434,7 +434,8 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
         if ready_fd is not None:  # the keeper runs members beside this worker
             handover_server = HandoverServer(handover_path(home.run_dir, os.getpid()), hub.handed)
     gateway.extra_actions.update({"web_socket_push": hub.on_push, "web_socket_close": hub.on_close,
-                                  "web_socket_ext_push_outgoing": hub.on_push})
+                                  "web_socket_ext_push_outgoing": hub.on_push,
+                                  "web_socket_counts": hub.on_counts})
     gateway.on_ws_binding = hub.binding_changed
     gateway.status_extra["websockets"] = lambda: len(hub.channels)
     gateway.status_extra["worker_pid"] = os.getpid  # which worker answered (docs/workers.md)

@@ -78,6 +78,8 @@ CLOSE_SERVICE_RESTART = 1012
 # a millisecond when it runs).
 RECENT_S = 0.25
 OWNER_CHECK_S = 2.0  # an upgrade waits this long for the kernel to say the owner runs
+# Why a socket its owner held ended, as its owner may report it (porch.process.held).
+HELD_CLOSE_REASONS = frozenset({"client", "app", "too_big", "protocol", "slow_reader"})
 EXT_VARIANTS = frozenset({
     "Bind", "SecureBind", "Unbind", "WebSocketBind", "WebSocketSecureBind", "WebSocketUnbind",
     "WebSocketOpen", "WebSocketPush", "WebSocketExtPushOutgoing", "WebSocketExtPushData",
@@ -413,7 +415,7 @@ class WsHub:
         deflate = negotiate(admission.offers) if self.settings.ws_compression and admission.offers else None
         greeting = switching_protocols(admission.key, deflate.header if deflate else None)
         offered: bytes | None = None
-        if binding.direct and deflate is None and self.offers is not None:
+        if binding.direct and self.offers is not None:
             if not _write_all(sock, greeting):
                 sock.close()
                 return None
@@ -421,7 +423,9 @@ class WsHub:
             offered = channel.token = self.offers.offer(sock, {
                 "channel_id": id_, "max_message": self.settings.ws_max_message_bytes,
                 "send_queue_bytes": self.settings.ws_send_queue_bytes,
-                "ping_interval_s": self.settings.ws_ping_interval_s, "leftover": leftover.decode("latin-1")})
+                "ping_interval_s": self.settings.ws_ping_interval_s, "leftover": leftover.decode("latin-1"),
+                # The compression agreed in the 101: the owner agrees the same from them.
+                "extensions": admission.offers if deflate is not None else []})
         else:
             conn = WsConnection(sock, channel, max_message=self.settings.ws_max_message_bytes,
                                 ping_interval_s=self.settings.ws_ping_interval_s, greeting=greeting,
@@ -485,14 +489,18 @@ class WsHub:
             offer.sock.close()
             return
         log.info("websocket %d: %s did not take it; served by the http-server", channel.id, channel.app)
-        self._serve(channel, offer.record["leftover"].encode("latin-1"))
+        self._serve(channel, offer.record)
 
-    def _serve(self, channel: Channel, leftover: bytes) -> None:
+    def _serve(self, channel: Channel, record: dict[str, Any]) -> None:
+        """Serve here a socket that was on offer (`record`: what the offer said)."""
+        leftover = str(record["leftover"]).encode("latin-1")
         sock = channel.held
         assert sock is not None
         channel.held = channel.token = None
+        offers = channel_offers(record)
         conn = WsConnection(sock, channel, max_message=self.settings.ws_max_message_bytes,
-                            ping_interval_s=self.settings.ws_ping_interval_s, leftover=leftover)
+                            ping_interval_s=self.settings.ws_ping_interval_s, leftover=leftover,
+                            deflate=negotiate(offers) if offers else None)
         if not conn.closed:
             channel.conn = conn
 
@@ -648,8 +656,10 @@ class WsHub:
         if channel.claimed:
             return actions.err(ErrorKind.MalformedRequest, f"channel {channel_id} is held by {msg.source} "
                                "itself: push on it there (porch.http.server.send_ws_push)")
-        if channel.token is not None:  # on offer, but its owner pushes here: it did not take it
-            self._serve(channel, b"")
+        if channel.token is not None and self.offers is not None:  # on offer, but pushed to here
+            offer = self.offers.withdraw(channel.token)
+            if offer is not None:
+                self._serve(channel, offer.record)
         channel.active = self._loop.time()
         if which == "web_socket_ext_push_outgoing":
             if kind != WsType.Binary:  # D11: named for what it is
@@ -684,6 +694,24 @@ class WsHub:
         else:
             return actions.err(ErrorKind.MalformedRequest, "unknown message type")
         return actions.ok()
+
+    def on_counts(self, msg: Message, which: str, action: http_pb2.HttpServerAction) -> bytes | None:
+        """What went over sockets their owner holds (porch.process.held), for the
+        figures; only the owner's own sockets count."""
+        for entry in action.web_socket_counts.channels:
+            channel = self.channels.get(entry.channel_id)
+            if channel is None or channel.app != msg.source or not channel.claimed:
+                continue
+            fig = channel.fig
+            if fig is not None:
+                fig.ws_in += entry.messages_in
+                fig.ws_out += entry.messages_out
+                fig.ws_bytes_in += entry.bytes_in
+                fig.ws_bytes_out += entry.bytes_out
+            if entry.closed:  # its last report: counted under the owner's reason (one we know)
+                why = entry.closed if entry.closed in HELD_CLOSE_REASONS else "app"
+                self._forget(channel, notify=False, why=why)
+        return None
 
     def on_close(self, msg: Message, which: str, action: http_pb2.HttpServerAction) -> bytes | None:
         return self._close(msg.source, action.web_socket_close.channel_id, None)
@@ -743,6 +771,12 @@ class WsHub:
                 self._record.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("cannot record open WebSockets: %s", exc)
+
+
+def channel_offers(record: dict[str, Any]) -> list[str]:
+    """The permessage-deflate offers a hand-over record carries (those the 101 agreed to)."""
+    offers = record.get("extensions")
+    return [str(o) for o in offers] if isinstance(offers, list) else []
 
 
 def _write_all(sock: socket.socket, data: bytes) -> bool:

@@ -22,6 +22,7 @@ import heapq
 import itertools
 import math
 import select
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -62,6 +63,9 @@ class PollLoop:
         self._timers: list[tuple[float, int, Handle]] = []
         self._seq = itertools.count()
         self.running = False  # in run(): a nested pump leaves these sockets alone
+        # Held while the callbacks run: another thread of the process that writes to
+        # one of these sockets takes it too (porch.process.held).
+        self.lock = threading.RLock()
 
     def time(self) -> float:
         return time.monotonic()
@@ -133,6 +137,9 @@ class PollLoop:
             if reader is not None:
                 reader.callback(*reader.args)
 
+    def has_due(self) -> bool:
+        return bool(self._ready) or (bool(self._timers) and self._timers[0][0] <= time.monotonic())
+
     def run_due(self) -> None:
         """The callbacks due now: call_soon's, then the timers that are up."""
         now = time.monotonic()
@@ -191,16 +198,17 @@ class BlockingDealer(Dealer):
                     self._on_readable()
             else:
                 others = True
-        if serving:
-            loop.running = True
-            try:
-                if others:
-                    for fd, events in ready:
-                        if fd != own:
-                            loop.dispatch(fd, events)
-                loop.run_due()
-            finally:
-                loop.running = False
+        if serving and (others or loop.has_due()):
+            with loop.lock:
+                loop.running = True
+                try:
+                    if others:
+                        for fd, events in ready:
+                            if fd != own:
+                                loop.dispatch(fd, events)
+                    loop.run_due()
+                finally:
+                    loop.running = False
         now = time.monotonic()
         if now >= self._next_tick:
             self._next_tick = now + self.heartbeat_ivl_s

@@ -357,7 +357,8 @@ class Process:
         if self.held_sockets is None:
             assert isinstance(self._link, BlockingDealer)
             self.held_sockets = HeldSockets(self.our, self._link.loop, self._inbox.append,
-                                            lambda body: self.send_request(HTTP_SERVER, body))
+                                            lambda body: self.send_request(HTTP_SERVER, body),
+                                            self._link.loop.lock)
         return self.held_sockets
 
     def _lost(self) -> None:

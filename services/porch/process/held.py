@@ -23,15 +23,18 @@ difference but speed.
 from __future__ import annotations
 
 import array
+import contextlib
 import json
 import logging
 import socket
+import threading
 from collections.abc import Callable
 
 from porch.address import HTTP_SERVER
 from porch.process.message import Blob, Message
 from porch.wire import http_pb2
 from porch.ws.conn import Loop, WsConnection
+from porch.ws.deflate import negotiate
 
 log = logging.getLogger("porch.process")
 
@@ -41,6 +44,7 @@ OPEN_TAG_BYTE = b"\x12"
 CLOSE_TAG_BYTE = b"\x22"  # ... whose oneof is web_socket_close (field 4)
 CLAIM_TIMEOUT_S = 2.0
 MAX_RECORD = 256 * 1024
+REPORT_S = 1.0  # counts go to the worker at most this often (docs/metrics.md)
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_SLOW = 1008
 WsType = http_pb2.WsMessageType
@@ -78,7 +82,8 @@ def claim(path: str, token: bytes, timeout: float = CLAIM_TIMEOUT_S) -> tuple[so
 class HeldChannel:
     """One socket the process holds: hears its connection (porch.ws.conn.Events)."""
 
-    __slots__ = ("conn", "held", "id", "push_bodies", "send_queue_bytes", "told")
+    __slots__ = ("bytes_in", "bytes_out", "conn", "held", "id", "messages_in", "messages_out", "push_bodies",
+                 "send_queue_bytes", "told", "why")
 
     def __init__(self, held: HeldSockets, id_: int, send_queue_bytes: int) -> None:
         self.held = held
@@ -87,9 +92,17 @@ class HeldChannel:
         self.send_queue_bytes = send_queue_bytes
         self.push_bodies: dict[int, bytes] = {}
         self.told = False  # the app was told WebSocketClose already (the worker said it)
+        self.why: str | None = None  # this side closed it: "app", "slow_reader" (the figures' reasons)
+        # Since the last report to the worker (the node's figures).
+        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
 
     def on_message(self, payload: bytes, binary: bool) -> None:
-        self.held.incoming(self, WsType.Binary if binary else WsType.Text, payload)
+        self.messages_in += 1
+        self.bytes_in += len(payload)
+        held = self.held
+        if not held.report_due:
+            held.count_soon()
+        held.incoming(self, WsType.Binary if binary else WsType.Text, payload)
 
     def on_ping(self, payload: bytes) -> None:
         self.held.incoming(self, WsType.Ping, payload)
@@ -99,6 +112,9 @@ class HeldChannel:
             self.held.incoming(self, WsType.Pong, payload)
 
     def on_closed(self, code: int | None, reason: str | None) -> None:
+        if self.why is None:  # as the worker counts the closes it sees
+            error = self.conn.error_code if self.conn is not None else None
+            self.why = "too_big" if error == 1009 else "protocol" if error is not None else "client"
         self.held.ended(self, reason if code is not None else None)
 
 
@@ -108,12 +124,17 @@ class HeldSockets:
     (fire and forget)."""
 
     def __init__(self, our: str, loop: Loop, deliver: Callable[[Message], None],
-                 tell_worker: Callable[[bytes], object]) -> None:
+                 tell_worker: Callable[[bytes], object],
+                 lock: threading.RLock | contextlib.nullcontext[None] | None = None) -> None:
+        """`lock`: held by the loop while it runs the sockets' callbacks (a blocking
+        process's: a push from another of its threads waits for it)."""
         self.our = our
         self.loop = loop
+        self.lock = lock if lock is not None else contextlib.nullcontext()
         self.deliver = deliver
         self.tell_worker = tell_worker
         self.channels: dict[int, HeldChannel] = {}
+        self.report_due = False  # a report of the counts is scheduled
 
     # ------------------------------------------------------------------ from the worker
 
@@ -139,6 +160,12 @@ class HeldSockets:
             send_queue = int(record["send_queue_bytes"])  # type: ignore[call-overload]
             ping_s = float(record.get("ping_interval_s", 0.0))  # type: ignore[arg-type]
             leftover = str(record.get("leftover", "")).encode("latin-1")
+            offers = record.get("extensions") or []
+            if not isinstance(offers, list):
+                raise TypeError("extensions is not a list")
+            # The worker's 101 agreed to compression from these offers: the same rule
+            # on the same offers agrees the same here.
+            deflate = negotiate([str(o) for o in offers]) if offers else None
         except (KeyError, TypeError, ValueError, UnicodeEncodeError) as exc:
             log.warning("%s: a WebSocket hand-over record was unreadable (%s); closing it", self.our, exc)
             sock.close()
@@ -146,7 +173,7 @@ class HeldSockets:
         channel = HeldChannel(self, channel_id, send_queue)
         self.channels[channel_id] = channel
         channel.conn = WsConnection(sock, channel, max_message=max_message, ping_interval_s=ping_s,
-                                    leftover=leftover, loop=self.loop)
+                                    leftover=leftover, loop=self.loop, deflate=deflate)
         log.info("%s: holds WebSocket %d itself", self.our, channel_id)
 
     def told(self, msg: Message) -> None:
@@ -173,9 +200,14 @@ class HeldSockets:
         channel = self.channels.get(channel_id)
         if channel is None:
             return False
+        with self.lock:
+            self._push(channel, kind, data)
+        return True
+
+    def _push(self, channel: HeldChannel, kind: int, data: bytes) -> None:
         conn = channel.conn
         if conn is None or conn.closing:
-            return True  # closing: nothing more goes out (the app hears WebSocketClose)
+            return  # closing: nothing more goes out (the app hears WebSocketClose)
         if kind == WsType.Text:
             try:
                 data.decode("utf-8")
@@ -189,8 +221,8 @@ class HeldSockets:
         elif kind == WsType.Pong:
             conn.pong(data[:125])
         elif kind == WsType.Close:
+            channel.why = channel.why or "app"
             conn.close(1000, data.decode("utf-8", "replace") or None)
-        return True
 
     def close(self, channel_id: int) -> bool:
         """The app closes a socket it holds (1000); False if it holds no such socket."""
@@ -198,7 +230,9 @@ class HeldSockets:
         if channel is None:
             return False
         if channel.conn is not None:
-            channel.conn.close(1000, None)
+            with self.lock:
+                channel.why = channel.why or "app"
+                channel.conn.close(1000, None)
         return True
 
     def _send(self, channel: HeldChannel, conn: WsConnection, data: bytes, binary: bool) -> None:
@@ -206,9 +240,42 @@ class HeldSockets:
         if conn.unsent_bytes() + len(wire) > channel.send_queue_bytes:
             log.warning("%s: WebSocket %d: client too slow (%d bytes unsent); closing", self.our,
                         channel.id, conn.unsent_bytes())
+            channel.why = channel.why or "slow_reader"
             conn.close(CLOSE_TOO_SLOW, "too slow: send queue full", 1.0)
             return
+        channel.messages_out += 1
+        channel.bytes_out += len(data)
+        if not self.report_due:
+            self.count_soon()
         conn.send_encoded(wire)
+
+    # ------------------------------------------------------------------ counts
+
+    def count_soon(self) -> None:
+        self.report_due = True
+        self.loop.call_later(REPORT_S, self.report)
+
+    def report(self, *ending: HeldChannel) -> None:
+        """Tell the worker what went over the sockets since the last report (those in
+        `ending` only: they are closing), for the node's figures."""
+        if not ending:
+            self.report_due = False
+        counts = http_pb2.HttpServerAction()
+        entries = counts.web_socket_counts.channels
+        for channel in ending or self.channels.values():
+            if channel.messages_in or channel.messages_out or ending:
+                entries.add(channel_id=channel.id, messages_in=channel.messages_in,
+                            messages_out=channel.messages_out, bytes_in=channel.bytes_in,
+                            bytes_out=channel.bytes_out, closed=(channel.why or "client") if ending else "")
+                channel.messages_in = channel.messages_out = channel.bytes_in = channel.bytes_out = 0
+        if entries:
+            self._tell(counts)
+
+    def _tell(self, action: http_pb2.HttpServerAction) -> None:
+        try:
+            self.tell_worker(action.SerializeToString())
+        except Exception as exc:  # the kernel is away: figures are lost, nothing else
+            log.info("%s: could not tell the http-server about its WebSockets: %s", self.our, exc)
 
     # ------------------------------------------------------------------ to the app
 
@@ -233,10 +300,8 @@ class HeldSockets:
             closed = http_pb2.HttpServerRequest()
             closed.web_socket_close.channel_id = channel.id
             self.deliver(Message(0, HTTP_SERVER, self.our, True, closed.SerializeToString()))
+        self.report(channel)
         action = http_pb2.HttpServerAction()
         action.web_socket_close.channel_id = channel.id
-        try:
-            self.tell_worker(action.SerializeToString())
-        except Exception as exc:  # the kernel is away: the worker closes its copy when the app dies
-            log.info("%s: could not tell the http-server WebSocket %d closed: %s", self.our, channel.id, exc)
+        self._tell(action)  # if it cannot go, the worker closes its copy when this process dies
         log.info("%s: WebSocket %d closed", self.our, channel.id)

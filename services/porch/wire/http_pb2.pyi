@@ -52,7 +52,7 @@ class HttpResponse(_message.Message):
     def __init__(self, status: _Optional[int] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
 
 class HttpServerAction(_message.Message):
-    __slots__ = ("bind", "secure_bind", "unbind", "web_socket_bind", "web_socket_secure_bind", "web_socket_unbind", "web_socket_open", "web_socket_push", "web_socket_ext_push_outgoing", "web_socket_ext_push_data", "web_socket_close")
+    __slots__ = ("bind", "secure_bind", "unbind", "web_socket_bind", "web_socket_secure_bind", "web_socket_unbind", "web_socket_open", "web_socket_push", "web_socket_ext_push_outgoing", "web_socket_ext_push_data", "web_socket_close", "web_socket_counts")
     class Bind(_message.Message):
         __slots__ = ("path", "authenticated", "local_only", "cache", "timeout_ms")
         PATH_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +142,26 @@ class HttpServerAction(_message.Message):
         CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
         channel_id: int
         def __init__(self, channel_id: _Optional[int] = ...) -> None: ...
+    class WebSocketCounts(_message.Message):
+        __slots__ = ("channels",)
+        class Channel(_message.Message):
+            __slots__ = ("channel_id", "messages_in", "messages_out", "bytes_in", "bytes_out", "closed")
+            CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
+            MESSAGES_IN_FIELD_NUMBER: _ClassVar[int]
+            MESSAGES_OUT_FIELD_NUMBER: _ClassVar[int]
+            BYTES_IN_FIELD_NUMBER: _ClassVar[int]
+            BYTES_OUT_FIELD_NUMBER: _ClassVar[int]
+            CLOSED_FIELD_NUMBER: _ClassVar[int]
+            channel_id: int
+            messages_in: int
+            messages_out: int
+            bytes_in: int
+            bytes_out: int
+            closed: str
+            def __init__(self, channel_id: _Optional[int] = ..., messages_in: _Optional[int] = ..., messages_out: _Optional[int] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., closed: _Optional[str] = ...) -> None: ...
+        CHANNELS_FIELD_NUMBER: _ClassVar[int]
+        channels: _containers.RepeatedCompositeFieldContainer[HttpServerAction.WebSocketCounts.Channel]
+        def __init__(self, channels: _Optional[_Iterable[_Union[HttpServerAction.WebSocketCounts.Channel, _Mapping]]] = ...) -> None: ...
     BIND_FIELD_NUMBER: _ClassVar[int]
     SECURE_BIND_FIELD_NUMBER: _ClassVar[int]
     UNBIND_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +173,7 @@ class HttpServerAction(_message.Message):
     WEB_SOCKET_EXT_PUSH_OUTGOING_FIELD_NUMBER: _ClassVar[int]
     WEB_SOCKET_EXT_PUSH_DATA_FIELD_NUMBER: _ClassVar[int]
     WEB_SOCKET_CLOSE_FIELD_NUMBER: _ClassVar[int]
+    WEB_SOCKET_COUNTS_FIELD_NUMBER: _ClassVar[int]
     bind: HttpServerAction.Bind
     secure_bind: HttpServerAction.SecureBind
     unbind: HttpServerAction.Unbind
@@ -164,7 +185,8 @@ class HttpServerAction(_message.Message):
     web_socket_ext_push_outgoing: HttpServerAction.WebSocketExtPushOutgoing
     web_socket_ext_push_data: HttpServerAction.WebSocketExtPushData
     web_socket_close: HttpServerAction.WebSocketClose
-    def __init__(self, bind: _Optional[_Union[HttpServerAction.Bind, _Mapping]] = ..., secure_bind: _Optional[_Union[HttpServerAction.SecureBind, _Mapping]] = ..., unbind: _Optional[_Union[HttpServerAction.Unbind, _Mapping]] = ..., web_socket_bind: _Optional[_Union[HttpServerAction.WebSocketBind, _Mapping]] = ..., web_socket_secure_bind: _Optional[_Union[HttpServerAction.WebSocketSecureBind, _Mapping]] = ..., web_socket_unbind: _Optional[_Union[HttpServerAction.WebSocketUnbind, _Mapping]] = ..., web_socket_open: _Optional[_Union[HttpServerAction.WebSocketOpen, _Mapping]] = ..., web_socket_push: _Optional[_Union[HttpServerAction.WebSocketPush, _Mapping]] = ..., web_socket_ext_push_outgoing: _Optional[_Union[HttpServerAction.WebSocketExtPushOutgoing, _Mapping]] = ..., web_socket_ext_push_data: _Optional[_Union[HttpServerAction.WebSocketExtPushData, _Mapping]] = ..., web_socket_close: _Optional[_Union[HttpServerAction.WebSocketClose, _Mapping]] = ...) -> None: ...
+    web_socket_counts: HttpServerAction.WebSocketCounts
+    def __init__(self, bind: _Optional[_Union[HttpServerAction.Bind, _Mapping]] = ..., secure_bind: _Optional[_Union[HttpServerAction.SecureBind, _Mapping]] = ..., unbind: _Optional[_Union[HttpServerAction.Unbind, _Mapping]] = ..., web_socket_bind: _Optional[_Union[HttpServerAction.WebSocketBind, _Mapping]] = ..., web_socket_secure_bind: _Optional[_Union[HttpServerAction.WebSocketSecureBind, _Mapping]] = ..., web_socket_unbind: _Optional[_Union[HttpServerAction.WebSocketUnbind, _Mapping]] = ..., web_socket_open: _Optional[_Union[HttpServerAction.WebSocketOpen, _Mapping]] = ..., web_socket_push: _Optional[_Union[HttpServerAction.WebSocketPush, _Mapping]] = ..., web_socket_ext_push_outgoing: _Optional[_Union[HttpServerAction.WebSocketExtPushOutgoing, _Mapping]] = ..., web_socket_ext_push_data: _Optional[_Union[HttpServerAction.WebSocketExtPushData, _Mapping]] = ..., web_socket_close: _Optional[_Union[HttpServerAction.WebSocketClose, _Mapping]] = ..., web_socket_counts: _Optional[_Union[HttpServerAction.WebSocketCounts, _Mapping]] = ...) -> None: ...
 
 class IncomingHttpRequest(_message.Message):
     __slots__ = ("source_socket_addr", "method", "url", "bound_path", "headers", "url_params", "query_params")
