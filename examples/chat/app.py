@@ -44,7 +44,9 @@ def main() -> None:
     server = HttpServer(proc)
     server.serve_ui(UI, roots=["/"], config=HttpBindingConfig(authenticated=True))
     server.bind_http_path("/history", HttpBindingConfig(authenticated=True))
-    server.bind_ws_path("/ws", WsBindingConfig(authenticated=True))
+    # direct: this process holds its clients' sockets (docs/websockets.md): frames go
+    # browser <-> this process, without the http-server or the kernel in between.
+    server.bind_ws_path("/ws", WsBindingConfig(authenticated=True, direct=True))
     print(f"{proc.our}: chat room ready", flush=True)
 
     def on_open(path: str, channel_id: int) -> None:
