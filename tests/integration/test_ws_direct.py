@@ -417,6 +417,34 @@ def test_http_server_restarts_leave_direct_sockets_open() -> None:
             ws.close()
 
 
+def open_sockets(site: Site) -> int:
+    """The sockets the http-server counts open (its status page, from loopback)."""
+    status = requests.get(f"http://127.0.0.1:{site.port}/http-server:distro:sys/status", timeout=10)
+    assert status.status_code == 200, status.text
+    return int(status.json()["websockets"])
+
+
+def test_an_end_while_the_kernel_is_away_is_told_once_it_is_back() -> None:
+    """A held socket that ends while there is no kernel: the owner cannot tell the
+    worker then, and tells it once the kernel is back (the worker lets go of the
+    socket: it is no longer counted open)."""
+    with site_of(BLOCKING) as site:
+        ws = site.ws(f"/{BLOCKING}/ws")
+        echoes(ws, "held")
+        assert open_sockets(site) == 1
+        site.node.kill("kernel")
+        ws.close()
+        logged(site, BLOCKING, f"closed {channel_of_closed(site)}")
+        site.node.start("kernel")
+        wait_for(lambda: open_sockets(site) == 0, 30, what="the worker told of the end")
+
+
+def channel_of_closed(site: Site) -> int:
+    """The channel of the last socket the blocking app was told opened."""
+    opened = [line for line in site.node.log(BLOCKING).splitlines() if line.startswith("opened ")]
+    return int(opened[-1].split()[-1])
+
+
 def test_an_owner_dying_after_an_http_server_restart_ends_its_sockets_at_once() -> None:
     """After a graceful restart of the http-server (SIGHUP) the socket lives on in its
     owner, and the new worker never had it: the owner's death ends it without the

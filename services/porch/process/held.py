@@ -45,6 +45,7 @@ CLOSE_TAG_BYTE = b"\x22"  # ... whose oneof is web_socket_close (field 4)
 CLAIM_TIMEOUT_S = 2.0
 MAX_RECORD = 256 * 1024
 REPORT_S = 1.0  # counts go to the worker at most this often (docs/metrics.md)
+MAX_UNTOLD = 10_000  # ends kept for a worker that cannot be told (the kernel away)
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_SLOW = 1008
 WsType = http_pb2.WsMessageType
@@ -135,6 +136,9 @@ class HeldSockets:
         self.tell_worker = tell_worker
         self.channels: dict[int, HeldChannel] = {}
         self.report_due = False  # a report of the counts is scheduled
+        # Ends the worker could not be told yet (the kernel was away), in order: it
+        # holds their descriptors until told. Retried every REPORT_S.
+        self.untold: list[bytes] = []
 
     # ------------------------------------------------------------------ from the worker
 
@@ -269,13 +273,32 @@ class HeldSockets:
                             bytes_out=channel.bytes_out, closed=(channel.why or "client") if ending else "")
                 channel.messages_in = channel.messages_out = channel.bytes_in = channel.bytes_out = 0
         if entries:
-            self._tell(counts)
+            self._tell(counts.SerializeToString(), keep=bool(ending))
 
-    def _tell(self, action: http_pb2.HttpServerAction) -> None:
+    def _tell(self, body: bytes, keep: bool = False) -> None:
+        """Send an action to the worker; `keep`: one it must get (a socket's end),
+        kept and sent again while the kernel is away."""
+        if self.untold and keep:  # behind those still waiting, in order
+            self.untold.append(body)
+            return
         try:
-            self.tell_worker(action.SerializeToString())
-        except Exception as exc:  # the kernel is away: figures are lost, nothing else
-            log.info("%s: could not tell the http-server about its WebSockets: %s", self.our, exc)
+            self.tell_worker(body)
+        except Exception as exc:  # the kernel is away
+            if keep and len(self.untold) < MAX_UNTOLD:
+                if not self.untold:
+                    self.loop.call_later(REPORT_S, self._tell_again)
+                self.untold.append(body)
+            log.info("%s: could not tell the http-server about its WebSockets (%s)%s", self.our, exc,
+                     "; trying again" if keep else "")
+
+    def _tell_again(self) -> None:
+        while self.untold:
+            try:
+                self.tell_worker(self.untold[0])
+            except Exception:
+                self.loop.call_later(REPORT_S, self._tell_again)
+                return
+            del self.untold[0]
 
     # ------------------------------------------------------------------ to the app
 
@@ -303,5 +326,5 @@ class HeldSockets:
         self.report(channel)
         action = http_pb2.HttpServerAction()
         action.web_socket_close.channel_id = channel.id
-        self._tell(action)  # if it cannot go, the worker closes its copy when this process dies
+        self._tell(action.SerializeToString(), keep=True)
         log.info("%s: WebSocket %d closed", self.our, channel.id)
