@@ -1,7 +1,7 @@
 """HTTP through porch vs direct Tornado and nginx -> Tornado, side by side in one run.
 
     python bench/bench_http_server.py [--rounds N] [--seconds S] [--connections C]
-                                      [--sides direct,nginx,porch] [--porch-env K=V ...]
+                                      [--sides direct,nginx,porch,porch-direct] [--porch-env K=V ...]
 
 Every side answers GET with "hello world" (text/plain, 11 bytes):
 
@@ -9,7 +9,9 @@ Every side answers GET with "hello world" (text/plain, 11 bytes):
 - nginx: wrk -> nginx (one worker, keep-alive upstream) -> that same Tornado process
   (skipped, with a note, where nginx is not installed);
 - porch: wrk -> http-server (keeper + worker) -> kernel -> a hello process (blocking
-  stub) -> back.
+  stub) -> back;
+- porch-direct: the same app binding with `direct=True`: wrk -> worker -> the hello
+  process on its direct link -> back (docs/direct.md).
 
 wrk (Debian's `wrk`, one thread, keep-alive) generates the load on the same 2-core
 machine. Each round measures every side in turn (the order rotates): requests/s at
@@ -50,7 +52,7 @@ import porch
 from porch.http.server import HttpBindingConfig, HttpResponse, HttpServer
 proc = porch.Process()
 server = HttpServer(proc)
-server.bind_http_path("/", HttpBindingConfig(authenticated=False))
+server.bind_http_path("/", HttpBindingConfig(authenticated=False, direct=DIRECT))
 print("READY", flush=True)
 reply = HttpResponse(200).header("Content-Type", "text/plain").body(b"hello world")
 while True:
@@ -76,13 +78,13 @@ def wrk(url: str, connections: int, seconds: float) -> tuple[float, float, int]:
     return rps, value / 1000 if unit == "us" else value * 1000 if unit == "s" else value, count
 
 
-def porch_node(env: dict[str, str], config_extra: str = "") -> tuple[Node, int]:
+def porch_node(env: dict[str, str], config_extra: str = "", direct: bool = False) -> tuple[Node, int]:
     node = Node('node = "bench.os"\n' + config_extra + '[[process]]\nid = "hello:bench:sys"\n'
                 'capabilities = ["http-server:distro:sys"]\n')
     node.start("kernel", env=env)
     port = free_port()
     node.start("http-server", "--port", str(port), env={"PORCH_PASSWORD": "bench", **env})
-    node.spawn("hello:bench:sys", HELLO, **env)
+    node.spawn("hello:bench:sys", f"DIRECT = {direct}\n" + HELLO, **env)
     node.wait_log("hello:bench:sys", "READY")
     return node, port
 
@@ -92,8 +94,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1 if QUICK else 3)
     parser.add_argument("--seconds", type=float, default=2 if QUICK else 5)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--sides", default="direct,nginx,porch",
-                        help="comma-separated: direct, nginx, porch, and porch-N for a second porch "
+    parser.add_argument("--sides", default="direct,nginx,porch,porch-direct",
+                        help="comma-separated: direct, nginx, porch, porch-direct (the app's binding "
+                        "made with direct=True: requests on a direct link, docs/direct.md), "
+                        "and porch-N for a second porch "
                         "node started with --porch-env N:K=V (e.g. porch-uv with uv:PORCH_UVLOOP=1)")
     parser.add_argument("--porch-env", action="append", default=[],
                         help="NAME:KEY=VALUE, the environment of the porch side called porch-NAME")
@@ -128,8 +132,9 @@ def main() -> None:
         for side in sides:
             if not side.startswith("porch"):
                 continue
-            variant = side.partition("-")[2]
-            node, port = porch_node(envs.get(variant, {}), configs.get(variant, ""))
+            words = side.split("-")[1:]  # porch[-VARIANT][-direct]
+            variant = "-".join(w for w in words if w != "direct")
+            node, port = porch_node(envs.get(variant, {}), configs.get(variant, ""), "direct" in words)
             closers.append(node)
             urls[side] = f"http://127.0.0.1:{port}/hello:bench:sys/"
             pids[side] = [p.pid for p in node.procs.values()]

@@ -43,6 +43,9 @@ class FakeProc:
     held_sockets = None
     can_hold_sockets = False
 
+    def accept_direct(self) -> bool:
+        return False
+
     def __init__(self) -> None:
         self.responses: list[tuple[porch.Message | None, bytes, Any]] = []
         self.sent: list[tuple[str, bytes, Any]] = []

@@ -38,6 +38,9 @@ class HttpBindingConfig:
     static_content: Blob | None = None
     # Not in Kinode: seconds the server waits for this path's answers (None = node default).
     timeout: float | None = None
+    # Not in Kinode: requests come on a direct link from the http-server instead of
+    # through the kernel (docs/direct.md); only a process on the node's machine can.
+    direct: bool = False
 
     def __post_init__(self) -> None:
         _check_flags(self)
@@ -55,6 +58,9 @@ class HttpBindingConfig:
 
     def with_local_only(self, local_only: bool) -> HttpBindingConfig:
         return replace(self, local_only=local_only)
+
+    def with_direct(self, direct: bool) -> HttpBindingConfig:
+        return replace(self, direct=direct)
 
     def with_secure_subdomain(self, secure_subdomain: bool) -> HttpBindingConfig:
         return replace(self, secure_subdomain=secure_subdomain)

@@ -143,17 +143,19 @@ def ws_push_all_channels(proc: Process | AsyncProcess, ws_channels: Mapping[str,
 # ---------------------------------------------------------------------------- actions
 
 
-def bind_action(path: str, config: HttpBindingConfig) -> http_pb2.HttpServerAction:
-    """Bind or SecureBind for a config (its static content travels as the blob)."""
+def bind_action(path: str, config: HttpBindingConfig, direct: bool = False) -> http_pb2.HttpServerAction:
+    """Bind or SecureBind for a config (its static content travels as the blob);
+    `direct`: its requests may come on a direct link (the config asks for it and the
+    process can take one)."""
     action = Action()
     timeout_ms = int(config.timeout * 1000) if config.timeout else 0
     cache = config.static_content is not None
     if config.secure_subdomain:
         sb = action.secure_bind
-        sb.path, sb.cache, sb.timeout_ms = path, cache, timeout_ms
+        sb.path, sb.cache, sb.timeout_ms, sb.direct = path, cache, timeout_ms, direct
     else:
         b = action.bind
-        b.path, b.cache, b.timeout_ms = path, cache, timeout_ms
+        b.path, b.cache, b.timeout_ms, b.direct = path, cache, timeout_ms, direct
         b.authenticated, b.local_only = config.authenticated, config.local_only
     return action
 
@@ -345,7 +347,8 @@ class _Operations:
 
     def _bind_http_path(self, path: str, config: HttpBindingConfig | None) -> Plan[None]:
         config = config or HttpBindingConfig()
-        yield bind_action(path, config), config.static_content
+        direct = config.direct and config.static_content is None and self.proc.accept_direct()
+        yield bind_action(path, config, direct), config.static_content
         self.http_paths[path] = config
 
     def _modify_http_path(self, path: str, config: HttpBindingConfig) -> Plan[None]:
@@ -385,7 +388,7 @@ class _Operations:
 
     def _bind_ws_path(self, path: str, config: WsBindingConfig | None) -> Plan[None]:
         config = config or WsBindingConfig()
-        direct = config.direct and not config.extension and self.proc.can_hold_sockets
+        direct = config.direct and not config.extension and self.proc.accept_direct()
         yield ws_bind_action(path, config, direct), None
         self.ws_paths[path] = config
 

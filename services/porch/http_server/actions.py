@@ -66,11 +66,11 @@ def plan_binding(source: str, which: str, action: http_pb2.HttpServerAction,
     if which == "bind":
         b = action.bind
         return HttpBinding(path, source, _authenticated(b), b.local_only, None,
-                           _static(b.cache, blob), b.timeout_ms)
+                           _static(b.cache, blob), b.timeout_ms, b.direct)
     if which == "secure_bind":
         sb = action.secure_bind
         return HttpBinding(path, source, True, False, secure_subdomain(source),
-                           _static(sb.cache, blob), sb.timeout_ms)
+                           _static(sb.cache, blob), sb.timeout_ms, sb.direct)
     if which == "unbind":
         return HttpBinding(path, None)
     if which == "web_socket_bind":

@@ -43,6 +43,7 @@ class HttpBinding:
     secure_subdomain: str | None = None
     static: Static | None = None
     timeout_ms: int = 0
+    direct: bool = False  # requests may go on a direct link to the app (docs/direct.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +168,8 @@ class BindingTable:
                 return  # content lost: better 404/fallback than wrong bytes
             static = Static.of(body, e["static"]["mime"])
         self.bind_http(HttpBinding(e["path"], e["app"], e["authenticated"], e["local_only"],
-                                   e["secure_subdomain"], static, e.get("timeout_ms", 0)))
+                                   e["secure_subdomain"], static, e.get("timeout_ms", 0),
+                                   bool(e.get("direct", False))))
 
 
 def http_entry(b: HttpBinding) -> tuple[dict[str, Any], tuple[str, bytes] | None]:

@@ -54,10 +54,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # Facts about the state itself, e.g. 'legacy_imported' (the old files are in).
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
     ),
-    # 3: WebSocket bindings whose sockets the app holds itself (WsBinding.direct,
-    # docs/websockets.md).
+    # 3: bindings served without the kernel in between: WebSocket bindings whose sockets
+    # the app holds itself (WsBinding.direct, docs/websockets.md), HTTP bindings whose
+    # requests go on a direct link (HttpBinding.direct, docs/direct.md).
     (
         "ALTER TABLE ws_bindings ADD COLUMN direct INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE http_bindings ADD COLUMN direct INTEGER NOT NULL DEFAULT 0",
     ),
 ]
 

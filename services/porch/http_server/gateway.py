@@ -47,6 +47,7 @@ from porch.http_server.bindings import RPC_PROCESS, BindingTable, HttpBinding, R
 from porch.http_server.db import describe
 from porch.http_server.exchange import HTML, JSON, NOSNIFF, PRIVATE, TEXT, Exchange, Headers, has_header
 from porch.http_server.figures import HttpFigures
+from porch.http_server.links import Links
 from porch.http_server.paths import normalize
 from porch.http_server.ratelimit import RateLimiter, client_address, rate_key
 from porch.http_server.rpc import RpcCall, parse_rpc, rpc_reply_body
@@ -136,6 +137,9 @@ class Gateway:
         # A member worker's check that its bindings are the database's
         # (porch.http_server.follow), run before each request is routed; None: the primary.
         self.refresh: Callable[[], None] | None = None
+        # Direct links to the processes of direct bindings (porch.http_server.links);
+        # None: every request goes through the kernel.
+        self.links: Links | None = None
         # Extra action handlers (the WebSocket layer registers push/close here).
         self.extra_actions: dict[str, Callable[[Message, str, http_pb2.HttpServerAction], bytes | None]] = {}
         # The node's figures and access log (porch.http_server.figures); counting nothing
@@ -332,19 +336,28 @@ class Gateway:
             for name, value in parse_qsl(ex.query, keep_blank_values=True):
                 add_query(name=name, value=value)
         timeout = binding.timeout_ms / 1000 if binding.timeout_ms else self.default_timeout
-        try:
-            id_, fut = self.proc.request_future(app, request.SerializeToString(), timeout=timeout,
-                                                blob=Blob(ex.body))
-        except Offline:
-            ex.respond(*_text(503, _kernel_unavailable(self.proc)))
-            return
+        links = self.links
+        sent = None
+        if binding.direct and links is not None:  # on the app's direct link, if it took one
+            sent = links.request_future(app, request.SerializeToString(), timeout, Blob(ex.body))
+        if sent is not None:
+            id_, fut = sent
+            forget = links.forget  # type: ignore[union-attr]
+        else:
+            try:
+                id_, fut = self.proc.request_future(app, request.SerializeToString(), timeout=timeout,
+                                                    blob=Blob(ex.body))
+            except Offline:
+                ex.respond(*_text(503, _kernel_unavailable(self.proc)))
+                return
+            forget = self.proc.forget
         self.inflight += 1
         ex.forwarded = time.monotonic()
 
         def gone() -> None:
             # The client left: forget the request (a late answer is dropped by the stub).
             self.inflight -= 1
-            self.proc.forget(id_)
+            forget(id_)
 
         ex.on_close(gone)
         private = binding.authenticated

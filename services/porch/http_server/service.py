@@ -50,6 +50,7 @@ from porch.http_server.gateway import Gateway
 from porch.http_server.gather import Gatherer
 from porch.http_server.handover import OwnerLock
 from porch.http_server.hosts import FrontDoor, HostAllowList
+from porch.http_server.links import Links, link_path
 from porch.http_server.listener import Listener, Server
 from porch.http_server.port import PortBusy, open_listener, remember
 from porch.http_server.processes import START_NAMES
@@ -423,6 +424,7 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     gateway = Gateway(settings, config.node, table, auth, proc, store.save, executor, rpc, rpc_token,
                       health=health)
     hub = WsHub(settings, table, auth, proc, home.state_dir)
+    links = gateway.links = Links(proc, link_path(home.run_dir, os.getpid()))  # direct HTTP bindings
     handover_server: HandoverServer | None = None
     if member_of:
         follow = BindingFollower(db, store, table, gateway.bindings_reloaded)
@@ -523,6 +525,7 @@ async def serve(home: NodeHome, config: NodeConfig, settings: HttpServerSettings
     if hub.handover is not None:
         hub.handover.close()
     await drain(server, hub, ending, longest_request_s(table, settings))
+    links.close()  # after the drain: what was in flight on a link was answered
     reminder.cancel()
     dashboard.stop()
     shared.stop()

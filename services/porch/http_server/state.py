@@ -95,12 +95,12 @@ class BindingStore:
         blobs: dict[str, bytes] = dict(conn.execute(
             "SELECT sha256, body FROM static_content WHERE sha256 IN"
             " (SELECT static_sha256 FROM http_bindings WHERE static_sha256 IS NOT NULL)"))
-        for path, app, authenticated, local_only, sub, timeout_ms, sha, mime in conn.execute(
+        for path, app, authenticated, local_only, sub, timeout_ms, sha, mime, direct in conn.execute(
                 "SELECT path, app, authenticated, local_only, secure_subdomain, timeout_ms,"
-                " static_sha256, static_mime FROM http_bindings ORDER BY rowid"):
+                " static_sha256, static_mime, direct FROM http_bindings ORDER BY rowid"):
             entry: dict[str, Any] = {"path": path, "app": app, "authenticated": bool(authenticated),
                                      "local_only": bool(local_only), "secure_subdomain": sub,
-                                     "timeout_ms": timeout_ms}
+                                     "timeout_ms": timeout_ms, "direct": bool(direct)}
             if sha is not None:
                 if sha not in blobs:
                     log.error("static content %s of %s is missing; its binding is dropped", sha, path)
@@ -206,12 +206,13 @@ def _put_http(conn: sqlite3.Connection, b: HttpBinding) -> None:
                      (digest, b.static.body))
     conn.execute(
         "INSERT INTO http_bindings (path, app, authenticated, local_only, secure_subdomain,"
-        " timeout_ms, static_sha256, static_mime) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " timeout_ms, static_sha256, static_mime, direct) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (path) DO UPDATE SET app = excluded.app, authenticated = excluded.authenticated,"
         " local_only = excluded.local_only, secure_subdomain = excluded.secure_subdomain,"
         " timeout_ms = excluded.timeout_ms, static_sha256 = excluded.static_sha256,"
-        " static_mime = excluded.static_mime",
-        (b.path, b.app, b.authenticated, b.local_only, b.secure_subdomain, b.timeout_ms, digest, mime))
+        " static_mime = excluded.static_mime, direct = excluded.direct",
+        (b.path, b.app, b.authenticated, b.local_only, b.secure_subdomain, b.timeout_ms, digest, mime,
+         b.direct))
     if old is not None and old[0] is not None and old[0] != digest:
         conn.execute("DELETE FROM static_content WHERE sha256 = ? AND NOT EXISTS"
                      " (SELECT 1 FROM http_bindings WHERE static_sha256 = ?)", (old[0], old[0]))

@@ -36,14 +36,17 @@ def claim_path(run_dir: Path, pid: int) -> Path:
 
 
 class Offer:
-    """A socket waiting for its owner."""
+    """A socket waiting for its owner (`keep`: what the offerer keeps with it, e.g. the
+    other end of a socket pair)."""
 
-    __slots__ = ("record", "sock", "timer", "token")
+    __slots__ = ("keep", "record", "sock", "timer", "token")
 
-    def __init__(self, sock: socket.socket, token: bytes, record: dict[str, Any]) -> None:
+    def __init__(self, sock: socket.socket, token: bytes, record: dict[str, Any],
+                 keep: socket.socket | None = None) -> None:
         self.sock = sock
         self.token = token
         self.record = record
+        self.keep = keep
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -71,10 +74,10 @@ class Offers:
         self.sock.setblocking(False)
         self.loop.add_reader(self.sock.fileno(), self._accept)
 
-    def offer(self, sock: socket.socket, record: dict[str, Any]) -> bytes:
+    def offer(self, sock: socket.socket, record: dict[str, Any], keep: socket.socket | None = None) -> bytes:
         """Put `sock` on offer; the token that claims it."""
         token = secrets.token_bytes(TOKEN_BYTES)
-        offer = Offer(sock, token, record)
+        offer = Offer(sock, token, record, keep)
         self.waiting[token] = offer
         offer.timer = self.loop.call_later(self.wait_s, self._expire, token)
         return token

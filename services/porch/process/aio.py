@@ -25,11 +25,11 @@ import math
 import os
 from collections.abc import Callable
 
-from porch.address import HTTP_SERVER, KERNEL
+from porch.address import HTTP_SERVER, KERNEL, is_reserved
 from porch.link.asyncio_dealer import AsyncioDealer
 from porch.link.fds import BlobFile
 from porch.link.remote import AsyncioRemoteDealer
-from porch.process.held import OPEN_TAG_BYTE, HeldSockets
+from porch.process.held import LINK_TAG_BYTE, OPEN_TAG_BYTE, HeldSockets
 from porch.process.message import (
     Blob,
     KernelRefused,
@@ -99,6 +99,9 @@ class AsyncProcess:
         self.took_over = False  # the first registration took the id over from a live process
         # The WebSockets this process holds itself (direct bindings), once one is offered.
         self.held_sockets: HeldSockets | None = None
+        # What the http-server sends an app is HttpServerRequests, some of them offers
+        # for its direct bindings (the node's services get other messages from it).
+        self._takes_offers = not is_reserved(core.process_id)
         link = core.link
         if not isinstance(link, AsyncioDealer | AsyncioRemoteDealer):
             raise TypeError(f"AsyncProcess needs an asyncio-driven link, not {type(link).__name__}")
@@ -174,6 +177,11 @@ class AsyncProcess:
         """Whether the http-server can hand this process its WebSockets (a direct
         binding): only a process on the node's machine can be given a descriptor."""
         return isinstance(self._core.link, AsyncioDealer)
+
+    def accept_direct(self) -> bool:
+        """Whether a binding of this process may be direct (docs/websockets.md,
+        docs/direct.md): a process on the node's machine that is not a node service."""
+        return self._takes_offers and self.can_hold_sockets
 
     def close(self) -> None:
         core = self._core
@@ -406,10 +414,15 @@ class AsyncProcess:
                 assert item.message is not None
                 fut.set_result(item.message)
         elif isinstance(item, Message):
-            if item.source == HTTP_SERVER and item.body[:1] == OPEN_TAG_BYTE and self.can_hold_sockets:
-                self._held().offered(item)
-            elif self.held_sockets is not None and item.source == HTTP_SERVER:
-                self.held_sockets.told(item)
+            if self._takes_offers and item.source == HTTP_SERVER and item.is_request:
+                tag = item.body[:1]
+                if tag == LINK_TAG_BYTE:  # the stub's own, never the app's (docs/direct.md)
+                    self._held().link_offered(item)
+                    return
+                if tag == OPEN_TAG_BYTE:
+                    self._held().offered(item)
+                elif self.held_sockets is not None:
+                    self.held_sockets.told(item)
             self._file(item)
         elif isinstance(item, Registered):
             first = not self._registered.done()

@@ -26,10 +26,10 @@ import os
 import time
 from collections import OrderedDict, deque
 
-from porch.address import HTTP_SERVER, KERNEL
+from porch.address import HTTP_SERVER, KERNEL, is_reserved
 from porch.link.blocking_dealer import BlockingDealer
 from porch.link.remote import BlockingRemoteDealer
-from porch.process.held import OPEN_TAG_BYTE, HeldSockets
+from porch.process.held import LINK_TAG_BYTE, OPEN_TAG_BYTE, HeldSockets
 from porch.process.message import (
     Blob,
     KernelRefused,
@@ -111,6 +111,9 @@ class Process:
         self._core = KernelSession(pid, endpoint_, self._link, takeover=takeover, member_of=member_of)
         # The WebSockets this process holds itself (direct bindings), once one is offered.
         self.held_sockets: HeldSockets | None = None
+        # What the http-server sends an app is HttpServerRequests, some of them offers
+        # for its direct bindings (the node's services get other messages from it).
+        self._takes_offers = not is_reserved(pid)
         self._core.bind(self._deliver, self._lost)
         self._link.start(self._core)
         self._wait_registered(connect_timeout)
@@ -141,6 +144,11 @@ class Process:
         """Whether the http-server can hand this process its WebSockets (a direct
         binding): only a process on the node's machine can be given a descriptor."""
         return isinstance(self._link, BlockingDealer)
+
+    def accept_direct(self) -> bool:
+        """Whether a binding of this process may be direct (docs/websockets.md,
+        docs/direct.md): a process on the node's machine that is not a node service."""
+        return self._takes_offers and self.can_hold_sockets
 
     def close(self) -> None:
         self._core.close()
@@ -329,10 +337,15 @@ class Process:
     def _deliver(self, item: Incoming) -> bool:
         """File one item from the kernel. True when it is the reply being waited for."""
         if isinstance(item, Message):
-            if item.source == HTTP_SERVER and item.body[:1] == OPEN_TAG_BYTE and self.can_hold_sockets:
-                self._held().offered(item)
-            elif self.held_sockets is not None and item.source == HTTP_SERVER:
-                self.held_sockets.told(item)
+            if self._takes_offers and item.source == HTTP_SERVER and item.is_request:
+                tag = item.body[:1]
+                if tag == LINK_TAG_BYTE:  # the stub's own, never the app's (docs/direct.md)
+                    self._held().link_offered(item)
+                    return False
+                if tag == OPEN_TAG_BYTE:
+                    self._held().offered(item)
+                elif self.held_sockets is not None:
+                    self.held_sockets.told(item)
             self._inbox.append(item)
         elif isinstance(item, Reply):
             if item.id == self._wanted:

@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable
 
 from porch.address import HTTP_SERVER
+from porch.process.direct import LinkEnd
 from porch.process.message import Blob, Message
 from porch.wire import http_pb2
 from porch.ws.conn import Loop, WsConnection
@@ -42,6 +43,7 @@ log = logging.getLogger("porch.process")
 # length-delimited): the one cheap test that spares every other message a parse.
 OPEN_TAG_BYTE = b"\x12"
 CLOSE_TAG_BYTE = b"\x22"  # ... whose oneof is web_socket_close (field 4)
+LINK_TAG_BYTE = b"\x2a"  # ... whose oneof is direct_link (field 5): for the stub only
 CLAIM_TIMEOUT_S = 2.0
 MAX_RECORD = 256 * 1024
 REPORT_S = 1.0  # counts go to the worker at most this often (docs/metrics.md)
@@ -135,6 +137,7 @@ class HeldSockets:
         self.deliver = deliver
         self.tell_worker = tell_worker
         self.channels: dict[int, HeldChannel] = {}
+        self.links: set[LinkEnd] = set()  # direct HTTP links, one per worker (docs/direct.md)
         self.report_due = False  # a report of the counts is scheduled
         # Ends the worker could not be told yet (the kernel was away), in order: it
         # holds their descriptors until told. Retried every REPORT_S.
@@ -179,6 +182,23 @@ class HeldSockets:
         channel.conn = WsConnection(sock, channel, max_message=max_message, ping_interval_s=ping_s,
                                     leftover=leftover, loop=self.loop, deflate=deflate)
         log.info("%s: holds WebSocket %d itself", self.our, channel_id)
+
+    def link_offered(self, msg: Message) -> None:
+        """A DirectLink offer from a worker: take the link (requests then come on it)."""
+        try:
+            offer = http_pb2.HttpServerRequest.FromString(msg.body).direct_link
+        except Exception:
+            return
+        if not offer.handoff_socket:
+            return
+        try:
+            sock, _ = claim(offer.handoff_socket, offer.handoff_token)
+        except (OSError, ClaimFailed) as exc:
+            log.info("%s: no direct link from the http-server (%s); its requests come through the "
+                     "kernel", self.our, exc)
+            return
+        self.links.add(LinkEnd(self.our, sock, self.loop, self.deliver, self.links.discard))
+        log.info("%s: took a direct link from the http-server", self.our)
 
     def told(self, msg: Message) -> None:
         """Another message from the http-server: a WebSocketClose of a socket held

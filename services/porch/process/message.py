@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True, frozen=True)
@@ -31,6 +32,9 @@ class Message:
     expects_response: bool = False
     deadline_ms: int = 0
     rsvp: str = ""
+    # The direct link a request came by (porch.process.direct.LinkEnd), not the kernel:
+    # its answer goes back the same way.
+    via: Any = field(default=None, repr=False, compare=False)
 
     @property
     def is_response(self) -> bool:

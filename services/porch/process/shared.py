@@ -60,6 +60,8 @@ def respond_or_drop(core: KernelSession, request: Message | None, body: bytes | 
     kernel restart like any other process."""
     if request is None or not request.is_request:
         raise PorchError("respond: no request to answer (pass the Message: respond(msg, body))")
+    if request.via is not None:  # it came on a direct link (porch.process.direct): back on it
+        return bool(request.via.respond(request, as_bytes(body), as_blob(blob, mime)))
     try:
         core.send_response(request, as_bytes(body), blob=as_blob(blob, mime), metadata=metadata)
     except Offline as exc:

@@ -54,27 +54,31 @@ class HttpResponse(_message.Message):
 class HttpServerAction(_message.Message):
     __slots__ = ("bind", "secure_bind", "unbind", "web_socket_bind", "web_socket_secure_bind", "web_socket_unbind", "web_socket_open", "web_socket_push", "web_socket_ext_push_outgoing", "web_socket_ext_push_data", "web_socket_close", "web_socket_counts")
     class Bind(_message.Message):
-        __slots__ = ("path", "authenticated", "local_only", "cache", "timeout_ms")
+        __slots__ = ("path", "authenticated", "local_only", "cache", "timeout_ms", "direct")
         PATH_FIELD_NUMBER: _ClassVar[int]
         AUTHENTICATED_FIELD_NUMBER: _ClassVar[int]
         LOCAL_ONLY_FIELD_NUMBER: _ClassVar[int]
         CACHE_FIELD_NUMBER: _ClassVar[int]
         TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+        DIRECT_FIELD_NUMBER: _ClassVar[int]
         path: str
         authenticated: bool
         local_only: bool
         cache: bool
         timeout_ms: int
-        def __init__(self, path: _Optional[str] = ..., authenticated: _Optional[bool] = ..., local_only: _Optional[bool] = ..., cache: _Optional[bool] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+        direct: bool
+        def __init__(self, path: _Optional[str] = ..., authenticated: _Optional[bool] = ..., local_only: _Optional[bool] = ..., cache: _Optional[bool] = ..., timeout_ms: _Optional[int] = ..., direct: _Optional[bool] = ...) -> None: ...
     class SecureBind(_message.Message):
-        __slots__ = ("path", "cache", "timeout_ms")
+        __slots__ = ("path", "cache", "timeout_ms", "direct")
         PATH_FIELD_NUMBER: _ClassVar[int]
         CACHE_FIELD_NUMBER: _ClassVar[int]
         TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+        DIRECT_FIELD_NUMBER: _ClassVar[int]
         path: str
         cache: bool
         timeout_ms: int
-        def __init__(self, path: _Optional[str] = ..., cache: _Optional[bool] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+        direct: bool
+        def __init__(self, path: _Optional[str] = ..., cache: _Optional[bool] = ..., timeout_ms: _Optional[int] = ..., direct: _Optional[bool] = ...) -> None: ...
     class Unbind(_message.Message):
         __slots__ = ("path",)
         PATH_FIELD_NUMBER: _ClassVar[int]
@@ -214,7 +218,7 @@ class IncomingHttpRequest(_message.Message):
     def __init__(self, source_socket_addr: _Optional[str] = ..., method: _Optional[str] = ..., url: _Optional[str] = ..., bound_path: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., url_params: _Optional[_Mapping[str, str]] = ..., query_params: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
 
 class HttpServerRequest(_message.Message):
-    __slots__ = ("http", "web_socket_open", "web_socket_push", "web_socket_close")
+    __slots__ = ("http", "web_socket_open", "web_socket_push", "web_socket_close", "direct_link")
     class WebSocketOpen(_message.Message):
         __slots__ = ("path", "channel_id", "source_socket_addr", "handoff_socket", "handoff_token")
         PATH_FIELD_NUMBER: _ClassVar[int]
@@ -240,15 +244,24 @@ class HttpServerRequest(_message.Message):
         CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
         channel_id: int
         def __init__(self, channel_id: _Optional[int] = ...) -> None: ...
+    class DirectLink(_message.Message):
+        __slots__ = ("handoff_socket", "handoff_token")
+        HANDOFF_SOCKET_FIELD_NUMBER: _ClassVar[int]
+        HANDOFF_TOKEN_FIELD_NUMBER: _ClassVar[int]
+        handoff_socket: str
+        handoff_token: bytes
+        def __init__(self, handoff_socket: _Optional[str] = ..., handoff_token: _Optional[bytes] = ...) -> None: ...
     HTTP_FIELD_NUMBER: _ClassVar[int]
     WEB_SOCKET_OPEN_FIELD_NUMBER: _ClassVar[int]
     WEB_SOCKET_PUSH_FIELD_NUMBER: _ClassVar[int]
     WEB_SOCKET_CLOSE_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_LINK_FIELD_NUMBER: _ClassVar[int]
     http: IncomingHttpRequest
     web_socket_open: HttpServerRequest.WebSocketOpen
     web_socket_push: HttpServerRequest.WebSocketPush
     web_socket_close: HttpServerRequest.WebSocketClose
-    def __init__(self, http: _Optional[_Union[IncomingHttpRequest, _Mapping]] = ..., web_socket_open: _Optional[_Union[HttpServerRequest.WebSocketOpen, _Mapping]] = ..., web_socket_push: _Optional[_Union[HttpServerRequest.WebSocketPush, _Mapping]] = ..., web_socket_close: _Optional[_Union[HttpServerRequest.WebSocketClose, _Mapping]] = ...) -> None: ...
+    direct_link: HttpServerRequest.DirectLink
+    def __init__(self, http: _Optional[_Union[IncomingHttpRequest, _Mapping]] = ..., web_socket_open: _Optional[_Union[HttpServerRequest.WebSocketOpen, _Mapping]] = ..., web_socket_push: _Optional[_Union[HttpServerRequest.WebSocketPush, _Mapping]] = ..., web_socket_close: _Optional[_Union[HttpServerRequest.WebSocketClose, _Mapping]] = ..., direct_link: _Optional[_Union[HttpServerRequest.DirectLink, _Mapping]] = ...) -> None: ...
 
 class HttpServerError(_message.Message):
     __slots__ = ("kind", "detail")
