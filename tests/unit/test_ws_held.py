@@ -568,6 +568,19 @@ def test_the_apps_pushes_reach_the_client(tmp_path: Path) -> None:
     run(tmp_path, test)
 
 
+def test_a_ping_or_pong_push_over_125_bytes_is_cut_to_125(tmp_path: Path) -> None:
+    """RFC 6455 5.5: a control frame carries at most 125 bytes. (The worker answers
+    such a push WsPingPongTooLong and sends nothing: test_ws_hub's
+    test_pushes_from_the_owner_reach_the_client.)"""
+    async def test(bed: Bed) -> None:
+        client = bed.offer()
+        assert bed.held.push(CHANNEL, WsType.Ping, bytes(range(126)))
+        assert bed.held.push(CHANNEL, WsType.Pong, bytes(range(200)))
+        assert client.frames() == [(OP_PING, bytes(range(125))), (OP_PONG, bytes(range(125)))]
+
+    run(tmp_path, test)
+
+
 def test_a_pushed_close_closes_1000_with_its_reason_and_nothing_goes_after_it(tmp_path: Path) -> None:
     async def test(bed: Bed) -> None:
         client = bed.offer()
