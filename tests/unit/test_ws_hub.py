@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
+import os
 import socket
+import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from porch.http_server.bindings import BindingTable
 from porch.http_server.figures import HttpFigures
 from porch.http_server.settings import HttpServerSettings
 from porch.http_server.websocket import RECENT_S, Admission, Channel, WsHub
+from porch.process.held import ClaimFailed, claim
 from porch.process.message import Blob, Message, Offline, SendError, Timeout
 from porch.wire import http_pb2, kernel_pb2
 from support.http_fakes import FakeExchange, fake_auth
@@ -989,3 +993,444 @@ def test_a_malformed_extension_frame_is_dropped_and_the_next_one_still_arrives(
         assert bed.proc.ids[1:] == [9] and list(bed.hub.channels) == [channel.id]
 
     run(tmp_path, test)
+
+
+# ---------------------------------------------------------------------- direct bindings
+
+# The worker's side of sockets a process holds itself (docs/websockets.md, issue 12):
+# the 101 and the offer, a claim with the stub's own client (porch.process.held.claim,
+# off the loop: the offers answer on it), what the worker does with a socket on offer,
+# claimed, or never claimed. The stub's side is test_ws_held.py, the hand-over socket
+# test_ws_offers.py, a real node integration/test_ws_direct.py.
+
+def direct_bind(table: BindingTable, app: str, path: str) -> str:
+    """As the app's WebSocketBind with direct (WsBindingConfig(direct=True))."""
+    action = http_pb2.HttpServerAction()
+    action.web_socket_bind.path = path
+    action.web_socket_bind.authenticated = False
+    action.web_socket_bind.direct = True
+    return actions.apply_binding(table, app, "web_socket_bind", action, None)
+
+
+class Direct:
+    """The hub offering direct sockets at `path`; `claim` takes one as its owner's
+    stub would, and keeps the descriptor it got (closed at the end)."""
+
+    def __init__(self, bed: Bed, path: Path) -> None:
+        self.bed = bed
+        self.path = path
+        self.claimed: list[socket.socket] = []
+        bed.hub.start_offering(path)
+
+    def token(self, channel: Channel) -> bytes:
+        """The handoff token its owner was sent in the WebSocketOpen."""
+        for target, request, _, _ in self.bed.proc.sent:
+            opened = request.web_socket_open
+            if request.WhichOneof("request") == "web_socket_open" and opened.channel_id == channel.id:
+                assert target == channel.app
+                return opened.handoff_token
+        raise AssertionError(f"no open of {channel.id}")
+
+    async def claim(self, channel: Channel) -> tuple[socket.socket, dict[str, object]]:
+        loop = asyncio.get_running_loop()
+        sock, record = await loop.run_in_executor(None, claim, str(self.path), self.token(channel))
+        self.claimed.append(sock)
+        return sock, record
+
+    async def refused(self, channel: Channel, token: bytes) -> str:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, claim, str(self.path), token)
+        except ClaimFailed as exc:
+            return str(exc)
+        raise AssertionError(f"a claim of {channel.id} was not refused")
+
+    def close(self) -> None:
+        for channel in self.bed.hub.channels.values():
+            if channel.held is not None:
+                channel.held.close()
+        offers = self.bed.hub.offers
+        if offers is not None and offers.sock.fileno() != -1:
+            for offer in offers.waiting.values():
+                if offer.timer is not None:
+                    offer.timer.cancel()
+            offers.loop.remove_reader(offers.sock.fileno())
+            offers.sock.close()
+        for sock in self.claimed:
+            sock.close()
+
+
+def run_direct(tmp_path: Path, test: Callable[[Bed, Direct], Awaitable[None]], **settings: Any) -> None:
+    async def with_offers(bed: Bed) -> None:
+        direct = Direct(bed, tmp_path / "claim.sock")
+        try:
+            await test(bed, direct)
+        finally:
+            direct.close()
+    run(tmp_path, with_offers, **settings)
+
+
+async def spin() -> None:
+    """A few rounds of the loop: what the hub would do with input is done by then."""
+    for _ in range(20):
+        await asyncio.sleep(0.001)
+
+
+def recv_all(sock: socket.socket) -> bytes:
+    sock.settimeout(5)
+    return sock.recv(1 << 16)
+
+
+def counts_action(source: str, *entries: tuple[int, int, int, int, int, str]) -> tuple[Message, str, Any]:
+    """A WebSocketCounts action from `source` (the stub's report)."""
+    action = http_pb2.HttpServerAction()
+    for channel_id, messages_in, messages_out, bytes_in, bytes_out, closed in entries:
+        action.web_socket_counts.channels.add(channel_id=channel_id, messages_in=messages_in,
+                                              messages_out=messages_out, bytes_in=bytes_in,
+                                              bytes_out=bytes_out, closed=closed)
+    msg = Message(9, source, "http-server:distro:sys", True, action.SerializeToString())
+    return msg, "web_socket_counts", action
+
+
+def test_a_direct_socket_is_answered_101_and_offered_to_its_owner_unread(tmp_path: Path) -> None:
+    """The worker writes the 101 and stops: the owner's WebSocketOpen names the
+    hand-over socket and a 16-byte token; the worker reads nothing, so a frame the
+    client sends at once is there for the owner to read; the claim carries the
+    worker's limits; the worker keeps its own descriptor (for the owner's death)."""
+    async def test(bed: Bed, direct: Direct) -> None:
+        direct_bind(bed.table, APP, "/ws")
+        channel, client = await bed.connect(f"/{APP}/ws")
+        assert bed.proc.told() == [(APP, "web_socket_open", channel.id, 0, None)]
+        opened = bed.proc.sent[0][1].web_socket_open
+        assert (opened.path, opened.source_socket_addr) == ("/ws", "127.0.0.1:5000")
+        assert opened.handoff_socket == str(tmp_path / "claim.sock")
+        assert len(opened.handoff_token) == 16 and opened.handoff_token == channel.token
+        assert bed.proc.sent[0][3] is True, "an open that cannot be delivered must be reported"
+        assert channel.conn is None and channel.held is not None and not channel.claimed
+        client.send(masked(OP_TEXT, b"first"))
+        await spin()
+        assert len(bed.proc.sent) == 1 and client.quiet(), "the worker reads nothing of it"
+        sock, record = await direct.claim(channel)
+        assert record == {"channel_id": channel.id, "max_message": 1234, "send_queue_bytes": 5678,
+                          "ping_interval_s": 7.5, "leftover": "", "extensions": []}
+        assert channel.claimed and channel.token is None and channel.held is not None
+        assert channel.conn is None and list(bed.hub.channels) == [channel.id]
+        assert recv_all(sock) == masked(OP_TEXT, b"first")
+        sock.send(b"\x81\x02hi")
+        assert client.frames() == [(OP_TEXT, b"hi")]
+
+    run_direct(tmp_path, test, ws_max_message_bytes=1234, ws_send_queue_bytes=5678, ws_ping_interval_s=7.5)
+
+
+def test_a_direct_socket_carries_the_bytes_after_the_handshake_and_the_agreed_compression(
+        tmp_path: Path) -> None:
+    """The record's leftover is latin-1 text of those bytes; its extensions are the
+    offers the 101 agreed to (none when it agreed to nothing)."""
+    async def test(bed: Bed, direct: Direct) -> None:
+        direct_bind(bed.table, APP, "/ws")
+        offer = ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")
+        agreed, _ = await bed.connect(f"/{APP}/ws", offer, leftover=b"\x81\xfe\x00")
+        plain, _ = await bed.connect(f"/{APP}/ws", ("Sec-WebSocket-Extensions", "x-unknown"))
+        _, record = await direct.claim(agreed)
+        assert (record["leftover"], record["extensions"]) == ("\x81\xfe\x00",
+                                                             ["permessage-deflate; client_max_window_bits"])
+        _, record = await direct.claim(plain)
+        assert (record["leftover"], record["extensions"]) == ("", [])
+
+    run_direct(tmp_path, test, ws_compression=True)
+
+
+def test_a_plain_binding_beside_direct_ones_is_served_by_the_worker(tmp_path: Path) -> None:
+    async def test(bed: Bed, direct: Direct) -> None:
+        direct_bind(bed.table, APP, "/direct")
+        ws_bind(bed.table, APP, "/plain", authenticated=False)
+        channel, client = await bed.connect(f"/{APP}/plain")
+        opened = bed.proc.sent[0][1].web_socket_open
+        assert (opened.handoff_socket, opened.handoff_token) == ("", b"")
+        assert channel.conn is not None and channel.held is None and channel.token is None
+        client.send(masked(OP_TEXT, b"x"))
+        await until(lambda: len(bed.proc.sent) == 2, "the push")
+
+    run_direct(tmp_path, test)
+
+
+def test_a_direct_binding_without_offers_is_served_by_the_worker(tmp_path: Path) -> None:
+    """A worker that does not hold WebSockets' hand-over socket (none started)."""
+    async def test(bed: Bed) -> None:
+        direct_bind(bed.table, APP, "/ws")
+        channel, _ = await bed.connect(f"/{APP}/ws")
+        assert bed.proc.sent[0][1].web_socket_open.handoff_socket == ""
+        assert channel.conn is not None and channel.held is None
+
+    run(tmp_path, test)
+
+
+def test_a_push_through_the_worker_to_a_claimed_socket_is_malformed(tmp_path: Path) -> None:
+    """Its owner holds it: the worker writes nothing on it, and says where to push."""
+    async def test(bed: Bed, direct: Direct) -> None:
+        direct_bind(bed.table, APP, "/ws")
+        channel, client = await bed.connect(f"/{APP}/ws")
+        await direct.claim(channel)
+        assert result(bed.hub.on_push(*push(APP, channel.id, WsType.Text, b"x"))) == "MalformedRequest"
+        assert result(bed.hub.on_push(*push(OTHER, channel.id, WsType.Text, b"x"))) == "WsChannelNotFound"
+        assert client.quiet() and channel.claimed and list(bed.hub.channels) == [channel.id]
+
+    run_direct(tmp_path, test)
+
+
+def test_a_push_through_the_worker_to_a_socket_on_offer_makes_the_worker_serve_it(tmp_path: Path) -> None:
+    """The owner pushed before its stub took the socket (or cannot take it): the
+    offer is withdrawn, the worker serves the socket, and a late claim is refused."""
+    async def test(bed: Bed, direct: Direct) -> None:
+        direct_bind(bed.table, APP, "/ws")
+        channel, client = await bed.connect(f"/{APP}/ws", leftover=masked(OP_TEXT, b"early"))
+        token = direct.token(channel)
+        assert result(bed.hub.on_push(*push(APP, channel.id, WsType.Text, b"hi"))) == "ok"
+        assert await client.frame() == (OP_TEXT, b"hi")
+        assert channel.conn is not None and channel.held is None and channel.token is None
+        assert bed.hub.offers is not None and bed.hub.offers.waiting == {}
+        assert await direct.refused(channel, token) == "no such socket on offer (the server serves it)"
+        client.send(masked(OP_BINARY, b"later"))
+        await until(lambda: len(bed.proc.sent) == 3, "the pushes")
+        assert bed.proc.told()[1:] == [(APP, "web_socket_push", channel.id, WsType.Text, b"early"),
+                                       (APP, "web_socket_push", channel.id, WsType.Binary, b"later")]
+
+    run_direct(tmp_path, test)
+
+
+def test_a_socket_nobody_claims_in_time_is_served_by_the_worker(tmp_path: Path) -> None:
+    """Frames that waited (the bytes after the handshake, then what the client sent
+    meanwhile) reach the owner through the kernel, in order; a late claim is refused."""
+    async def test(bed: Bed, direct: Direct) -> None:
+        assert bed.hub.offers is not None
+        bed.hub.offers.wait_s = 0.02
+        direct_bind(bed.table, APP, "/ws")
+        channel, client = await bed.connect(f"/{APP}/ws", leftover=masked(OP_TEXT, b"early"))
+        token = direct.token(channel)
+        client.send(masked(OP_BINARY, b"meanwhile"))
+        await until(lambda: len(bed.proc.sent) == 3, "the frames that waited")
+        assert bed.proc.told()[1:] == [(APP, "web_socket_push", channel.id, WsType.Text, b"early"),
+                                       (APP, "web_socket_push", channel.id, WsType.Binary, b"meanwhile")]
+        assert channel.conn is not None and channel.held is None and channel.token is None
+        assert await direct.refused(channel, token) == "no such socket on offer (the server serves it)"
+        assert result(bed.hub.on_push(*push(APP, channel.id, WsType.Text, b"ok"))) == "ok"
+        assert await client.frame() == (OP_TEXT, b"ok")
+
+    run_direct(tmp_path, test)
+
+
+def test_a_socket_nobody_claims_keeps_the_compression_its_101_agreed(tmp_path: Path) -> None:
+    async def test(bed: Bed, direct: Direct) -> None:
+        assert bed.hub.offers is not None
+        bed.hub.offers.wait_s = 0.02
+        direct_bind(bed.table, APP, "/ws")
+        channel, client = await bed.connect(f"/{APP}/ws", ("Sec-WebSocket-Extensions", "permessage-deflate"))
+        await until(lambda: channel.conn is not None, "the worker to serve it")
+        text = b"inflate me " * 10
+        deflater = zlib.compressobj(wbits=-15)
+        body = (deflater.compress(text) + deflater.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        first = masked(OP_TEXT, body)
+        client.send(bytes((first[0] | 0x40,)) + first[1:])  # RSV1: compressed
+        await until(lambda: len(bed.proc.sent) == 2, "the message")
+        assert bed.proc.told()[1] == (APP, "web_socket_push", channel.id, WsType.Text, text)
+
+    run_direct(tmp_path, test, ws_compression=True)
+
+
+@pytest.mark.parametrize("claimed", [True, False], ids=["claimed", "on-offer"])
+def test_an_owner_that_dies_has_its_direct_sockets_closed_1001_by_the_worker(
+        tmp_path: Path, claimed: bool) -> None:
+    """The worker writes the close frame on its own descriptor and ends the
+    connection (the owner's copy, if it took one, dies with it); nobody is told."""
+    async def test(bed: Bed, direct: Direct) -> None:
+        figures = bed.hub.figures = HttpFigures(enabled=True)
+        direct_bind(bed.table, APP, "/ws")
+        channel, client = await bed.connect(f"/{APP}/ws")
+        token = direct.token(channel)
+        if claimed:
+            await direct.claim(channel)
+        bed.proc.watched[0][1](APP)
+        assert bed.hub.channels == {} and channel.held is None
+        assert client.frames() == [(OP_CLOSE, close_body(1001, "the app went away"))]
+        await until(client.ended, "the end of the connection")
+        assert len(bed.proc.sent) == 1, "the owner is gone: nothing to tell it"
+        assert figures.ws_closes.series == {(APP, "owner_died"): 1}
+        if not claimed:
+            assert await direct.refused(channel, token) == "no such socket on offer (the server serves it)"
+
+    run_direct(tmp_path, test)
+
+
+def test_close_all_leaves_claimed_sockets_open_and_serves_then_closes_those_on_offer(tmp_path: Path) -> None:
+    """A worker that stops: a socket its owner holds lives on without it (no frame,
+    the owner is not told); one on offer is closed 1012 as any of the worker's, and
+    its owner told; the hand-over socket file is gone."""
+    async def test(bed: Bed, direct: Direct) -> None:
+        figures = bed.hub.figures = HttpFigures(enabled=True)
+        direct_bind(bed.table, APP, "/ws")
+        held, held_client = await bed.connect(f"/{APP}/ws")
+        sock, _ = await direct.claim(held)
+        offered, offered_client = await bed.connect(f"/{APP}/ws")
+        sent = len(bed.proc.sent)
+        bed.hub.close_all()
+        assert bed.hub.channels == {} and bed.hub.offers is None
+        assert not (tmp_path / "claim.sock").exists()
+        assert bed.proc.told()[sent:] == [(APP, "web_socket_close", offered.id, 0, None)]
+        await offered_client.closed_with(1012, "server restarting")
+        await spin()
+        assert held_client.quiet(), "the worker let go of its descriptor without a word"
+        sock.send(b"\x81\x05still")
+        assert held_client.frames() == [(OP_TEXT, b"still")]
+        assert figures.ws_closes.series == {(APP, "server_restart"): 2}
+
+    run_direct(tmp_path, test)
+
+
+def test_the_record_of_open_sockets_leaves_out_those_their_owners_hold(tmp_path: Path) -> None:
+    """A worker that crashes tells the owners of its sockets they are gone (its
+    record): a socket its owner holds is not gone with it."""
+    async def test(bed: Bed, direct: Direct) -> None:
+        direct_bind(bed.table, APP, "/direct")
+        ws_bind(bed.table, APP, "/plain", authenticated=False)
+        held, _ = await bed.connect(f"/{APP}/direct")
+        await direct.claim(held)
+        offered, _ = await bed.connect(f"/{APP}/direct")
+        plain, _ = await bed.connect(f"/{APP}/plain")
+        record = tmp_path / f"ws-channels.{os.getpid()}.json"
+        bed.hub._write_record()
+        assert json.loads(record.read_bytes()) == [{"id": offered.id, "app": APP}, {"id": plain.id, "app": APP}]
+        bed.hub.on_close(*close_action(APP, offered.id))
+        bed.hub.on_close(*close_action(APP, plain.id))
+        bed.hub._write_record()
+        assert list(bed.hub.channels) == [held.id] and not record.exists()
+
+    run_direct(tmp_path, test)
+
+
+def test_counts_from_the_owner_reach_its_figures_for_its_claimed_sockets_only(tmp_path: Path) -> None:
+    async def test(bed: Bed, direct: Direct) -> None:
+        figures = bed.hub.figures = HttpFigures(enabled=True)
+        direct_bind(bed.table, APP, "/ws")
+        direct_bind(bed.table, OTHER, "/ws")
+        mine, _ = await bed.connect(f"/{APP}/ws")
+        await direct.claim(mine)
+        offered, _ = await bed.connect(f"/{APP}/ws")
+        theirs, _ = await bed.connect(f"/{OTHER}/ws")
+        await direct.claim(theirs)
+        hub = bed.hub
+        assert hub.on_counts(*counts_action(APP, (mine.id, 2, 1, 8, 4, ""), (offered.id, 5, 5, 5, 5, ""),
+                                            (theirs.id, 7, 7, 7, 7, ""), (12345, 9, 9, 9, 9, ""))) is None
+        stats = figures.apps[APP]
+        assert (stats.ws_in, stats.ws_out, stats.ws_bytes_in, stats.ws_bytes_out) == (2, 1, 8, 4)
+        other = figures.apps[OTHER]
+        assert (other.ws_in, other.ws_out, other.ws_bytes_in, other.ws_bytes_out) == (0, 0, 0, 0)
+        assert len(hub.channels) == 3 and figures.ws_closes.series == {}
+        hub.on_counts(*counts_action(OTHER, (mine.id, 1, 1, 1, 1, "client")))
+        assert mine.id in hub.channels, "someone else's last report closes nothing"
+
+    run_direct(tmp_path, test)
+
+
+@pytest.mark.parametrize(("closed", "why"), [
+    ("client", "client"), ("app", "app"), ("too_big", "too_big"), ("protocol", "protocol"),
+    ("slow_reader", "slow_reader"), ("owner_died", "app"), ("made up", "app"),
+])
+def test_a_last_report_forgets_the_socket_under_its_reason(tmp_path: Path, closed: str, why: str) -> None:
+    """`closed` is counted as the owner says if it is one a held socket can end
+    with, else as "app"; the owner is not told (it told us), and the worker lets go
+    of its descriptor without a frame (the owner closed the socket)."""
+    async def test(bed: Bed, direct: Direct) -> None:
+        figures = bed.hub.figures = HttpFigures(enabled=True)
+        direct_bind(bed.table, APP, "/ws")
+        channel, client = await bed.connect(f"/{APP}/ws")
+        await direct.claim(channel)
+        bed.hub.on_counts(*counts_action(APP, (channel.id, 1, 2, 3, 4, closed)))
+        assert bed.hub.channels == {} and channel.held is None
+        stats = figures.apps[APP]
+        assert (stats.ws_in, stats.ws_out, stats.ws_bytes_in, stats.ws_bytes_out) == (1, 2, 3, 4)
+        assert figures.ws_closes.series == {(APP, why): 1}
+        assert len(bed.proc.sent) == 1
+        await spin()
+        assert client.quiet()
+
+    run_direct(tmp_path, test)
+
+
+def test_the_owners_websocket_close_of_a_socket_it_holds_only_lets_go(tmp_path: Path) -> None:
+    """The stub's WebSocketClose action after its socket ended: forgotten (reason
+    app), no frame from the worker, the owner not told (it knows)."""
+    async def test(bed: Bed, direct: Direct) -> None:
+        figures = bed.hub.figures = HttpFigures(enabled=True)
+        direct_bind(bed.table, APP, "/ws")
+        channel, client = await bed.connect(f"/{APP}/ws")
+        await direct.claim(channel)
+        assert result(bed.hub.on_close(*close_action(APP, channel.id))) == "ok"
+        assert bed.hub.channels == {} and channel.held is None and len(bed.proc.sent) == 1
+        assert figures.ws_closes.series == {(APP, "app"): 1}
+        await spin()
+        assert client.quiet()
+
+    run_direct(tmp_path, test)
+
+
+def test_the_owners_close_of_a_socket_on_offer_is_written_by_the_worker(tmp_path: Path) -> None:
+    async def test(bed: Bed, direct: Direct) -> None:
+        direct_bind(bed.table, APP, "/ws")
+        channel, client = await bed.connect(f"/{APP}/ws")
+        token = direct.token(channel)
+        assert result(bed.hub.on_close(*close_action(APP, channel.id))) == "ok"
+        assert client.frames() == [(OP_CLOSE, close_body(1000))]
+        await until(client.ended, "the end of the connection")
+        assert bed.proc.told()[1:] == [(APP, "web_socket_close", channel.id, 0, None)]
+        assert await direct.refused(channel, token) == "no such socket on offer (the server serves it)"
+
+    run_direct(tmp_path, test)
+
+
+def test_a_lost_kernel_or_an_owner_that_cannot_take_frames_leaves_claimed_sockets_open(tmp_path: Path) -> None:
+    """Nothing of a held socket passes through the kernel: neither 1012 on a lost
+    kernel nor 1011 on an undelivered frame touches it, busy as it may be; a socket
+    still on offer is the worker's and closes like any other."""
+    async def test(bed: Bed, direct: Direct) -> None:
+        direct_bind(bed.table, APP, "/ws")
+        ws_bind(bed.table, APP, "/plain", authenticated=False)
+        held, held_client = await bed.connect(f"/{APP}/ws")
+        await direct.claim(held)
+        offered, offered_client = await bed.connect(f"/{APP}/ws")
+        plain, plain_client = await bed.connect(f"/{APP}/plain")
+        bed.proc.last_heard = asyncio.get_running_loop().time()  # every socket is recent
+        bed.proc.connected = False
+        assert bed.proc.disconnected is not None
+        bed.proc.disconnected()
+        assert list(bed.hub.channels) == [held.id]
+        assert offered_client.frames() == [(OP_CLOSE, close_body(1012, "the node's kernel restarted"))]
+        await plain_client.closed_with(1012, "the node's kernel restarted")
+        assert bed.proc.told()[3:] == [(APP, "web_socket_close", offered.id, 0, None),
+                                       (APP, "web_socket_close", plain.id, 0, None)]
+        undelivered = bed.proc.undelivered
+        assert undelivered is not None
+        undelivered(Offline(APP, 5, "no such process"))
+        assert list(bed.hub.channels) == [held.id] and held.claimed
+        await spin()
+        assert held_client.quiet()
+
+    run_direct(tmp_path, test)
+
+
+def test_an_unbind_tells_the_owner_of_a_claimed_socket_and_closes_one_on_offer(tmp_path: Path) -> None:
+    """The owner closes the socket it holds (1001, porch.process.held) when told
+    WebSocketClose; the worker writes nothing on it."""
+    async def test(bed: Bed, direct: Direct) -> None:
+        path = direct_bind(bed.table, APP, "/ws")
+        held, held_client = await bed.connect(f"/{APP}/ws")
+        await direct.claim(held)
+        offered, offered_client = await bed.connect(f"/{APP}/ws")
+        ws_unbind(bed.table, APP, "/ws")
+        bed.hub.binding_changed(path)
+        assert bed.hub.channels == {}
+        assert bed.proc.told()[2:] == [(APP, "web_socket_close", held.id, 0, None),
+                                       (APP, "web_socket_close", offered.id, 0, None)]
+        assert offered_client.frames() == [(OP_CLOSE, close_body(1001, "unbound"))]
+        await spin()
+        assert held_client.quiet()
+
+    run_direct(tmp_path, test)
