@@ -259,8 +259,8 @@ class WsHub:
         if offers is not None:
             offers.close()  # what waited is served here, and closed with the rest
         for channel in list(self.channels.values()):
-            if channel.claimed:
-                self._forget(channel, notify=False, why="server_restart")
+            if channel.claimed:  # it lives on in its owner: not a close
+                self._forget(channel, notify=False, why="server_restart", count=False)
                 continue
             channel.close(code, reason)
             self._forget(channel, notify=True, why="server_restart")
@@ -526,13 +526,15 @@ class WsHub:
 
     # ------------------------------------------------------------------ forgetting
 
-    def _forget(self, channel: Channel, *, notify: bool, why: str, close_reason: str | None = None) -> None:
-        """`why`: the reason the figures count the close under."""
+    def _forget(self, channel: Channel, *, notify: bool, why: str, close_reason: str | None = None,
+                count: bool = True) -> None:
+        """`why`: the reason the figures count the close under (unless not `count`)."""
         if self.channels.pop(channel.id, None) is None:
             return
         if channel.held is not None:
             self.let_go(channel)
-        self.figures.ws_closed(channel.app, why, channel.id, self._loop.time() - channel.opened)
+        if count:
+            self.figures.ws_closed(channel.app, why, channel.id, self._loop.time() - channel.opened)
         self._schedule_record()
         if notify:
             if close_reason is not None:

@@ -2,7 +2,7 @@
 
 The worker that opened such a socket (the 101 written, nothing read since) keeps it
 unserved and sends the owner WebSocketOpen with the path of this worker's hand-over
-socket (`<home>/run/http-ws-claim-<pid>.sock`, SOCK_SEQPACKET, 0600 in the 0700 run
+socket (`<home>/run/http-ws-claim-<pid>.sock`, SOCK_SEQPACKET, owner-only (0700) in the 0700 run
 directory) and a one-time token. The owner's stub connects, sends the token, and gets
 one record (JSON: the channel id, the limits, the bytes the client sent after its
 handshake) with the socket's descriptor (SCM_RIGHTS). A token is good once, for one

@@ -4,7 +4,7 @@ Apps push to a channel through `http-server:distro:sys`, whose requests only the
 primary worker receives, so every open WebSocket lives in the primary. A member that
 admitted an upgrade (every check passed) sends the socket itself to the primary with
 SCM_RIGHTS, over a SOCK_SEQPACKET Unix socket the primary listens on
-(`<home>/run/http-ws-<primary's pid>.sock`, 0600 in the 0700 run directory): one
+(`<home>/run/http-ws-<primary's pid>.sock`, owner-only in the 0700 run directory): one
 record per socket, JSON (what opening it needs) plus the descriptor. The primary
 opens it as if it had admitted it (it checks the binding and its socket limit again:
 either may have changed); a member that cannot hand a socket over answers 503.

@@ -74,7 +74,9 @@ def claim(path: str, token: bytes, timeout: float = CLAIM_TIMEOUT_S) -> tuple[so
         if not isinstance(record, dict):
             raise ValueError("not an object")
     except ValueError as exc:
-        record = {"refused": f"unreadable answer ({exc})"}
+        # With a socket, the worker counts it as taken: the caller must end it
+        # (a record without its fields does).
+        record = {} if len(fds) == 1 else {"refused": f"unreadable answer ({exc})"}
     if len(fds) != 1 or "refused" in record:
         for fd in fds:
             socket.close(fd)
@@ -156,6 +158,13 @@ class HeldSockets:
             return
         try:
             sock, record = claim(opened.handoff_socket, opened.handoff_token)
+        except TimeoutError:
+            # The worker may still answer, and count the socket as taken: end it, so
+            # that no client is left connected to nobody.
+            log.warning("%s: the http-server did not hand WebSocket %d over in time; closing it",
+                        self.our, opened.channel_id)
+            self._abandon(opened.channel_id)
+            return
         except (OSError, ClaimFailed) as exc:
             log.info("%s: WebSocket %d stays with the http-server (%s)", self.our, opened.channel_id, exc)
             return
@@ -175,13 +184,29 @@ class HeldSockets:
             deflate = negotiate([str(o) for o in offers]) if offers else None
         except (KeyError, TypeError, ValueError, UnicodeEncodeError) as exc:
             log.warning("%s: a WebSocket hand-over record was unreadable (%s); closing it", self.our, exc)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the worker keeps a descriptor: close() alone ends nothing
+            except OSError:
+                pass
             sock.close()
+            self._abandon(opened.channel_id)
             return
         channel = HeldChannel(self, channel_id, send_queue)
         self.channels[channel_id] = channel
         channel.conn = WsConnection(sock, channel, max_message=max_message, ping_interval_s=ping_s,
                                     leftover=leftover, loop=self.loop, deflate=deflate)
         log.info("%s: holds WebSocket %d itself", self.our, channel_id)
+
+    def _abandon(self, channel_id: int) -> None:
+        """A socket offered to this process that it could not take: the worker is told
+        it ended (it lets go of it), and so is the app, after the open it is about to get."""
+        closed = http_pb2.HttpServerRequest()
+        closed.web_socket_close.channel_id = channel_id
+        body = closed.SerializeToString()
+        self.loop.call_soon(self.deliver, Message(0, HTTP_SERVER, self.our, True, body))
+        action = http_pb2.HttpServerAction()
+        action.web_socket_close.channel_id = channel_id
+        self._tell(action.SerializeToString(), keep=True)
 
     def link_offered(self, msg: Message) -> None:
         """A DirectLink offer from a worker: take the link (requests then come on it)."""
@@ -240,10 +265,14 @@ class HeldSockets:
             self._send(channel, conn, data, False)
         elif kind == WsType.Binary:
             self._send(channel, conn, data, True)
-        elif kind == WsType.Ping:
-            conn.ping(data[:125])
-        elif kind == WsType.Pong:
-            conn.pong(data[:125])
+        elif kind in (WsType.Ping, WsType.Pong):
+            if len(data) > 125:  # as the worker: WsPingPongTooLong, nothing sent
+                log.info("%s: a %s push of %d bytes to WebSocket %d dropped (at most 125)", self.our,
+                         "Ping" if kind == WsType.Ping else "Pong", len(data), channel.id)
+            elif kind == WsType.Ping:
+                conn.ping(data)
+            else:
+                conn.pong(data)
         elif kind == WsType.Close:
             channel.why = channel.why or "app"
             conn.close(1000, data.decode("utf-8", "replace") or None)
@@ -338,7 +367,8 @@ class HeldSockets:
         if self.channels.pop(channel.id, None) is None:
             return
         if not channel.told:
-            if reason is not None:
+            if reason is not None and channel.why not in ("app", "slow_reader"):
+                # The client's close frame (as the worker tells it): not an answer to ours.
                 self.incoming(channel, WsType.Close, reason.encode())
             closed = http_pb2.HttpServerRequest()
             closed.web_socket_close.channel_id = channel.id
