@@ -18,7 +18,7 @@ import struct
 
 HEADER = struct.Struct("<IQQIB")
 HAS_BLOB = 1
-MAX_FRAME = (1 << 32) - 1  # the length field is a u32
+MAX_FRAME = 1 << 30  # as the kernel's link (porch.link.server.MAX_FRAME): a larger frame ends the link
 
 
 class BadFrame(Exception):
