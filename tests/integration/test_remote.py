@@ -37,7 +37,7 @@ APP_SOURCE = (Path(__file__).parent.parent / "support" / "http_app.py").read_tex
 PASSWORD = "remote pass"
 REMOTE_IDS = ["worker:remote:pub.os", "web:remote:pub.os", "ws:remote:pub.os", "fetch:remote:pub.os",
               "dies:remote:pub.os", "again:remote:pub.os", "other:remote:pub.os", "slow:remote:pub.os",
-              "crowd:remote:pub.os", "stamp:remote:pub.os"]
+              "crowd:remote:pub.os", "stamp:remote:pub.os", "direct:remote:pub.os"]
 REMOTE_QUEUE = 32
 REMOTE_CONNECTIONS = 24
 # Generous "does not hang" bounds: the machine may be loaded.
@@ -221,6 +221,39 @@ def test_websocket_owned_by_a_remote_app(site: Site) -> None:
         push.web_socket_push.message_type = http_pb2.WsMessageType.Value("Text")  # type: ignore[assignment]
         assert act(app, push, b"from the remote app") == "ok"
         assert client.recv(timeout=10) == "from the remote app"
+
+
+def test_direct_bindings_of_a_remote_app_are_made_plain(site: Site) -> None:
+    """A process on another machine cannot be handed a socket or a link: its bindings
+    asked `direct` are made as plain ones (docs/websockets.md, docs/direct.md), and
+    its HTTP and WebSocket traffic goes through the kernel as always."""
+    from porch.http.server import HttpBindingConfig, HttpResponse, HttpServer, WsBindingConfig
+
+    app = site.node.remote("direct:remote:pub.os")
+    assert not app.accept_direct()
+    server = HttpServer(app)
+    server.bind_http_path("/api", HttpBindingConfig(authenticated=False, direct=True))
+    server.bind_ws_path("/ws", WsBindingConfig(authenticated=False, direct=True))
+    got: list[str] = []
+
+    def serve(count: int) -> None:
+        for _ in range(count):
+            server.handle_request(app.await_message(timeout=10),
+                                  lambda req: HttpResponse(200).body(b"plain"),
+                                  lambda ch, kind, blob: got.append(kind),
+                                  on_open=lambda path, ch: got.append("open"))
+
+    result: list[requests.Response] = []
+    asker = threading.Thread(target=lambda: result.append(site.get("/direct:remote:pub.os/api")))
+    asker.start()
+    serve(1)
+    asker.join(30)
+    assert result and result[0].status_code == 200 and result[0].content == b"plain"
+    with connect(f"ws://127.0.0.1:{site.port}/direct:remote:pub.os/ws", open_timeout=10) as client:
+        serve(1)
+        client.send("through the kernel")
+        serve(1)
+    assert got == ["open", "Text"]
 
 
 # ---------------------------------------------------------------------------- refusals

@@ -340,9 +340,10 @@ class Process:
             if self._takes_offers and item.source == HTTP_SERVER and item.is_request:
                 tag = item.body[:1]
                 if tag == LINK_TAG_BYTE:  # the stub's own, never the app's (docs/direct.md)
-                    self._held().link_offered(item)
+                    if self.can_hold_sockets:
+                        self._held().link_offered(item)
                     return False
-                if tag == OPEN_TAG_BYTE:
+                if tag == OPEN_TAG_BYTE and self.can_hold_sockets:
                     self._held().offered(item)
                 elif self.held_sockets is not None:
                     self.held_sockets.told(item)
