@@ -53,8 +53,16 @@ def test_a_partial_frame_waits_for_the_rest() -> None:
 ])
 def test_a_length_that_cannot_be_is_refused(rest: int, body_len: int) -> None:
     reader = FrameReader(max_frame=100)
-    with pytest.raises(BadFrame):
+    with pytest.raises(BadFrame, match=f"a frame of {rest} bytes with a body of {body_len}"):
         reader.feed(struct.pack("<IQQIB", rest, 1, 0, body_len, 0))
+
+
+def test_a_whole_frame_comes_out_before_a_partial_one_behind_it() -> None:
+    first, second = encode(1, b"x" * 40, b"y" * 40), encode(2, b"body", b"blob")
+    reader = FrameReader()
+    assert reader.feed(first + second[:-1]) == [(1, 0, b"x" * 40, b"y" * 40)]
+    assert reader.buffered == len(second) - 1
+    assert reader.feed(second[-1:]) == [(2, 0, b"body", b"blob")]
 
 
 def test_the_limit_allows_a_frame_of_exactly_its_size() -> None:

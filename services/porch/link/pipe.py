@@ -50,7 +50,8 @@ class FrameReader:
         end = len(buf)
         while end - at >= size:
             rest, id_, deadline_ms, body_len, flags = HEADER.unpack_from(buf, at)
-            if rest < size - 4 or rest > self.max_frame or body_len > rest - (size - 4):
+            # (A length shorter than the header's own fields fails the second test too.)
+            if rest > self.max_frame or body_len > rest - (size - 4):
                 raise BadFrame(f"a frame of {rest} bytes with a body of {body_len}")
             if end - at - 4 < rest:
                 break
