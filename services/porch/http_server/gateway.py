@@ -351,6 +351,9 @@ class Gateway:
                 ex.respond(*_text(503, _kernel_unavailable(self.proc)))
                 return
             forget = self.proc.forget
+            if binding.direct and links is not None:  # it answers: offer it a link
+                fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
+                                      else links.answered(app))
         self.inflight += 1
         ex.forwarded = time.monotonic()
 

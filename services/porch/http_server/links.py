@@ -1,7 +1,7 @@
 """Direct links from a worker to the processes of `direct` HTTP bindings (docs/direct.md).
 
-The first request for such a binding goes through the kernel as any other, and the
-worker offers the process a link: one end of a Unix stream socket pair, put on offer
+The first request for such a binding goes through the kernel as any other; once the
+process answered it (it runs), the worker offers it a link: one end of a Unix stream socket pair, put on offer
 under a one-time token (porch.http_server.wsdirect.Offers, this worker's own socket
 `<home>/run/http-link-<pid>.sock`) and announced to the process in a DirectLink
 message routed by the kernel, so only that process can take it. Once it took it, the
@@ -149,10 +149,9 @@ class Links:
     def request_future(self, app: str, body: bytes, timeout: float,
                        blob: Blob | None) -> tuple[int, asyncio.Future[Message]] | None:
         """Send a request on `app`'s link: its id and the future of its answer; None
-        when there is no link (then one is offered, and the caller uses the kernel)."""
+        when there is no link (the caller uses the kernel, and tells `answered`)."""
         link = self.up.get(app)
         if link is None:
-            self._offer(app)
             return None
         self._ids += 1
         id_ = self._ids
@@ -176,6 +175,13 @@ class Links:
             entry[0].set_exception(Timeout(link.app, id_, "no answer on the direct link in time"))
 
     # ------------------------------------------------------------------ offers
+
+    def answered(self, app: str) -> None:
+        """`app` answered a request of a direct binding through the kernel: it runs,
+        so a link is offered to it (unless it has one, or did not take the last offer
+        in the last OFFER_AGAIN_S)."""
+        if app not in self.up:
+            self._offer(app)
 
     def _offer(self, app: str) -> None:
         now = time.monotonic()

@@ -372,7 +372,7 @@ class Process:
             assert isinstance(self._link, BlockingDealer)
             self.held_sockets = HeldSockets(self.our, self._link.loop, self._inbox.append,
                                             lambda body: self.send_request(HTTP_SERVER, body),
-                                            self._link.loop.lock)
+                                            self._link.loop.lock, blocking=True)
         return self.held_sockets
 
     def _lost(self) -> None:

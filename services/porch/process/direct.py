@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
 
 from porch.address import HTTP_SERVER
@@ -29,14 +30,22 @@ from porch.ws.conn import Loop
 log = logging.getLogger("porch.process")
 
 READ_SIZE = 256 * 1024
+WRITE_TIMEOUT_S = 30.0  # a blocking process's answer waits this long for room on the link
 
 
 class LinkEnd:
     """One link to a worker: requests in (as Messages for `deliver`), answers out."""
 
     def __init__(self, our: str, sock: socket.socket, loop: Loop, deliver: Callable[[Message], None],
-                 on_end: Callable[[LinkEnd], None]) -> None:
+                 on_end: Callable[[LinkEnd], None], blocking_writes: bool = False) -> None:
+        """`blocking_writes` (a blocking process): an answer is written whole before
+        `respond` returns, as nothing else would write the rest while the process
+        computes (or after it exits); else what the socket has no room for is written
+        by the loop."""
         sock.setblocking(False)
+        self.blocking_writes = blocking_writes
+        # Answers from several threads of a process go out whole, one after another.
+        self.lock = threading.Lock()
         self.our = our
         self.sock = sock
         self.fd = sock.fileno()
@@ -80,10 +89,12 @@ class LinkEnd:
                 os.close(blob.detach())
         else:
             data = blob.bytes if blob is not None else None
-        if self.closed:
-            return False
-        self._write(encode(request.id, body, data))
-        return not self.closed
+        frame = encode(request.id, body, data)
+        with self.lock:
+            if self.closed:
+                return False
+            self._write(frame)
+            return not self.closed
 
     def _write(self, data: bytes) -> None:
         if self.writing:
@@ -97,11 +108,28 @@ class LinkEnd:
             self.close()
             return
         if sent < len(data):
+            if self.blocking_writes:
+                self._write_rest(data[sent:])
+                return
             self.out += data[sent:]
             self.writing = True
             self.loop.add_writer(self.fd, self._writable)
 
+    def _write_rest(self, rest: bytes) -> None:
+        """Wait for the worker to take the rest of an answer (it reads as it comes)."""
+        try:
+            self.sock.settimeout(WRITE_TIMEOUT_S)
+            self.sock.sendall(rest)
+            self.sock.setblocking(False)
+        except OSError as exc:  # the worker is gone or stuck: the link is no use
+            log.warning("%s: an answer could not be written on the direct link (%s)", self.our, exc)
+            self.close()
+
     def _writable(self) -> None:
+        with self.lock:
+            self._flush()
+
+    def _flush(self) -> None:
         try:
             sent = self.sock.send(self.out)
         except (BlockingIOError, InterruptedError):

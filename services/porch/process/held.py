@@ -130,9 +130,12 @@ class HeldSockets:
 
     def __init__(self, our: str, loop: Loop, deliver: Callable[[Message], None],
                  tell_worker: Callable[[bytes], object],
-                 lock: threading.RLock | contextlib.nullcontext[None] | None = None) -> None:
+                 lock: threading.RLock | contextlib.nullcontext[None] | None = None,
+                 blocking: bool = False) -> None:
         """`lock`: held by the loop while it runs the sockets' callbacks (a blocking
-        process's: a push from another of its threads waits for it)."""
+        process's: a push from another of its threads waits for it). `blocking`: the
+        process runs no loop of its own between its calls into the stub."""
+        self.blocking = blocking
         self.our = our
         self.loop = loop
         self.lock = lock if lock is not None else contextlib.nullcontext()
@@ -222,7 +225,8 @@ class HeldSockets:
             log.info("%s: no direct link from the http-server (%s); its requests come through the "
                      "kernel", self.our, exc)
             return
-        self.links.add(LinkEnd(self.our, sock, self.loop, self.deliver, self.links.discard))
+        self.links.add(LinkEnd(self.our, sock, self.loop, self.deliver, self.links.discard,
+                               blocking_writes=self.blocking))
         log.info("%s: took a direct link from the http-server", self.our)
 
     def told(self, msg: Message) -> None:
