@@ -155,10 +155,11 @@ class Links:
             return None
         self._ids += 1
         id_ = self._ids
-        fut: asyncio.Future[Message] = self.loop.create_future()
-        timer = self.loop.call_later(timeout, self._expire, link, id_)
-        link.pending[id_] = (fut, timer)
         link.send(encode(id_, body, blob.bytes if blob is not None else None, now_ms() + int(timeout * 1000)))
+        if link.closed:  # the write found the link broken: this request never left
+            return None
+        fut: asyncio.Future[Message] = self.loop.create_future()
+        link.pending[id_] = (fut, self.loop.call_later(timeout, self._expire, link, id_))
         return id_, fut
 
     def forget(self, id_: int) -> None:
@@ -195,7 +196,8 @@ class Links:
         offer.direct_link.handoff_token = token
         try:
             self.proc.send_request(app, offer.SerializeToString())
-        except Offline:
+        except Offline:  # the kernel is away: offered again at the next answer
+            self.offered.pop(app, None)
             withdrawn = self.offers.withdraw(token)
             if withdrawn is not None:
                 self._unclaimed(withdrawn)
