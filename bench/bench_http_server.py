@@ -52,7 +52,8 @@ import porch
 from porch.http.server import HttpBindingConfig, HttpResponse, HttpServer
 proc = porch.Process()
 server = HttpServer(proc)
-server.bind_http_path("/", HttpBindingConfig(authenticated=False, direct=DIRECT))
+# (direct only when asked: a checkout before it knew no such argument, for A/B runs)
+server.bind_http_path("/", HttpBindingConfig(authenticated=False, **({"direct": True} if DIRECT else {})))
 print("READY", flush=True)
 reply = HttpResponse(200).header("Content-Type", "text/plain").body(b"hello world")
 while True:

@@ -60,7 +60,9 @@ async def main():
         if kind == "Text":
             send_ws_push(proc, channel, "Text", blob)
     proc.on_request(lambda msg: server.handle_request(msg, lambda req: None, echo))
-    await server.bind_ws_path("/ws", WsBindingConfig(authenticated=False, direct=DIRECT))
+    # (direct only when asked: a checkout before it knew no such argument, for A/B runs)
+    await server.bind_ws_path("/ws", WsBindingConfig(authenticated=False,
+                                                     **({"direct": True} if DIRECT else {})))
     print("READY", flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())
@@ -71,7 +73,7 @@ import porch
 from porch.http.server import HttpServer, WsBindingConfig, send_ws_push
 proc = porch.Process()
 server = HttpServer(proc)
-server.bind_ws_path("/ws", WsBindingConfig(authenticated=False, direct=DIRECT))
+server.bind_ws_path("/ws", WsBindingConfig(authenticated=False, **({"direct": True} if DIRECT else {})))
 print("READY", flush=True)
 def echo(channel, kind, blob):
     if kind == "Text":
@@ -121,16 +123,18 @@ def side_app(side: str) -> tuple[str, str]:
     return variant, APPS["direct" in words, "async" in words]
 
 
-def porch_node(env: dict[str, str], config_extra: str = "") -> tuple[Node, int]:
+def porch_node(env: dict[str, str], config_extra: str = "", apps: set[str] | None = None) -> tuple[Node, int]:
+    """A node running the echo processes `apps` (default: all of them)."""
+    wanted = {kind: pid for kind, pid in APPS.items() if apps is None or pid in apps}
     node = Node('node = "bench.os"\n' + config_extra + "".join(
         f'[[process]]\nid = "{pid}"\ncapabilities = ["http-server:distro:sys"]\n'
-        for pid in APPS.values()))
+        for pid in wanted.values()))
     node.start("kernel", env=env)
     port = free_port()
     node.start("http-server", "--port", str(port), env={"PORCH_PASSWORD": "bench", **env})
-    for (direct, is_async), pid in APPS.items():
+    for (direct, is_async), pid in wanted.items():
         node.spawn(pid, f"DIRECT = {direct}\n" + (ECHO_ASYNC if is_async else ECHO), **env)
-    for pid in APPS.values():
+    for pid in wanted.values():
         node.wait_log(pid, "READY")
     return node, port
 
@@ -172,7 +176,8 @@ def main() -> None:
                 continue
             variant, app = side_app(side)
             if variant not in nodes:
-                nodes[variant] = porch_node(envs.get(variant, {}), configs.get(variant, ""))
+                apps = {side_app(s)[1] for s in sides if s.startswith("porch") and side_app(s)[0] == variant}
+                nodes[variant] = porch_node(envs.get(variant, {}), configs.get(variant, ""), apps)
                 closers.append(nodes[variant][0])
             node, port = nodes[variant]
             urls[side] = f"ws://127.0.0.1:{port}/{app}/ws"
