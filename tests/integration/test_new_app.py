@@ -112,6 +112,19 @@ def test_porch_new_refuses_what_cannot_be_an_app(ws: Workspace) -> None:
     assert not ws.home.exists(), "without --add no home is touched"
 
 
+def stacks(pid: int) -> str:
+    """What a live process is doing (py-spy, where installed), for a failure's message."""
+    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    try:
+        out = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"(no py-spy: {exc})"
+    status = Path(f"/proc/{pid}/status")
+    lines = status.read_text().splitlines() if status.exists() else []
+    signals = [line for line in lines if line.startswith("Sig")]  # SigIgn: an ignored SIGINT?
+    return out.stdout + out.stderr + "\n".join(signals)
+
+
 def test_porch_dev_restarts_the_app_when_a_file_changes(ws: Workspace) -> None:
     """issue 14, the development loop: `porch dev APP` adds the app, starts the node,
     and restarts the app at every change of its files, printing its log; Ctrl-C stops
@@ -150,7 +163,11 @@ def test_porch_dev_restarts_the_app_when_a_file_changes(ws: Workspace) -> None:
                  0.2, "the restarted app")
         saw("loop:loop:local ready")  # its log, followed
         os.killpg(dev.pid, signal.SIGINT)
-        assert dev.wait(30) == 0
+        try:
+            assert dev.wait(30) == 0
+        except subprocess.TimeoutExpired:  # (seen once in a loaded full run: say where it was)
+            raise AssertionError(f"`porch dev` still runs 30 s after SIGINT; its output:\n{''.join(seen)}"
+                                 f"\nits stacks:\n{stacks(dev.pid)}") from None
         saw("the node keeps running")
         status = ws.porch("status", "--home", str(ws.home))
         assert status.returncode == 0 and "loop:loop:local" in status.stdout
