@@ -1,7 +1,9 @@
-"""One server-side WebSocket on its own socket, driven by the asyncio loop.
+"""One server-side WebSocket on its own socket, driven by a loop: asyncio's in the
+http-server's worker and in an AsyncProcess, the blocking stub's PollLoop in a Process
+that holds its sockets (a direct binding, porch.process.held).
 
-After the upgrade the worker owns the connection's socket outright (`porch.http_server.upgrade`
-takes it from Tornado through public calls): the loop watches it for input once, for
+After the upgrade the holder owns the connection's socket outright: the loop watches
+it for input once, for
 its whole life (`add_reader`), every wake-up reads what is there with one `recv` and
 hands each whole message to the owner (`Events`), and a frame is written with one
 `send` when the socket has room, or queued (and `add_writer`) when it has not. The
