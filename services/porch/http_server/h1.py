@@ -202,6 +202,13 @@ class H1Connection:
             self._upgrading = True
             self._pending[:0] = data[offset:]
             return
+        except httptools.HttpParserCallbackError as exc:
+            # One of our callbacks failed (httptools wraps what it raised): porch's
+            # fault, not the client's: 500, and the traceback logged.
+            log.error("handling a request from %s failed", self.peer, exc_info=exc.__context__ or exc)
+            if not (self.closed or self.detached or self._lingering or self._refusal is not None):
+                self._refuse(closing_response(500, "internal error"))
+            return
         except httptools.HttpParserError as exc:
             if not (self.closed or self.detached or self._lingering or self._refusal is not None):
                 log.info("malformed HTTP request from %s: %s", self.peer, exc)
