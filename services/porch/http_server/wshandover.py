@@ -34,11 +34,12 @@ def socket_path(run_dir: Path, primary_pid: int) -> Path:
 
 
 def refuse(sock: socket.socket, why: str) -> None:
-    """Answer 503 on an upgrade's socket that nobody can open, and close it."""
+    """Answer 503 on an upgrade's socket that nobody can open, and close it. Never
+    waits (it runs in the worker's loop): a short answer fits in a socket's buffer,
+    and a client that left no room for it gets the close alone."""
     try:
-        sock.setblocking(True)
-        sock.settimeout(1.0)
-        sock.sendall(closing_response(503, why, "Retry-After: 1\r\n"))
+        sock.setblocking(False)
+        sock.send(closing_response(503, why, "Retry-After: 1\r\n"))
     except OSError:
         pass
     sock.close()
