@@ -61,3 +61,12 @@ def test_a_failure_of_porchs_own_handling_is_500_and_logged(caplog: pytest.LogCa
 def test_a_malformed_request_is_still_400() -> None:
     answer = asyncio.run(exchange(b"GET /x HTTP/1.1\r\nHost localhost\r\n\r\n"))
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
+
+
+def test_a_stop_on_purpose_is_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A callback that stops the parser on purpose (here: a refusal, 505) answers what
+    it answers and logs no error (it is how the connection stops reading)."""
+    caplog.set_level(logging.ERROR, "porch.http_server")
+    answer = asyncio.run(exchange(b"GET /x HTTP/2.0\r\nHost: localhost\r\n\r\n"))
+    assert answer.startswith(b"HTTP/1.1 505 "), answer[:80]
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -203,6 +203,8 @@ class H1Connection:
             self._pending[:0] = data[offset:]
             return
         except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _Stop):  # a callback stopped the parser on purpose
+                return
             # One of our callbacks failed (httptools wraps what it raised): porch's
             # fault, not the client's: 500, and the traceback logged.
             log.error("handling a request from %s failed", self.peer, exc_info=exc.__context__ or exc)
