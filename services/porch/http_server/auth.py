@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import re
 import time
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 import argon2
 import jwt
 
+from porch.http_server.hosts import same_origin
 from porch.http_server.sessions import Sessions
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
@@ -190,16 +191,8 @@ def cross_site(origin: str | None, fetch_site: str | None, host: str | None) -> 
         return True
     if origin is None:
         return False
-    parts = urlsplit(origin.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc or not host:
-        return True  # "null" (sandboxed pages, some redirects) or garbage
-    return _netloc(parts.netloc, parts.scheme) != _netloc(host, parts.scheme)
-
-
-def _netloc(netloc: str, scheme: str) -> str:
-    netloc = netloc.lower()
-    default = ":443" if scheme == "https" else ":80"
-    return netloc[: -len(default)] if netloc.endswith(default) else netloc
+    # "null" (sandboxed pages, some redirects) and garbage are not the same origin.
+    return not host or not same_origin(origin, host)
 
 
 def strip_auth_cookies(header: str, node: str, app: str | None) -> str | None:

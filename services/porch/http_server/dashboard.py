@@ -34,7 +34,6 @@ from porch.http_server.auth import Auth, cross_site
 from porch.http_server.exchange import JSON, TEXT, Exchange
 from porch.http_server.figures import AppStats, HttpFigures, printable
 from porch.http_server.gather import Gatherer, NodeNow
-from porch.http_server.hosts import same_origin
 from porch.http_server.processes import Row, rows
 from porch.http_server.scrape import token_refusal
 from porch.http_server.upgrade import Refusal, extension_offers, handshake_refusal, switching_protocols
@@ -207,11 +206,9 @@ class Dashboard:
         if not self.auth.authorized(ex.header("Cookie")):
             return 401, [TEXT], b"log in first\n"
         origin = ex.header("Origin")
-        if origin is not None:
-            fetch_site = (ex.header("Sec-Fetch-Site") or "same-origin").strip().lower()
-            if not (fetch_site in ("same-origin", "none") and same_origin(origin, ex.header("Host") or "")):
-                log.info("refused the node page's socket to origin %r", origin[:200])
-                return 403, [TEXT], b"Cross origin websockets not allowed\n"
+        if origin is not None and cross_site(origin, ex.header("Sec-Fetch-Site"), ex.header("Host")):
+            log.info("refused the node page's socket to origin %r", origin[:200])
+            return 403, [TEXT], b"Cross origin websockets not allowed\n"
         key = ex.header("Sec-WebSocket-Key")
         assert key is not None  # handshake_refusal checked it
         return _PageAdmission(key, extension_offers(ex.header_items()) if self.compression else [])

@@ -47,11 +47,10 @@ import msgpack
 
 from porch.files import write_atomic
 from porch.http_server import actions
-from porch.http_server.auth import PROXY_HEADERS, Auth, is_local
+from porch.http_server.auth import PROXY_HEADERS, Auth, cross_site, is_local
 from porch.http_server.bindings import BindingTable, WsBinding
 from porch.http_server.exchange import TEXT, Exchange, Headers, closing_response
 from porch.http_server.figures import AppStats, HttpFigures
-from porch.http_server.hosts import same_origin
 from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
 from porch.http_server.upgrade import Refusal, extension_offers, handshake_refusal, switching_protocols
@@ -375,8 +374,7 @@ class WsHub:
         present the cookie itself."""
         if not (binding.authenticated or binding.extension):
             return True
-        fetch_site = (ex.header("Sec-Fetch-Site") or "same-origin").strip().lower()
-        if fetch_site in ("same-origin", "none") and same_origin(origin, ex.header("Host") or ""):
+        if not cross_site(origin, ex.header("Sec-Fetch-Site"), ex.header("Host")):
             return True
         log.info("refused a websocket upgrade on %s from origin %r", ex.path, origin[:200])
         return False
