@@ -18,6 +18,11 @@ that does not take what is pushed is closed 1008) and the ping interval.
 A socket that cannot be taken (the worker went away, it already gave up waiting) is
 left to the worker, which then serves it as on any binding: the app sees no
 difference but speed.
+
+The same hand-over brings the direct HTTP links workers offer for `direct` HTTP
+bindings (`HeldSockets.link_offered`, porch.process.direct, docs/direct.md). Offers
+are looked for only in what an app (not a node service) gets from the http-server,
+and only where a descriptor can come (a process on the node's machine).
 """
 
 from __future__ import annotations
