@@ -1435,3 +1435,40 @@ def test_an_unbind_tells_the_owner_of_a_claimed_socket_and_closes_one_on_offer(t
         assert held_client.quiet()
 
     run_direct(tmp_path, test)
+
+
+def test_descriptors_handed_over_by_a_replaced_worker_are_kept_as_it_kept_them(tmp_path: Path) -> None:
+    """A new worker adopts the descriptors of sockets their owners hold (from the worker
+    it replaces): each becomes a claimed channel of its owner, watched, counted, not in
+    the record; malformed entries and ids it has already are closed, not adopted; the
+    owner's death then closes the adopted socket 1001."""
+    async def test(bed: Bed, direct: Direct) -> None:
+        pairs = [socket.socketpair() for _ in range(4)]
+        try:
+            ours, theirs = [a for a, _ in pairs], [b for _, b in pairs]
+            direct_bind(bed.table, APP, "/ws")
+            existing, _client = await bed.connect(f"/{APP}/ws")
+            entries: list[Any] = [{"id": 7, "app": APP, "path": f"/{APP}/ws"},
+                                  {"id": "8", "app": APP, "path": "/x"},
+                                  {"id": existing.id, "app": APP, "path": f"/{APP}/ws"},
+                                  ["not", "a", "dict"]]
+            assert bed.hub._adopt(entries, ours) == 1
+            adopted = bed.hub.channels[7]
+            assert adopted.claimed and adopted.app == APP and adopted.conn is None
+            assert adopted.binding_path == f"/{APP}/ws" and adopted.held is ours[0]
+            assert [s.fileno() for s in ours[1:]] == [-1, -1, -1], "the others closed"
+            assert bed.hub.channels[existing.id] is existing
+            assert [w[0] for w in bed.proc.watched] == [APP], "one watch per owner"
+            bed.hub._write_record()
+            record = json.loads((tmp_path / f"ws-channels.{os.getpid()}.json").read_bytes())
+            assert 7 not in [e["id"] for e in record]
+            bed.proc.watched[0][1](APP)
+            theirs[0].settimeout(5)
+            assert theirs[0].recv(100) == b"\x88\x13\x03\xe9the app went away"
+            assert 7 not in bed.hub.channels
+        finally:
+            for a, b in pairs:
+                a.close()
+                b.close()
+
+    run_direct(tmp_path, test)

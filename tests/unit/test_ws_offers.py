@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 
-from porch.http_server.wsdirect import CLAIM_WAIT_S, TOKEN_BYTES, Offer, Offers
+from porch.http_server.wsdirect import (
+    ADOPT_BATCH,
+    CLAIM_WAIT_S,
+    TOKEN_BYTES,
+    Offer,
+    Offers,
+    hand_held,
+    successor_path,
+)
 from porch.process.held import ClaimFailed, claim
 
 REFUSED = "no such socket on offer (the server serves it)"
@@ -296,3 +304,65 @@ def test_the_socket_file_is_for_its_user_only_and_replaces_a_stale_one(tmp_path:
         assert os.umask(0o002) == 0o002, "the umask is given back"
     finally:
         os.umask(old)
+
+
+# ---------------------------------------------------------------------- a successor adopts
+
+def adopting(bed: Bed, may: bool) -> list[tuple[list[Any], list[socket.socket]]]:
+    """Make the bed's Offers take adoptions (from any peer if `may`, else from none)."""
+    got: list[tuple[list[Any], list[socket.socket]]] = []
+
+    def on_adopt(entries: list[Any], socks: list[socket.socket]) -> int:
+        got.append((entries, socks))
+        bed.socks.extend(socks)
+        return len(socks)
+
+    bed.offers.on_adopt = on_adopt
+    bed.offers.may_adopt = lambda pid: may and pid == os.getpid()
+    return got
+
+
+def test_a_worker_adopts_the_held_sockets_of_the_one_it_replaces(tmp_path: Path) -> None:
+    """hand_held sends entries and descriptors (in batches); the Offers give them to
+    on_adopt, whose count comes back; the descriptors are the same sockets."""
+    async def test(bed: Bed) -> None:
+        got = adopting(bed, True)
+        pairs = [socket.socketpair() for _ in range(ADOPT_BATCH + 3)]
+        for a, b in pairs:
+            bed.socks += [a, b]
+        entries = [{"id": i, "app": "a:b:c", "path": "/a:b:c/ws"} for i in range(len(pairs))]
+        taken = await asyncio.get_running_loop().run_in_executor(
+            None, hand_held, bed.path, entries, [a for a, _ in pairs])
+        assert taken == len(pairs)
+        assert [len(e) for e, _ in got] == [ADOPT_BATCH, 3]
+        assert [e for batch, _ in got for e in batch] == entries
+        adopted = [s for _, socks in got for s in socks]
+        adopted[5].send(b"through the adopted descriptor")
+        assert pairs[5][1].recv(100) == b"through the adopted descriptor"
+
+    run(tmp_path, test)
+
+
+def test_only_a_worker_may_hand_sockets_over(tmp_path: Path) -> None:
+    """A peer that is not a worker (SO_PEERCRED) is refused: nothing adopted, the
+    descriptors it sent closed."""
+    async def test(bed: Bed) -> None:
+        got = adopting(bed, False)
+        a, b = socket.socketpair()
+        bed.socks += [a, b]
+        taken = await asyncio.get_running_loop().run_in_executor(
+            None, hand_held, bed.path, [{"id": 1, "app": "a:b:c", "path": "/x"}], [a])
+        assert taken == 0 and got == []
+        a.close()  # ours; the copy the Offers got is closed too: the peer sees the end
+        b.settimeout(5)
+        assert b.recv(10) == b""
+
+    run(tmp_path, test)
+
+
+def test_the_successor_is_another_live_worker(tmp_path: Path) -> None:
+    for pid in (11, 22, 33):
+        (tmp_path / f"http-ws-claim-{pid}.sock").touch()
+    (tmp_path / "http-ws-claim-x.sock").touch()
+    assert successor_path(tmp_path, 11, lambda pid: pid in (11, 33)) == tmp_path / "http-ws-claim-33.sock"
+    assert successor_path(tmp_path, 11, lambda pid: pid == 11) is None

@@ -350,6 +350,8 @@ async def drain(server: Server, hub: WsHub, ending: Ending, longest_s: float) ->
     loop = asyncio.get_running_loop()
     server.stop()  # stop accepting; the keeper (and a new worker) still hold the socket
     hub.draining = True
+    if ending.superseded:  # a new worker took over: it keeps what owners hold
+        await hub.hand_held_on()
     hub.close_all()  # 1012: clients reconnect (to the new worker); owners get WebSocketClose
     server.begin_drain()
     started = loop.time()

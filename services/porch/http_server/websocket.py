@@ -55,7 +55,7 @@ from porch.http_server.paths import normalize
 from porch.http_server.settings import HttpServerSettings
 from porch.http_server.upgrade import Refusal, extension_offers, handshake_refusal, switching_protocols
 from porch.http_server.worker_figures import is_worker
-from porch.http_server.wsdirect import Offer, Offers
+from porch.http_server.wsdirect import ADOPT_WAIT_S, Offer, Offers, hand_held, successor_path
 from porch.http_server.wshandover import HandoverClient, refuse
 from porch.process.aio import AsyncProcess
 from porch.process.message import Blob, Message, Offline, SendError, Timeout
@@ -248,8 +248,52 @@ class WsHub:
         return None
 
     def start_offering(self, path: Path) -> None:
-        """Hand the sockets of direct bindings to their owners through `path`."""
-        self.offers = Offers(path, self._claimed, self._unclaimed)
+        """Hand the sockets of direct bindings to their owners through `path` (and take
+        the descriptors of held sockets from a worker this one replaces)."""
+        self.offers = Offers(path, self._claimed, self._unclaimed, on_adopt=self._adopt, may_adopt=is_worker)
+
+    async def hand_held_on(self) -> int:
+        """This worker is replaced: its descriptors of sockets their owners hold go to
+        the new worker (which then closes them 1001 should an owner die), once that
+        one offers (it may still be starting). How many it took."""
+        held = [c for c in self.channels.values() if c.claimed]
+        if not held or self.offers is None:
+            return 0
+        run_dir = self.offers.path.parent
+        give_up = self._loop.time() + ADOPT_WAIT_S
+        while (path := successor_path(run_dir, os.getpid(), is_worker)) is None:
+            if self._loop.time() >= give_up:
+                log.info("no new worker took the %d WebSocket(s) their owners hold", len(held))
+                return 0
+            await asyncio.sleep(0.05)
+        entries = [{"id": c.id, "app": c.app, "path": c.binding_path} for c in held]
+        taken = hand_held(path, entries, [c.held for c in held if c.held is not None])
+        log.info("handed %d WebSocket(s) their owners hold to the new worker", taken)
+        return taken
+
+    def _adopt(self, entries: list[Any], socks: list[socket.socket]) -> int:
+        """Descriptors of held sockets from the worker this one replaces: kept as that
+        worker kept them (for 1001 when an owner dies, and the count)."""
+        adopted = 0
+        for entry, sock in zip(entries, socks, strict=True):
+            id_ = entry.get("id") if isinstance(entry, dict) else None
+            app = entry.get("app") if isinstance(entry, dict) else None
+            path = entry.get("path") if isinstance(entry, dict) else None
+            if not (isinstance(id_, int) and isinstance(app, str) and isinstance(path, str)) \
+                    or id_ in self.channels:
+                sock.close()
+                continue
+            channel = Channel(self, id_, WsBinding(path, app, direct=True))
+            channel.held = sock
+            channel.opened = self._loop.time()
+            figures = self.figures
+            channel.fig = (figures.apps.get(app) or figures.stats(app)) if figures.enabled else None
+            self.channels[id_] = channel
+            if app not in self._watched:
+                self._watched.add(app)
+                self.proc.watch(app, self._owner_gone)
+            adopted += 1
+        return adopted
 
     def close_all(self, code: int = CLOSE_SERVICE_RESTART, reason: str = "server restarting") -> None:
         """This worker stops: its sockets are closed (owners told), except those

@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import socket
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,48 @@ log = logging.getLogger("porch.http_server")
 
 TOKEN_BYTES = 16
 CLAIM_WAIT_S = 5.0  # how long an offered socket waits for its owner before the worker serves it
+MAX_RECORD = 256 * 1024
+ADOPT_BATCH = 200  # descriptors per message (Linux takes at most 253 with one sendmsg)
+ADOPT_WAIT_S = 2.0  # how long a replaced worker looks for its successor's socket
 
 
 def claim_path(run_dir: Path, pid: int) -> Path:
     return run_dir / f"http-ws-claim-{pid}.sock"
+
+
+def successor_path(run_dir: Path, own_pid: int, is_worker: Callable[[int], bool]) -> Path | None:
+    """The hand-over socket of another live worker (the one that replaces this one)."""
+    for path in sorted(run_dir.glob("http-ws-claim-*.sock")):
+        middle = path.name[len("http-ws-claim-"):-len(".sock")]
+        if middle.isdigit() and int(middle) != own_pid and is_worker(int(middle)):
+            return path
+    return None
+
+
+def hand_held(path: Path, entries: list[dict[str, Any]], socks: list[socket.socket],
+              timeout: float = 1.0) -> int:
+    """Give a successor worker our descriptors of sockets their owners hold (it then
+    closes them 1001 should an owner die): how many it took."""
+    taken = 0
+    for at in range(0, len(entries), ADOPT_BATCH):
+        part, fds = entries[at:at + ADOPT_BATCH], [s.fileno() for s in socks[at:at + ADOPT_BATCH]]
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
+                conn.settimeout(timeout)
+                conn.connect(str(path))
+                conn.sendmsg([json.dumps({"adopt": part}).encode()],
+                              [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+                answer = json.loads(conn.recv(MAX_RECORD) or b"{}")
+        except (OSError, ValueError) as exc:
+            log.info("could not hand held WebSockets to the next worker: %s", exc)
+            break
+        taken += int(answer.get("adopted", 0)) if isinstance(answer, dict) else 0
+    return taken
+
+
+def peer_pid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[0])
 
 
 class Offer:
@@ -56,7 +95,13 @@ class Offers:
     took it."""
 
     def __init__(self, path: Path, on_claimed: Callable[[Offer], None],
-                 on_unclaimed: Callable[[Offer], None], wait_s: float = CLAIM_WAIT_S) -> None:
+                 on_unclaimed: Callable[[Offer], None], wait_s: float = CLAIM_WAIT_S,
+                 on_adopt: Callable[[list[Any], list[socket.socket]], int] | None = None,
+                 may_adopt: Callable[[int], bool] = lambda pid: False) -> None:
+        """`on_adopt(entries, sockets)`: a worker this one replaces hands over its
+        descriptors of held sockets (accepted from a peer whose pid `may_adopt`)."""
+        self.on_adopt = on_adopt
+        self.may_adopt = may_adopt
         self.path = path
         self.on_claimed = on_claimed
         self.on_unclaimed = on_unclaimed
@@ -112,15 +157,22 @@ class Offers:
         conn.close()
 
     def _claim(self, conn: socket.socket, timer: asyncio.TimerHandle) -> None:
+        fds = array.array("i")
         try:
-            token = conn.recv(TOKEN_BYTES + 1)
+            token, ancdata, _, _ = conn.recvmsg(MAX_RECORD, socket.CMSG_SPACE(ADOPT_BATCH * fds.itemsize))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            token = b""
+            token, ancdata = b"", []
         timer.cancel()
         self.loop.remove_reader(conn.fileno())
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
         with conn:
+            if fds or token[:1] == b"{":
+                self._adopt(conn, token, list(fds))
+                return
             offer = self.withdraw(token) if len(token) == TOKEN_BYTES else None
             if offer is None:
                 self._answer(conn, {"refused": "no such socket on offer (the server serves it)"}, None)
@@ -129,6 +181,22 @@ class Offers:
                 self.on_claimed(offer)
             else:  # the claimant went away: as if nobody had come
                 self.on_unclaimed(offer)
+
+    def _adopt(self, conn: socket.socket, data: bytes, fds: list[int]) -> None:
+        """Descriptors of held sockets from the worker this one replaces."""
+        socks = [socket.socket(fileno=fd) for fd in fds]
+        adopted = 0
+        try:
+            entries = json.loads(data)["adopt"]
+            if not (self.on_adopt is not None and isinstance(entries, list) and len(entries) == len(socks)
+                    and self.may_adopt(peer_pid(conn))):
+                raise ValueError("not from a worker, or not one descriptor per socket")
+            adopted = self.on_adopt(entries, socks)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("refused a hand-over of held WebSockets: %s", exc)
+            for sock in socks:
+                sock.close()
+        self._answer(conn, {"adopted": adopted}, None)
 
     @staticmethod
     def _answer(conn: socket.socket, record: dict[str, Any], sock: socket.socket | None) -> bool:
