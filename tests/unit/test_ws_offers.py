@@ -366,3 +366,18 @@ def test_the_successor_is_another_live_worker(tmp_path: Path) -> None:
     (tmp_path / "http-ws-claim-x.sock").touch()
     assert successor_path(tmp_path, 11, lambda pid: pid in (11, 33)) == tmp_path / "http-ws-claim-33.sock"
     assert successor_path(tmp_path, 11, lambda pid: pid == 11) is None
+
+
+def test_a_token_is_a_token_whatever_its_first_byte(tmp_path: Path) -> None:
+    """Only descriptors make a message a hand-over: a token that begins with "{" (one
+    in 256 do) still claims its socket (a full run once took one for a hand-over)."""
+    async def test(bed: Bed) -> None:
+        ours, theirs = socket.socketpair()
+        bed.socks += [ours, theirs]
+        token = b"{" + secrets.token_bytes(TOKEN_BYTES - 1)
+        offer = Offer(ours, token, RECORD)
+        bed.offers.waiting[token] = offer
+        _, record = await bed.claim(token)
+        assert record == RECORD and bed.claimed == [offer]
+
+    run(tmp_path, test)

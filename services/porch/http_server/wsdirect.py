@@ -170,7 +170,8 @@ class Offers:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
         with conn:
-            if fds or token[:1] == b"{":
+            if fds:  # descriptors come only with a hand-over from a replaced worker (a
+                # claimant sends its token alone, and a token may begin with any byte)
                 self._adopt(conn, token, list(fds))
                 return
             offer = self.withdraw(token) if len(token) == TOKEN_BYTES else None
