@@ -175,6 +175,21 @@ def test_a_read_only_copy_of_an_older_schema_keeps_its_sessions_and_refuses_writ
         copy.execute("DELETE FROM sessions")
 
 
+def test_a_read_only_copy_of_a_schema_before_direct_keeps_its_bindings(tmp_path: Path) -> None:
+    """A file at schema 2 (before bindings could be direct) read where it cannot be
+    migrated (a read-only or full disk): its bindings are served, not direct (the
+    copy once selected the new column from the old table, failed, and lost them all)."""
+    old = open_db(db_path(tmp_path), MIGRATIONS[:2])
+    old.execute("INSERT INTO http_bindings (path, app, authenticated, local_only, secure_subdomain,"
+                " timeout_ms) VALUES (?, ?, 0, 0, NULL, 0)", (f"/{APP}/x", APP))
+    old.execute("INSERT INTO ws_bindings (path, app, authenticated, secure_subdomain, extension)"
+                " VALUES (?, ?, 0, NULL, 0)", (f"/{APP}/ws", APP))
+    old.close()
+    copy = _snapshot(db_path(tmp_path), MIGRATIONS)
+    assert copy.execute("SELECT path, app, direct FROM http_bindings").fetchall() == [(f"/{APP}/x", APP, 0)]
+    assert copy.execute("SELECT path, app, direct FROM ws_bindings").fetchall() == [(f"/{APP}/ws", APP, 0)]
+
+
 def test_maintain_removes_orphan_bodies_and_reports_a_state_it_cannot_write(
         tmp_path: Path, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:

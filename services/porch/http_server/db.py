@@ -173,7 +173,8 @@ def _snapshot(path: Path, migrations: list[tuple[str, ...]]) -> sqlite3.Connecti
     """What can be read of `path`, as an in-memory database at the current schema and
     read-only (query_only): the file when it is at the current schema already is used
     as it is by the caller; this is for one older, missing or unreadable. Rows of
-    tables the file has are copied; the rest is empty."""
+    tables the file has are copied, with the columns the file has (a column a later
+    schema added takes its default); the rest is empty."""
     mem = sqlite3.connect(":memory:", isolation_level=None)
     migrate(mem, migrations)
     try:
@@ -186,7 +187,8 @@ def _snapshot(path: Path, migrations: list[tuple[str, ...]]) -> sqlite3.Connecti
             for (table,) in mem.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
                 if table not in present:
                     continue
-                columns = [row[1] for row in mem.execute(f"PRAGMA table_info({table})")]
+                theirs = {row[1] for row in old.execute(f"PRAGMA table_info({table})")}
+                columns = [row[1] for row in mem.execute(f"PRAGMA table_info({table})") if row[1] in theirs]
                 listed = ", ".join(columns)
                 rows = old.execute(f"SELECT {listed} FROM {table}").fetchall()
                 marks = ", ".join("?" * len(columns))
