@@ -336,22 +336,20 @@ class Gateway:
             for name, value in parse_qsl(ex.query, keep_blank_values=True):
                 add_query(name=name, value=value)
         timeout = binding.timeout_ms / 1000 if binding.timeout_ms else self.default_timeout
-        links = self.links
-        sent = None
-        if binding.direct and links is not None:  # on the app's direct link, if it took one
-            sent = links.request_future(app, request.SerializeToString(), timeout, Blob(ex.body))
-        if sent is not None:
+        body, blob = request.SerializeToString(), Blob(ex.body)
+        links = self.links if binding.direct else None
+        # On the app's direct link if it took one (docs/direct.md), else through the kernel.
+        if links is not None and (sent := links.request_future(app, body, timeout, blob)) is not None:
             id_, fut = sent
-            forget = links.forget  # type: ignore[union-attr]
+            forget = links.forget
         else:
             try:
-                id_, fut = self.proc.request_future(app, request.SerializeToString(), timeout=timeout,
-                                                    blob=Blob(ex.body))
+                id_, fut = self.proc.request_future(app, body, timeout=timeout, blob=blob)
             except Offline:
                 ex.respond(*_text(503, _kernel_unavailable(self.proc)))
                 return
             forget = self.proc.forget
-            if binding.direct and links is not None:  # it answers: offer it a link
+            if links is not None:  # it answers: offer it a link
                 fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
                                       else links.answered(app))
         self.inflight += 1
