@@ -26,14 +26,13 @@ from pathlib import Path
 
 from porch.address import HTTP_SERVER
 from porch.http_server.wsdirect import Offer, Offers
-from porch.link.pipe import BadFrame, FrameReader, encode
+from porch.link.pipe import PipeEnd, encode
 from porch.process.aio import AsyncProcess
 from porch.process.message import Blob, Message, Offline, Timeout
 from porch.wire import http_pb2, now_ms
 
 log = logging.getLogger("porch.http_server")
 
-READ_SIZE = 256 * 1024
 OFFER_AGAIN_S = 30.0  # after an offer that was not taken
 
 
@@ -41,69 +40,17 @@ def link_path(run_dir: Path, pid: int) -> Path:
     return run_dir / f"http-link-{pid}.sock"
 
 
-class Link:
+class Link(PipeEnd):
     """The worker's end of one process's link, with the requests waiting on it."""
 
-    __slots__ = ("app", "closed", "fd", "links", "out", "pending", "reader", "sock", "writing")
-
     def __init__(self, links: Links, app: str, sock: socket.socket) -> None:
-        sock.setblocking(False)
         self.links = links
         self.app = app
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.reader = FrameReader()
-        self.out = bytearray()
-        self.writing = False
-        self.closed = False
         # id -> (the future of its answer, its deadline's timer)
         self.pending: dict[int, tuple[asyncio.Future[Message], asyncio.TimerHandle]] = {}
-        links.loop.add_reader(self.fd, self._readable)
+        super().__init__(sock, links.loop)
 
-    def send(self, data: bytes) -> None:
-        if self.writing:
-            self.out += data
-            return
-        try:
-            sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self.close("the link broke")
-            return
-        if sent < len(data):
-            self.out += data[sent:]
-            self.writing = True
-            self.links.loop.add_writer(self.fd, self._writable)
-
-    def _writable(self) -> None:
-        try:
-            sent = self.sock.send(self.out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.close("the link broke")
-            return
-        del self.out[:sent]
-        if not self.out:
-            self.writing = False
-            self.links.loop.remove_writer(self.fd)
-
-    def _readable(self) -> None:
-        try:
-            data = self.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.close("the process closed its link")
-            return
-        try:
-            frames = self.reader.feed(data)
-        except BadFrame as exc:
-            self.close(f"it sent garbage ({exc})")
-            return
+    def received(self, frames: list[tuple[int, int, bytes, bytes | None]]) -> None:
         app = self.app
         for id_, _, body, blob in frames:
             entry = self.pending.pop(id_, None)
@@ -115,15 +62,7 @@ class Link:
                 fut.set_result(Message(id_, app, HTTP_SERVER, False, body,
                                        Blob(blob) if blob is not None else None))
 
-    def close(self, why: str) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        loop = self.links.loop
-        loop.remove_reader(self.fd)
-        if self.writing:
-            loop.remove_writer(self.fd)
-        self.sock.close()
+    def ended(self, why: str) -> None:
         if self.links.up.get(self.app) is self:
             del self.links.up[self.app]
         pending, self.pending = self.pending, {}
@@ -155,9 +94,9 @@ class Links:
             return None
         self._ids += 1
         id_ = self._ids
-        link.send(encode(id_, body, blob.bytes if blob is not None else None, now_ms() + int(timeout * 1000)))
-        if link.closed:  # the write found the link broken: this request never left
-            return None
+        if not link.send(encode(id_, body, blob.bytes if blob is not None else None,
+                                now_ms() + int(timeout * 1000))):
+            return None  # the write found the link broken: this request never left
         fut: asyncio.Future[Message] = self.loop.create_future()
         link.pending[id_] = (fut, self.loop.call_later(timeout, self._expire, link, id_))
         return id_, fut
