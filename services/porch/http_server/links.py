@@ -26,7 +26,8 @@ from pathlib import Path
 
 from porch.address import HTTP_SERVER
 from porch.http_server.wsdirect import Offer, Offers
-from porch.link.pipe import PipeEnd, encode
+from porch.link.pipe import encode
+from porch.link.pipe_end import PipeEnd
 from porch.process.aio import AsyncProcess
 from porch.process.message import Blob, Message, Offline, Timeout
 from porch.wire import http_pb2, now_ms

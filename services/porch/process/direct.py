@@ -22,7 +22,8 @@ from collections.abc import Callable
 
 from porch.address import HTTP_SERVER
 from porch.link.fds import BlobFile
-from porch.link.pipe import Loop, PipeEnd, encode
+from porch.link.pipe import encode
+from porch.link.pipe_end import Loop, PipeEnd
 from porch.process.message import Blob, Message
 
 log = logging.getLogger("porch.process")
