@@ -297,6 +297,7 @@ def test_the_socket_file_is_for_its_user_only_and_replaces_a_stale_one(tmp_path:
                 mode = os.stat(path).st_mode
                 assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) & 0o077 == 0, oct(mode)
                 assert stat.S_IMODE(mode) & 0o600 == 0o600, "its user connects"
+                assert stat.S_IMODE(mode) == 0o600, "as the docs say"
                 if offers is not bed.offers:
                     offers.close()
 

@@ -2,7 +2,7 @@
 
 The worker that opened such a socket (the 101 written, nothing read since) keeps it
 unserved and sends the owner WebSocketOpen with the path of this worker's hand-over
-socket (`<home>/run/http-ws-claim-<pid>.sock`, SOCK_SEQPACKET, owner-only (0700) in the 0700 run
+socket (`<home>/run/http-ws-claim-<pid>.sock`, SOCK_SEQPACKET, 0600 in the 0700 run
 directory) and a one-time token. The owner's stub connects, sends the token, and gets
 one record (JSON: the channel id, the limits, the bytes the client sent after its
 handshake) with the socket's descriptor (SCM_RIGHTS). A token is good once, for one
@@ -18,13 +18,14 @@ import array
 import asyncio
 import json
 import logging
-import os
 import secrets
 import socket
 import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from porch.node.listen_socket import owner_only_listener
 
 log = logging.getLogger("porch.http_server")
 
@@ -108,14 +109,7 @@ class Offers:
         self.wait_s = wait_s
         self.loop = asyncio.get_running_loop()
         self.waiting: dict[bytes, Offer] = {}
-        path.unlink(missing_ok=True)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        old = os.umask(0o077)
-        try:
-            self.sock.bind(str(path))
-        finally:
-            os.umask(old)
-        self.sock.listen(64)
+        self.sock = owner_only_listener(path, socket.SOCK_SEQPACKET, 64)
         self.sock.setblocking(False)
         self.loop.add_reader(self.sock.fileno(), self._accept)
 

@@ -4,7 +4,7 @@ Apps push to a channel through `http-server:distro:sys`, whose requests only the
 primary worker receives, so every open WebSocket lives in the primary. A member that
 admitted an upgrade (every check passed) sends the socket itself to the primary with
 SCM_RIGHTS, over a SOCK_SEQPACKET Unix socket the primary listens on
-(`<home>/run/http-ws-<primary's pid>.sock`, owner-only in the 0700 run directory): one
+(`<home>/run/http-ws-<primary's pid>.sock`, 0600 in the 0700 run directory): one
 record per socket, JSON (what opening it needs) plus the descriptor. The primary
 opens it as if it had admitted it (it checks the binding and its socket limit again:
 either may have changed); a member that cannot hand a socket over answers 503.
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from porch.http_server.exchange import closing_response
+from porch.node.listen_socket import owner_only_listener
 
 log = logging.getLogger("porch.http_server")
 
@@ -52,14 +53,7 @@ class HandoverServer:
         self.path = path
         self.on_socket = on_socket
         self.loop = asyncio.get_running_loop()
-        path.unlink(missing_ok=True)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        old = os.umask(0o077)
-        try:
-            self.sock.bind(str(path))
-        finally:
-            os.umask(old)
-        self.sock.listen(64)
+        self.sock = owner_only_listener(path, socket.SOCK_SEQPACKET, 64)
         self.sock.setblocking(False)
         self.peers: dict[int, socket.socket] = {}
         self.loop.add_reader(self.sock.fileno(), self._accept)

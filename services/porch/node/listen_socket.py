@@ -77,20 +77,27 @@ def listening(fd: int) -> socket.socket:
     return sock
 
 
+def owner_only_listener(path: Path, kind: int = socket.SOCK_STREAM, backlog: int = 16) -> socket.socket:
+    """A Unix socket listening at `path` (a stale file there replaced) that only this
+    user may connect to (0600; the node's run directory is 0700 besides)."""
+    path.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, kind)
+    old = os.umask(0o177)
+    try:
+        server.bind(str(path))
+    finally:
+        os.umask(old)
+    server.listen(backlog)
+    return server
+
+
 class Holder:
     """Hands copies of `sock` to the node's own processes that connect to `path`."""
 
     def __init__(self, sock: socket.socket, path: Path) -> None:
         self.sock = sock
         self.path = path
-        path.unlink(missing_ok=True)
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            self._server.bind(str(path))
-        finally:
-            os.umask(old)
-        self._server.listen(16)
+        self._server = owner_only_listener(path)
         self._thread = threading.Thread(target=self._serve, name="listen-holder", daemon=True)
         self._thread.start()
 
