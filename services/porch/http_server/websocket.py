@@ -58,6 +58,7 @@ from porch.http_server.worker_figures import is_worker
 from porch.http_server.wsdirect import ADOPT_WAIT_S, Offer, Offers, hand_held, successor_path
 from porch.http_server.wshandover import HandoverClient, refuse
 from porch.process.aio import AsyncProcess
+from porch.process.held import PushBodies
 from porch.process.message import Blob, Message, Offline, SendError, Timeout
 from porch.wire import http_pb2
 from porch.ws.conn import WsConnection
@@ -109,9 +110,7 @@ class Channel:
         self.active = 0.0  # loop time of its last frame, either way
         self.opened = 0.0  # loop time
         self.fig: AppStats | None = None  # its owner's figures (None: not counting)
-        # WebSocketPush{channel_id, message_type} bodies, built once per type: every
-        # client frame is forwarded with one of these (the payload is the blob).
-        self.push_bodies: dict[int, bytes] = {}
+        self.push_bodies = PushBodies(id_)  # what each client frame is forwarded with
 
     @property
     def claimed(self) -> bool:
@@ -630,14 +629,9 @@ class WsHub:
         self._to_app(app, closed)
 
     def _push_to_app(self, channel: Channel, kind: int, payload: bytes) -> None:
-        body = channel.push_bodies.get(kind)
-        if body is None:
-            push = http_pb2.HttpServerRequest()
-            push.web_socket_push.channel_id = channel.id
-            push.web_socket_push.message_type = kind  # type: ignore[assignment]
-            body = channel.push_bodies[kind] = push.SerializeToString()
         try:
-            self.proc.send_request(channel.app, body, blob=Blob(payload), report_undelivered=True)
+            self.proc.send_request(channel.app, channel.push_bodies[kind], blob=Blob(payload),
+                                   report_undelivered=True)
         except Offline:
             self._cannot_deliver(channel)
             return

@@ -58,6 +58,25 @@ CLOSE_TOO_SLOW = 1008
 WsType = http_pb2.WsMessageType
 
 
+class PushBodies(dict[int, bytes]):
+    """The WebSocketPush{channel_id, message_type} bodies of one socket, built once per
+    type: every client message reaches its owner with one of these (the payload is
+    the blob), from the worker (porch.http_server.websocket) or from the stub here."""
+
+    __slots__ = ("channel_id",)
+
+    def __init__(self, channel_id: int) -> None:
+        super().__init__()
+        self.channel_id = channel_id
+
+    def __missing__(self, kind: int) -> bytes:
+        push = http_pb2.HttpServerRequest()
+        push.web_socket_push.channel_id = self.channel_id
+        push.web_socket_push.message_type = kind  # type: ignore[assignment]
+        body = self[kind] = push.SerializeToString()
+        return body
+
+
 class ClaimFailed(Exception):
     """The worker did not hand the socket over (it says why)."""
 
@@ -100,7 +119,7 @@ class HeldChannel:
         self.id = id_
         self.conn: WsConnection | None = None
         self.send_queue_bytes = send_queue_bytes
-        self.push_bodies: dict[int, bytes] = {}
+        self.push_bodies = PushBodies(id_)
         self.told = False  # the app was told WebSocketClose already (the worker said it)
         self.why: str | None = None  # this side closed it: "app", "slow_reader" (the figures' reasons)
         # Since the last report to the worker (the node's figures).
@@ -361,13 +380,7 @@ class HeldSockets:
     # ------------------------------------------------------------------ to the app
 
     def incoming(self, channel: HeldChannel, kind: int, payload: bytes) -> None:
-        body = channel.push_bodies.get(kind)
-        if body is None:
-            push = http_pb2.HttpServerRequest()
-            push.web_socket_push.channel_id = channel.id
-            push.web_socket_push.message_type = kind  # type: ignore[assignment]
-            body = channel.push_bodies[kind] = push.SerializeToString()
-        self.deliver(Message(0, HTTP_SERVER, self.our, True, body, Blob(payload)))
+        self.deliver(Message(0, HTTP_SERVER, self.our, True, channel.push_bodies[kind], Blob(payload)))
 
     def ended(self, channel: HeldChannel, reason: str | None) -> None:
         """The socket is closed: the app hears it as from the worker (a Close push
