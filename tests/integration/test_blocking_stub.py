@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ from test_async_stub import CONFIG, ECHO, MUTE
 
 import porch
 from porch.link import dealer
-from support.node import Node, wait_for
+from support.node import Node, stopped, wait_for
 
 # Short heartbeats for every process of these tests (kernel, spawned, in-process): a
 # peer silent for 5 intervals (2 s) is dropped, so the idle and hung cases take seconds.
@@ -325,23 +323,13 @@ def test_an_idle_process_answers_pings_and_keeps_its_registration(znode: Node) -
     assert "heartbeat" not in log and "unregistered a:demo:sys" not in log
 
 
-@contextmanager
-def stopped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
-    """The process does not run (SIGSTOP) inside the block."""
-    proc.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGCONT)
-
-
 def test_a_hung_kernel_is_dropped_and_found_again(znode: Node) -> None:
     """A kernel that stops answering (SIGSTOP) is dropped after the heartbeat timeout:
     the request waiting for it fails Offline; once it runs again, messages flow."""
     a = znode.process("a:demo:sys")
     a.send_request("mute:demo:sys", b"x", expects_response=60)
     time.sleep(0.3)
-    with stopped(znode.procs["kernel"]):
+    with stopped(znode.procs["kernel"].pid):
         with pytest.raises(porch.Offline):
             a.await_message(timeout=20)
         with pytest.raises(porch.Offline):
@@ -363,7 +351,7 @@ def test_output_is_bounded_while_the_kernel_does_not_read(znode: Node) -> None:
         return True
 
     limit = dealer.HIGH_WATER_MARK
-    with stopped(znode.procs["kernel"]):
+    with stopped(znode.procs["kernel"].pid):
         refused = next((n for n in range(50 * limit) if not queued()), None)
     assert refused is not None and refused >= limit
     wait_for(lambda: flows(a), 20, interval=0.2, what="messages to flow once the kernel reads again")

@@ -38,7 +38,7 @@ import pytest
 import requests
 
 from porch.cli.procinfo import children
-from support.node import SERVING, Node, free_port, running, wait_for
+from support.node import SERVING, Node, free_port, running, stopped, wait_for
 
 NODE = "hdirect.os"
 PASSWORD = "direct http pass"
@@ -231,23 +231,6 @@ def site_of(*apps: str, extra_settings: str = "") -> Iterator[Site]:
 def site() -> Iterator[Site]:
     with site_of(BLOCKING, ASYNC) as s:
         yield s
-
-
-@contextmanager
-def stopped(*pids: int) -> Iterator[None]:
-    """SIGSTOP these processes for the block; SIGCONT them whatever happens."""
-    done: list[int] = []
-    try:
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-            done.append(pid)
-        yield
-    finally:
-        for pid in done:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
 
 
 def echo(r: requests.Response) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import requests
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from support.node import SERVING, Node, children, free_port, running, wait_for
+from support.node import SERVING, Node, children, free_port, running, stopped, wait_for
 
 NODE = "direct.os"
 PASSWORD = "direct pass"
@@ -192,23 +192,6 @@ def site_of(*apps: str, extra_settings: str = "") -> Iterator[Site]:
 def site() -> Iterator[Site]:
     with site_of(BLOCKING, ASYNC) as s:
         yield s
-
-
-@contextmanager
-def stopped(*pids: int) -> Iterator[None]:
-    """SIGSTOP these processes for the block; SIGCONT them whatever happens."""
-    done: list[int] = []
-    try:
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-            done.append(pid)
-        yield
-    finally:
-        for pid in done:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
 
 
 def echoes(ws: ClientConnection, message: str | bytes) -> None:

@@ -17,7 +17,8 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,23 @@ from porch.node.service_token import ENV_SERVICE_TOKEN
 
 PY = sys.executable
 SERVING = "serving http on"  # the worker's log line once it accepts connections
+
+
+@contextmanager
+def stopped(*pids: int) -> Iterator[None]:
+    """These processes do not run (SIGSTOP) inside the block; SIGCONT whatever happens."""
+    done: list[int] = []
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+            done.append(pid)
+        yield
+    finally:
+        for pid in done:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
