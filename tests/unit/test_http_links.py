@@ -44,20 +44,12 @@ from porch.process.message import Blob, Message, Offline, Timeout
 from porch.process.shared import respond_or_drop
 from porch.wire import http_pb2, now_ms
 from support.http_fakes import FakeExchange, fake_auth
+from support.peers import PeerEnd, until
 
 APP = "app:pkg:pub.os"
 OTHER = "other:pkg:pub.os"
 HTTP_SERVER = "http-server:distro:sys"
 Frame = tuple[int, int, bytes, bytes | None]
-
-
-async def until(condition: Callable[[], Any], what: str) -> None:
-    """Let the loop run until `condition` holds (a generous bound: no hang)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.001)
 
 
 def run_loop(test: Callable[[], Awaitable[None]]) -> None:
@@ -98,28 +90,16 @@ class Clock:
         return self.now
 
 
-class ProcEnd:
-    """The process's end of a link, read without blocking the loop."""
+class ProcEnd(PeerEnd):
+    """The process's end of a link, read without blocking the loop: the frames."""
 
     def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(False)
-        self.sock = sock
+        super().__init__(sock)
         self.reader = FrameReader()
         self.frames: list[Frame] = []
-        self.eof = False
 
-    def pull(self) -> None:
-        while not self.eof:
-            try:
-                chunk = self.sock.recv(1 << 20)
-            except BlockingIOError:
-                return
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                self.eof = True
-                return
-            self.frames += self.reader.feed(chunk)
+    def took(self, chunk: bytes) -> None:
+        self.frames += self.reader.feed(chunk)
 
     async def take(self, count: int) -> list[Frame]:
         """The next `count` frames the worker sent."""

@@ -32,6 +32,7 @@ from porch.process.held import HeldSockets
 from porch.process.message import Message
 from porch.wire import http_pb2
 from porch.ws.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+from support.peers import FrameClient, until
 
 OUR = "app:pkg:pub.os"
 CHANNEL = 4242
@@ -57,60 +58,9 @@ def close_body(code: int, reason: str = "") -> bytes:
     return code.to_bytes(2, "big") + reason.encode()
 
 
-async def until(condition: Callable[[], Any], what: str) -> None:
-    """Let the loop run until `condition` holds (a generous bound: no hang)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.001)
-
-
-class Client:
+class Client(FrameClient):
     """The client's end: what it sends, and the server's frames as it reads them
     (first byte, payload: the first byte keeps RSV1)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(False)
-        self.sock = sock
-        self.data = bytearray()
-        self.eof = False
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def pull(self) -> None:
-        while not self.eof:
-            try:
-                chunk = self.sock.recv(1 << 20)
-            except BlockingIOError:
-                return
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                self.eof = True
-            self.data += chunk
-
-    def raw_frames(self) -> list[tuple[int, bytes]]:
-        self.pull()
-        out = []
-        while len(self.data) >= 2:
-            b0, b1 = self.data[0], self.data[1]
-            assert b0 & 0x80 and not b1 & 0x80, "server frames are whole and unmasked"
-            n, at = b1 & 0x7F, 2
-            if n == 126:
-                n, at = int.from_bytes(self.data[2:4], "big"), 4
-            elif n == 127:
-                n, at = int.from_bytes(self.data[2:10], "big"), 10
-            if len(self.data) < at + n:
-                break
-            out.append((b0, bytes(self.data[at:at + n])))
-            del self.data[:at + n]
-        return out
-
-    def frames(self) -> list[tuple[int, bytes]]:
-        """(opcode, payload) of the whole frames read so far."""
-        return [(b0 & 0x0F, payload) for b0, payload in self.raw_frames()]
 
     async def frames_until(self, count: int, what: str) -> list[tuple[int, bytes]]:
         got: list[tuple[int, bytes]] = []
@@ -124,14 +74,6 @@ class Client:
     async def frame(self) -> tuple[int, bytes]:
         [got] = await self.frames_until(1, "a frame")
         return got
-
-    def ended(self) -> bool:
-        self.pull()
-        return self.eof
-
-    def quiet(self) -> bool:
-        self.pull()
-        return self.data == b"" and not self.eof
 
 
 # ---------------------------------------------------------------------- the worker's side

@@ -33,6 +33,7 @@ from porch.process.held import ClaimFailed, claim
 from porch.process.message import Blob, Message, Offline, SendError, Timeout
 from porch.wire import http_pb2, kernel_pb2
 from support.http_fakes import FakeExchange, fake_auth
+from support.peers import FrameClient, until
 
 NODE = "hub.os"
 APP = "app:pkg:pub.os"
@@ -134,30 +135,9 @@ def close_body(code: int, reason: str = "") -> bytes:
     return code.to_bytes(2, "big") + reason.encode()
 
 
-class Client:
+class Client(FrameClient):
     """The client's end of a socket pair: what it sends, and the server's frames
     (never masked) as it reads them."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(False)
-        self.sock = sock
-        self.data = bytearray()
-        self.eof = False
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def pull(self) -> None:
-        while not self.eof:
-            try:
-                chunk = self.sock.recv(1 << 20)
-            except BlockingIOError:
-                return
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                self.eof = True
-            self.data += chunk
 
     def head(self) -> tuple[str, dict[str, str]]:
         """The server's answer head (status line, headers), taken off what was read."""
@@ -167,24 +147,6 @@ class Client:
         del self.data[:end + 4]
         headers = dict(line.split(": ", 1) for line in lines[1:])
         return lines[0], headers
-
-    def frames(self) -> list[tuple[int, bytes]]:
-        """The whole frames read so far, taken off what was read."""
-        self.pull()
-        out = []
-        while len(self.data) >= 2:
-            b0, b1 = self.data[0], self.data[1]
-            assert b0 & 0x80 and not b1 & 0x80, "server frames are whole and unmasked"
-            n, at = b1 & 0x7F, 2
-            if n == 126:
-                n, at = int.from_bytes(self.data[2:4], "big"), 4
-            elif n == 127:
-                n, at = int.from_bytes(self.data[2:10], "big"), 10
-            if len(self.data) < at + n:
-                break
-            out.append((b0 & 0x0F, bytes(self.data[at:at + n])))
-            del self.data[:at + n]
-        return out
 
     async def frames_until(self, last: Callable[[list[tuple[int, bytes]]], bool],
                            what: str) -> list[tuple[int, bytes]]:
@@ -203,11 +165,6 @@ class Client:
         assert len(got) == 1, got
         return got[0]
 
-    def ended(self) -> bool:
-        """The server closed the socket."""
-        self.pull()
-        return self.eof
-
     async def closed_with(self, code: int, reason: str) -> None:
         """The server's close frame, then (once answered, as a client does) the end."""
         assert await self.frame() == (OP_CLOSE, close_body(code, reason))
@@ -215,19 +172,6 @@ class Client:
         await until(self.ended, "the server to close the socket")
         assert self.data == b""
 
-    def quiet(self) -> bool:
-        """Nothing arrived and the socket is still open."""
-        self.pull()
-        return self.data == b"" and not self.eof
-
-
-async def until(condition: Callable[[], Any], what: str) -> None:
-    """Let the loop run until `condition` holds (a generous bound: no hang)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.001)
 
 
 # ---------------------------------------------------------------------- the bed

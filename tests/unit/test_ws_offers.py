@@ -29,19 +29,11 @@ from porch.http_server.wsdirect import (
     successor_path,
 )
 from porch.process.held import ClaimFailed, claim
+from support.peers import until
 
 REFUSED = "no such socket on offer (the server serves it)"
 RECORD: dict[str, Any] = {"channel_id": 7, "max_message": 1000, "send_queue_bytes": 2000,
                           "ping_interval_s": 0.0, "leftover": "\x81\xff", "extensions": []}
-
-
-async def until(condition: Callable[[], Any], what: str) -> None:
-    """Let the loop run until `condition` holds (a generous bound: no hang)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.001)
 
 
 class Bed:
